@@ -1,0 +1,223 @@
+//! The [`Driver`] trait: the lifecycle of one kind of node (container or VM).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::access::{FilePlacement, NodeAccess};
+use crate::error::DriverError;
+use crate::name::{ClusterName, MachineName};
+use crate::state::{MachineState, StopMode};
+
+/// The kinds of driver timonel knows, in the order `start` probes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum DriverKind {
+    Docker,
+    Kvm,
+    Hyperv,
+    Virtualbox,
+    Ssh,
+    /// The in-memory driver used by CLI tests (feature `fake`).
+    Fake,
+}
+
+impl DriverKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Docker => "docker",
+            Self::Kvm => "kvm",
+            Self::Hyperv => "hyperv",
+            Self::Virtualbox => "virtualbox",
+            Self::Ssh => "ssh",
+            Self::Fake => "fake",
+        }
+    }
+}
+
+impl fmt::Display for DriverKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether a driver can be used on this host right now. Never an error: an unusable driver says
+/// why and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum Availability {
+    Ready {
+        /// The backend's version (`Docker 20.10.24`, `libvirt 9.0.0`, `VirtualBox 7.0.14`).
+        version: String,
+        /// Things worth telling the user that do not stop the driver (e.g. "KVM unavailable,
+        /// using TCG: slow").
+        notes: Vec<String>,
+    },
+    Unusable {
+        reason: String,
+        fix: String,
+    },
+}
+
+impl Availability {
+    pub fn is_ready(&self) -> bool {
+        matches!(self, Self::Ready { .. })
+    }
+}
+
+/// What a driver can do, so callers branch on flags rather than on the driver's kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Nodes are containers: files are placed before the first start and the service is the
+    /// container's command. Otherwise nodes are VMs provisioned over ssh with a systemd unit.
+    pub container_nodes: bool,
+    /// Creating nodes needs administrator rights (Hyper-V).
+    pub needs_admin: bool,
+    /// The VM disk format the driver wants (`qcow2`, `vhdx`, `vmdk`), for VM drivers.
+    pub disk_format: Option<String>,
+}
+
+/// The role of a node in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    Server,
+    Agent,
+}
+
+impl fmt::Display for NodeRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Server => "server",
+            Self::Agent => "agent",
+        })
+    }
+}
+
+/// A port of a node made reachable from the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMapping {
+    pub host_ip: IpAddr,
+    pub host_port: u16,
+    pub node_port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+}
+
+/// The process that runs the distribution in the node. Container drivers make it the container's
+/// command; VM drivers write a service unit for it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServiceSpec {
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// The disks of a VM node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmDisk {
+    /// The verified base image (qcow2, VHDX, VMDK), shared by every node; never written to.
+    pub base_image: PathBuf,
+    /// The size the node's disk is grown to.
+    pub size_mib: u64,
+    /// The cloud-init NoCloud seed (ISO labelled `cidata`).
+    pub seed_iso: PathBuf,
+    /// Where the driver keeps this node's own files (overlay disk, converted disks).
+    pub state_dir: PathBuf,
+}
+
+/// Everything a driver needs to create one node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MachineSpec {
+    pub name: MachineName,
+    pub cluster: ClusterName,
+    pub role: NodeRole,
+    /// 1-based position of the node in the cluster, for stable addresses.
+    pub index: u32,
+    /// The node's hostname (and Kubernetes node name).
+    pub hostname: String,
+    pub cpus: Option<f64>,
+    pub memory_mib: Option<u64>,
+    /// Container drivers: the image to run. VM drivers: unused.
+    pub image: Option<String>,
+    /// VM drivers: the disks.
+    pub vm_disk: Option<VmDisk>,
+    pub ports: Vec<PortMapping>,
+    /// Container drivers: files placed before the first start.
+    pub files: Vec<FilePlacement>,
+    /// Container drivers: the container's command.
+    pub service: Option<ServiceSpec>,
+    /// Driver-specific settings (`docker.network`, `hyperv.switch`, …).
+    pub options: BTreeMap<String, String>,
+}
+
+impl MachineSpec {
+    pub fn new(name: MachineName, cluster: ClusterName, role: NodeRole, index: u32) -> Self {
+        Self {
+            hostname: name.to_string(),
+            name,
+            cluster,
+            role,
+            index,
+            cpus: None,
+            memory_mib: None,
+            image: None,
+            vm_disk: None,
+            ports: Vec::new(),
+            files: Vec::new(),
+            service: None,
+            options: BTreeMap::new(),
+        }
+    }
+}
+
+/// How drivers report progress. Only the CLI knows how it is shown.
+pub trait Reporter: Send + Sync {
+    /// A step started (`creating network`, `importing image`).
+    fn step(&self, message: &str);
+    /// Bytes moved so far, of `total` when known.
+    fn progress(&self, done: u64, total: Option<u64>);
+    /// Something the user should know that does not stop the operation.
+    fn warn(&self, message: &str);
+}
+
+/// A [`Reporter`] that drops everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SilentReporter;
+
+impl Reporter for SilentReporter {
+    fn step(&self, _: &str) {}
+    fn progress(&self, _: u64, _: Option<u64>) {}
+    fn warn(&self, _: &str) {}
+}
+
+/// The lifecycle of nodes of one kind. Idempotent where it can be.
+#[async_trait]
+pub trait Driver: Send + Sync {
+    fn kind(&self) -> DriverKind;
+    fn capabilities(&self) -> Capabilities;
+    /// Whether the driver can be used here. Never an error.
+    async fn probe(&self) -> Availability;
+    /// Creates the node. Creating an existing node with the same spec is Ok.
+    async fn create(&self, spec: &MachineSpec, report: &dyn Reporter) -> Result<(), DriverError>;
+    async fn start(&self, name: &MachineName) -> Result<(), DriverError>;
+    async fn stop(&self, name: &MachineName, how: StopMode) -> Result<(), DriverError>;
+    /// Deletes the node and what belongs to it alone. Deleting a missing node is Ok.
+    async fn delete(&self, name: &MachineName) -> Result<(), DriverError>;
+    /// Deletes every resource labelled with `cluster` (nodes, networks, volumes, disks), even when
+    /// timonel's own record of them is gone. Returns a line per resource removed.
+    async fn delete_cluster(&self, cluster: &ClusterName) -> Result<Vec<String>, DriverError>;
+    /// `NotCreated` when the node does not exist.
+    async fn state(&self, name: &MachineName) -> Result<MachineState, DriverError>;
+    /// The node's address on its network. A typed error while the node is stopped.
+    async fn ip(&self, name: &MachineName) -> Result<IpAddr, DriverError>;
+    /// The host-reachable address of a node port (127.0.0.1:<published> for containers and NAT VMs).
+    async fn endpoint(&self, name: &MachineName, port: u16) -> Result<SocketAddr, DriverError>;
+    /// Commands and files in the running node.
+    async fn access(&self, name: &MachineName) -> Result<Arc<dyn NodeAccess>, DriverError>;
+}

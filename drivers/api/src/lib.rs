@@ -1,0 +1,26 @@
+//! The driver interface of timonel.
+//!
+//! A driver owns the lifecycle of nodes (containers or VMs); it never touches the terminal.
+//! Everything a driver runs on the host or inside a node goes through a [`Runner`], so that
+//! tests can replay recorded outputs with [`ScriptedRunner`](scripted::ScriptedRunner).
+
+pub mod access;
+pub mod driver;
+pub mod error;
+pub mod name;
+pub mod runner;
+#[cfg(any(test, feature = "testing"))]
+pub mod scripted;
+pub mod state;
+pub mod wait;
+
+pub use access::{FilePlacement, FileSource, NodeAccess};
+pub use driver::{
+    Availability, Capabilities, Driver, DriverKind, MachineSpec, NodeRole, PortMapping, Reporter,
+    ServiceSpec, SilentReporter, VmDisk,
+};
+pub use error::{CommandError, DriverError, Hint};
+pub use name::{ClusterName, MachineName, NameError};
+pub use runner::{Cmd, HostRunner, Output, Runner};
+pub use state::{MachineState, StopMode};
+pub use wait::{poll_until, WaitError};

@@ -1,0 +1,95 @@
+//! Polling with an interval and a deadline: never a bare sleep, never a spin.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Why waiting ended without the thing being ready.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError<E: std::error::Error + 'static> {
+    #[error("{what} was not ready after {after:?} (last seen: {last})")]
+    Timeout {
+        what: String,
+        after: Duration,
+        last: String,
+    },
+    #[error(transparent)]
+    Failed(E),
+}
+
+/// Calls `probe` every `every` until it returns `Ok(Some(v))`, an error, or `timeout` passes.
+/// `Ok(None)` means "not yet"; the probe reports what it saw through `last` for the message.
+pub async fn poll_until<T, E, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut probe: F,
+) -> Result<T, WaitError<E>>
+where
+    E: std::error::Error + 'static,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Result<T, String>, E>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match probe().await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(seen)) => seen,
+            Err(e) => return Err(WaitError::Failed(e)),
+        };
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(WaitError::Timeout {
+                what: what.to_string(),
+                after: timeout,
+                last,
+            });
+        }
+        tokio::time::sleep(every.min(deadline - now)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+
+    #[tokio::test(start_paused = true)]
+    async fn returns_once_ready() {
+        let mut n = 0;
+        let v = poll_until::<_, Infallible, _, _>(
+            "thing",
+            Duration::from_secs(10),
+            Duration::from_secs(1),
+            || {
+                n += 1;
+                let r = if n >= 3 {
+                    Ok(n)
+                } else {
+                    Err(format!("try {n}"))
+                };
+                async move { Ok(r) }
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(v, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn times_out_with_the_last_state() {
+        let err = poll_until::<(), Infallible, _, _>(
+            "the API",
+            Duration::from_secs(3),
+            Duration::from_secs(1),
+            || async { Ok(Err("503".to_string())) },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the API was not ready after 3s (last seen: 503)"
+        );
+    }
+}

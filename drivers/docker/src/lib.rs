@@ -1,0 +1,1 @@
+//! timonel-driver-docker (work in progress)

@@ -1,0 +1,1 @@
+//! timonel-driver-hyperv (work in progress)

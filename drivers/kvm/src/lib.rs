@@ -1,0 +1,1 @@
+//! timonel-driver-kvm (work in progress)

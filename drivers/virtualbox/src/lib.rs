@@ -1,0 +1,1 @@
+//! timonel-driver-virtualbox (work in progress)

@@ -1,0 +1,1 @@
+//! timonel-driver-vm (work in progress)

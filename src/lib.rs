@@ -1,0 +1,1 @@
+//! timonel: a local Kubernetes cluster bootstrapper.
