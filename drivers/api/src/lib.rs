@@ -5,6 +5,8 @@
 //! tests can replay recorded outputs with [`ScriptedRunner`](scripted::ScriptedRunner).
 
 pub mod access;
+#[cfg(any(test, feature = "testing"))]
+pub mod contract;
 pub mod driver;
 pub mod error;
 pub mod name;
