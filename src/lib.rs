@@ -1,1 +1,11 @@
 //! timonel: a local Kubernetes cluster bootstrapper.
+
+pub mod cli;
+pub mod drivers;
+pub mod env;
+pub mod error;
+pub mod fsutil;
+pub mod home;
+pub mod lock;
+pub mod output;
+pub mod profile;

@@ -1,0 +1,123 @@
+//! The command line: global flags and one module per subcommand.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use timonel_driver::ClusterName;
+
+use crate::home::Home;
+use crate::output::{ColorChoice, Printer, Verbosity};
+use crate::profile::Store;
+
+mod completion;
+mod profile_cmd;
+mod version;
+
+/// timonel: a local Kubernetes cluster in one command (k3s in Docker containers or VMs).
+#[derive(Debug, Parser)]
+#[command(name = "timonel", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every subcommand takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The cluster profile to act on.
+    #[arg(short, long, global = true, default_value = "timonel", env = "TIMONEL_PROFILE", value_parser = parse_profile)]
+    pub profile: ClusterName,
+    /// More output: step timings and diagnostics (-vv for debug logs).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Only errors and warnings.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// When to colour output (NO_COLOR is honoured with `auto`).
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+    /// No spinners or progress bars (also TIMONEL_NO_PROGRESS, CI, TERM=dumb).
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+}
+
+fn parse_profile(s: &str) -> Result<ClusterName, String> {
+    s.parse::<ClusterName>()
+        .map_err(|e| format!("{e}\n\nhint: {}", e.hint()))
+}
+
+/// Text for people, JSON for programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum OutputFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print timonel's version.
+    Version(version::VersionArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completion(completion::CompletionArgs),
+    /// Manage profiles (clusters).
+    #[command(subcommand)]
+    Profile(profile_cmd::ProfileCommand),
+}
+
+/// What every command gets: the printer, timonel's home and the profile store.
+pub struct Ctx {
+    pub printer: Printer,
+    pub home: Home,
+    pub store: Store,
+    pub profile: ClusterName,
+}
+
+impl Ctx {
+    /// Takes the profile lock for the rest of the command, telling the user if it must wait.
+    pub fn lock_profile(&self) -> anyhow::Result<crate::lock::ProfileLock> {
+        let timeout = std::env::var(crate::env::TIMONEL_LOCK_TIMEOUT)
+            .ok()
+            .and_then(|v| humantime::parse_duration(&v).ok())
+            .unwrap_or(Duration::from_secs(300));
+        let lock = crate::lock::acquire(
+            &self.home.locks(),
+            self.profile.as_str(),
+            timeout,
+            &mut |holder| {
+                self.printer.warn(&format!(
+                    "profile `{}` is in use by {holder} waiting up to {}",
+                    self.profile,
+                    humantime::format_duration(timeout)
+                ))
+            },
+        )?;
+        Ok(lock)
+    }
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    let verbosity = if cli.global.quiet {
+        Verbosity::Quiet
+    } else if cli.global.verbose > 0 {
+        Verbosity::Verbose
+    } else {
+        Verbosity::Normal
+    };
+    let printer = Printer::new(verbosity, cli.global.color, cli.global.no_progress);
+    let home = Home::from_env()?;
+    let ctx = Ctx {
+        printer,
+        store: Store::new(home.clone()),
+        home,
+        profile: cli.global.profile.clone(),
+    };
+    match cli.command {
+        Command::Version(args) => version::run(&ctx, args),
+        Command::Completion(args) => completion::run(args),
+        Command::Profile(cmd) => profile_cmd::run(&ctx, cmd).await,
+    }
+}

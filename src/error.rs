@@ -1,0 +1,69 @@
+//! Printing a failed command: the error chain, then a hint, then the exit code.
+
+use timonel_driver::Hint;
+
+/// The fix for the first error in the chain that has one.
+pub fn hint_of(err: &anyhow::Error) -> Option<String> {
+    for cause in err.chain() {
+        macro_rules! try_hint {
+            ($($ty:ty),* $(,)?) => {
+                $(
+                    if let Some(e) = cause.downcast_ref::<$ty>() {
+                        if let Some(h) = Hint::hint(e) {
+                            return Some(h);
+                        }
+                    }
+                )*
+            };
+        }
+        try_hint!(
+            timonel_driver::DriverError,
+            crate::profile::ProfileError,
+            crate::lock::LockError,
+            UserError,
+        );
+        if let Some(e) = cause.downcast_ref::<timonel_driver::NameError>() {
+            return Some(e.hint().to_string());
+        }
+    }
+    None
+}
+
+/// An error in what the user asked for, with the fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct UserError {
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl UserError {
+    pub fn new(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            hint: Some(hint.into()),
+        }
+    }
+}
+
+impl Hint for UserError {
+    fn hint(&self) -> Option<String> {
+        self.hint.clone()
+    }
+}
+
+/// Renders `err` as `error: …` + `caused by: …` lines + a hint.
+pub fn render(err: &anyhow::Error) -> String {
+    let mut out = format!("error: {err}");
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        // Some errors already embed their source (`#[error(transparent)]`); don't say it twice.
+        if !out.contains(&text) {
+            out.push_str(&format!("\n  caused by: {text}"));
+        }
+    }
+    if let Some(hint) = hint_of(err) {
+        out.push_str(&format!("\n\nhint: {hint}"));
+    }
+    out
+}

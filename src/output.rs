@@ -1,0 +1,197 @@
+//! The Printer: every user-facing line goes through here, to stderr. stdout carries data only.
+//! The only place that knows indicatif.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use timonel_driver::Reporter;
+
+use crate::env;
+
+/// How colour is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum ColorChoice {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+/// How much is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+}
+
+/// Writes step lines, warnings and progress to stderr.
+#[derive(Debug)]
+pub struct Printer {
+    verbosity: Verbosity,
+    color: bool,
+    progress: bool,
+    /// The spinner or bar of the step in progress, if any.
+    active: Mutex<Option<ProgressBar>>,
+}
+
+impl Printer {
+    pub fn new(verbosity: Verbosity, color: ColorChoice, no_progress: bool) -> Self {
+        let stderr_tty = std::io::stderr().is_terminal();
+        let env_set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+        let color = match color {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => stderr_tty && !env_set(env::NO_COLOR),
+        };
+        let progress = stderr_tty
+            && verbosity == Verbosity::Normal
+            && !no_progress
+            && !env_set(env::TIMONEL_NO_PROGRESS)
+            && !env_set(env::CI)
+            && std::env::var("TERM").map(|t| t != "dumb").unwrap_or(true);
+        Self {
+            verbosity,
+            color,
+            progress,
+            active: Mutex::new(None),
+        }
+    }
+
+    /// A printer that prints nothing (tests, `--quiet`).
+    pub fn quiet() -> Self {
+        Self::new(Verbosity::Quiet, ColorChoice::Never, true)
+    }
+
+    pub fn verbosity(&self) -> Verbosity {
+        self.verbosity
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+
+    fn line(&self, text: &str) {
+        let active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        match active.as_ref() {
+            Some(bar) => bar.println(text),
+            None => {
+                let _ = writeln!(std::io::stderr(), "{text}");
+            }
+        }
+    }
+
+    /// A finished step: `✓ Created node dev (1.2s)`.
+    pub fn done(&self, message: &str, took: Option<Duration>) {
+        if self.verbosity == Verbosity::Quiet {
+            return;
+        }
+        let time = match took {
+            Some(d) if d >= Duration::from_millis(100) || self.verbosity == Verbosity::Verbose => {
+                format!(" ({:.1}s)", d.as_secs_f64())
+            }
+            _ => String::new(),
+        };
+        self.line(&format!("{} {message}{time}", self.paint("32", "✓")));
+    }
+
+    /// Something worth knowing that does not stop the command. Shown even with `--quiet`.
+    pub fn warn(&self, message: &str) {
+        self.line(&format!("{} {message}", self.paint("33", "! warning:")));
+    }
+
+    /// A plain informational line.
+    pub fn info(&self, message: &str) {
+        if self.verbosity > Verbosity::Quiet {
+            self.line(message);
+        }
+    }
+
+    /// Starts a step; the returned guard shows a spinner on a TTY and prints `✓ done_message`
+    /// when [`Step::finish`] is called. Dropped without finish, it just clears the spinner.
+    pub fn step(&self, running: &str) -> Step<'_> {
+        if self.progress {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg} {bytes:>10} {binary_bytes_per_sec}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.set_message(running.to_string());
+            bar.enable_steady_tick(Duration::from_millis(100));
+            *self.active.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar);
+        } else if self.verbosity == Verbosity::Verbose {
+            self.line(&format!("… {running}"));
+        }
+        Step {
+            printer: self,
+            started: Instant::now(),
+        }
+    }
+
+    fn clear_active(&self) {
+        if let Some(bar) = self.active.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// A step in progress.
+pub struct Step<'a> {
+    printer: &'a Printer,
+    started: Instant,
+}
+
+impl Step<'_> {
+    /// Ends the step with a `✓` line; returns how long it took.
+    pub fn finish(self, message: &str) -> Duration {
+        let took = self.started.elapsed();
+        self.printer.clear_active();
+        self.printer.done(message, Some(took));
+        took
+    }
+}
+
+impl Drop for Step<'_> {
+    fn drop(&mut self) {
+        self.printer.clear_active();
+    }
+}
+
+impl Reporter for Printer {
+    fn step(&self, message: &str) {
+        let active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(bar) = active.as_ref() {
+            bar.set_message(message.to_string());
+        } else if self.verbosity == Verbosity::Verbose {
+            drop(active);
+            self.line(&format!("  {message}"));
+        }
+    }
+    fn progress(&self, done: u64, total: Option<u64>) {
+        let active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(bar) = active.as_ref() {
+            if let Some(total) = total {
+                if bar.length() != Some(total) {
+                    bar.set_length(total);
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                    );
+                }
+            }
+            bar.set_position(done);
+        }
+    }
+    fn warn(&self, message: &str) {
+        Printer::warn(self, message);
+    }
+}

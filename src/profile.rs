@@ -1,0 +1,317 @@
+//! On-disk cluster state: `$TIMONEL_HOME/profiles/<name>/profile.json`, typed and versioned,
+//! written atomically (0600: it holds the cluster token).
+
+use std::fs;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use timonel_driver::{ClusterName, DriverKind, MachineName, NodeRole};
+
+use crate::fsutil;
+use crate::home::Home;
+
+/// The version of the state file this build writes. Older files are migrated on load; newer
+/// ones are refused (a newer timonel wrote them).
+pub const SCHEMA: u32 = 1;
+const FILE: &str = "profile.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("profile `{name}` does not exist")]
+    NotFound { name: String },
+    #[error("cannot read the state of profile `{name}` (`{}`)", path.display())]
+    Read {
+        name: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the state file `{}` is damaged: {message}", path.display())]
+    Corrupt { path: PathBuf, message: String },
+    #[error("the state file `{}` was written by a newer timonel (schema {found}, this build knows {SCHEMA})", path.display())]
+    TooNew { path: PathBuf, found: u32 },
+    #[error("cannot write the state of profile `{name}`")]
+    Write {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl timonel_driver::Hint for ProfileError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            Self::NotFound { name } => Some(format!(
+                "create it with `timonel start -p {name}`; `timonel profile list` shows the profiles that exist"
+            )),
+            Self::Corrupt { .. } => Some(
+                "`timonel delete -p <name>` removes the cluster by its labels even without a readable state file"
+                    .to_string(),
+            ),
+            Self::TooNew { .. } => Some("upgrade timonel".to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// Where a profile is in its life, as timonel last left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// `start` began creating it and has not finished.
+    Creating,
+    Running,
+    Stopped,
+}
+
+/// One node of a profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub name: MachineName,
+    pub role: NodeRole,
+    pub index: u32,
+    /// The node's address on the profile network, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<IpAddr>,
+    /// The host port the node's API port (6443) is published on (servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_port: Option<u16>,
+}
+
+/// Everything timonel knows about a cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    pub schema: u32,
+    pub name: ClusterName,
+    pub driver: DriverKind,
+    pub distribution: String,
+    /// The exact distribution version (`v1.31.2+k3s1`).
+    pub version: String,
+    /// The container image the nodes run (Docker driver).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_image: Option<String>,
+    pub listen_address: IpAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    /// k3s packaged components turned off (`traefik`, …).
+    #[serde(default)]
+    pub disable: Vec<String>,
+    /// The cluster's join secret (never logged).
+    pub token: String,
+    /// The kubeconfig file our context was merged into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<PathBuf>,
+    pub nodes: Vec<NodeRecord>,
+    pub phase: Phase,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
+impl Profile {
+    pub fn server(&self) -> Option<&NodeRecord> {
+        self.nodes.iter().find(|n| n.role == NodeRole::Server)
+    }
+    pub fn node(&self, name: &str) -> Option<&NodeRecord> {
+        self.nodes.iter().find(|n| n.name.as_str() == name)
+    }
+}
+
+/// Reads and writes profiles under a [`Home`].
+#[derive(Debug, Clone)]
+pub struct Store {
+    home: Home,
+}
+
+impl Store {
+    pub fn new(home: Home) -> Self {
+        Self { home }
+    }
+
+    pub fn home(&self) -> &Home {
+        &self.home
+    }
+
+    pub fn dir(&self, name: &ClusterName) -> PathBuf {
+        self.home.profile_dir(name)
+    }
+
+    fn file(&self, name: &ClusterName) -> PathBuf {
+        self.dir(name).join(FILE)
+    }
+
+    pub fn exists(&self, name: &ClusterName) -> bool {
+        self.file(name).is_file()
+    }
+
+    /// Loads a profile; `Ok(None)` when it does not exist.
+    pub fn try_load(&self, name: &ClusterName) -> Result<Option<Profile>, ProfileError> {
+        let path = self.file(name);
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(ProfileError::Read {
+                    name: name.to_string(),
+                    path,
+                    source,
+                })
+            }
+        };
+        parse(&path, &text).map(Some)
+    }
+
+    pub fn load(&self, name: &ClusterName) -> Result<Profile, ProfileError> {
+        self.try_load(name)?.ok_or_else(|| ProfileError::NotFound {
+            name: name.to_string(),
+        })
+    }
+
+    pub fn save(&self, profile: &Profile) -> Result<(), ProfileError> {
+        let write = |source| ProfileError::Write {
+            name: profile.name.to_string(),
+            source,
+        };
+        let dir = self.dir(&profile.name);
+        fsutil::create_private_dir(&dir).map_err(write)?;
+        let mut text = serde_json::to_string_pretty(profile)
+            .map_err(|e| write(std::io::Error::other(e)))?;
+        text.push('\n');
+        fsutil::atomic_write(&dir.join(FILE), text.as_bytes(), 0o600).map_err(write)
+    }
+
+    /// Removes the profile's folder. Missing is Ok.
+    pub fn remove(&self, name: &ClusterName) -> Result<(), ProfileError> {
+        match fs::remove_dir_all(self.dir(name)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(ProfileError::Write {
+                name: name.to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Every profile folder, valid or not, by name.
+    pub fn list(&self) -> Vec<(String, Result<Profile, ProfileError>)> {
+        let mut out = Vec::new();
+        let Ok(entries) = fs::read_dir(self.home.profiles()) else {
+            return out;
+        };
+        for entry in entries.flatten() {
+            let raw = entry.file_name().to_string_lossy().into_owned();
+            let Ok(name) = raw.parse::<ClusterName>() else {
+                continue;
+            };
+            match self.try_load(&name) {
+                Ok(Some(p)) => out.push((raw, Ok(p))),
+                Ok(None) => {}
+                Err(e) => out.push((raw, Err(e))),
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+fn parse(path: &Path, text: &str) -> Result<Profile, ProfileError> {
+    let corrupt = |message: String| ProfileError::Corrupt {
+        path: path.to_path_buf(),
+        message,
+    };
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
+    let schema = value
+        .get("schema")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| corrupt("no `schema` field".to_string()))?;
+    let schema = u32::try_from(schema).map_err(|e| corrupt(e.to_string()))?;
+    if schema > SCHEMA {
+        return Err(ProfileError::TooNew {
+            path: path.to_path_buf(),
+            found: schema,
+        });
+    }
+    // Schema 1 is the first; migrations from older schemas go here.
+    serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample(name: &str) -> Profile {
+        let name: ClusterName = name.parse().unwrap();
+        Profile {
+            schema: SCHEMA,
+            nodes: vec![NodeRecord {
+                name: name.machine(1),
+                role: NodeRole::Server,
+                index: 1,
+                ip: Some("10.201.0.2".parse().unwrap()),
+                api_port: Some(40123),
+            }],
+            name,
+            driver: DriverKind::Docker,
+            distribution: "k3s".into(),
+            version: "v1.31.2+k3s1".into(),
+            node_image: Some("timonel/k3s:v1.31.2-k3s1".into()),
+            listen_address: "127.0.0.1".parse().unwrap(),
+            cpus: Some(2.0),
+            memory_mib: None,
+            disable: vec!["traefik".into()],
+            token: "secret".into(),
+            kubeconfig: None,
+            phase: Phase::Running,
+            created_at: 1,
+        }
+    }
+
+    #[test]
+    fn round_trips_through_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(Home::at(dir.path().to_path_buf()));
+        let p = sample("dev");
+        store.save(&p).unwrap();
+        assert_eq!(store.load(&p.name).unwrap(), p);
+        assert_eq!(store.list().len(), 1);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let f = dir.path().join("profiles/dev/profile.json");
+            assert_eq!(fs::metadata(f).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        store.remove(&p.name).unwrap();
+        assert!(store.try_load(&p.name).unwrap().is_none());
+        store.remove(&p.name).unwrap();
+    }
+
+    #[test]
+    fn refuses_damaged_and_newer_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(Home::at(dir.path().to_path_buf()));
+        let name: ClusterName = "dev".parse().unwrap();
+        let file = dir.path().join("profiles/dev/profile.json");
+        fs::create_dir_all(file.parent().unwrap()).unwrap();
+        fs::write(&file, "{not json").unwrap();
+        assert!(matches!(store.load(&name), Err(ProfileError::Corrupt { .. })));
+        fs::write(&file, r#"{"schema": 99}"#).unwrap();
+        assert!(matches!(
+            store.load(&name),
+            Err(ProfileError::TooNew { found: 99, .. })
+        ));
+        let mut v = serde_json::to_value(sample("dev")).unwrap();
+        v["name"] = serde_json::Value::String("../escape".into());
+        fs::write(&file, v.to_string()).unwrap();
+        assert!(matches!(store.load(&name), Err(ProfileError::Corrupt { .. })));
+    }
+}
