@@ -220,4 +220,13 @@ pub trait Driver: Send + Sync {
     async fn endpoint(&self, name: &MachineName, port: u16) -> Result<SocketAddr, DriverError>;
     /// Commands and files in the running node.
     async fn access(&self, name: &MachineName) -> Result<Arc<dyn NodeAccess>, DriverError>;
+    /// The last `tail` lines of the distribution's log in the node (container output, or the
+    /// service's journal on VMs).
+    async fn logs(&self, name: &MachineName, tail: usize) -> Result<String, DriverError> {
+        let _ = (name, tail);
+        Err(DriverError::Unsupported {
+            driver: self.kind().to_string(),
+            what: "reading node logs".to_string(),
+        })
+    }
 }
