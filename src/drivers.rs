@@ -1,4 +1,29 @@
-//! The drivers this build knows, and how one is picked.
+//! The drivers this build knows, and how one is picked: `--driver` (or `TIMONEL_DRIVER`) wins;
+//! otherwise every compiled-in driver is probed in a fixed order and the first usable one is
+//! taken; when none is usable, each one's reason and fix is printed.
+
+use std::sync::Arc;
+
+use timonel_driver::{Availability, ClusterName, Driver, DriverKind};
+use timonel_driver_docker::DockerDriver;
+
+use crate::error::UserError;
+use crate::output::Printer;
+
+/// Probe order.
+pub const ORDER: &[DriverKind] = &[
+    DriverKind::Docker,
+    DriverKind::Kvm,
+    DriverKind::Hyperv,
+    DriverKind::Virtualbox,
+];
+
+/// A driver, plus its concrete type where `start` needs driver-specific steps.
+#[derive(Clone)]
+pub struct Selected {
+    pub driver: Arc<dyn Driver>,
+    pub docker: Option<Arc<DockerDriver>>,
+}
 
 /// Names of the drivers compiled into this build, in probe order.
 pub fn compiled_in() -> Vec<&'static str> {
@@ -12,4 +37,95 @@ pub fn compiled_in() -> Vec<&'static str> {
     v.push("hyperv");
     v.push("virtualbox");
     v
+}
+
+/// Parses a driver name given on the command line.
+pub fn parse_kind(s: &str) -> Result<DriverKind, String> {
+    match s {
+        "docker" => Ok(DriverKind::Docker),
+        "kvm" | "kvm2" | "libvirt" => Ok(DriverKind::Kvm),
+        "hyperv" | "hyper-v" => Ok(DriverKind::Hyperv),
+        "virtualbox" | "vbox" => Ok(DriverKind::Virtualbox),
+        other => Err(format!(
+            "`{other}` is not a driver timonel knows (drivers: docker, kvm, hyperv, virtualbox)"
+        )),
+    }
+}
+
+/// Builds the driver of `kind`.
+pub fn make(kind: DriverKind) -> anyhow::Result<Selected> {
+    match kind {
+        DriverKind::Docker => {
+            let docker = Arc::new(DockerDriver::connect());
+            Ok(Selected {
+                driver: docker.clone(),
+                docker: Some(docker),
+            })
+        }
+        other => Err(UserError::new(
+            format!("the {other} driver is not wired into this build of timonel yet"),
+            "use `--driver docker`",
+        )
+        .into()),
+    }
+}
+
+/// Drivers whose resources carry the profile's labels, so `delete` can find them without a
+/// profile file.
+pub fn label_capable() -> Vec<DriverKind> {
+    vec![DriverKind::Docker]
+}
+
+/// Clusters that exist in a backend (by label) — used by `delete --all` to find orphans.
+pub async fn orphaned_clusters() -> Vec<ClusterName> {
+    let docker = DockerDriver::connect();
+    if !docker.probe().await.is_ready() {
+        return Vec::new();
+    }
+    docker.list_clusters().await.unwrap_or_default()
+}
+
+/// The driver `start` uses: the requested one (which must be usable), else the first usable
+/// one in [`ORDER`].
+pub async fn select(requested: Option<DriverKind>, printer: &Printer) -> anyhow::Result<Selected> {
+    if let Some(kind) = requested {
+        let selected = make(kind)?;
+        return match selected.driver.probe().await {
+            Availability::Ready { notes, .. } => {
+                for n in notes {
+                    printer.warn(&n);
+                }
+                Ok(selected)
+            }
+            Availability::Unusable { reason, fix } => Err(UserError::new(
+                format!("the {kind} driver is not usable: {reason}"),
+                fix,
+            )
+            .into()),
+        };
+    }
+    let mut reasons = Vec::new();
+    for kind in ORDER {
+        let Ok(selected) = make(*kind) else {
+            reasons.push(format!("  {kind}: not available in this build"));
+            continue;
+        };
+        match selected.driver.probe().await {
+            Availability::Ready { version, notes } => {
+                printer.done(&format!("Using the {kind} driver ({version})"), None);
+                for n in notes {
+                    printer.warn(&n);
+                }
+                return Ok(selected);
+            }
+            Availability::Unusable { reason, fix } => {
+                reasons.push(format!("  {kind}: {reason}\n    fix: {fix}"))
+            }
+        }
+    }
+    Err(UserError::new(
+        format!("no driver is usable on this machine:\n{}", reasons.join("\n")),
+        "fix one of the drivers above, or pick one with `--driver`",
+    )
+    .into())
 }

@@ -1,6 +1,8 @@
 //! timonel: a local Kubernetes cluster bootstrapper.
 
 pub mod cli;
+pub mod cluster;
+pub mod distro;
 pub mod drivers;
 pub mod env;
 pub mod error;

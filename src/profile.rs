@@ -99,6 +99,9 @@ pub struct Profile {
     /// k3s packaged components turned off (`traefik`, …).
     #[serde(default)]
     pub disable: Vec<String>,
+    /// Extra environment of the distribution's service in every node, `KEY=VALUE`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
     /// The cluster's join secret (never logged).
     pub token: String,
     /// The kubeconfig file our context was merged into.
@@ -269,6 +272,7 @@ mod tests {
             cpus: Some(2.0),
             memory_mib: None,
             disable: vec!["traefik".into()],
+            env: vec![],
             token: "secret".into(),
             kubeconfig: None,
             phase: Phase::Running,

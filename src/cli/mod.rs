@@ -10,7 +10,9 @@ use crate::output::{ColorChoice, Printer, Verbosity};
 use crate::profile::Store;
 
 mod completion;
+mod manage;
 mod profile_cmd;
+mod start;
 mod version;
 
 /// timonel: a local Kubernetes cluster in one command (k3s in Docker containers or VMs).
@@ -58,6 +60,18 @@ pub enum OutputFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create a cluster, or start an existing one again.
+    Start(Box<start::StartArgs>),
+    /// Stop the cluster's nodes, keeping their data.
+    Stop(manage::StopArgs),
+    /// Delete the cluster: nodes, networks, volumes, kubeconfig entries, profile.
+    Delete(manage::DeleteArgs),
+    /// Print a node's IP address.
+    Ip(manage::IpArgs),
+    /// Show the state of the nodes and the API server (exit code: 0 up, 3 a node is down, 4 not ready).
+    Status(manage::StatusArgs),
+    /// Print the cluster's kubeconfig (standalone); --merge merges it into your kubeconfig again.
+    Kubeconfig(manage::KubeconfigArgs),
     /// Print timonel's version.
     Version(version::VersionArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
@@ -116,6 +130,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         profile: cli.global.profile.clone(),
     };
     match cli.command {
+        Command::Start(args) => start::run(&ctx, *args).await,
+        Command::Stop(args) => manage::stop(&ctx, args).await,
+        Command::Delete(args) => manage::delete(&ctx, args).await,
+        Command::Ip(args) => manage::ip(&ctx, args).await,
+        Command::Status(args) => manage::status(&ctx, args).await,
+        Command::Kubeconfig(args) => manage::kubeconfig(&ctx, args).await,
         Command::Version(args) => version::run(&ctx, args),
         Command::Completion(args) => completion::run(args),
         Command::Profile(cmd) => profile_cmd::run(&ctx, cmd).await,

@@ -1,0 +1,112 @@
+//! `stop`, `delete`, `ip`, `status`, `kubeconfig`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{Ctx, OutputFormat};
+use crate::cluster;
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// How long nodes get to shut down before they are killed.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+pub async fn stop(ctx: &Ctx, args: StopArgs) -> anyhow::Result<ExitCode> {
+    cluster::stop(ctx, args.timeout).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Delete every profile, and clusters whose profile files are gone.
+    #[arg(long)]
+    pub all: bool,
+    /// With --all: also remove timonel's home folder (the artifact cache included).
+    #[arg(long, requires = "all")]
+    pub purge: bool,
+    /// The kubeconfig to remove our entries from (default: the one `start` used).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+pub async fn delete(ctx: &Ctx, args: DeleteArgs) -> anyhow::Result<ExitCode> {
+    if args.all {
+        cluster::delete_all(ctx, args.purge).await?;
+    } else {
+        cluster::delete(ctx, args.kubeconfig.as_deref()).await?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct IpArgs {
+    /// The node (default: the first server).
+    #[arg(long)]
+    pub node: Option<String>,
+}
+
+pub async fn ip(ctx: &Ctx, args: IpArgs) -> anyhow::Result<ExitCode> {
+    println!("{}", cluster::ip(ctx, args.node.as_deref()).await?);
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+pub async fn status(ctx: &Ctx, args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let report = cluster::status(ctx).await?;
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Text => {
+            println!("profile: {}", report.profile);
+            println!("driver:  {}", report.driver);
+            println!("version: {}", report.version);
+            println!(
+                "api:     {}{}",
+                report.api,
+                report.api_server.as_deref().map(|s| format!(" ({s})")).unwrap_or_default()
+            );
+            println!("{:<24} {:<7} {:<12} {:<8} {:<16} KUBERNETES", "NODE", "ROLE", "HOST", "K3S", "IP");
+            for n in &report.nodes {
+                println!(
+                    "{:<24} {:<7} {:<12} {:<8} {:<16} {}",
+                    n.name,
+                    n.role,
+                    n.host,
+                    n.k3s,
+                    n.ip.as_deref().unwrap_or("-"),
+                    n.kubernetes
+                );
+            }
+        }
+    }
+    Ok(ExitCode::from(report.exit_code()))
+}
+
+#[derive(Debug, Args)]
+pub struct KubeconfigArgs {
+    /// Also merge the context into the kubeconfig file again.
+    #[arg(long)]
+    pub merge: bool,
+    /// With --merge: the file to merge into.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// With --merge: do not make it the current context.
+    #[arg(long)]
+    pub keep_context: bool,
+}
+
+pub async fn kubeconfig(ctx: &Ctx, args: KubeconfigArgs) -> anyhow::Result<ExitCode> {
+    let text = cluster::kubeconfig_cmd(ctx, args.merge, args.kubeconfig.as_deref(), args.keep_context).await?;
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}

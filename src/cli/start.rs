@@ -1,0 +1,148 @@
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use timonel_driver::DriverKind;
+
+use super::Ctx;
+use crate::artifact::Sources;
+use crate::cluster::{self, StartOptions};
+use crate::distro::k3s;
+use crate::distro::ready::WaitFor;
+use crate::error::UserError;
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// The driver: docker, kvm, hyperv, virtualbox (default: the first usable, in that order).
+    #[arg(long, env = "TIMONEL_DRIVER", value_parser = crate::drivers::parse_kind)]
+    pub driver: Option<DriverKind>,
+    /// k3s version (`v1.31.2+k3s1`), Kubernetes version (`v1.31.2`), minor (`v1.31`) or channel
+    /// (`stable`, `latest`). Default: stable.
+    #[arg(long = "kubernetes-version", visible_alias = "k8s-version")]
+    pub kubernetes_version: Option<String>,
+    /// Number of nodes: one server and N-1 agents.
+    #[arg(short = 'n', long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub nodes: u32,
+    /// CPUs per node (a limit for container nodes).
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Memory per node: 2g, 2048m, …
+    #[arg(short = 'm', long, value_parser = cluster::parse_memory)]
+    pub memory: Option<u64>,
+    /// What to wait for before returning.
+    #[arg(long, value_enum, default_value_t = WaitFor::Ready)]
+    pub wait: WaitFor,
+    /// How long to wait (e.g. 90s, 5m).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub wait_timeout: Duration,
+    /// Do not make the cluster's context the current one.
+    #[arg(long)]
+    pub keep_context: bool,
+    /// The kubeconfig file to merge into (default: kubectl's rules: $KUBECONFIG, ~/.kube/config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// k3s components to turn off: traefik, servicelb, metrics-server, local-storage, coredns.
+    #[arg(long, value_delimiter = ',')]
+    pub disable: Vec<String>,
+    /// Environment for k3s in every node, KEY=VALUE (repeatable).
+    #[arg(short = 'e', long = "env", value_parser = parse_env)]
+    pub env: Vec<String>,
+    /// Run this container image (it must have /bin/k3s) instead of building one from the
+    /// verified k3s binary.
+    #[arg(long)]
+    pub node_image: Option<String>,
+    /// Host port for the API server (default: a free port, kept in the profile).
+    #[arg(long)]
+    pub apiserver_port: Option<u16>,
+    /// Host address published ports bind to.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub listen_address: IpAddr,
+    /// Extra published ports, HOST:NODE[/tcp|udp] (repeatable).
+    #[arg(long = "ports")]
+    pub ports: Vec<String>,
+    /// Keep what was created when start fails (for debugging).
+    #[arg(long)]
+    pub keep_on_failure: bool,
+    /// Preload the k3s airgap images into the nodes (so nothing is pulled).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub preload: bool,
+    /// Download k3s assets from this mirror: <URL>/<version>/<asset>, http(s):// or file://.
+    #[arg(long, env = "TIMONEL_BINARY_MIRROR")]
+    pub binary_mirror: Option<String>,
+    /// The k3s channel server to resolve channels with.
+    #[arg(long, env = "TIMONEL_CHANNEL_URL")]
+    pub channel_url: Option<String>,
+    /// Allow plain http:// mirrors that are not on this machine.
+    #[arg(long)]
+    pub insecure_mirror: bool,
+    /// Use only the local cache; never the network.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+pub async fn run(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
+    // Everything is checked before anything is touched.
+    k3s::validate_disable(&args.disable).map_err(|e| {
+        UserError::new(e, "list components separated by commas, e.g. `--disable traefik,servicelb`")
+    })?;
+    if !args.listen_address.is_loopback() {
+        ctx.printer.warn(&format!(
+            "--listen-address {} publishes the API server beyond this machine",
+            args.listen_address
+        ));
+    }
+    if let Some(c) = args.cpus {
+        if !(c > 0.0 && c <= 1024.0) {
+            return Err(UserError::new(format!("--cpus {c} is not a CPU count"), "give a positive number such as 2 or 0.5").into());
+        }
+    }
+    if let Some(v) = &args.kubernetes_version {
+        v.parse::<crate::artifact::VersionSpec>()?;
+    }
+    let ports = args
+        .ports
+        .iter()
+        .map(|p| cluster::parse_port(p, args.listen_address))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| UserError::new(format!("--ports: {e}"), "use HOST_PORT:NODE_PORT, e.g. `--ports 8080:80`"))?;
+    let sources = Sources::from_flags(
+        args.binary_mirror.as_deref(),
+        args.channel_url.as_deref(),
+        args.insecure_mirror,
+        args.offline,
+    )?;
+    cluster::start(
+        ctx,
+        StartOptions {
+            driver: args.driver,
+            version: args.kubernetes_version,
+            nodes: args.nodes,
+            cpus: args.cpus,
+            memory_mib: args.memory,
+            wait: args.wait,
+            wait_timeout: args.wait_timeout,
+            keep_context: args.keep_context,
+            kubeconfig: args.kubeconfig,
+            disable: args.disable,
+            env: args.env,
+            node_image: args.node_image,
+            apiserver_port: args.apiserver_port,
+            listen_address: args.listen_address,
+            ports,
+            keep_on_failure: args.keep_on_failure,
+            preload: args.preload,
+            sources,
+        },
+    )
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_env(s: &str) -> Result<String, String> {
+    match s.split_once('=') {
+        Some((k, _)) if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => Ok(s.to_string()),
+        _ => Err(format!("`{s}` is not KEY=VALUE (letters, digits and _ in KEY)")),
+    }
+}

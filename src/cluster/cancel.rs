@@ -1,0 +1,103 @@
+//! Interrupts: the first Ctrl-C (or SIGTERM) asks the running command to stop at the next safe
+//! point and clean up; a second one quits at once.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+/// A cancellation flag shared by a command and its signal handler.
+#[derive(Debug, Clone)]
+pub struct Cancel {
+    tx: Arc<watch::Sender<bool>>,
+    rx: watch::Receiver<bool>,
+}
+
+impl Default for Cancel {
+    fn default() -> Self {
+        let (tx, rx) = watch::channel(false);
+        Self {
+            tx: Arc::new(tx),
+            rx,
+        }
+    }
+}
+
+impl Cancel {
+    /// A flag that is set when the process gets SIGINT/SIGTERM (Ctrl-C / Ctrl-Break on Windows).
+    /// A second signal exits the process with status 130.
+    pub fn on_signals(on_first: impl Fn() + Send + Sync + 'static) -> Self {
+        let cancel = Self::default();
+        let tx = cancel.tx.clone();
+        tokio::spawn(async move {
+            let seen = AtomicBool::new(false);
+            loop {
+                wait_signal().await;
+                if seen.swap(true, Ordering::SeqCst) {
+                    eprintln!("interrupted again: quitting without cleaning up");
+                    std::process::exit(130);
+                }
+                on_first();
+                let _ = tx.send(true);
+            }
+        });
+        cancel
+    }
+
+    pub fn cancel(&self) {
+        let _ = self.tx.send(true);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        *self.rx.borrow()
+    }
+
+    /// Resolves when cancelled.
+    pub async fn cancelled(&self) {
+        let mut rx = self.rx.clone();
+        let _ = rx.wait_for(|c| *c).await;
+    }
+
+    /// Runs `fut` unless cancelled first; for work that is safe to drop (waits, downloads).
+    pub async fn or_cancel<T>(&self, fut: impl std::future::Future<Output = T>) -> Result<T, Interrupted> {
+        tokio::select! {
+            v = fut => Ok(v),
+            _ = self.cancelled() => Err(Interrupted),
+        }
+    }
+
+    /// `Err(Interrupted)` when cancelled: call between steps that change things.
+    pub fn check(&self) -> Result<(), Interrupted> {
+        if self.is_cancelled() {
+            Err(Interrupted)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The command was interrupted by the user.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
+
+#[cfg(unix)]
+async fn wait_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}

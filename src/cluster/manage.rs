@@ -1,0 +1,266 @@
+//! `stop`, `delete`, `status`, `ip`, `kubeconfig`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use serde::Serialize;
+use timonel_driver::{ClusterName, DriverKind, MachineState};
+
+use super::{saved_credentials, KUBECONFIG_FILE};
+use crate::cli::Ctx;
+use crate::distro::ready::ApiClient;
+use crate::drivers;
+use crate::error::UserError;
+use crate::kubeconfig::{self, MergeOptions};
+use crate::profile::Phase;
+
+/// Stops every node; data, addresses and ports are kept for the next `start`.
+pub async fn stop(ctx: &Ctx, timeout: Duration) -> anyhow::Result<()> {
+    let _lock = ctx.lock_profile()?;
+    let mut profile = ctx.store.load(&ctx.profile)?;
+    let selected = drivers::make(profile.driver)?;
+    let step = ctx.printer.step(&format!("stopping {} node(s)", profile.nodes.len()));
+    super::start::stop_nodes(&selected.driver, &profile, timeout).await?;
+    step.finish(&format!("Stopped profile `{}`", profile.name));
+    profile.phase = Phase::Stopped;
+    ctx.store.save(&profile)?;
+    Ok(())
+}
+
+/// Deletes the profile's nodes and everything labelled with it, our kubeconfig entries, and the
+/// profile folder. Works when the profile file is missing or damaged.
+pub async fn delete(ctx: &Ctx, kubeconfig_flag: Option<&Path>) -> anyhow::Result<()> {
+    let _lock = ctx.lock_profile()?;
+    delete_one(ctx, &ctx.profile, kubeconfig_flag).await
+}
+
+async fn delete_one(ctx: &Ctx, name: &ClusterName, kubeconfig_flag: Option<&Path>) -> anyhow::Result<()> {
+    let profile = match ctx.store.try_load(name) {
+        Ok(p) => p,
+        Err(e) => {
+            ctx.printer.warn(&format!("{e}; deleting by labels"));
+            None
+        }
+    };
+    let kinds: Vec<DriverKind> = match &profile {
+        Some(p) => vec![p.driver],
+        None => drivers::label_capable(),
+    };
+    let step = ctx.printer.step(&format!("deleting profile `{name}`"));
+    let mut removed = Vec::new();
+    for kind in kinds {
+        let selected = drivers::make(kind)?;
+        if profile.is_none() && !selected.driver.probe().await.is_ready() {
+            continue;
+        }
+        removed.extend(selected.driver.delete_cluster(name).await?);
+    }
+    let path = super::kubeconfig_target(profile.as_ref(), kubeconfig_flag)?;
+    let outcome = kubeconfig::remove(&path, name.as_str(), &Default::default())?;
+    let existed = profile.is_some() || ctx.store.dir(name).exists();
+    ctx.store.remove(name)?;
+    if removed.is_empty() && !existed && !outcome.removed_any() {
+        drop(step);
+        ctx.printer.info(&format!("profile `{name}` does not exist; nothing to delete"));
+    } else {
+        step.finish(&format!("Deleted profile `{name}` ({} resource(s))", removed.len()));
+    }
+    Ok(())
+}
+
+/// Deletes every profile, and clusters left by profiles whose files are gone (by label).
+pub async fn delete_all(ctx: &Ctx, purge: bool) -> anyhow::Result<()> {
+    let mut names: Vec<ClusterName> = ctx
+        .store
+        .list()
+        .into_iter()
+        .filter_map(|(n, _)| n.parse().ok())
+        .collect();
+    for orphan in drivers::orphaned_clusters().await {
+        if !names.contains(&orphan) {
+            ctx.printer.info(&format!("found cluster `{orphan}` with no profile"));
+            names.push(orphan);
+        }
+    }
+    for name in &names {
+        let _lock = crate::lock::acquire(&ctx.home.locks(), name.as_str(), Duration::from_secs(300), &mut |h| {
+            ctx.printer.warn(&format!("profile `{name}` is in use by {h} waiting"))
+        })?;
+        delete_one(ctx, name, None).await?;
+    }
+    if names.is_empty() {
+        ctx.printer.info("no profiles to delete");
+    }
+    if purge {
+        match std::fs::remove_dir_all(ctx.home.root()) {
+            Ok(()) => ctx
+                .printer
+                .done(&format!("Removed {}", ctx.home.root().display()), None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => bail!("cannot remove `{}`: {e}", ctx.home.root().display()),
+        }
+    }
+    Ok(())
+}
+
+/// The address of a node on its network.
+pub async fn ip(ctx: &Ctx, node: Option<&str>) -> anyhow::Result<std::net::IpAddr> {
+    let profile = ctx.store.load(&ctx.profile)?;
+    let record = match node {
+        Some(n) => profile.node(n).ok_or_else(|| {
+            UserError::new(
+                format!("profile `{}` has no node `{n}`", profile.name),
+                format!(
+                    "its nodes are: {}",
+                    profile.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })?,
+        None => profile
+            .server()
+            .ok_or_else(|| anyhow!("profile `{}` has no server node", profile.name))?,
+    };
+    let selected = drivers::make(profile.driver)?;
+    match selected.driver.ip(&record.name).await {
+        Ok(ip) => Ok(ip),
+        Err(e) => {
+            let state = selected.driver.state(&record.name).await.ok();
+            match state {
+                Some(s) if !s.is_running() => bail!(UserError::new(
+                    format!("node `{}` is {s}, so it has no address", record.name),
+                    format!("start it with `timonel start -p {}`", profile.name),
+                )),
+                _ => Err(e.into()),
+            }
+        }
+    }
+}
+
+/// What `status` reports for one node.
+#[derive(Debug, Serialize)]
+pub struct NodeStatus {
+    pub name: String,
+    pub role: String,
+    /// The machine: running, stopped, not created, …
+    pub host: String,
+    /// The distribution's process in the node.
+    pub k3s: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// Kubernetes' view of the node: Ready, NotReady, unknown.
+    pub kubernetes: String,
+}
+
+/// What `status` reports.
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub profile: String,
+    pub driver: String,
+    pub version: String,
+    /// `ready`, `not ready`, or `unreachable`.
+    pub api: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_server: Option<String>,
+    pub nodes: Vec<NodeStatus>,
+}
+
+impl StatusReport {
+    /// The documented exit code: 0 all up, 3 a node is not running, 4 nodes run but the API or
+    /// a node is not ready.
+    pub fn exit_code(&self) -> u8 {
+        if self.nodes.iter().any(|n| n.host != "running") {
+            3
+        } else if self.api != "ready" || self.nodes.iter().any(|n| n.kubernetes != "Ready") {
+            4
+        } else {
+            0
+        }
+    }
+}
+
+/// The state of every node and of the API, read live.
+pub async fn status(ctx: &Ctx) -> anyhow::Result<StatusReport> {
+    let profile = ctx.store.load(&ctx.profile)?;
+    let selected = drivers::make(profile.driver)?;
+    let driver = selected.driver.clone();
+    let states = futures_util::future::join_all(profile.nodes.iter().map(|n| {
+        let driver = driver.clone();
+        let name = n.name.clone();
+        async move { driver.state(&name).await }
+    }))
+    .await;
+    let creds = saved_credentials(&ctx.store, &profile.name).ok();
+    let api = match &creds {
+        Some(c) => ApiClient::new(c, &c.server).ok(),
+        None => None,
+    };
+    let api_state = match &api {
+        Some(a) => match a.api_ready().await {
+            Ok(true) => "ready",
+            Ok(false) => "not ready",
+            Err(_) => "unreachable",
+        },
+        None => "unreachable",
+    };
+    let mut nodes = Vec::new();
+    for (record, state) in profile.nodes.iter().zip(states) {
+        let state = state.unwrap_or_else(|e| MachineState::Unknown { raw: e.to_string() });
+        let running = state.is_running();
+        let kubernetes = match (&api, running, api_state) {
+            (Some(a), true, "ready") => match a.node_ready(record.name.as_str()).await {
+                Ok(Some(true)) => "Ready".to_string(),
+                Ok(Some(false)) => "NotReady".to_string(),
+                Ok(None) => "not registered".to_string(),
+                Err(_) => "unknown".to_string(),
+            },
+            _ => "unknown".to_string(),
+        };
+        nodes.push(NodeStatus {
+            name: record.name.to_string(),
+            role: record.role.to_string(),
+            host: state.to_string(),
+            // In a container node the distribution is the container's main process.
+            k3s: if running { "running".into() } else { "stopped".into() },
+            ip: record.ip.map(|i| i.to_string()),
+            kubernetes,
+        });
+    }
+    Ok(StatusReport {
+        profile: profile.name.to_string(),
+        driver: profile.driver.to_string(),
+        version: profile.version.clone(),
+        api: api_state.to_string(),
+        api_server: creds.map(|c| c.server),
+        nodes,
+    })
+}
+
+/// `timonel kubeconfig`: the profile's standalone kubeconfig; with `merge`, merged again into
+/// the user's file.
+pub async fn kubeconfig_cmd(ctx: &Ctx, merge: bool, path: Option<&Path>, keep_context: bool) -> anyhow::Result<String> {
+    let profile = ctx.store.load(&ctx.profile)?;
+    let file = ctx.store.dir(&profile.name).join(KUBECONFIG_FILE);
+    if merge {
+        let _lock = ctx.lock_profile()?;
+        let creds = saved_credentials(&ctx.store, &profile.name)?;
+        let target = super::kubeconfig_target(Some(&profile), path)?;
+        kubeconfig::merge(
+            &target,
+            profile.name.as_str(),
+            &creds,
+            &MergeOptions {
+                set_current: !keep_context,
+                ..Default::default()
+            },
+        )?;
+        ctx.printer
+            .done(&format!("Merged context `{}` into {}", profile.name, target.display()), None);
+    }
+    std::fs::read_to_string(&file).map_err(|e| {
+        anyhow!(UserError::new(
+            format!("profile `{}` has no kubeconfig yet ({e})", profile.name),
+            format!("`timonel start -p {}` writes it", profile.name),
+        ))
+    })
+}

@@ -1,0 +1,631 @@
+//! `timonel start`: create a cluster, or resume an existing one.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use timonel_driver::{
+    ClusterName, Driver, DriverKind, MachineName, MachineSpec, NodeRole, PortMapping, StopMode,
+};
+
+use super::cancel::{Cancel, Interrupted};
+use super::{free_port, server_url, KUBECONFIG_FILE};
+use crate::artifact::{self, ArtifactCache, Sources, VersionSpec};
+use crate::cli::Ctx;
+use crate::distro::ready::{self, ApiClient, WaitFor};
+use crate::distro::{k3s, ClusterSettings, NodeSettings};
+use crate::drivers::{self, Selected};
+use crate::error::UserError;
+use crate::kubeconfig::{self, ClusterCredentials, MergeOptions};
+use crate::profile::{now_unix, NodeRecord, Phase, Profile, SCHEMA};
+
+/// What `start` was asked for.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    pub driver: Option<DriverKind>,
+    pub version: Option<String>,
+    pub nodes: u32,
+    pub cpus: Option<f64>,
+    pub memory_mib: Option<u64>,
+    pub wait: WaitFor,
+    pub wait_timeout: Duration,
+    pub keep_context: bool,
+    pub kubeconfig: Option<PathBuf>,
+    pub disable: Vec<String>,
+    /// `KEY=VALUE` for the distribution's service in every node.
+    pub env: Vec<String>,
+    pub node_image: Option<String>,
+    pub apiserver_port: Option<u16>,
+    pub listen_address: IpAddr,
+    pub ports: Vec<PortMapping>,
+    pub keep_on_failure: bool,
+    pub preload: bool,
+    pub sources: Sources,
+}
+
+/// Starts (creates or resumes) the profile in `ctx`.
+pub async fn start(ctx: &Ctx, opts: StartOptions) -> anyhow::Result<()> {
+    let _lock = ctx.lock_profile()?;
+    let name = ctx.profile.clone();
+    let printer = &ctx.printer;
+    let cancel = Cancel::on_signals({
+        move || eprintln!("interrupted: stopping at the next safe point and cleaning up (Ctrl-C again to quit at once)")
+    });
+
+    match ctx.store.try_load(&name)? {
+        Some(p) if p.phase != Phase::Creating => return resume(ctx, p, &opts, &cancel).await,
+        Some(p) => {
+            printer.warn(&format!(
+                "a previous `start` of profile `{name}` did not finish; removing what it left and starting over"
+            ));
+            let selected = drivers::make(p.driver)?;
+            remove_everything(ctx, &selected, &name, p.kubeconfig.as_deref()).await?;
+        }
+        None => {}
+    }
+
+    let selected = drivers::select(opts.driver, printer).await?;
+    let mut created = Created::default();
+    let result = create(ctx, &selected, &opts, &cancel, &mut created).await;
+    match result {
+        Ok(()) => Ok(()),
+        Err(err) => {
+            let interrupted = err.downcast_ref::<Interrupted>().is_some();
+            if created.profile_saved {
+                if opts.keep_on_failure && !interrupted {
+                    printer.warn(&format!(
+                        "kept what was created (--keep-on-failure); `timonel delete -p {name}` removes it"
+                    ));
+                } else {
+                    let step = printer.step("cleaning up");
+                    match remove_everything(ctx, &selected, &name, created.kubeconfig.as_deref()).await {
+                        Ok(()) => {
+                            step.finish("Removed everything this start created");
+                        }
+                        Err(e) => {
+                            drop(step);
+                            printer.warn(&format!(
+                                "cleanup failed ({e:#}); `timonel delete -p {name}` removes what is left"
+                            ));
+                        }
+                    }
+                }
+            }
+            if interrupted {
+                std::process::exit(130);
+            }
+            Err(err)
+        }
+    }
+}
+
+#[derive(Default)]
+struct Created {
+    profile_saved: bool,
+    kubeconfig: Option<PathBuf>,
+}
+
+async fn remove_everything(
+    ctx: &Ctx,
+    selected: &Selected,
+    name: &ClusterName,
+    kubeconfig_path: Option<&Path>,
+) -> anyhow::Result<()> {
+    selected.driver.delete_cluster(name).await?;
+    if let Some(path) = kubeconfig_path {
+        kubeconfig::remove(path, name.as_str(), &Default::default())?;
+    }
+    ctx.store.remove(name)?;
+    Ok(())
+}
+
+async fn create(
+    ctx: &Ctx,
+    selected: &Selected,
+    opts: &StartOptions,
+    cancel: &Cancel,
+    created: &mut Created,
+) -> anyhow::Result<()> {
+    let printer = &ctx.printer;
+    let name = ctx.profile.clone();
+    let driver = &selected.driver;
+    if !driver.capabilities().container_nodes {
+        bail!(UserError::new(
+            format!("the {} driver can create machines, but installing k3s on VM nodes is not wired into `start` yet", driver.kind()),
+            "use `--driver docker` for now",
+        ));
+    }
+
+    // The distribution and its artifacts.
+    let cache = ArtifactCache::new(ctx.home.cache());
+    let (version, node_image) = if let Some(image) = &opts.node_image {
+        let version = opts.version.clone().unwrap_or_else(|| "unknown".to_string());
+        (version, image.clone())
+    } else {
+        let spec: VersionSpec = opts
+            .version
+            .as_deref()
+            .unwrap_or("stable")
+            .parse()?;
+        let step = printer.step("resolving the k3s version");
+        let resolved = artifact::resolve_version(&cache, &opts.sources, &spec).await?;
+        step.finish(&format!("Resolved k3s {}", resolved.version));
+        if let Some(note) = &resolved.note {
+            printer.warn(note);
+        }
+        cancel.check()?;
+        let step = printer.step(&format!("fetching k3s {}", resolved.version));
+        let arts = cancel
+            .or_cancel(artifact::ensure_k3s(
+                &cache,
+                &opts.sources,
+                &resolved.version,
+                artifact::Arch::host(),
+                opts.preload,
+                printer,
+            ))
+            .await??;
+        step.finish(&format!("k3s {} ready (sha256 verified)", resolved.version));
+        cancel.check()?;
+        let docker = selected
+            .docker
+            .as_ref()
+            .ok_or_else(|| anyhow!("container nodes need the docker driver"))?;
+        let step = printer.step("preparing the node image");
+        let image = docker
+            .ensure_node_image(&arts.binary, &resolved.version.to_string(), printer)
+            .await?;
+        step.finish(&format!("Node image {image}"));
+        (resolved.version.to_string(), image)
+    };
+    // Airgap images ride along with the nodes when preloading.
+    let airgap = if opts.node_image.is_none() && opts.preload {
+        artifact::cached_airgap(&cache, &version, artifact::Arch::host())
+    } else {
+        None
+    };
+    cancel.check()?;
+
+    // The profile, saved before anything is created so `delete` always finds it.
+    let api_port = match opts.apiserver_port {
+        Some(p) => p,
+        None => free_port(opts.listen_address).context("cannot find a free port for the API server")?,
+    };
+    let kubeconfig_path = super::kubeconfig_target(None, opts.kubeconfig.as_deref())?;
+    let mut profile = Profile {
+        schema: SCHEMA,
+        name: name.clone(),
+        driver: driver.kind(),
+        distribution: "k3s".to_string(),
+        version: version.clone(),
+        node_image: Some(node_image.clone()),
+        listen_address: opts.listen_address,
+        cpus: opts.cpus,
+        memory_mib: opts.memory_mib,
+        disable: opts.disable.clone(),
+        env: {
+            let mut env = opts.env.clone();
+            env.extend(proxy_env(&name, opts.nodes));
+            env
+        },
+        token: k3s::new_token(),
+        kubeconfig: Some(kubeconfig_path.clone()),
+        nodes: (1..=opts.nodes)
+            .map(|i| NodeRecord {
+                name: name.machine(i),
+                role: if i == 1 { NodeRole::Server } else { NodeRole::Agent },
+                index: i,
+                ip: None,
+                api_port: (i == 1).then_some(api_port),
+            })
+            .collect(),
+        phase: Phase::Creating,
+        created_at: now_unix(),
+    };
+    ctx.store.save(&profile)?;
+    created.profile_saved = true;
+
+    bring_up(ctx, selected, &mut profile, opts, airgap.as_deref(), &opts.ports, cancel, created).await
+}
+
+/// Creates (idempotently) and starts every node, waits, writes the kubeconfig, records the
+/// profile as running. Shared by a fresh start and a resume.
+#[allow(clippy::too_many_arguments)]
+async fn bring_up(
+    ctx: &Ctx,
+    selected: &Selected,
+    profile: &mut Profile,
+    opts: &StartOptions,
+    airgap: Option<&Path>,
+    ports: &[PortMapping],
+    cancel: &Cancel,
+    created: &mut Created,
+) -> anyhow::Result<()> {
+    let printer = &ctx.printer;
+    let driver = selected.driver.clone();
+    let name = profile.name.clone();
+    let settings = ClusterSettings {
+        token: profile.token.clone(),
+        disable: profile.disable.clone(),
+        tls_sans: tls_sans(profile.listen_address),
+        env: profile
+            .env
+            .iter()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    let server = profile
+        .server()
+        .cloned()
+        .ok_or_else(|| anyhow!("profile `{name}` has no server node"))?;
+    let api_port = server
+        .api_port
+        .ok_or_else(|| anyhow!("profile `{name}` has no API port"))?;
+
+    // The server first: agents need its address.
+    let step = printer.step(&format!("starting node {}", server.name));
+    let spec = machine_spec(profile, &server, &settings, None, airgap, ports, api_port)?;
+    ensure_running(driver.as_ref(), &spec, printer).await?;
+    let server_ip = driver.ip(&server.name).await?;
+    step.finish(&format!("Node {} running ({server_ip})", server.name));
+    record_ip(profile, &server.name, server_ip);
+    ctx.store.save(profile)?;
+    cancel.check()?;
+
+    // Agents in parallel.
+    let join = format!("https://{}:{}", bracket(server_ip), k3s::API_PORT);
+    let agents: Vec<NodeRecord> = profile
+        .nodes
+        .iter()
+        .filter(|n| n.role == NodeRole::Agent)
+        .cloned()
+        .collect();
+    if !agents.is_empty() {
+        let step = printer.step(&format!("starting {} agent node(s)", agents.len()));
+        let mut tasks = Vec::new();
+        for agent in &agents {
+            let spec = machine_spec(profile, agent, &settings, Some(&join), airgap, &[], 0)?;
+            let driver = driver.clone();
+            tasks.push(async move {
+                ensure_running(driver.as_ref(), &spec, &timonel_driver::SilentReporter).await?;
+                let ip = driver.ip(&spec.name).await?;
+                Ok::<_, anyhow::Error>((spec.name.clone(), ip))
+            });
+        }
+        for result in futures_util::future::join_all(tasks).await {
+            let (node, ip) = result?;
+            record_ip(profile, &node, ip);
+        }
+        ctx.store.save(profile)?;
+        step.finish(&format!("{} agent node(s) running", agents.len()));
+        cancel.check()?;
+    }
+
+    // Credentials: the admin kubeconfig k3s writes, with the host-reachable server.
+    let step = printer.step("waiting for the cluster's kubeconfig");
+    let access = driver.access(&server.name).await?;
+    let text = cancel
+        .or_cancel(wait_for_file(access.as_ref(), k3s::KUBECONFIG_PATH, opts.wait_timeout))
+        .await??;
+    let mut creds = kubeconfig::parse_k3s_yaml(&text)?;
+    creds.server = server_url(profile.listen_address, api_port);
+    crate::fsutil::atomic_write(
+        &ctx.store.dir(&name).join(KUBECONFIG_FILE),
+        kubeconfig::standalone(name.as_str(), &creds).as_bytes(),
+        0o600,
+    )?;
+    step.finish("Fetched the admin credentials");
+    cancel.check()?;
+
+    // Readiness.
+    if opts.wait != WaitFor::None {
+        let step = printer.step("waiting for the cluster");
+        let api = ApiClient::new(&creds, &creds.server)?;
+        let nodes: Vec<String> = profile.nodes.iter().map(|n| n.name.to_string()).collect();
+        let waited = cancel
+            .or_cancel(ready::wait(&api, opts.wait, &nodes, opts.wait_timeout, &mut |s| {
+                timonel_driver::Reporter::step(printer, s)
+            }))
+            .await?;
+        if let Err(e) = waited {
+            drop(step);
+            let logs = last_logs(driver.as_ref(), &server.name).await;
+            if !logs.is_empty() {
+                printer.info(&format!("last lines of the k3s log on {}:\n{logs}", server.name));
+            }
+            return Err(e.into());
+        }
+        step.finish(&format!("Cluster ready ({})", describe_wait(opts.wait)));
+    }
+    cancel.check()?;
+
+    // Kubeconfig.
+    let path = profile
+        .kubeconfig
+        .clone()
+        .ok_or_else(|| anyhow!("profile `{name}` has no kubeconfig path"))?;
+    let outcome = kubeconfig::merge(
+        &path,
+        name.as_str(),
+        &creds,
+        &MergeOptions {
+            set_current: !opts.keep_context,
+            ..Default::default()
+        },
+    )?;
+    created.kubeconfig = Some(path.clone());
+    let _ = outcome;
+    printer.done(
+        &format!(
+            "Context `{name}` in {}{}",
+            path.display(),
+            if opts.keep_context { "" } else { " (current)" }
+        ),
+        None,
+    );
+
+    profile.phase = Phase::Running;
+    ctx.store.save(profile)?;
+    printer.info(&format!(
+        "\nCluster `{name}` is up: k3s {} on {} node(s), API at {}.\nTry: kubectl{} get nodes",
+        profile.version,
+        profile.nodes.len(),
+        creds.server,
+        if opts.keep_context {
+            format!(" --context {name}")
+        } else {
+            String::new()
+        }
+    ));
+    Ok(())
+}
+
+fn describe_wait(w: WaitFor) -> &'static str {
+    match w {
+        WaitFor::None => "not waited",
+        WaitFor::Api => "API server ready",
+        WaitFor::Ready => "nodes Ready",
+        WaitFor::All => "nodes Ready, system pods running, DNS up",
+    }
+}
+
+fn bracket(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+fn record_ip(profile: &mut Profile, node: &MachineName, ip: IpAddr) {
+    if let Some(n) = profile.nodes.iter_mut().find(|n| &n.name == node) {
+        n.ip = Some(ip);
+    }
+}
+
+/// Every name and address the host may use to reach the API.
+fn tls_sans(listen: IpAddr) -> Vec<String> {
+    let mut sans = vec!["127.0.0.1".to_string(), "localhost".to_string(), "::1".to_string()];
+    if !listen.is_loopback() && !listen.is_unspecified() {
+        sans.push(listen.to_string());
+    }
+    sans
+}
+
+/// The spec of one node, derived only from the profile (so a resume rebuilds the same spec).
+fn machine_spec(
+    profile: &Profile,
+    node: &NodeRecord,
+    settings: &ClusterSettings,
+    join: Option<&str>,
+    airgap: Option<&Path>,
+    extra_ports: &[PortMapping],
+    api_port: u16,
+) -> anyhow::Result<MachineSpec> {
+    let plan = k3s::plan(
+        settings,
+        &NodeSettings {
+            name: node.name.to_string(),
+            role: node.role,
+            join: join.map(str::to_string),
+            cluster_init: false,
+        },
+        airgap,
+    )
+    .map_err(|e| anyhow!("cannot write the k3s configuration: {e}"))?;
+    let mut spec = MachineSpec::new(node.name.clone(), profile.name.clone(), node.role, node.index);
+    spec.cpus = profile.cpus;
+    spec.memory_mib = profile.memory_mib;
+    spec.image = profile.node_image.clone();
+    spec.files = plan.files;
+    spec.service = Some(plan.service);
+    if node.role == NodeRole::Server && api_port != 0 {
+        spec.ports.push(PortMapping {
+            host_ip: profile.listen_address,
+            host_port: api_port,
+            node_port: k3s::API_PORT,
+            protocol: "tcp".into(),
+        });
+    }
+    spec.ports.extend(extra_ports.iter().cloned());
+    Ok(spec)
+}
+
+async fn ensure_running(
+    driver: &dyn Driver,
+    spec: &MachineSpec,
+    report: &dyn timonel_driver::Reporter,
+) -> anyhow::Result<()> {
+    let state = driver.state(&spec.name).await?;
+    if state == timonel_driver::MachineState::NotCreated {
+        driver.create(spec, report).await?;
+    }
+    if !driver.state(&spec.name).await?.is_running() {
+        driver.start(&spec.name).await?;
+    }
+    Ok(())
+}
+
+/// Reads a file from the node once it exists, polling with a deadline.
+async fn wait_for_file(
+    access: &dyn timonel_driver::NodeAccess,
+    path: &str,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    let got = timonel_driver::poll_until::<_, std::convert::Infallible, _, _>(
+        &format!("`{path}` in the node"),
+        timeout,
+        Duration::from_millis(200),
+        || async {
+            Ok(match access.copy_out(path).await {
+                Ok(bytes) if !bytes.is_empty() => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+                Ok(_) => Err("empty".to_string()),
+                Err(e) => Err(e.to_string()),
+            })
+        },
+    )
+    .await;
+    got.map_err(|e| anyhow!("{e}"))
+}
+
+/// The last lines of the distribution's log in a node, for failure messages.
+pub(super) async fn last_logs(driver: &dyn Driver, node: &MachineName) -> String {
+    driver.logs(node, 20).await.unwrap_or_default()
+}
+
+/// Resumes an existing profile: same nodes, port, addresses and data. Flags that would change
+/// the cluster are refused.
+async fn resume(ctx: &Ctx, mut profile: Profile, opts: &StartOptions, cancel: &Cancel) -> anyhow::Result<()> {
+    let name = profile.name.clone();
+    let mut conflicts = Vec::new();
+    if let Some(d) = opts.driver {
+        if d != profile.driver {
+            conflicts.push(format!("--driver {d} (the profile uses {})", profile.driver));
+        }
+    }
+    if let Some(v) = &opts.version {
+        if v != &profile.version && v != "stable" {
+            conflicts.push(format!("--kubernetes-version {v} (the profile runs {})", profile.version));
+        }
+    }
+    if opts.cpus.is_some() && opts.cpus != profile.cpus {
+        conflicts.push("--cpus".to_string());
+    }
+    if opts.memory_mib.is_some() && opts.memory_mib != profile.memory_mib {
+        conflicts.push("--memory".to_string());
+    }
+    if opts.nodes as usize != profile.nodes.len() && opts.nodes != 1 {
+        conflicts.push(format!("--nodes {} (the profile has {})", opts.nodes, profile.nodes.len()));
+    }
+    if !opts.disable.is_empty() && opts.disable != profile.disable {
+        conflicts.push("--disable".to_string());
+    }
+    if opts.env.iter().any(|e| !profile.env.contains(e)) {
+        conflicts.push("--env".to_string());
+    }
+    if let Some(p) = opts.apiserver_port {
+        if Some(p) != profile.server().and_then(|s| s.api_port) {
+            conflicts.push("--apiserver-port".to_string());
+        }
+    }
+    if let Some(image) = &opts.node_image {
+        if Some(image) != profile.node_image.as_ref() {
+            conflicts.push("--node-image".to_string());
+        }
+    }
+    if !conflicts.is_empty() {
+        bail!(UserError::new(
+            format!(
+                "profile `{name}` already exists and these flags would change it: {}",
+                conflicts.join(", ")
+            ),
+            format!("`timonel start -p {name}` without them resumes it as it is; to change it, `timonel delete -p {name}` first, or use another profile (`-p other`)"),
+        ));
+    }
+    let selected = drivers::make(profile.driver)?;
+    if let timonel_driver::Availability::Unusable { reason, fix } = selected.driver.probe().await {
+        bail!(UserError::new(
+            format!("cannot resume profile `{name}`: the {} driver is not usable: {reason}", profile.driver),
+            fix,
+        ));
+    }
+    ctx.printer.info(&format!("Resuming profile `{name}`"));
+    let mut created = Created::default();
+    let airgap = None;
+    let ports = opts.ports.clone();
+    bring_up(ctx, &selected, &mut profile, opts, airgap, &ports, cancel, &mut created).await
+}
+
+/// Stops every node of `profile` (used by `stop`).
+pub(super) async fn stop_nodes(driver: &Arc<dyn Driver>, profile: &Profile, timeout: Duration) -> anyhow::Result<()> {
+    let tasks = profile.nodes.iter().rev().map(|n| {
+        let driver = driver.clone();
+        let name = n.name.clone();
+        async move { driver.stop(&name, StopMode::graceful(timeout)).await }
+    });
+    for r in futures_util::future::join_all(tasks).await {
+        r?;
+    }
+    Ok(())
+}
+
+/// The host's proxy settings, for k3s in the nodes (image pulls go through them), with
+/// `NO_PROXY` extended by the cluster's own addresses and names so in-cluster traffic does not.
+fn proxy_env(cluster: &ClusterName, nodes: u32) -> Vec<String> {
+    proxy_env_from(cluster, nodes, |k| std::env::var(k).ok())
+}
+
+fn proxy_env_from(cluster: &ClusterName, nodes: u32, get: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    let pick = |upper: &str| get(upper).or_else(|| get(&upper.to_ascii_lowercase())).filter(|v| !v.is_empty());
+    let http = pick("HTTP_PROXY");
+    let https = pick("HTTPS_PROXY");
+    if http.is_none() && https.is_none() {
+        return Vec::new();
+    }
+    let mut env = Vec::new();
+    if let Some(v) = http {
+        env.push(format!("HTTP_PROXY={v}"));
+    }
+    if let Some(v) = https {
+        env.push(format!("HTTPS_PROXY={v}"));
+    }
+    let mut no_proxy: Vec<String> = pick("NO_PROXY")
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default();
+    let mut add = |s: String| {
+        if !no_proxy.contains(&s) {
+            no_proxy.push(s);
+        }
+    };
+    for s in ["localhost", "127.0.0.1", "::1", "10.42.0.0/16", "10.43.0.0/16", ".svc", ".cluster.local"] {
+        add(s.to_string());
+    }
+    for i in 1..=nodes.max(1) {
+        add(cluster.machine(i).to_string());
+    }
+    env.push(format!("NO_PROXY={}", no_proxy.join(",")));
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxies_reach_the_nodes_with_the_cluster_excluded() {
+        let name: ClusterName = "dev".parse().unwrap();
+        let env = proxy_env_from(&name, 2, |k| match k {
+            "https_proxy" => Some("http://proxy.corp:3128".into()),
+            "NO_PROXY" => Some("corp.example, 10.0.0.0/8".into()),
+            _ => None,
+        });
+        assert_eq!(env[0], "HTTPS_PROXY=http://proxy.corp:3128");
+        let no = env[1].strip_prefix("NO_PROXY=").unwrap();
+        for want in ["corp.example", "10.0.0.0/8", "10.42.0.0/16", "10.43.0.0/16", ".svc", ".cluster.local", "dev", "dev-m02", "localhost"] {
+            assert!(no.split(',').any(|x| x == want), "{want} missing from {no}");
+        }
+        assert!(proxy_env_from(&name, 1, |_| None).is_empty());
+    }
+}

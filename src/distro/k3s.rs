@@ -1,0 +1,202 @@
+//! k3s: the install plan (config.yaml + `k3s server|agent`), where it writes its kubeconfig,
+//! and the ports it serves. Facts from reference/k3s.md §2–§3.
+
+use std::path::Path;
+
+use serde::Serialize;
+use timonel_driver::{FilePlacement, NodeRole, ServiceSpec};
+
+use super::{ClusterSettings, InstallPlan, NodeSettings};
+
+/// Supervisor and API port.
+pub const API_PORT: u16 = 6443;
+/// Where k3s writes the admin kubeconfig (as root).
+pub const KUBECONFIG_PATH: &str = "/etc/rancher/k3s/k3s.yaml";
+pub const CONFIG_PATH: &str = "/etc/rancher/k3s/config.yaml";
+/// k3s imports tarballs found here into containerd when it starts.
+pub const AIRGAP_DIR: &str = "/var/lib/rancher/k3s/agent/images";
+/// The binary, as the rancher/k3s image lays it out.
+pub const BINARY_PATH: &str = "/bin/k3s";
+
+/// Components `--disable` accepts (reference/k3s.md §2.2).
+pub const DISABLEABLE: &[&str] = &[
+    "coredns",
+    "servicelb",
+    "traefik",
+    "local-storage",
+    "metrics-server",
+    "runtimes",
+];
+
+/// `/etc/rancher/k3s/config.yaml`: keys are the long flag names.
+#[derive(Debug, Serialize)]
+struct ConfigFile<'a> {
+    token: &'a str,
+    #[serde(rename = "node-name")]
+    node_name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server: Option<&'a str>,
+    #[serde(rename = "write-kubeconfig-mode", skip_serializing_if = "Option::is_none")]
+    write_kubeconfig_mode: Option<&'a str>,
+    #[serde(rename = "tls-san", skip_serializing_if = "<[_]>::is_empty")]
+    tls_san: &'a [String],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    disable: &'a [String],
+    #[serde(rename = "cluster-init", skip_serializing_if = "std::ops::Not::not")]
+    cluster_init: bool,
+}
+
+/// The config.yaml of one node.
+pub fn config_yaml(cluster: &ClusterSettings, node: &NodeSettings) -> Result<String, String> {
+    let server = node.role == NodeRole::Server;
+    let empty: [String; 0] = [];
+    let file = ConfigFile {
+        token: &cluster.token,
+        node_name: &node.name,
+        server: node.join.as_deref(),
+        write_kubeconfig_mode: server.then_some("0600"),
+        tls_san: if server { &cluster.tls_sans } else { &empty },
+        disable: if server { &cluster.disable } else { &empty },
+        cluster_init: server && node.cluster_init,
+    };
+    serde_saphyr::to_string(&file).map_err(|e| e.to_string())
+}
+
+/// The install plan of a node: config.yaml (0600: it holds the token), the airgap images when
+/// preloading, and `k3s server` or `k3s agent` as the service.
+pub fn plan(
+    cluster: &ClusterSettings,
+    node: &NodeSettings,
+    airgap: Option<&Path>,
+) -> Result<InstallPlan, String> {
+    let mut files = vec![FilePlacement::bytes(
+        CONFIG_PATH,
+        0o600,
+        config_yaml(cluster, node)?.into_bytes(),
+    )];
+    if let Some(tarball) = airgap {
+        let name = tarball
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("k3s-airgap-images.tar.zst");
+        files.push(FilePlacement::host_file(
+            format!("{AIRGAP_DIR}/{name}"),
+            0o644,
+            tarball,
+        ));
+    }
+    let command = match node.role {
+        NodeRole::Server => "server",
+        NodeRole::Agent => "agent",
+    };
+    Ok(InstallPlan {
+        files,
+        service: ServiceSpec {
+            program: BINARY_PATH.to_string(),
+            args: vec![command.to_string()],
+            env: cluster.env.clone(),
+        },
+    })
+}
+
+/// A systemd unit that runs the plan's service on a VM or machine (like install.sh writes).
+pub fn systemd_unit(service: &ServiceSpec, binary: &str) -> String {
+    let mut unit = String::from(
+        "[Unit]\nDescription=Lightweight Kubernetes (installed by timonel)\nWants=network-online.target\nAfter=network-online.target\n\n[Service]\nType=notify\n",
+    );
+    for (k, v) in &service.env {
+        unit.push_str(&format!("Environment=\"{k}={}\"\n", v.replace('"', "\\\"")));
+    }
+    unit.push_str("KillMode=process\nDelegate=yes\nLimitNOFILE=1048576\nLimitNPROC=infinity\nTasksMax=infinity\nTimeoutStartSec=0\nRestart=always\nRestartSec=5s\nExecStartPre=-/sbin/modprobe br_netfilter\nExecStartPre=-/sbin/modprobe overlay\n");
+    unit.push_str(&format!("ExecStart={binary} {}\n", service.args.join(" ")));
+    unit.push_str("\n[Install]\nWantedBy=multi-user.target\n");
+    unit
+}
+
+/// Checks `--disable` values before anything is created.
+pub fn validate_disable(items: &[String]) -> Result<(), String> {
+    for item in items {
+        if !DISABLEABLE.contains(&item.as_str()) {
+            return Err(format!(
+                "`{item}` is not a k3s component that can be disabled (valid: {})",
+                DISABLEABLE.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A fresh join secret: 32 random bytes from the OS CSPRNG, hex.
+pub fn new_token() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster() -> ClusterSettings {
+        ClusterSettings {
+            token: "s3cret".into(),
+            disable: vec!["traefik".into()],
+            tls_sans: vec!["127.0.0.1".into(), "localhost".into()],
+            env: vec![],
+        }
+    }
+
+    #[test]
+    fn server_config_carries_sans_and_disables() {
+        let node = NodeSettings {
+            name: "dev".into(),
+            role: NodeRole::Server,
+            join: None,
+            cluster_init: false,
+        };
+        let yaml = config_yaml(&cluster(), &node).unwrap();
+        let v: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+        assert_eq!(v["token"], "s3cret");
+        assert_eq!(v["node-name"], "dev");
+        assert_eq!(v["write-kubeconfig-mode"], "0600");
+        assert_eq!(v["tls-san"], serde_json::json!(["127.0.0.1", "localhost"]));
+        assert_eq!(v["disable"], serde_json::json!(["traefik"]));
+        assert!(v.get("server").is_none());
+        assert!(v.get("cluster-init").is_none());
+    }
+
+    #[test]
+    fn agent_config_joins_and_carries_no_server_flags() {
+        let node = NodeSettings {
+            name: "dev-m02".into(),
+            role: NodeRole::Agent,
+            join: Some("https://10.201.0.2:6443".into()),
+            cluster_init: false,
+        };
+        let yaml = config_yaml(&cluster(), &node).unwrap();
+        let v: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+        assert_eq!(v["server"], "https://10.201.0.2:6443");
+        // Agents refuse server-only keys such as tls-san and disable.
+        assert!(v.get("tls-san").is_none(), "{yaml}");
+        assert!(v.get("disable").is_none(), "{yaml}");
+        assert!(v.get("write-kubeconfig-mode").is_none(), "{yaml}");
+        let plan = plan(&cluster(), &node, None).unwrap();
+        assert_eq!(plan.service.args, vec!["agent"]);
+        assert_eq!(plan.files[0].mode, 0o600);
+    }
+
+    #[test]
+    fn tokens_are_random_and_long() {
+        let a = new_token();
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, new_token());
+    }
+
+    #[test]
+    fn disable_is_checked() {
+        assert!(validate_disable(&["traefik".into(), "servicelb".into()]).is_ok());
+        let err = validate_disable(&["trafik".into()]).unwrap_err();
+        assert!(err.contains("`trafik`") && err.contains("traefik"), "{err}");
+    }
+}

@@ -1,0 +1,113 @@
+//! The binary's surface without any daemon: help, version, completions, profile listing, and
+//! bad input refused with a clear message and the documented exit code.
+
+use std::process::{Command, Output};
+
+fn timonel(home: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_timonel"))
+        .args(args)
+        .env("TIMONEL_HOME", home)
+        .env_remove("TIMONEL_PROFILE")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let home = tempfile::tempdir().unwrap();
+    let out = timonel(home.path(), &["--help"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for cmd in ["start", "stop", "delete", "ip", "status", "kubeconfig", "profile", "version", "completion"] {
+        assert!(help.contains(&format!("\n  {cmd} ")), "`{cmd}` missing from --help:\n{help}");
+    }
+}
+
+#[test]
+fn version_json_is_data_on_stdout() {
+    let home = tempfile::tempdir().unwrap();
+    let out = timonel(home.path(), &["version", "-o", "json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert!(v["drivers"].as_array().unwrap().iter().any(|d| d == "docker"));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn completions_for_powershell_and_bash() {
+    let home = tempfile::tempdir().unwrap();
+    let ps = timonel(home.path(), &["completion", "powershell"]);
+    assert!(ps.status.success());
+    let script = text(&ps.stdout);
+    assert!(script.contains("Register-ArgumentCompleter") && script.contains("timonel"), "{script}");
+    let bash = timonel(home.path(), &["completion", "bash"]);
+    assert!(text(&bash.stdout).contains("complete -F"));
+    let bad = timonel(home.path(), &["completion", "tcsh"]);
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn profile_list_reads_the_state_files() {
+    let home = tempfile::tempdir().unwrap();
+    let out = timonel(home.path(), &["profile", "list", "-o", "json"]);
+    assert!(out.status.success());
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(), serde_json::json!([]));
+
+    let dir = home.path().join("profiles/dev");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("profile.json"),
+        serde_json::json!({
+            "schema": 1, "name": "dev", "driver": "docker", "distribution": "k3s",
+            "version": "v1.31.2+k3s1", "listen_address": "127.0.0.1", "token": "t",
+            "nodes": [{"name": "dev", "role": "server", "index": 1}],
+            "phase": "stopped", "created_at": 0
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let broken = home.path().join("profiles/broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("profile.json"), "{").unwrap();
+
+    let out = timonel(home.path(), &["profile", "list", "-o", "json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["name"], "broken");
+    assert_eq!(v[0]["state"], "invalid");
+    assert_eq!(v[1]["name"], "dev");
+    assert_eq!(v[1]["state"], "stopped");
+    assert_eq!(v[1]["version"], "v1.31.2+k3s1");
+    let table = text(&timonel(home.path(), &["profile", "list"]).stdout);
+    assert!(table.contains("dev") && table.contains("stopped"), "{table}");
+}
+
+#[test]
+fn bad_profile_names_are_usage_errors() {
+    let home = tempfile::tempdir().unwrap();
+    for bad in ["Dev", "a_b", "-x", "../../etc", "a;b", &"x".repeat(41)] {
+        let out = timonel(home.path(), &["status", "-p", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = text(&out.stderr);
+        assert!(err.contains("hint:"), "{bad}: {err}");
+    }
+    assert!(!home.path().join("profiles").exists());
+}
+
+#[test]
+fn commands_on_a_missing_profile_say_how_to_create_it() {
+    let home = tempfile::tempdir().unwrap();
+    for cmd in [&["status"][..], &["ip"], &["stop"], &["kubeconfig"]] {
+        let out = timonel(home.path(), &[cmd, &["-p", "ghost"]].concat());
+        assert_eq!(out.status.code(), Some(1), "{cmd:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains("profile `ghost` does not exist"), "{cmd:?}: {err}");
+        assert!(err.contains("timonel start -p ghost"), "{cmd:?}: {err}");
+    }
+}

@@ -1,0 +1,241 @@
+//! Shared by the end-to-end tests: a sandboxed timonel (its own home and kubeconfig), a local
+//! k3s release mirror serving the stand-in, daemon checks, and leftover checks by label.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// The k3s version the stand-in pretends to be in these tests.
+pub const VERSION: &str = "v1.31.2+k3s1";
+
+/// Whether the Docker daemon answers. Under `CI=true` a missing daemon fails the test; elsewhere
+/// the test prints why and returns early.
+pub fn require_docker() -> bool {
+    let ok = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("CI=true and no Docker daemon answers: scripts/test.sh starts one (scripts/start-docker.sh)");
+        }
+        eprintln!("skipping: no Docker daemon answers (start one with scripts/start-docker.sh)");
+    }
+    ok
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The static stand-in binary, built by scripts/build-standin.sh when missing.
+pub fn standin_binary() -> PathBuf {
+    let path = workspace_root().join("target/x86_64-unknown-linux-gnu/release/k3s-standin");
+    if !path.exists() {
+        let status = Command::new("bash")
+            .arg(workspace_root().join("scripts/build-standin.sh"))
+            .status()
+            .expect("run scripts/build-standin.sh");
+        assert!(status.success(), "building the k3s stand-in failed");
+    }
+    path
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// A `file://` mirror with the real release layout: `<dir>/<version>/{k3s, sha256sum-amd64.txt,
+/// k3s-airgap-images-amd64.tar.zst}`.
+pub struct Mirror {
+    pub dir: tempfile::TempDir,
+}
+
+impl Mirror {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let release = dir.path().join(VERSION);
+        std::fs::create_dir_all(&release).unwrap();
+        let binary = std::fs::read(standin_binary()).unwrap();
+        // A stand-in airgap tarball: k3s would import it; the stand-in ignores it.
+        let airgap = b"not really images: a test stand-in airgap tarball".to_vec();
+        std::fs::write(release.join("k3s"), &binary).unwrap();
+        std::fs::write(release.join("k3s-airgap-images-amd64.tar.zst"), &airgap).unwrap();
+        let sums = format!(
+            "{}  k3s-airgap-images-amd64.tar.zst\n{}  k3s\n",
+            sha256_hex(&airgap),
+            sha256_hex(&binary)
+        );
+        std::fs::write(release.join("sha256sum-amd64.txt"), sums).unwrap();
+        Self { dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("file://{}", self.dir.path().display())
+    }
+}
+
+/// A timonel sandbox: its own TIMONEL_HOME and KUBECONFIG, a unique profile name, and a guard
+/// that deletes the profile (and anything labelled with it) when dropped.
+pub struct Sandbox {
+    pub home: tempfile::TempDir,
+    pub profile: String,
+    pub kubeconfig: PathBuf,
+    pub mirror: Mirror,
+}
+
+impl Sandbox {
+    pub fn new(prefix: &str) -> Self {
+        let home = tempfile::tempdir().unwrap();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let profile = format!("{prefix}-{}-{:x}", std::process::id() % 100000, nanos % 0xffff);
+        let kubeconfig = home.path().join("kube/config");
+        Self {
+            home,
+            profile,
+            kubeconfig,
+            mirror: Mirror::new(),
+        }
+    }
+
+    pub fn timonel_home(&self) -> PathBuf {
+        self.home.path().join("timonel")
+    }
+
+    /// `timonel <args>` with this sandbox's environment and `-p <profile>`.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_timonel"));
+        c.args(args)
+            .args(["-p", &self.profile])
+            .env("TIMONEL_HOME", self.timonel_home())
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("TIMONEL_BINARY_MIRROR", self.mirror.url())
+            .env("TIMONEL_NO_PROGRESS", "1")
+            .env_remove("TIMONEL_PROFILE")
+            .env_remove("TIMONEL_DRIVER");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = self.cmd(args).output().expect("run timonel");
+        eprintln!(
+            "$ timonel {} -> {}\n{}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "timonel {} failed", args.join(" "));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `timonel start` for the stand-in: the test version, from the mirror, on docker.
+    pub fn start(&self, extra: &[&str]) -> Output {
+        let mut args = vec!["start", "--driver", "docker", "--kubernetes-version", VERSION];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        let out = Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .output()
+            .expect("run kubectl");
+        eprintln!(
+            "$ kubectl {} -> {}\n{}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Docker objects still labelled with this profile.
+    pub fn leftovers(&self) -> Vec<String> {
+        leftovers(&self.profile)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["delete"]).output();
+        cleanup_label(&self.profile);
+    }
+}
+
+/// Every container, volume and network labelled `dev.timonel.cluster=<profile>`.
+pub fn leftovers(profile: &str) -> Vec<String> {
+    let filter = format!("label=dev.timonel.cluster={profile}");
+    let mut found = Vec::new();
+    for (kind, args) in [
+        ("container", vec!["ps", "-a", "-q", "--filter", &filter]),
+        ("volume", vec!["volume", "ls", "-q", "--filter", &filter]),
+        ("network", vec!["network", "ls", "-q", "--filter", &filter]),
+    ] {
+        let out = Command::new("docker").args(&args).output().unwrap();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if !line.trim().is_empty() {
+                found.push(format!("{kind} {line}"));
+            }
+        }
+    }
+    found
+}
+
+fn cleanup_label(profile: &str) {
+    let filter = format!("label=dev.timonel.cluster={profile}");
+    let ids = |args: &[&str]| -> Vec<String> {
+        let out = Command::new("docker").args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .filter(|l| !l.is_empty())
+            .collect()
+    };
+    for id in ids(&["ps", "-a", "-q", "--filter", &filter]) {
+        let _ = Command::new("docker").args(["rm", "-f", "-v", &id]).output();
+    }
+    for id in ids(&["volume", "ls", "-q", "--filter", &filter]) {
+        let _ = Command::new("docker").args(["volume", "rm", "-f", &id]).output();
+    }
+    for id in ids(&["network", "ls", "-q", "--filter", &filter]) {
+        let _ = Command::new("docker").args(["network", "rm", &id]).output();
+    }
+}
+
+/// Polls `f` every 200 ms until it returns true or `timeout` passes.
+pub fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{what} did not happen within {timeout:?}");
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn read_yaml(path: &Path) -> serde_json::Value {
+    serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}

@@ -1,0 +1,249 @@
+//! End to end on the real Docker daemon with the k3s stand-in, judged by the real kubectl.
+//! Marked ignored (they need a daemon); scripts/test.sh runs them. Under CI=true a missing
+//! daemon fails them.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const OTHER_KUBECONFIG: &str = r#"apiVersion: v1
+kind: Config
+preferences:
+  colors: true
+clusters:
+- name: work
+  cluster:
+    server: https://work.example:6443
+    insecure-skip-tls-verify: true
+    x-unknown-cluster-field: keep me
+contexts:
+- name: work
+  context:
+    cluster: work
+    user: work-admin
+    namespace: team
+current-context: work
+users:
+- name: work-admin
+  user:
+    token: not-a-real-token
+x-top-level-extension: 42
+"#;
+
+fn inspect(container: &str, format: &str) -> String {
+    let out = Command::new("docker")
+        .args(["inspect", "--format", format, container])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+#[ignore = "needs a docker daemon"]
+fn start_stop_resume_delete_with_kubectl_as_the_judge() {
+    if !require_docker() {
+        return;
+    }
+    let sb = Sandbox::new("e2e");
+    std::fs::create_dir_all(sb.kubeconfig.parent().unwrap()).unwrap();
+    std::fs::write(&sb.kubeconfig, OTHER_KUBECONFIG).unwrap();
+    let before = read_yaml(&sb.kubeconfig);
+
+    let out = sb.start(&[]);
+    assert!(out.status.success(), "start failed");
+    // stdout carries data only: start prints nothing there.
+    assert_eq!(stdout(&out), "");
+
+    // The merged kubeconfig works for the real kubectl.
+    let readyz = sb.kubectl(&["get", "--raw", "/readyz"]);
+    assert!(readyz.status.success());
+    assert_eq!(stdout(&readyz).trim(), "ok");
+    let nodes = sb.kubectl(&["get", "nodes", "--no-headers"]);
+    assert!(nodes.status.success());
+    let line = stdout(&nodes);
+    assert!(line.contains(&sb.profile) && line.contains(" Ready "), "{line}");
+    let after = read_yaml(&sb.kubeconfig);
+    assert_eq!(after["current-context"], sb.profile.as_str());
+    assert!(after["x-top-level-extension"] == 42, "unknown field lost: {after}");
+
+    // KUBECONFIG with two files: ours found in the second.
+    let other = sb.home.path().join("other.yaml");
+    std::fs::write(&other, OTHER_KUBECONFIG.replace("current-context: work", "current-context: \"\"")).unwrap();
+    let list = std::env::join_paths([other.as_path(), sb.kubeconfig.as_path()]).unwrap();
+    let out = Command::new("kubectl")
+        .args(["--context", &sb.profile, "get", "--raw", "/readyz"])
+        .env("KUBECONFIG", &list)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // ip is the container's address on the profile network.
+    let ip = sb.ok(&["ip"]).trim().to_string();
+    let container = format!("timonel-{}", sb.profile);
+    let net = format!("timonel-{}", sb.profile);
+    let docker_ip = inspect(
+        &container,
+        &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
+    );
+    assert_eq!(ip, docker_ip);
+    let port = inspect(&container, "{{(index (index .NetworkSettings.Ports \"6443/tcp\") 0).HostPort}}");
+    assert!(!port.is_empty());
+
+    // status: all up, exit 0, JSON parses.
+    let st = sb.run(&["status", "-o", "json"]);
+    assert_eq!(st.status.code(), Some(0), "status of a running cluster");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&st)).unwrap();
+    assert_eq!(v["api"], "ready");
+    assert_eq!(v["nodes"][0]["kubernetes"], "Ready");
+
+    // stop: the node is down and status says so with its exit code.
+    sb.ok(&["stop"]);
+    assert_eq!(inspect(&container, "{{.State.Running}}"), "false");
+    let st = sb.run(&["status"]);
+    assert_eq!(st.status.code(), Some(3), "status of a stopped cluster");
+    let ip_stopped = sb.run(&["ip"]);
+    assert!(!ip_stopped.status.success());
+    assert!(stderr(&ip_stopped).contains("stopped"), "{}", stderr(&ip_stopped));
+
+    // start again: the same port, the same address, the same data (same CA, so the old
+    // kubeconfig still works).
+    let out = sb.start(&[]);
+    assert!(out.status.success(), "resume failed");
+    assert!(stderr(&out).contains("Resuming"), "{}", stderr(&out));
+    assert_eq!(sb.ok(&["ip"]).trim(), ip);
+    assert_eq!(
+        inspect(&container, "{{(index (index .NetworkSettings.Ports \"6443/tcp\") 0).HostPort}}"),
+        port
+    );
+    let readyz = sb.kubectl(&["get", "--raw", "/readyz"]);
+    assert_eq!(stdout(&readyz).trim(), "ok");
+
+    // A flag that would change the cluster is refused, nothing touched.
+    let out = sb.start(&["--memory", "4g"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--memory") && stderr(&out).contains("delete"), "{}", stderr(&out));
+
+    // delete: nothing left, and the kubeconfig is as it was.
+    sb.ok(&["delete"]);
+    assert_eq!(sb.leftovers(), Vec::<String>::new());
+    assert!(!sb.timonel_home().join("profiles").join(&sb.profile).exists());
+    assert_eq!(read_yaml(&sb.kubeconfig), before, "kubeconfig changed by start+delete");
+    // Deleting again is fine.
+    sb.ok(&["delete"]);
+}
+
+#[test]
+#[ignore = "needs a docker daemon"]
+fn bad_inputs_are_refused_before_anything_is_touched() {
+    if !require_docker() {
+        return;
+    }
+    let sb = Sandbox::new("bad");
+    std::fs::create_dir_all(sb.kubeconfig.parent().unwrap()).unwrap();
+    std::fs::write(&sb.kubeconfig, OTHER_KUBECONFIG).unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--memory", "lots"], "not a size"),
+        (&["--cpus", "-1"], "--cpus"),
+        (&["--disable", "trafik"], "trafik"),
+        (&["--ports", "80"], "--ports"),
+        (&["--kubernetes-version", "banana"], "banana"),
+    ];
+    for (args, needle) in cases {
+        let out = sb.start(args);
+        assert_ne!(out.status.code(), Some(0), "{args:?} was accepted");
+        let err = stderr(&out);
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(err.contains("hint:") || err.contains("error:"), "{args:?}: {err}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_timonel"))
+        .args(["start", "-p", "Not_Valid"])
+        .env("TIMONEL_HOME", sb.timonel_home())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("Not_Valid"));
+    let out = sb.run(&["start", "--driver", "floppy"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("floppy"));
+    // Nothing was created and the kubeconfig is byte for byte the same.
+    assert!(!sb.timonel_home().join("profiles").exists() || std::fs::read_dir(sb.timonel_home().join("profiles")).unwrap().next().is_none());
+    assert_eq!(std::fs::read_to_string(&sb.kubeconfig).unwrap(), OTHER_KUBECONFIG);
+    assert_eq!(sb.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+#[ignore = "needs a docker daemon"]
+fn a_ready_timeout_names_what_was_not_ready_and_leaves_nothing() {
+    if !require_docker() {
+        return;
+    }
+    let sb = Sandbox::new("slow");
+    let out = sb.start(&[
+        "--env",
+        "K3S_STANDIN_READY_DELAY=120s",
+        "--wait-timeout",
+        "4s",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("was not ready after"), "{err}");
+    assert!(err.contains("readyz"), "{err}");
+    assert_eq!(sb.leftovers(), Vec::<String>::new());
+    assert!(!sb.timonel_home().join("profiles").join(&sb.profile).exists());
+}
+
+#[test]
+#[ignore = "needs a docker daemon"]
+fn two_starts_on_one_profile_make_one_cluster() {
+    if !require_docker() {
+        return;
+    }
+    let sb = Sandbox::new("twice");
+    let mut a = sb.cmd(&["start", "--driver", "docker", "--kubernetes-version", VERSION]);
+    let mut b = sb.cmd(&["start", "--driver", "docker", "--kubernetes-version", VERSION]);
+    let a = a.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let b = b.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let a = a.wait_with_output().unwrap();
+    let b = b.wait_with_output().unwrap();
+    assert!(a.status.success(), "{}", stderr(&a));
+    assert!(b.status.success(), "{}", stderr(&b));
+    let both = format!("{}{}", stderr(&a), stderr(&b));
+    assert!(both.contains("in use by"), "one start must have waited for the other: {both}");
+    assert!(both.contains("Resuming"), "the second start resumes the first's cluster: {both}");
+    let containers = leftovers(&sb.profile)
+        .into_iter()
+        .filter(|l| l.starts_with("container"))
+        .count();
+    assert_eq!(containers, 1);
+}
+
+#[test]
+#[ignore = "needs a docker daemon"]
+fn interrupting_start_at_any_point_leaves_nothing_behind() {
+    if !require_docker() {
+        return;
+    }
+    for delay_ms in [50u64, 300, 800, 1500, 2500] {
+        let sb = Sandbox::new("int");
+        let mut child = sb
+            .cmd(&["start", "--driver", "docker", "--kubernetes-version", VERSION])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        let status = child.wait().unwrap();
+        // Interrupted (130) or, if start had already finished, success.
+        assert!(matches!(status.code(), Some(130) | Some(0)), "after {delay_ms} ms: {status}");
+        if status.code() == Some(130) {
+            assert_eq!(sb.leftovers(), Vec::<String>::new(), "after {delay_ms} ms");
+        }
+        sb.ok(&["delete"]);
+        assert_eq!(sb.leftovers(), Vec::<String>::new(), "after delete ({delay_ms} ms)");
+    }
+}
