@@ -8,6 +8,7 @@ pub mod env;
 pub mod error;
 pub mod fsutil;
 pub mod home;
+pub mod kubeconfig;
 pub mod lock;
 pub mod output;
 pub mod profile;
