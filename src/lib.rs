@@ -1,5 +1,6 @@
 //! timonel: a local Kubernetes cluster bootstrapper.
 
+pub mod artifact;
 pub mod cli;
 pub mod cluster;
 pub mod distro;

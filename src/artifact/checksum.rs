@@ -1,0 +1,111 @@
+//! The release's `sha256sum-<arch>.txt` and sha256 helpers.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+/// The parsed lines of a `sha256sum` file: file name → lowercase hex digest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checksums {
+    by_name: BTreeMap<String, String>,
+}
+
+impl Checksums {
+    /// Parses GNU `sha256sum` output: `<64 hex>  <name>` (text mode) or `<64 hex> *<name>`
+    /// (binary mode). Lines that do not fit are skipped; names lose any leading directory so
+    /// `dist/artifacts/k3s` matches `k3s`. Order does not matter.
+    pub fn parse(text: &str) -> Self {
+        let mut by_name = BTreeMap::new();
+        for line in text.lines() {
+            let line = line.trim_end_matches('\r');
+            let Some((hash, rest)) = line.split_once(' ') else {
+                continue;
+            };
+            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                continue;
+            }
+            let name = rest
+                .strip_prefix(' ')
+                .or_else(|| rest.strip_prefix('*'))
+                .unwrap_or(rest)
+                .trim();
+            let name = name.rsplit('/').next().unwrap_or(name);
+            if !name.is_empty() {
+                by_name.insert(name.to_string(), hash.to_ascii_lowercase());
+            }
+        }
+        Self { by_name }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.by_name.get(name).map(String::as_str)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+/// Hex sha256 of a byte slice.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// Feeds the whole file into `hasher` and returns how many bytes were read. Blocking.
+pub fn hash_file_into(path: &Path, hasher: &mut Sha256) -> std::io::Result<u64> {
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+}
+
+/// Hex sha256 and size of a file. Blocking.
+pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut hasher = Sha256::new();
+    let size = hash_file_into(path, &mut hasher)?;
+    Ok((hex::encode(hasher.finalize()), size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "f94b5be3aa0000000000000000000000000000000000000000000000000a08a0";
+    const B: &str = "835873F3000000000000000000000000000000000000000000000000000aea3f";
+
+    #[test]
+    fn matches_by_name_not_position() {
+        let text = format!(
+            "{A}  k3s-airgap-images-amd64.tar.zst\n{B}  k3s\n\nnot a line\n{A} *dist/artifacts/k3s-arm64\r\n"
+        );
+        let sums = Checksums::parse(&text);
+        assert_eq!(sums.get("k3s"), Some(B.to_ascii_lowercase().as_str()));
+        assert_eq!(sums.get("k3s-airgap-images-amd64.tar.zst"), Some(A));
+        assert_eq!(sums.get("k3s-arm64"), Some(A));
+        assert_eq!(sums.get("k3s-armhf"), None);
+        assert!(Checksums::parse("garbage\n").is_empty());
+    }
+
+    #[test]
+    fn hashes_like_sha256sum() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"abc").unwrap();
+        let (hex, size) = hash_file(&p).unwrap();
+        assert_eq!(size, 3);
+        assert_eq!(hex, sha256_hex(b"abc"));
+    }
+}
