@@ -20,6 +20,9 @@ pub fn hint_of(err: &anyhow::Error) -> Option<String> {
             timonel_driver::DriverError,
             crate::profile::ProfileError,
             crate::lock::LockError,
+            crate::artifact::ArtifactError,
+            crate::kubeconfig::KubeconfigError,
+            crate::distro::ready::ReadyError,
             UserError,
         );
         if let Some(e) = cause.downcast_ref::<timonel_driver::NameError>() {

@@ -7,6 +7,7 @@ use clap::Args;
 use timonel_driver::DriverKind;
 
 use super::Ctx;
+use crate::artifact::sources::parse_url;
 use crate::artifact::Sources;
 use crate::cluster::{self, StartOptions};
 use crate::distro::k3s;
@@ -68,11 +69,12 @@ pub struct StartArgs {
     /// Preload the k3s airgap images into the nodes (so nothing is pulled).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub preload: bool,
-    /// Download k3s assets from this mirror: <URL>/<version>/<asset>, http(s):// or file://.
-    #[arg(long, env = "TIMONEL_BINARY_MIRROR")]
+    /// Download k3s assets from this mirror: <URL>/<version>/<asset>, http(s):// or file://
+    /// (also TIMONEL_BINARY_MIRROR).
+    #[arg(long)]
     pub binary_mirror: Option<String>,
-    /// The k3s channel server to resolve channels with.
-    #[arg(long, env = "TIMONEL_CHANNEL_URL")]
+    /// The k3s channel server to resolve channels with (also TIMONEL_CHANNEL_URL).
+    #[arg(long)]
     pub channel_url: Option<String>,
     /// Allow plain http:// mirrors that are not on this machine.
     #[arg(long)]
@@ -107,12 +109,16 @@ pub async fn run(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
         .map(|p| cluster::parse_port(p, args.listen_address))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| UserError::new(format!("--ports: {e}"), "use HOST_PORT:NODE_PORT, e.g. `--ports 8080:80`"))?;
-    let sources = Sources::from_flags(
-        args.binary_mirror.as_deref(),
-        args.channel_url.as_deref(),
-        args.insecure_mirror,
-        args.offline,
-    )?;
+    let mut sources = Sources::from_env()?;
+    if let Some(m) = &args.binary_mirror {
+        sources.binary_mirror = Some(parse_url("--binary-mirror", m)?);
+    }
+    if let Some(c) = &args.channel_url {
+        sources.channel_url = Some(parse_url("--channel-url", c)?);
+    }
+    sources.insecure_mirror |= args.insecure_mirror;
+    sources.offline |= args.offline;
+    sources.validate()?;
     cluster::start(
         ctx,
         StartOptions {

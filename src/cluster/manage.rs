@@ -60,7 +60,7 @@ async fn delete_one(ctx: &Ctx, name: &ClusterName, kubeconfig_flag: Option<&Path
     let outcome = kubeconfig::remove(&path, name.as_str(), &Default::default())?;
     let existed = profile.is_some() || ctx.store.dir(name).exists();
     ctx.store.remove(name)?;
-    if removed.is_empty() && !existed && !outcome.removed_any() {
+    if removed.is_empty() && !existed && outcome.nothing_removed() {
         drop(step);
         ctx.printer.info(&format!("profile `{name}` does not exist; nothing to delete"));
     } else {

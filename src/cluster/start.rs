@@ -18,7 +18,7 @@ use crate::distro::ready::{self, ApiClient, WaitFor};
 use crate::distro::{k3s, ClusterSettings, NodeSettings};
 use crate::drivers::{self, Selected};
 use crate::error::UserError;
-use crate::kubeconfig::{self, ClusterCredentials, MergeOptions};
+use crate::kubeconfig::{self, MergeOptions};
 use crate::profile::{now_unix, NodeRecord, Phase, Profile, SCHEMA};
 
 /// What `start` was asked for.
@@ -140,9 +140,9 @@ async fn create(
 
     // The distribution and its artifacts.
     let cache = ArtifactCache::new(ctx.home.cache());
-    let (version, node_image) = if let Some(image) = &opts.node_image {
+    let (version, node_image, airgap) = if let Some(image) = &opts.node_image {
         let version = opts.version.clone().unwrap_or_else(|| "unknown".to_string());
-        (version, image.clone())
+        (version, image.clone(), None)
     } else {
         let spec: VersionSpec = opts
             .version
@@ -162,7 +162,7 @@ async fn create(
                 &cache,
                 &opts.sources,
                 &resolved.version,
-                artifact::Arch::host(),
+                artifact::Arch::host()?,
                 opts.preload,
                 printer,
             ))
@@ -178,13 +178,8 @@ async fn create(
             .ensure_node_image(&arts.binary, &resolved.version.to_string(), printer)
             .await?;
         step.finish(&format!("Node image {image}"));
-        (resolved.version.to_string(), image)
-    };
-    // Airgap images ride along with the nodes when preloading.
-    let airgap = if opts.node_image.is_none() && opts.preload {
-        artifact::cached_airgap(&cache, &version, artifact::Arch::host())
-    } else {
-        None
+        // Airgap images ride along with the nodes when preloading.
+        (resolved.version.to_string(), image, arts.airgap)
     };
     cancel.check()?;
 

@@ -126,11 +126,11 @@ pub fn validate_disable(items: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// A fresh join secret: 32 random bytes from the OS CSPRNG, hex.
+/// A fresh join secret: 32 random bytes from a CSPRNG (rand's thread RNG, seeded by the OS), hex.
 pub fn new_token() -> String {
     use rand::RngCore;
     let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    rand::rng().fill_bytes(&mut bytes);
     hex::encode(bytes)
 }
 

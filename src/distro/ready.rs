@@ -131,6 +131,18 @@ impl ApiClient {
     }
 }
 
+impl timonel_driver::Hint for ReadyError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            Self::Timeout { .. } => Some(
+                "the node log above shows what k3s was doing; give it longer with `--wait-timeout 10m`, or keep the nodes for a look with `--keep-on-failure`"
+                    .to_string(),
+            ),
+            Self::Credentials(_) => None,
+        }
+    }
+}
+
 fn describe(e: &reqwest::Error) -> String {
     if e.is_connect() {
         "connection refused".to_string()
