@@ -1,0 +1,630 @@
+//! [`HyperVDriver`]: the [`Driver`] implementation. Every Hyper-V action is one PowerShell run.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use timonel_driver::{
+    poll_until, Availability, Capabilities, ClusterName, CommandError, Driver, DriverError,
+    DriverKind, HostRunner, MachineName, MachineSpec, MachineState, NodeAccess, Reporter, Runner,
+    StopMode, WaitError,
+};
+
+use crate::parse::{
+    parse_json, parse_json_list, parse_vm_state, pick_ipv4, Inspect, IpReport, ProbeReport,
+    Removed, StopReport, VmInfo,
+};
+use crate::record::{failure_error, to_driver_error, Failure, ENABLE_FIX, RIGHTS_FIX};
+use crate::script::{self, CreateParams, PsScript, VmRef};
+use crate::switch::{choose_switch, SWITCH_OPTION};
+
+/// The environment variable naming the PowerShell executable (`powershell.exe`, `pwsh`, or a
+/// simulator in tests).
+pub const ENV_POWERSHELL: &str = "TIMONEL_POWERSHELL";
+/// The file in `VmDisk::state_dir` holding the VM's `VMId`.
+pub const VMID_FILE: &str = "hyperv-vmid";
+/// Defaults when the spec leaves them open.
+pub const DEFAULT_CPUS: u32 = 2;
+pub const DEFAULT_MEMORY_MIB: u64 = 2048;
+
+/// How long the driver waits, and how often it polls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// How long `ip` waits for the guest's KVP daemon to report an IPv4 address.
+    pub ip_timeout: Duration,
+    /// The pause between two polls.
+    pub poll_interval: Duration,
+    /// How long `delete` retries removing files Hyper-V still holds open.
+    pub file_release_timeout: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            ip_timeout: Duration::from_secs(300),
+            poll_interval: Duration::from_secs(2),
+            file_release_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The Hyper-V driver: PowerShell through an injected [`Runner`].
+pub struct HyperVDriver {
+    runner: Arc<dyn Runner>,
+    /// `None` when there is no PowerShell to run (not Windows, no override).
+    powershell: Option<String>,
+    timing: Timing,
+    /// `VMId`s learned by create and lookups: names are not unique in Hyper-V.
+    ids: Mutex<HashMap<MachineName, String>>,
+}
+
+impl std::fmt::Debug for HyperVDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HyperVDriver")
+            .field("runner", &self.runner.target())
+            .field("powershell", &self.powershell)
+            .field("timing", &self.timing)
+            .finish_non_exhaustive()
+    }
+}
+
+fn env_powershell() -> Option<String> {
+    std::env::var(ENV_POWERSHELL).ok().filter(|s| !s.is_empty())
+}
+
+fn needs_windows() -> (String, String) {
+    (
+        "Hyper-V needs Windows".to_string(),
+        "use `--driver docker` or `--driver kvm`".to_string(),
+    )
+}
+
+impl HyperVDriver {
+    /// Runs PowerShell on the host: `$TIMONEL_POWERSHELL`, else `powershell.exe` on Windows.
+    /// Elsewhere, without the override, the driver is unusable (probe says why).
+    pub fn new() -> Self {
+        let powershell =
+            env_powershell().or_else(|| cfg!(windows).then(|| "powershell.exe".to_string()));
+        Self {
+            runner: Arc::new(HostRunner),
+            powershell,
+            timing: Timing::default(),
+            ids: Mutex::default(),
+        }
+    }
+
+    /// Runs PowerShell (`$TIMONEL_POWERSHELL`, else `powershell.exe`) through `runner`.
+    pub fn with_runner(runner: Arc<dyn Runner>) -> Self {
+        Self {
+            runner,
+            powershell: Some(env_powershell().unwrap_or_else(|| "powershell.exe".to_string())),
+            timing: Timing::default(),
+            ids: Mutex::default(),
+        }
+    }
+
+    /// Uses this PowerShell executable.
+    pub fn with_powershell(mut self, program: impl Into<String>) -> Self {
+        self.powershell = Some(program.into());
+        self
+    }
+
+    /// Uses these timeouts and poll interval (tests make them short).
+    pub fn with_timing(mut self, timing: Timing) -> Self {
+        self.timing = timing;
+        self
+    }
+
+    fn ids(&self) -> MutexGuard<'_, HashMap<MachineName, String>> {
+        self.ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn vm_ref(&self, name: &MachineName) -> VmRef {
+        match self.ids().get(name) {
+            Some(id) => VmRef::Id(id.clone()),
+            None => VmRef::Name(name.clone()),
+        }
+    }
+
+    fn remember(&self, name: &MachineName, id: &str) {
+        if !id.is_empty() {
+            self.ids().insert(name.clone(), id.to_string());
+        }
+    }
+
+    fn forget(&self, name: &MachineName) {
+        self.ids().remove(name);
+    }
+
+    /// Runs one script; a failure becomes a typed error about `what`.
+    async fn run(&self, op: &str, what: &str, script: PsScript) -> Result<String, DriverError> {
+        let Some(ps) = &self.powershell else {
+            let (reason, fix) = needs_windows();
+            return Err(DriverError::NotAvailable {
+                driver: "hyperv".to_string(),
+                reason,
+                fix,
+            });
+        };
+        let cmd = script.to_cmd(ps);
+        match self.runner.run(&cmd).await {
+            Ok(out) => Ok(out.stdout),
+            Err(e) => Err(to_driver_error(op, what, e)),
+        }
+    }
+
+    async fn ip_once(&self, name: &MachineName) -> Result<Result<IpAddr, String>, DriverError> {
+        let what = vm_what(name);
+        let out = self
+            .run(
+                "read the VM's addresses",
+                &what,
+                script::ip(&self.vm_ref(name)),
+            )
+            .await?;
+        let report: IpReport = parse_json("the VM's addresses", &out)?;
+        self.remember(name, &report.vm_id);
+        match parse_vm_state(&report.state) {
+            MachineState::Running => Ok(pick_ipv4(&report.ip_addresses).ok_or_else(|| {
+                if report.ip_addresses.is_empty() {
+                    "running, no address reported yet (is hv_kvp_daemon running in the guest?)"
+                        .to_string()
+                } else {
+                    format!("running, only {}", report.ip_addresses.join(", "))
+                }
+            })),
+            MachineState::Starting => Ok(Err("starting".to_string())),
+            other => Err(DriverError::InvalidState {
+                what,
+                state: other.to_string(),
+                action: "reading its IP address".to_string(),
+            }),
+        }
+    }
+
+    /// Removes what a removed VM left behind: its disk (`<name>.vhdx`), the ISOs and the
+    /// `hyperv-vmid` record in the same directory. Nothing outside that directory is touched,
+    /// so a base image can never be removed. Returns the files removed.
+    async fn remove_leftovers(&self, removed: &Removed) -> Result<Vec<PathBuf>, DriverError> {
+        let disk_name = format!("{}.vhdx", removed.name);
+        let Some(disk) = removed.files.iter().map(PathBuf::from).find(|p| {
+            p.file_name()
+                .is_some_and(|f| f.to_string_lossy().eq_ignore_ascii_case(&disk_name))
+        }) else {
+            return Ok(Vec::new());
+        };
+        let Some(dir) = disk.parent().map(Path::to_path_buf) else {
+            return Ok(Vec::new());
+        };
+        let mut targets = vec![disk.clone()];
+        for f in removed.files.iter().map(PathBuf::from) {
+            let iso = f.extension().is_some_and(|e| e.eq_ignore_ascii_case("iso"));
+            if iso && f.parent() == Some(dir.as_path()) {
+                targets.push(f);
+            }
+        }
+        let record = dir.join(VMID_FILE);
+        if std::fs::read_to_string(&record)
+            .is_ok_and(|id| id.trim().eq_ignore_ascii_case(&removed.vm_id))
+        {
+            targets.push(record);
+        }
+        let mut gone = Vec::new();
+        for path in targets {
+            if remove_file_when_released(&path, self.timing).await? {
+                gone.push(path);
+            }
+        }
+        Ok(gone)
+    }
+}
+
+impl Default for HyperVDriver {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn vm_what(name: &MachineName) -> String {
+    format!("Hyper-V VM `{name}`")
+}
+
+/// Removes `path`, retrying while Hyper-V still holds it open. `Ok(false)` if it was not there.
+async fn remove_file_when_released(path: &Path, timing: Timing) -> Result<bool, DriverError> {
+    let what = format!("release of `{}`", path.display());
+    let result = poll_until::<bool, std::io::Error, _, _>(
+        &what,
+        timing.file_release_timeout,
+        timing.poll_interval,
+        || async move {
+            match std::fs::remove_file(path) {
+                Ok(()) => Ok(Ok(true)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Ok(false)),
+                // In use (Windows error 32) or denied for a moment: try again.
+                Err(e) => Ok(Err(e.to_string())),
+            }
+        },
+    )
+    .await;
+    result.map_err(|e| match e {
+        WaitError::Timeout { last, .. } => DriverError::io(
+            format!("could not remove `{}`", path.display()),
+            std::io::Error::other(last),
+        ),
+        WaitError::Failed(source) => {
+            DriverError::io(format!("could not remove `{}`", path.display()), source)
+        }
+    })
+}
+
+fn path_string(what: &str, p: &Path) -> Result<String, DriverError> {
+    p.to_str()
+        .map(str::to_string)
+        .ok_or_else(|| DriverError::Parse {
+            what: what.to_string(),
+            message: format!("`{}` is not valid Unicode", p.display()),
+        })
+}
+
+/// Hyper-V refuses odd MB values: round up to an even number.
+pub fn even_memory_mib(mib: u64) -> u64 {
+    mib.max(2).div_ceil(2) * 2
+}
+
+/// Whole virtual processors, at least one.
+pub fn whole_cpus(cpus: f64) -> u32 {
+    if cpus.is_finite() && cpus > 1.0 {
+        cpus.ceil().min(f64::from(u16::MAX)) as u32
+    } else {
+        1
+    }
+}
+
+/// The Notes that mark a VM as timonel's; `delete_cluster` finds VMs by them.
+pub fn vm_notes(cluster: &ClusterName, machine: &MachineName) -> String {
+    format!("timonel:cluster={cluster} timonel:machine={machine} (created by timonel; removed by `timonel delete -p {cluster}`)")
+}
+
+fn has_marker(notes: &str, machine: &MachineName) -> bool {
+    let want = format!("timonel:machine={machine}");
+    notes.split_whitespace().any(|w| w == want)
+}
+
+/// Writes `<dir>/hyperv-vmid` atomically.
+fn write_vmid(dir: &Path, id: &str) -> Result<(), DriverError> {
+    let tmp = dir.join(format!("{VMID_FILE}.tmp"));
+    let dest = dir.join(VMID_FILE);
+    std::fs::write(&tmp, format!("{id}\n"))
+        .and_then(|()| std::fs::rename(&tmp, &dest))
+        .map_err(|e| DriverError::io(format!("could not write `{}`", dest.display()), e))
+}
+
+#[async_trait]
+impl Driver for HyperVDriver {
+    fn kind(&self) -> DriverKind {
+        DriverKind::Hyperv
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            container_nodes: false,
+            needs_admin: true,
+            disk_format: Some("vhdx".to_string()),
+        }
+    }
+
+    async fn probe(&self) -> Availability {
+        let unusable = |reason: String, fix: String| Availability::Unusable { reason, fix };
+        if self.powershell.is_none() {
+            let (reason, fix) = needs_windows();
+            return unusable(reason, fix);
+        }
+        let out = match self.run("check Hyper-V", "Hyper-V", script::probe()).await {
+            Ok(out) => out,
+            Err(DriverError::Command(CommandError::NotFound { program })) => {
+                return unusable(
+                    format!("`{program}` was not found"),
+                    "put Windows PowerShell on PATH, or set TIMONEL_POWERSHELL to its path"
+                        .to_string(),
+                )
+            }
+            Err(DriverError::NotAvailable { reason, fix, .. }) => return unusable(reason, fix),
+            Err(e) => {
+                let fix = timonel_driver::Hint::hint(&e).unwrap_or_else(|| RIGHTS_FIX.to_string());
+                return unusable(format!("checking Hyper-V failed: {e}"), fix);
+            }
+        };
+        let report: ProbeReport = match parse_json("the Hyper-V check", &out) {
+            Ok(r) => r,
+            Err(e) => return unusable(e.to_string(), RIGHTS_FIX.to_string()),
+        };
+        probe_verdict(&report)
+    }
+
+    async fn create(&self, spec: &MachineSpec, report: &dyn Reporter) -> Result<(), DriverError> {
+        let name = &spec.name;
+        let what = vm_what(name);
+        let disk = spec.vm_disk.as_ref().ok_or_else(|| DriverError::Backend {
+            op: format!("create {what}"),
+            message: "the spec has no VM disk".to_string(),
+            hint: None,
+        })?;
+        let is_vhdx = disk
+            .base_image
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("vhdx"));
+        if !is_vhdx {
+            return Err(DriverError::Backend {
+                op: format!("create {what}"),
+                message: format!(
+                    "base image `{}` is not a VHDX; Generation 2 VMs boot only from VHDX",
+                    disk.base_image.display()
+                ),
+                hint: Some("convert it: `qemu-img convert -O vhdx -o subformat=dynamic <image> <image>.vhdx`".to_string()),
+            });
+        }
+
+        let out = self
+            .run("inspect Hyper-V", &what, script::inspect(name))
+            .await?;
+        let seen: Inspect = parse_json("the virtual switches and VMs", &out)?;
+        let mine: Vec<&VmInfo> = seen
+            .vms
+            .iter()
+            .filter(|v| has_marker(&v.notes, name))
+            .collect();
+        match mine.as_slice() {
+            [one] => {
+                // Created before (same name, our marker): Ok, as the contract says.
+                self.remember(name, &one.vm_id);
+                std::fs::create_dir_all(&disk.state_dir).map_err(|e| {
+                    DriverError::io(
+                        format!("could not create `{}`", disk.state_dir.display()),
+                        e,
+                    )
+                })?;
+                return write_vmid(&disk.state_dir, &one.vm_id);
+            }
+            [] if !seen.vms.is_empty() => {
+                return Err(failure_error(&Failure::ForeignVm, "create", &what, ""))
+            }
+            [] => {}
+            _ => {
+                let message = format!("{} VMs are marked as `{name}`", mine.len());
+                return Err(failure_error(
+                    &Failure::DuplicateVm,
+                    "create",
+                    &what,
+                    &message,
+                ));
+            }
+        }
+
+        let choice = choose_switch(
+            spec.options.get(SWITCH_OPTION).map(String::as_str),
+            &seen.switches,
+        )?;
+        if let Some(w) = &choice.warning {
+            report.warn(w);
+        }
+
+        std::fs::create_dir_all(&disk.state_dir).map_err(|e| {
+            DriverError::io(
+                format!("could not create `{}`", disk.state_dir.display()),
+                e,
+            )
+        })?;
+        let params = CreateParams {
+            name: name.clone(),
+            switch: choice.name.clone(),
+            base_image: path_string("the base image path", &disk.base_image)?,
+            disk_path: path_string(
+                "the disk path",
+                &disk.state_dir.join(format!("{name}.vhdx")),
+            )?,
+            disk_mib: disk.size_mib,
+            seed_iso: path_string("the seed ISO path", &disk.seed_iso)?,
+            vm_dir: path_string("the state directory", &disk.state_dir)?,
+            memory_mib: even_memory_mib(spec.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB)),
+            cpus: spec.cpus.map(whole_cpus).unwrap_or(DEFAULT_CPUS),
+            notes: vm_notes(&spec.cluster, name),
+        };
+        report.step(&format!(
+            "creating Hyper-V VM `{name}` on switch `{}`",
+            choice.name
+        ));
+        let out = self
+            .run(&format!("create {what}"), &what, script::create(&params))
+            .await?;
+        let vm: VmInfo = parse_json("the new VM", &out)?;
+        self.remember(name, &vm.vm_id);
+        write_vmid(&disk.state_dir, &vm.vm_id)
+    }
+
+    async fn start(&self, name: &MachineName) -> Result<(), DriverError> {
+        let what = vm_what(name);
+        let out = self
+            .run(
+                &format!("start {what}"),
+                &what,
+                script::start(&self.vm_ref(name)),
+            )
+            .await?;
+        let vm: VmInfo = parse_json("the started VM", &out)?;
+        self.remember(name, &vm.vm_id);
+        Ok(())
+    }
+
+    async fn stop(&self, name: &MachineName, how: StopMode) -> Result<(), DriverError> {
+        let what = vm_what(name);
+        let vm = self.vm_ref(name);
+        let script = match how {
+            StopMode::Force => script::stop_force(&vm),
+            StopMode::Graceful { timeout } => script::stop_graceful(&vm, timeout),
+        };
+        let out = self.run(&format!("stop {what}"), &what, script).await?;
+        let report: StopReport = parse_json("the stopped VM", &out)?;
+        self.remember(name, &report.vm_id);
+        if let (true, StopMode::Graceful { timeout }) = (report.forced, how) {
+            tracing::warn!(
+                vm = %name,
+                "Hyper-V could not stop the VM gracefully within {timeout:?}; it was turned off"
+            );
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, name: &MachineName) -> Result<(), DriverError> {
+        let what = vm_what(name);
+        let out = match self
+            .run(
+                &format!("delete {what}"),
+                &what,
+                script::delete(&self.vm_ref(name)),
+            )
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if e.is_not_found() => {
+                self.forget(name);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        self.forget(name);
+        let removed: Vec<Removed> = parse_json_list("the removed VM", &out)?;
+        for r in &removed {
+            self.remove_leftovers(r).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_cluster(&self, cluster: &ClusterName) -> Result<Vec<String>, DriverError> {
+        let what = format!("Hyper-V VMs of cluster `{cluster}`");
+        let out = self
+            .run(
+                &format!("delete {what}"),
+                &what,
+                script::delete_cluster(cluster.as_str()),
+            )
+            .await?;
+        let removed: Vec<Removed> = parse_json_list("the removed VMs", &out)?;
+        let mut lines = Vec::new();
+        for r in &removed {
+            if let Ok(name) = r.name.parse::<MachineName>() {
+                self.forget(&name);
+            }
+            lines.push(format!("removed Hyper-V VM `{}` ({})", r.name, r.vm_id));
+            for f in self.remove_leftovers(r).await? {
+                lines.push(format!("removed file `{}`", f.display()));
+            }
+        }
+        Ok(lines)
+    }
+
+    async fn state(&self, name: &MachineName) -> Result<MachineState, DriverError> {
+        let what = vm_what(name);
+        match self
+            .run(
+                "read the VM state",
+                &what,
+                script::state(&self.vm_ref(name)),
+            )
+            .await
+        {
+            Ok(out) => {
+                let vm: VmInfo = parse_json("the VM state", &out)?;
+                self.remember(name, &vm.vm_id);
+                Ok(parse_vm_state(&vm.state))
+            }
+            Err(e) if e.is_not_found() => {
+                self.forget(name);
+                Ok(MachineState::NotCreated)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn ip(&self, name: &MachineName) -> Result<IpAddr, DriverError> {
+        let what = format!("IPv4 address of {}", vm_what(name));
+        poll_until(
+            &what,
+            self.timing.ip_timeout,
+            self.timing.poll_interval,
+            || self.ip_once(name),
+        )
+        .await
+        .map_err(|e| match e {
+            WaitError::Timeout { what, after, last } => DriverError::Timeout {
+                what,
+                after,
+                last_state: last,
+            },
+            WaitError::Failed(e) => e,
+        })
+    }
+
+    async fn endpoint(&self, name: &MachineName, port: u16) -> Result<SocketAddr, DriverError> {
+        // Guests are reached directly on the switch.
+        Ok(SocketAddr::new(self.ip(name).await?, port))
+    }
+
+    async fn access(&self, _name: &MachineName) -> Result<Arc<dyn NodeAccess>, DriverError> {
+        Err(DriverError::Unsupported {
+            driver: "hyperv".to_string(),
+            what: "node access over ssh is not wired yet".to_string(),
+        })
+    }
+}
+
+/// The probe's answer, in the order a user would fix things.
+pub fn probe_verdict(r: &ProbeReport) -> Availability {
+    let unusable = |reason: &str, fix: &str| Availability::Unusable {
+        reason: reason.to_string(),
+        fix: fix.to_string(),
+    };
+    if !r.module {
+        return unusable("the Hyper-V PowerShell module is not installed", ENABLE_FIX);
+    }
+    if !r.hypervisor {
+        return unusable(
+            "Hyper-V is not enabled: no hypervisor is running",
+            ENABLE_FIX,
+        );
+    }
+    if !r.admin && !r.hyperv_admin {
+        return unusable(
+            "you are neither an Administrator in an elevated console nor a member of Hyper-V Administrators (S-1-5-32-578)",
+            RIGHTS_FIX,
+        );
+    }
+    if !r.vmms.eq_ignore_ascii_case("running") {
+        let status = if r.vmms.is_empty() {
+            "missing"
+        } else {
+            r.vmms.as_str()
+        };
+        return unusable(
+            &format!("the Hyper-V Virtual Machine Management service (vmms) is {status}"),
+            "start it in an elevated PowerShell: `Start-Service vmms` (if it is missing, enable Hyper-V and reboot)",
+        );
+    }
+    let mut notes = Vec::new();
+    if !r.admin {
+        notes.push("not elevated: running as a member of Hyper-V Administrators".to_string());
+    }
+    let module = if r.module_version.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", r.module_version)
+    };
+    Availability::Ready {
+        version: format!("Hyper-V{module} on Windows {}", r.windows),
+        notes,
+    }
+}

@@ -1,0 +1,326 @@
+//! PowerShell error records, and what they mean for the driver.
+//!
+//! A failed cmdlet prints (to stderr):
+//!
+//! ```text
+//! Hyper-V\Get-VM : Hyper-V was unable to find a virtual machine with name "dev".
+//! At line:1 char:1
+//! + Hyper-V\Get-VM -Name $env:TIMONEL_VM_NAME
+//! + ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+//!     + CategoryInfo          : InvalidArgument: (dev:String) [Get-VM], VirtualizationException
+//!     + FullyQualifiedErrorId : InvalidParameter,Microsoft.HyperV.PowerShell.Commands.GetVM
+//! ```
+//!
+//! The message and the `At line` line are localized; the category and the error id are not,
+//! so those are what we classify by.
+
+use timonel_driver::{CommandError, DriverError};
+
+/// The parts of an error record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErrorRecord {
+    /// The message, whitespace collapsed (it wraps at the console width), without the
+    /// `<Cmdlet> : ` prefix.
+    pub message: String,
+    /// `InvalidArgument`, `ObjectNotFound`, `PermissionDenied`, … (from `CategoryInfo`).
+    pub category: String,
+    /// The cmdlet in brackets in `CategoryInfo` (`Get-VM`), often empty.
+    pub activity: String,
+    /// The exception type at the end of `CategoryInfo` (`VirtualizationException`).
+    pub reason: String,
+    /// The first part of `FullyQualifiedErrorId` (`InvalidParameter`).
+    pub error_id: String,
+    /// The part after the comma (`Microsoft.HyperV.PowerShell.Commands.GetVM`), often empty.
+    pub source: String,
+}
+
+/// Parses the first error record in `stderr`. `None` when there is none (no `CategoryInfo` or
+/// `FullyQualifiedErrorId` line).
+pub fn parse_error_record(stderr: &str) -> Option<ErrorRecord> {
+    let stderr = stderr.trim_start_matches('\u{feff}').replace('\r', "");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let mut rec = ErrorRecord::default();
+    let mut found = false;
+    for line in &lines {
+        let Some(rest) = line.trim_start().strip_prefix('+') else {
+            continue;
+        };
+        let Some((key, value)) = rest.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match key.trim() {
+            "CategoryInfo" if rec.category.is_empty() => {
+                found = true;
+                let (category, rest) = value.split_once(':').unwrap_or((value, ""));
+                rec.category = category.trim().to_string();
+                if let (Some(open), Some(close)) = (rest.rfind('['), rest.rfind(']')) {
+                    if open < close {
+                        rec.activity = rest[open + 1..close].trim().to_string();
+                        rec.reason = rest[close + 1..].trim_start_matches(',').trim().to_string();
+                    }
+                }
+            }
+            "FullyQualifiedErrorId" if rec.error_id.is_empty() => {
+                found = true;
+                let (id, source) = value.split_once(',').unwrap_or((value, ""));
+                rec.error_id = id.trim().to_string();
+                rec.source = source.trim().to_string();
+            }
+            _ => {}
+        }
+    }
+    if !found {
+        return None;
+    }
+    // The message is everything before the position line, which is the line just before the
+    // first `+ ` line (its wording is localized: `At line:1 char:1`, `En línea: 1 Carácter: 1`).
+    let first_plus = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with('+'))
+        .unwrap_or(lines.len());
+    let message_lines = &lines[..first_plus.saturating_sub(1)];
+    let message = message_lines.join(" ");
+    let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    // Drop the `Hyper-V\Get-VM : ` prefix.
+    rec.message = match message.split_once(" : ") {
+        Some((head, tail)) if !head.contains(' ') => tail.to_string(),
+        _ => message,
+    };
+    Some(rec)
+}
+
+/// What a failed script means, independent of the language of its messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The VM is not there (`Get-VM -Name` found none, or our own `timonel:vm-not-found`).
+    VmNotFound,
+    /// A VM of that name exists but timonel did not create it.
+    ForeignVm,
+    /// Several VMs carry this machine's marker.
+    DuplicateVm,
+    /// The Hyper-V module (or a cmdlet of it) is missing.
+    ModuleMissing,
+    /// PowerShell runs in ConstrainedLanguage mode (AppLocker/WDAC).
+    ConstrainedLanguage,
+    /// Denied: not elevated, not in Hyper-V Administrators, or files Hyper-V cannot read.
+    PermissionDenied,
+    /// Hyper-V could not reach its objects: vmms stopped, or not enough rights.
+    ObjectNotFound,
+    /// A parameter Hyper-V refused (e.g. memory that is not an even number of MB).
+    InvalidParameter,
+    /// Anything else.
+    Other,
+}
+
+/// Classifies a record by its category and error id only.
+pub fn classify(rec: &ErrorRecord) -> Failure {
+    let id = rec.error_id.as_str();
+    let get_vm = rec.source.ends_with(".GetVM") || rec.activity == "Get-VM";
+    match id {
+        "timonel:vm-not-found" => return Failure::VmNotFound,
+        "timonel:foreign-vm" => return Failure::ForeignVm,
+        "timonel:duplicate-vm" => return Failure::DuplicateVm,
+        "CommandNotFoundException" => return Failure::ModuleMissing,
+        "MethodInvocationNotSupportedInConstrainedLanguage" => return Failure::ConstrainedLanguage,
+        "InvalidParameter" if get_vm => return Failure::VmNotFound,
+        "ObjectNotFound" if rec.source.starts_with("Microsoft.HyperV.") => {
+            return Failure::ObjectNotFound
+        }
+        _ => {}
+    }
+    if id.contains("VMNotFound")
+        || id.contains("VirtualMachineNotFound")
+        || id.contains("InvalidVMNameNotFound")
+    {
+        return Failure::VmNotFound;
+    }
+    if rec.category == "PermissionDenied"
+        || id == "AccessDenied"
+        || id.starts_with("UnauthorizedAccess")
+    {
+        return Failure::PermissionDenied;
+    }
+    if id == "InvalidParameter" || rec.category == "InvalidArgument" {
+        return Failure::InvalidParameter;
+    }
+    Failure::Other
+}
+
+/// What the fix is when rights are missing.
+pub const RIGHTS_FIX: &str = "run timonel from an elevated console (Run as administrator), or add yourself to the Hyper-V Administrators group once, in an elevated PowerShell: `Add-LocalGroupMember -SID S-1-5-32-578 -Member $env:USERNAME`, then sign out and in again";
+
+/// The fix when the Hyper-V module or feature is missing.
+pub const ENABLE_FIX: &str = "enable Hyper-V in an elevated PowerShell: `Enable-WindowsOptionalFeature -Online -FeatureName Microsoft-Hyper-V -All`, then reboot (Windows 10/11 Pro, Enterprise or Education); or use `--driver docker` / `--driver virtualbox`";
+
+/// A failed PowerShell run of `op` on `what` (e.g. ``VM `dev` ``), as a typed [`DriverError`].
+/// Errors without a parseable record stay [`DriverError::Command`].
+pub fn to_driver_error(op: &str, what: &str, err: CommandError) -> DriverError {
+    let Some(rec) = parse_error_record(err.stderr()) else {
+        return DriverError::Command(err);
+    };
+    let message = if rec.message.is_empty() {
+        rec.error_id.clone()
+    } else {
+        rec.message.clone()
+    };
+    let failure = classify(&rec);
+    if failure == Failure::Other
+        && rec.category == "NotSpecified"
+        && rec.reason.contains("Virtualization")
+    {
+        // minikube#6732: "You do not have the required permission" is NotSpecified/Unspecified.
+        return DriverError::Backend {
+            op: op.to_string(),
+            message,
+            hint: Some(format!("if this is a permission problem: {RIGHTS_FIX}")),
+        };
+    }
+    failure_error(&failure, op, what, &message)
+}
+
+/// The typed error for a classified failure (also used for the same checks made in Rust).
+pub fn failure_error(failure: &Failure, op: &str, what: &str, message: &str) -> DriverError {
+    let unusable = |reason: &str, fix: &str| DriverError::NotAvailable {
+        driver: "hyperv".to_string(),
+        reason: reason.to_string(),
+        fix: fix.to_string(),
+    };
+    let backend = |hint: Option<&str>| DriverError::Backend {
+        op: op.to_string(),
+        message: message.to_string(),
+        hint: hint.map(str::to_string),
+    };
+    match failure {
+        Failure::VmNotFound => DriverError::NotFound {
+            what: what.to_string(),
+        },
+        Failure::ForeignVm => DriverError::AlreadyExists {
+            what: format!("{what} (not created by timonel)"),
+            hint: Some(
+                "a Hyper-V VM of that name exists without timonel's `timonel:machine=` note; rename or remove it in Hyper-V Manager, or use another profile name (`-p`)"
+                    .to_string(),
+            ),
+        },
+        Failure::DuplicateVm => backend(Some(
+            "several Hyper-V VMs carry this machine's name and timonel note; remove the extra ones in Hyper-V Manager (`Get-VM | Select Name, VMId, Notes`)",
+        )),
+        Failure::ModuleMissing => {
+            unusable("the Hyper-V PowerShell module is not available", ENABLE_FIX)
+        }
+        Failure::ConstrainedLanguage => unusable(
+            "PowerShell runs in ConstrainedLanguage mode (AppLocker/WDAC policy)",
+            "ask your administrator to allow FullLanguage mode for timonel's PowerShell, or use `--driver docker`",
+        ),
+        Failure::PermissionDenied => backend(Some(&format!(
+            "Hyper-V denied access: {RIGHTS_FIX}; also check that the VM's disk and seed ISO are on a local drive the Hyper-V service can read"
+        ))),
+        Failure::ObjectNotFound => unusable(
+            "Hyper-V could not reach its objects (the Virtual Machine Management service may be stopped, or you lack the rights)",
+            &format!("start the service in an elevated PowerShell: `Start-Service vmms`; {RIGHTS_FIX}"),
+        ),
+        Failure::InvalidParameter => backend(Some(
+            "Hyper-V refused a VM setting; memory must be an even number of MB and within what the host has (`--memory`), and the switch must exist (`--hyperv-virtual-switch`)",
+        )),
+        Failure::Other => backend(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use timonel_driver::Hint;
+
+    /// minikube#8970, as PowerShell prints it.
+    const NOT_FOUND: &str = "Hyper-V\\Get-VM : Hyper-V was unable to find a virtual machine with name \"minikube\".\r\nAt line:1 char:3\r\n+ ( Hyper-V\\Get-VM minikube ).state\r\n+   ~~~~~~~~~~~~~~~~~~~~~~~\r\n    + CategoryInfo          : InvalidArgument: (minikube:String) [Get-VM], VirtualizationException\r\n    + FullyQualifiedErrorId : InvalidParameter,Microsoft.HyperV.PowerShell.Commands.GetVM\r\n \r\n";
+
+    /// minikube#8512 (Spanish Windows): same ids, translated message and position line.
+    const NOT_FOUND_ES: &str = "Hyper-V\\Get-VM : Hyper-V no pudo encontrar una máquina virtual con el nombre \"minikube\".\r\nEn línea: 1 Carácter: 3\r\n+ ( Hyper-V\\Get-VM minikube ).state\r\n+   ~~~~~~~~~~~~~~~~~~~~~~~\r\n    + CategoryInfo          : InvalidArgument: (minikube:String) [Get-VM], VirtualizationException\r\n    + FullyQualifiedErrorId : InvalidParameter,Microsoft.HyperV.PowerShell.Commands.GetVM\r\n";
+
+    /// minikube#6732: not allowed, the message wrapped at the console width.
+    const NO_RIGHTS: &str = "Hyper-V\\Get-VM : You do not have the required permission to complete this task. Contact the administrator of the\r\nauthorization policy for the computer 'DESKTOP-1CILTF5'.\r\nAt line:1 char:3\r\n+ ( Hyper-V\\Get-VM minikube ).state\r\n+   ~~~~~~~~~~~~~~~~~~~~~~~\r\n    + CategoryInfo          : NotSpecified: (:) [Get-VM], VirtualizationException\r\n    + FullyQualifiedErrorId : Unspecified,Microsoft.HyperV.PowerShell.Commands.GetVM\r\n";
+
+    const START_DENIED: &str = "Hyper-V\\Start-VM : 'minikube' failed to start. (Virtual machine ID D43F)\r\nAt line:1 char:1\r\n+ Hyper-V\\Start-VM minikube\r\n+ ~~~~~~~~~~~~~~~~~~~~~~~~~\r\n    + CategoryInfo          : PermissionDenied: (:) [Start-VM], VirtualizationException\r\n    + FullyQualifiedErrorId : AccessDenied,Microsoft.HyperV.PowerShell.Commands.StartVM\r\n";
+
+    const VMMS_DOWN: &str = "Hyper-V\\Get-VM : Hyper-V encountered an error trying to access an object on computer 'X' because the object was not found.\r\nAt line:1 char:1\r\n+ Hyper-V\\Get-VM\r\n+ ~~~~~~~~~~~~~~\r\n    + CategoryInfo          : ObjectNotFound: (:) [Get-VM], VirtualizationException\r\n    + FullyQualifiedErrorId : ObjectNotFound,Microsoft.HyperV.PowerShell.Commands.GetVM\r\n";
+
+    const NO_MODULE: &str = "Hyper-V\\Get-VM : The term 'Hyper-V\\Get-VM' is not recognized as the name of a cmdlet, function, script file, or operable program.\r\nAt line:1 char:1\r\n+ Hyper-V\\Get-VM\r\n+ ~~~~~~~~~~~~~~\r\n    + CategoryInfo          : ObjectNotFound: (Hyper-V\\Get-VM:String) [], CommandNotFoundException\r\n    + FullyQualifiedErrorId : CommandNotFoundException\r\n";
+
+    const THROWN: &str = "timonel:foreign-vm\r\nAt line:1 char:200\r\n+ ... if ($mine.Count -eq 0) { throw 'timonel:foreign-vm' }; ...\r\n+                             ~~~~~~~~~~~~~~~~~~~~~~~~~~\r\n    + CategoryInfo          : OperationStopped: (timonel:foreign-vm:String) [], RuntimeException\r\n    + FullyQualifiedErrorId : timonel:foreign-vm\r\n";
+
+    fn exited(stderr: &str) -> CommandError {
+        CommandError::Exited {
+            argv: "powershell.exe -NoProfile -NonInteractive -Command …".into(),
+            code: 1,
+            stdout: String::new(),
+            stderr: stderr.into(),
+        }
+    }
+
+    #[test]
+    fn parses_the_five_line_record() {
+        let r = parse_error_record(NOT_FOUND).unwrap();
+        assert_eq!(r.category, "InvalidArgument");
+        assert_eq!(r.activity, "Get-VM");
+        assert_eq!(r.reason, "VirtualizationException");
+        assert_eq!(r.error_id, "InvalidParameter");
+        assert_eq!(r.source, "Microsoft.HyperV.PowerShell.Commands.GetVM");
+        assert_eq!(
+            r.message,
+            "Hyper-V was unable to find a virtual machine with name \"minikube\"."
+        );
+        let wrapped = parse_error_record(NO_RIGHTS).unwrap();
+        assert!(wrapped
+            .message
+            .contains("administrator of the authorization policy"));
+        assert_eq!(parse_error_record("some noise\r\n"), None);
+        assert_eq!(parse_error_record(""), None);
+    }
+
+    #[test]
+    fn classifies_by_ids_not_by_language() {
+        let en = parse_error_record(NOT_FOUND).unwrap();
+        let es = parse_error_record(NOT_FOUND_ES).unwrap();
+        assert!(
+            es.message.starts_with("Hyper-V no pudo encontrar"),
+            "{}",
+            es.message
+        );
+        assert_eq!(classify(&en), Failure::VmNotFound);
+        assert_eq!(classify(&es), Failure::VmNotFound);
+        let cases = [
+            (START_DENIED, Failure::PermissionDenied),
+            (VMMS_DOWN, Failure::ObjectNotFound),
+            (NO_MODULE, Failure::ModuleMissing),
+            (THROWN, Failure::ForeignVm),
+            (NO_RIGHTS, Failure::Other),
+        ];
+        for (stderr, want) in cases {
+            assert_eq!(
+                classify(&parse_error_record(stderr).unwrap()),
+                want,
+                "{stderr}"
+            );
+        }
+    }
+
+    #[test]
+    fn maps_to_typed_driver_errors_with_hints() {
+        assert!(to_driver_error("state", "VM `minikube`", exited(NOT_FOUND_ES)).is_not_found());
+        let e = to_driver_error("start", "VM `minikube`", exited(START_DENIED));
+        assert!(matches!(e, DriverError::Backend { .. }), "{e:?}");
+        assert!(e.hint().unwrap().contains("S-1-5-32-578"));
+        assert!(e.to_string().contains("failed to start"), "{e}");
+        let e = to_driver_error("state", "VM `x`", exited(NO_RIGHTS));
+        assert!(e.hint().unwrap().contains("elevated"), "{e:?}");
+        let e = to_driver_error("state", "VM `x`", exited(NO_MODULE));
+        assert!(matches!(e, DriverError::NotAvailable { .. }), "{e:?}");
+        let e = to_driver_error("state", "VM `x`", exited(VMMS_DOWN));
+        assert!(e.hint().unwrap().contains("Start-Service vmms"), "{e:?}");
+        let e = to_driver_error("create", "VM `x`", exited(THROWN));
+        assert!(matches!(e, DriverError::AlreadyExists { .. }), "{e:?}");
+        // No record: the raw command error stays, with its stderr.
+        let e = to_driver_error("state", "VM `x`", exited("segfault\r\n"));
+        assert!(matches!(e, DriverError::Command(_)), "{e:?}");
+    }
+}
