@@ -8,6 +8,6 @@ cd "$(dirname "$0")/.."
 target=x86_64-unknown-linux-gnu
 RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build -p timonel-k3s-standin --release --target "$target" >&2
-bin="$PWD/target/$target/release/k3s-standin"
+bin="${CARGO_TARGET_DIR:-$PWD/target}/$target/release/k3s-standin"
 test -x "$bin"
 echo "$bin"

@@ -16,7 +16,7 @@ log() { printf '\n==> %s\n' "$*" >&2; }
 # Debian packages the tests use: daemons, libvirt headers for the kvm feature, and the tools
 # that build the test VM image.
 packages=(docker.io libvirt-daemon-system libvirt-dev pkg-config qemu-system-x86 qemu-utils
-          debootstrap fdisk grub-pc-bin grub2-common e2fsprogs)
+          debootstrap fdisk grub-pc-bin grub2-common e2fsprogs busybox-static)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

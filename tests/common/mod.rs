@@ -30,17 +30,32 @@ fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The static stand-in binary, built by scripts/build-standin.sh when missing.
+/// The static stand-in binary: `$TIMONEL_STANDIN`, else what scripts/build-standin.sh builds
+/// (it is quick when the binary is up to date, and prints the path).
 pub fn standin_binary() -> PathBuf {
-    let path = workspace_root().join("target/x86_64-unknown-linux-gnu/release/k3s-standin");
-    if !path.exists() {
-        let status = Command::new("bash")
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        if let Some(p) = std::env::var_os("TIMONEL_STANDIN") {
+            return PathBuf::from(p);
+        }
+        let out = Command::new("bash")
             .arg(workspace_root().join("scripts/build-standin.sh"))
-            .status()
+            .output()
             .expect("run scripts/build-standin.sh");
-        assert!(status.success(), "building the k3s stand-in failed");
-    }
-    path
+        assert!(
+            out.status.success(),
+            "building the k3s stand-in failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .map(|l| PathBuf::from(l.trim()))
+            .expect("build-standin.sh printed the binary's path");
+        assert!(path.exists(), "{} does not exist", path.display());
+        path
+    })
+    .clone()
 }
 
 fn sha256_hex(data: &[u8]) -> String {
