@@ -1,1 +1,62 @@
-//! timonel-driver-docker (work in progress)
+//! The Docker driver of timonel: nodes are containers.
+//!
+//! Talks to the daemon through bollard (the `DOCKER_HOST` variable, else the default unix socket
+//! or, on Windows, the default named pipe). Every object it creates (containers, volumes, the
+//! per-cluster network) carries the `dev.timonel.cluster` label, so a cluster can be removed by
+//! label even when timonel's own records are gone.
+//!
+//! ```ignore
+//! let driver = DockerDriver::connect();
+//! let image = driver.ensure_node_image(&k3s, "v1.31.2+k3s1", &report).await?;
+//! ```
+
+mod archive;
+mod client;
+mod config;
+mod driver;
+mod exec;
+mod image;
+mod network;
+mod objects;
+mod security;
+
+pub use client::{DockerDriver, DEFAULT_HOST};
+pub use config::{container_config, SecurityProfile, CAPABILITIES, OPTIONAL_CAPABILITIES};
+pub use exec::DockerExec;
+pub use image::{node_image_ref, rootfs_entries, write_rootfs, ROOTFS_DIRS};
+pub use network::{pick_subnet, Subnet, FIRST_SUBNET};
+
+/// Label on every object timonel creates: the cluster (profile) it belongs to.
+pub const LABEL_CLUSTER: &str = "dev.timonel.cluster";
+/// Label on containers and volumes: the machine (node) name.
+pub const LABEL_NODE: &str = "dev.timonel.node";
+/// Label on containers: `server` or `agent`.
+pub const LABEL_ROLE: &str = "dev.timonel.role";
+/// Label on containers: a digest of the settings the container was created from, so that
+/// creating it again with the same spec is Ok and with a different one is refused.
+pub const LABEL_SPEC: &str = "dev.timonel.spec";
+/// Label on containers: the security profile they run with (`privileged` or `capabilities`).
+pub const LABEL_SECURITY: &str = "dev.timonel.security";
+/// Label on node images: always `node`.
+pub const LABEL_IMAGE: &str = "dev.timonel.image";
+/// Label on node images: the k3s version inside.
+pub const LABEL_K3S_VERSION: &str = "dev.timonel.k3s-version";
+/// Label on node images: the sha256 of the k3s binary inside.
+pub const LABEL_K3S_SHA256: &str = "dev.timonel.k3s-sha256";
+
+/// `spec.options` key: `privileged` or `capabilities`, forcing the security profile instead of
+/// probing whether the daemon accepts privileged containers.
+pub const OPTION_SECURITY: &str = "docker.security";
+
+/// Prefix of container, network and volume names.
+pub const NAME_PREFIX: &str = "timonel-";
+
+/// The container of a machine: `timonel-<machine>`.
+pub fn container_name(machine: &str) -> String {
+    format!("{NAME_PREFIX}{machine}")
+}
+
+/// The network of a cluster: `timonel-<cluster>`.
+pub fn network_name(cluster: &str) -> String {
+    format!("{NAME_PREFIX}{cluster}")
+}

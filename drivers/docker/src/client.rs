@@ -1,0 +1,317 @@
+//! The connection to the daemon: lazy, version-negotiated, with failures turned into a reason and
+//! a fix the user can act on.
+
+use std::collections::HashMap;
+use std::error::Error as _;
+use std::time::Duration;
+
+use bollard::errors::Error as BollardError;
+use bollard::models::SystemInfoCgroupVersionEnum;
+use bollard::Docker;
+use tokio::sync::{Mutex, OnceCell};
+
+use timonel_driver::{Availability, DriverError};
+
+use crate::config::SecurityProfile;
+
+/// The daemon address when `DOCKER_HOST` is unset (what bollard and the docker CLI use).
+#[cfg(windows)]
+pub const DEFAULT_HOST: &str = "npipe:////./pipe/docker_engine";
+/// The daemon address when `DOCKER_HOST` is unset (what bollard and the docker CLI use).
+#[cfg(not(windows))]
+pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+
+/// How long the probe waits for the daemon to answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Requests that move a lot of data (image import, 300 MB uploads, long stops) get this long.
+pub(crate) const LONG_REQUEST: Duration = Duration::from_secs(30 * 60);
+
+/// The Docker driver. Construction never fails and never talks to the daemon: [`probe`] does.
+///
+/// [`probe`]: timonel_driver::Driver::probe
+pub struct DockerDriver {
+    /// Where the daemon is, for messages: `DOCKER_HOST` or the platform default.
+    pub(crate) host: String,
+    /// The client, once the API version has been negotiated with the daemon.
+    negotiated: OnceCell<Docker>,
+    /// Serializes creating the cluster network when nodes are created in parallel.
+    pub(crate) network_lock: Mutex<()>,
+    /// Per image: the security profile this daemon accepts (probed once).
+    pub(crate) accepted_security: Mutex<HashMap<String, SecurityProfile>>,
+}
+
+impl std::fmt::Debug for DockerDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerDriver")
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DockerDriver {
+    /// Connects the way the `docker` CLI does: `DOCKER_HOST` when set, else the default unix
+    /// socket (`/var/run/docker.sock`) or named pipe (`//./pipe/docker_engine`). Lazy: this never
+    /// fails; [`probe`](timonel_driver::Driver::probe) tells whether the daemon answers.
+    pub fn connect() -> Self {
+        let host = std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| DEFAULT_HOST.to_string());
+        Self::connect_with_host(&host)
+    }
+
+    /// Connects to an explicit daemon address (`unix:///path`, `npipe:////./pipe/name`,
+    /// `tcp://host:port`), as if `DOCKER_HOST` said so. Lazy like [`connect`](Self::connect).
+    pub fn connect_with_host(host: &str) -> Self {
+        Self {
+            host: host.to_string(),
+            negotiated: OnceCell::new(),
+            network_lock: Mutex::new(()),
+            accepted_security: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The negotiated client, connecting on first use.
+    pub(crate) async fn client(&self) -> Result<&Docker, DriverError> {
+        self.negotiated
+            .get_or_try_init(|| async {
+                // Built here, not in `connect`: a socket that appears later (a daemon started
+                // after timonel) must still be found.
+                let base = Docker::connect_with_host(&self.host).map_err(|e| {
+                    let (reason, fix) = match e {
+                        BollardError::UnsupportedURISchemeError { .. } => (
+                            format!("`DOCKER_HOST={}` is not an address timonel can use", self.host),
+                            "set DOCKER_HOST to unix:///path/to/docker.sock, npipe:////./pipe/docker_engine or tcp://host:port, or unset it".to_string(),
+                        ),
+                        other => unreachable_reason(&other, &self.host),
+                    };
+                    DriverError::NotAvailable {
+                        driver: "docker".into(),
+                        reason,
+                        fix,
+                    }
+                })?;
+                let base = base.with_timeout(Duration::from_secs(120));
+                let negotiated =
+                    tokio::time::timeout(PROBE_TIMEOUT, base.negotiate_version()).await;
+                match negotiated {
+                    Ok(Ok(docker)) => Ok(docker),
+                    Ok(Err(e)) => {
+                        let (reason, fix) = unreachable_reason(&e, &self.host);
+                        Err(DriverError::NotAvailable {
+                            driver: "docker".into(),
+                            reason,
+                            fix,
+                        })
+                    }
+                    Err(_) => Err(DriverError::NotAvailable {
+                        driver: "docker".into(),
+                        reason: format!(
+                            "the Docker daemon at `{}` did not answer within {PROBE_TIMEOUT:?}",
+                            self.host
+                        ),
+                        fix: "check that the daemon is healthy (`docker info`), or restart it"
+                            .into(),
+                    }),
+                }
+            })
+            .await
+    }
+
+    /// The client with a longer request timeout, for transfers and long stops.
+    pub(crate) async fn long_client(&self) -> Result<Docker, DriverError> {
+        Ok(self.client().await?.clone().with_timeout(LONG_REQUEST))
+    }
+
+    pub(crate) async fn probe_daemon(&self) -> Availability {
+        let docker = match self.client().await {
+            Ok(d) => d,
+            Err(DriverError::NotAvailable { reason, fix, .. }) => {
+                return Availability::Unusable { reason, fix }
+            }
+            Err(e) => {
+                return Availability::Unusable {
+                    reason: e.to_string(),
+                    fix: "check `docker info`".into(),
+                }
+            }
+        };
+        let info = tokio::time::timeout(PROBE_TIMEOUT, docker.info()).await;
+        let info = match info {
+            Ok(Ok(info)) => info,
+            Ok(Err(e)) => {
+                let (reason, fix) = unreachable_reason(&e, &self.host);
+                return Availability::Unusable { reason, fix };
+            }
+            Err(_) => {
+                return Availability::Unusable {
+                    reason: format!("the Docker daemon at `{}` did not answer", self.host),
+                    fix: "check that the daemon is healthy (`docker info`), or restart it".into(),
+                }
+            }
+        };
+        if info.os_type.as_deref() == Some("windows") {
+            return Availability::Unusable {
+                reason: "the Docker daemon runs Windows containers".into(),
+                fix: "switch Docker Desktop to Linux containers".into(),
+            };
+        }
+        let server = info.server_version.clone().unwrap_or_else(|| "?".into());
+        let api = docker.client_version().to_string();
+        let storage = info.driver.clone().unwrap_or_else(|| "?".into());
+        let cgroup = match info.cgroup_version {
+            Some(SystemInfoCgroupVersionEnum::_2) => "cgroup v2",
+            Some(SystemInfoCgroupVersionEnum::_1) => "cgroup v1",
+            _ => "cgroup version unknown",
+        };
+        let security = info.security_options.unwrap_or_default();
+        let rootless = security.iter().any(|o| o.contains("name=rootless"));
+        let mut notes = vec![format!(
+            "storage driver {storage}, {cgroup}, {}",
+            if rootless { "rootless" } else { "rootful" }
+        )];
+        if rootless {
+            notes.push("rootless Docker: k3s needs `--kubelet-arg=feature-gates=KubeletInUserNamespace=true` and delegated cgroup controllers".into());
+        }
+        if matches!(storage.as_str(), "btrfs" | "zfs") {
+            notes.push(format!(
+                "storage driver {storage}: k3s's data dir is a volume, but containerd inside may need `--snapshotter=native`"
+            ));
+        }
+        Availability::Ready {
+            version: format!("Docker {server} (API {api})"),
+            notes,
+        }
+    }
+}
+
+/// Why the daemon could not be reached, and what to do about it.
+pub(crate) fn unreachable_reason(err: &BollardError, host: &str) -> (String, String) {
+    let kind = io_kind(err);
+    let text = format!("{err} {}", chain_text(err)).to_lowercase();
+    let local = host.starts_with("unix://") || host.starts_with("npipe://");
+    let default_host = host == DEFAULT_HOST;
+    if kind == Some(std::io::ErrorKind::PermissionDenied) || text.contains("permission denied") {
+        return (
+            format!("permission denied on the Docker socket `{host}`"),
+            "add your user to the docker group: `sudo usermod -aG docker $USER`, then log in again"
+                .into(),
+        );
+    }
+    if !default_host {
+        let why = if local {
+            "nothing is listening there"
+        } else {
+            "it does not answer"
+        };
+        return (
+            format!("`DOCKER_HOST={host}` is unreachable: {why}"),
+            "point DOCKER_HOST at a running daemon, or unset it to use the local one (start Docker Desktop / `sudo systemctl start docker`)".into(),
+        );
+    }
+    (
+        format!("the Docker daemon is not running (no answer on `{host}`)"),
+        if cfg!(windows) || cfg!(target_os = "macos") {
+            "start Docker Desktop".into()
+        } else {
+            "start Docker Desktop / `sudo systemctl start docker`".into()
+        },
+    )
+}
+
+fn io_kind(err: &BollardError) -> Option<std::io::ErrorKind> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        source = e.source();
+    }
+    None
+}
+
+fn chain_text(err: &BollardError) -> String {
+    let mut out = String::new();
+    let mut source = err.source();
+    while let Some(e) = source {
+        out.push_str(&e.to_string());
+        out.push(' ');
+        source = e.source();
+    }
+    out
+}
+
+/// Maps a bollard error of an operation on `what` to a typed driver error.
+pub(crate) fn map_err(op: &str, what: &str, err: BollardError) -> DriverError {
+    match err {
+        BollardError::DockerResponseServerError {
+            status_code: 404, ..
+        } => DriverError::NotFound {
+            what: what.to_string(),
+        },
+        BollardError::DockerResponseServerError {
+            status_code: 409,
+            message,
+        } if message.contains("already in use") || message.contains("already exists") => {
+            DriverError::AlreadyExists {
+                what: what.to_string(),
+                hint: None,
+            }
+        }
+        BollardError::DockerResponseServerError { message, .. } => {
+            DriverError::backend(format!("{op} {what}"), message)
+        }
+        other => DriverError::backend(format!("{op} {what}"), error_text(&other)),
+    }
+}
+
+/// An error's text with its sources, for messages that have no other place for them.
+pub(crate) fn error_text(err: &BollardError) -> String {
+    let chain = chain_text(err);
+    if chain.is_empty() {
+        err.to_string()
+    } else {
+        format!("{err}: {}", chain.trim_end())
+    }
+}
+
+/// Whether a bollard error is a 404.
+pub(crate) fn is_not_found(err: &BollardError) -> bool {
+    matches!(
+        err,
+        BollardError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_failure_has_its_fix() {
+        let missing = BollardError::SocketNotFoundError("/var/run/docker.sock".into());
+        let (reason, fix) = unreachable_reason(&missing, DEFAULT_HOST);
+        assert!(reason.contains("not running"), "{reason}");
+        assert!(fix.contains("Docker Desktop"), "{fix}");
+
+        let denied = BollardError::IOError {
+            err: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        let (reason, fix) = unreachable_reason(&denied, DEFAULT_HOST);
+        assert!(reason.contains("permission denied"), "{reason}");
+        assert!(fix.contains("sudo usermod -aG docker $USER"), "{fix}");
+
+        let refused = BollardError::IOError {
+            err: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        };
+        let (reason, fix) = unreachable_reason(&refused, "tcp://10.0.0.5:2375");
+        assert!(
+            reason.contains("DOCKER_HOST=tcp://10.0.0.5:2375") && reason.contains("unreachable"),
+            "{reason}"
+        );
+        assert!(fix.contains("unset it"), "{fix}");
+    }
+}

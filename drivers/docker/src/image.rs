@@ -1,0 +1,375 @@
+//! The node image, built locally from a verified k3s binary: a rootfs laid out like the official
+//! `rancher/k3s` image, streamed into Docker's image import. Never pulled.
+//!
+//! Why import (`POST /images/create?fromSrc=-`) rather than `docker load` of a generated image
+//! tarball: import takes a plain rootfs tar that can be written in one pass while the 70 MB
+//! binary streams from disk, and the daemon computes the layer digest and the config itself;
+//! `load` would need the layer's digest in a config written before or after the layer, i.e. two
+//! passes or a buffered layer. The image config (entrypoint, env, volumes, labels) comes from
+//! the import's `changes`.
+
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bollard::query_parameters::{CreateImageOptionsBuilder, RemoveImageOptionsBuilder};
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+
+use timonel_driver::{DriverError, Reporter};
+
+use crate::archive::{append_dir, append_file, tar_stream, writer_failure};
+use crate::client::{error_text, is_not_found, DockerDriver};
+use crate::{LABEL_IMAGE, LABEL_K3S_SHA256, LABEL_K3S_VERSION};
+
+/// The repository of node images.
+pub const NODE_IMAGE_REPO: &str = "timonel/k3s";
+
+/// The directories of the rootfs, with their modes (parents first).
+pub const ROOTFS_DIRS: &[(&str, u32)] = &[
+    ("bin", 0o755),
+    ("bin/aux", 0o755),
+    ("etc", 0o755),
+    ("etc/rancher", 0o755),
+    ("etc/rancher/k3s", 0o755),
+    ("etc/rancher/node", 0o700),
+    ("etc/ssl", 0o755),
+    ("etc/ssl/certs", 0o755),
+    ("run", 0o755),
+    ("tmp", 0o1777),
+    ("usr", 0o755),
+    ("usr/bin", 0o755),
+    ("sbin", 0o755),
+    ("usr/sbin", 0o755),
+    ("var", 0o755),
+    ("var/tmp", 0o1777),
+    ("var/log", 0o755),
+    ("var/lib", 0o755),
+    ("var/lib/cni", 0o755),
+    ("var/lib/kubelet", 0o755),
+    ("var/lib/rancher", 0o755),
+    ("var/lib/rancher/k3s", 0o755),
+];
+
+/// The image's configuration, as `changes` of the import (the rancher/k3s Dockerfile's).
+fn image_changes(version: &str, sha256: &str) -> Vec<String> {
+    vec![
+        r#"ENTRYPOINT ["/bin/k3s"]"#.into(),
+        r#"CMD ["agent"]"#.into(),
+        "ENV PATH=/bin:/usr/bin:/sbin:/usr/sbin:/bin/aux".into(),
+        "ENV CRI_CONFIG_FILE=/var/lib/rancher/k3s/agent/etc/crictl.yaml".into(),
+        r#"VOLUME ["/var/lib/kubelet", "/var/lib/rancher/k3s", "/var/lib/cni", "/var/log"]"#.into(),
+        format!(
+            r#"LABEL {LABEL_IMAGE}="node" {LABEL_K3S_VERSION}="{version}" {LABEL_K3S_SHA256}="{sha256}""#
+        ),
+    ]
+}
+
+/// `timonel/k3s:<version>` with `+` (not allowed in tags) turned into `-`.
+pub fn node_image_ref(version: &str) -> Result<String, DriverError> {
+    let tag = version.replace('+', "-");
+    let valid = !tag.is_empty()
+        && tag.len() <= 128
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && !tag.starts_with(['.', '-']);
+    if !valid {
+        return Err(DriverError::Parse {
+            what: format!("the k3s version `{version}`"),
+            message: "is not usable as an image tag".into(),
+        });
+    }
+    Ok(format!("{NODE_IMAGE_REPO}:{tag}"))
+}
+
+/// The Mozilla root CAs (webpki-root-certs) as a PEM bundle.
+pub(crate) fn ca_bundle() -> String {
+    let engine = base64::engine::general_purpose::STANDARD;
+    let mut pem = String::new();
+    for cert in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+        pem.push_str("-----BEGIN CERTIFICATE-----\n");
+        let b64 = engine.encode(cert.as_ref());
+        for line in b64.as_bytes().chunks(64) {
+            pem.push_str(&String::from_utf8_lossy(line));
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+    }
+    pem
+}
+
+/// The small files of the rootfs: (path, mode, content).
+pub(crate) fn rootfs_files(version: &str) -> Vec<(&'static str, u32, Vec<u8>)> {
+    let os_release = format!(
+        "NAME=\"timonel node\"\nID=timonel\nPRETTY_NAME=\"timonel node (k3s {version})\"\nVERSION=\"{version}\"\nVERSION_ID=\"{version}\"\nHOME_URL=\"https://github.com/timonel\"\n"
+    );
+    vec![
+        (
+            "etc/ssl/certs/ca-certificates.crt",
+            0o644,
+            ca_bundle().into_bytes(),
+        ),
+        ("etc/os-release", 0o644, os_release.into_bytes()),
+        (
+            "etc/passwd",
+            0o644,
+            b"root:x:0:0:root:/root:/bin/sh\n".to_vec(),
+        ),
+        ("etc/group", 0o644, b"root:x:0:\n".to_vec()),
+    ]
+}
+
+/// Writes the node rootfs into `b`: the directories, `/bin/k3s` (mode 0755, `size` bytes read
+/// from `k3s`), the CA bundle, os-release, passwd and group.
+pub fn write_rootfs<W: Write>(
+    b: &mut tar::Builder<W>,
+    k3s: impl Read,
+    size: u64,
+    version: &str,
+) -> io::Result<()> {
+    let mtime = crate::archive::now();
+    for (dir, mode) in ROOTFS_DIRS {
+        append_dir(b, dir, *mode, mtime)?;
+    }
+    append_file(b, "bin/k3s", 0o755, size, mtime, k3s)?;
+    for (path, mode, data) in rootfs_files(version) {
+        append_file(b, path, mode, data.len() as u64, mtime, data.as_slice())?;
+    }
+    Ok(())
+}
+
+/// The entries of a rootfs tar: (path, mode, size), for tests and diagnostics.
+pub fn rootfs_entries(tar_bytes: &[u8]) -> io::Result<Vec<(String, u32, u64)>> {
+    let mut archive = tar::Archive::new(tar_bytes);
+    let mut out = Vec::new();
+    for entry in archive.entries()? {
+        let entry = entry?;
+        let h = entry.header();
+        out.push((
+            entry.path()?.to_string_lossy().into_owned(),
+            h.mode()?,
+            h.size()?,
+        ));
+    }
+    Ok(out)
+}
+
+/// A reader that hashes what passes through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: std::sync::Arc<std::sync::Mutex<Sha256>>,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Ok(mut h) = self.hasher.lock() {
+            h.update(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// sha256 of a file, streamed.
+fn file_sha256(path: &Path) -> io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    io::copy(&mut f, &mut hasher)?;
+    Ok(hex(&hasher.finalize()))
+}
+
+impl DockerDriver {
+    /// The node image for k3s `version` built from `k3s_binary` (`timonel/k3s:<version>`), built
+    /// when missing or when the binary's sha256 differs from the one it was built from.
+    /// Never pulls.
+    pub async fn ensure_node_image(
+        &self,
+        k3s_binary: &Path,
+        version: &str,
+        report: &dyn Reporter,
+    ) -> Result<String, DriverError> {
+        let image = node_image_ref(version)?;
+        let docker = self.long_client().await?;
+        let path = k3s_binary.to_path_buf();
+        let sha = tokio::task::spawn_blocking(move || file_sha256(&path))
+            .await
+            .map_err(|e| DriverError::backend("hashing the k3s binary", e))?
+            .map_err(|e| DriverError::io(format!("reading `{}`", k3s_binary.display()), e))?;
+
+        let previous = match docker.inspect_image(&image).await {
+            Ok(found) => {
+                let labels = found.config.as_ref().and_then(|c| c.labels.as_ref());
+                if labels.and_then(|l| l.get(LABEL_K3S_SHA256)) == Some(&sha) {
+                    tracing::debug!(%image, "node image is up to date");
+                    return Ok(image);
+                }
+                report.step(&format!("the k3s binary changed: rebuilding {image}"));
+                // Only a previous build of ours is removed after the rebuild.
+                let ours =
+                    labels.and_then(|l| l.get(LABEL_IMAGE)).map(String::as_str) == Some("node");
+                found.id.filter(|_| ours)
+            }
+            Err(e) if is_not_found(&e) => None,
+            Err(e) => {
+                return Err(DriverError::backend(
+                    format!("inspecting image `{image}`"),
+                    error_text(&e),
+                ))
+            }
+        };
+
+        report.step(&format!("building node image {image}"));
+        let file = std::fs::File::open(k3s_binary)
+            .map_err(|e| DriverError::io(format!("reading `{}`", k3s_binary.display()), e))?;
+        let size = file
+            .metadata()
+            .map_err(|e| DriverError::io(format!("reading `{}`", k3s_binary.display()), e))?
+            .len();
+        let hasher = std::sync::Arc::new(std::sync::Mutex::new(Sha256::new()));
+        let reader = HashingReader {
+            inner: file.take(size),
+            hasher: hasher.clone(),
+        };
+        let owned_version = version.to_string();
+        let tar = tar_stream(move |b| write_rootfs(b, reader, size, &owned_version));
+        let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or_default();
+        let options = CreateImageOptionsBuilder::default()
+            .from_src("-")
+            .repo(NODE_IMAGE_REPO)
+            .tag(tag)
+            .message(&format!("timonel node image, k3s {version}"))
+            .changes(image_changes(version, &sha))
+            .build();
+        let mut responses = Box::pin(docker.create_image(
+            Some(options),
+            Some(bollard::body_try_stream(tar.stream)),
+            None,
+        ));
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut failure = None;
+        loop {
+            tokio::select! {
+                item = responses.next() => match item {
+                    None => break,
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => { failure = Some(error_text(&e)); break; }
+                },
+                _ = tick.tick() => report.progress(tar.written.load(std::sync::atomic::Ordering::Relaxed), Some(size)),
+            }
+        }
+        drop(responses);
+        if let Some(e) = writer_failure(tar.writer.await) {
+            return Err(DriverError::io(
+                format!("streaming `{}`", k3s_binary.display()),
+                e,
+            ));
+        }
+        if let Some(message) = failure {
+            return Err(DriverError::backend(
+                format!("importing image `{image}`"),
+                message,
+            ));
+        }
+        report.progress(size, Some(size));
+        let streamed = hasher
+            .lock()
+            .map(|h| hex(&h.clone().finalize()))
+            .unwrap_or_default();
+        if streamed != sha {
+            let _ = docker
+                .remove_image(
+                    &image,
+                    None::<bollard::query_parameters::RemoveImageOptions>,
+                    None,
+                )
+                .await;
+            return Err(DriverError::backend(
+                format!("building image `{image}`"),
+                format!("`{}` changed while it was read", k3s_binary.display()),
+            ));
+        }
+        let built = docker.inspect_image(&image).await.map_err(|e| {
+            DriverError::backend(format!("inspecting image `{image}`"), error_text(&e))
+        })?;
+        if let (Some(old), Some(new)) = (previous, built.id) {
+            if old != new {
+                // The old build is untagged now; remove it unless a container still uses it.
+                let opts = RemoveImageOptionsBuilder::default().noprune(false).build();
+                let _ = docker.remove_image(&old, Some(opts), None).await;
+            }
+        }
+        Ok(image)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_refs() {
+        assert_eq!(
+            node_image_ref("v1.31.2+k3s1").unwrap(),
+            "timonel/k3s:v1.31.2-k3s1"
+        );
+        assert!(node_image_ref("v1 2").is_err());
+        assert!(node_image_ref("").is_err());
+        assert!(node_image_ref("-x").is_err());
+    }
+
+    #[test]
+    fn rootfs_layout_and_modes() {
+        let mut b = tar::Builder::new(Vec::new());
+        write_rootfs(&mut b, &b"\x7fELF-k3s"[..], 8, "v1.31.2+k3s1").unwrap();
+        let entries = rootfs_entries(&b.into_inner().unwrap()).unwrap();
+        let find = |p: &str| entries.iter().find(|e| e.0 == p).cloned();
+        assert_eq!(find("bin/k3s"), Some(("bin/k3s".into(), 0o755, 8)));
+        assert_eq!(find("bin/aux/").map(|e| e.1), Some(0o755));
+        assert_eq!(find("tmp/").map(|e| e.1), Some(0o1777));
+        assert_eq!(find("var/tmp/").map(|e| e.1), Some(0o1777));
+        for dir in [
+            "run/",
+            "var/lib/rancher/k3s/",
+            "etc/rancher/k3s/",
+            "etc/rancher/node/",
+        ] {
+            assert!(find(dir).is_some(), "{dir} missing");
+        }
+        for file in [
+            "etc/passwd",
+            "etc/group",
+            "etc/os-release",
+            "etc/ssl/certs/ca-certificates.crt",
+        ] {
+            assert_eq!(find(file).map(|e| e.1), Some(0o644), "{file}");
+        }
+        // Parents come before children.
+        let pos = |p: &str| entries.iter().position(|e| e.0 == p).unwrap();
+        assert!(pos("etc/ssl/certs/") < pos("etc/ssl/certs/ca-certificates.crt"));
+        assert!(pos("bin/") < pos("bin/k3s"));
+    }
+
+    #[test]
+    fn ca_bundle_and_os_release() {
+        let pem = ca_bundle();
+        let count = pem.matches("-----BEGIN CERTIFICATE-----").count();
+        assert!(count > 100, "{count} certificates");
+        assert_eq!(count, pem.matches("-----END CERTIFICATE-----").count());
+        assert!(pem.lines().all(|l| l.len() <= 64 || l.starts_with("-----")));
+        let files = rootfs_files("v1.31.2+k3s1");
+        let os = String::from_utf8(files[1].2.clone()).unwrap();
+        assert!(os.contains("NAME=\"timonel node\"") && os.contains("ID=timonel"));
+        assert!(os.contains("v1.31.2+k3s1"));
+        let changes = image_changes("v1.31.2+k3s1", "abc");
+        assert!(changes.contains(&r#"ENTRYPOINT ["/bin/k3s"]"#.to_string()));
+        assert!(changes
+            .iter()
+            .any(|c| c.contains("dev.timonel.k3s-sha256=\"abc\"")));
+    }
+}

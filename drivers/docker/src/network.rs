@@ -1,0 +1,312 @@
+//! The per-cluster bridge network: a free /24 picked from `10.201.0.0/24` upward, avoiding every
+//! other Docker network and every host route, so node addresses are static across restarts.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest};
+use bollard::query_parameters::ListNetworksOptionsBuilder;
+
+use timonel_driver::{ClusterName, DriverError, Reporter};
+
+use crate::client::{error_text, DockerDriver};
+use crate::{network_name, LABEL_CLUSTER};
+
+/// An IPv4 /24.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Subnet(pub Ipv4Addr);
+
+/// Where the search for a free subnet starts. `10.201.x.0/24` keeps clear of Docker's default
+/// pools (172.17–31.x, 192.168.x) and of minikube's `192.168.49.0/24` ladder.
+pub const FIRST_SUBNET: Subnet = Subnet(Ipv4Addr::new(10, 201, 0, 0));
+/// How many /24s are tried (10.201.0.0 … 10.216.255.0).
+const CANDIDATES: u32 = 16 * 256;
+/// How many times creating the network is retried when the daemon finds an overlap we missed.
+const CREATE_ATTEMPTS: usize = 5;
+
+impl Subnet {
+    /// `.1`, the bridge's address.
+    pub fn gateway(self) -> Ipv4Addr {
+        self.host(1)
+    }
+    /// The address `.n` in this subnet.
+    pub fn host(self, n: u8) -> Ipv4Addr {
+        let o = self.0.octets();
+        Ipv4Addr::new(o[0], o[1], o[2], n)
+    }
+    /// The static address of node `index` (1-based): `.index+1`, so the first node is `.2`.
+    pub fn node(self, index: u32) -> Result<Ipv4Addr, DriverError> {
+        match u8::try_from(index + 1) {
+            Ok(n) if index >= 1 && n < 255 => Ok(self.host(n)),
+            _ => Err(DriverError::Unsupported {
+                driver: "docker".into(),
+                what: format!("node index {index} (a cluster network holds nodes 1 to 253)"),
+            }),
+        }
+    }
+    fn overlaps(self, net: Ipv4Addr, prefix: u8) -> bool {
+        let bits = u32::from(prefix.min(24));
+        let mask = if bits == 0 {
+            0
+        } else {
+            u32::MAX << (32 - bits)
+        };
+        (u32::from(self.0) & mask) == (u32::from(net) & mask)
+    }
+}
+
+impl fmt::Display for Subnet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/24", self.0)
+    }
+}
+
+/// The first /24 from `start` upward that overlaps none of `used` (address, prefix length).
+pub fn pick_subnet(used: &[(Ipv4Addr, u8)], start: Subnet) -> Option<Subnet> {
+    let base = u32::from(start.0) & 0xffff_ff00;
+    (0..CANDIDATES)
+        .filter_map(|i| base.checked_add(i << 8))
+        .map(|n| Subnet(Ipv4Addr::from(n)))
+        .find(|s| !used.iter().any(|(net, prefix)| s.overlaps(*net, *prefix)))
+}
+
+/// `a.b.c.d/p` → (address, prefix); IPv6 and junk → None.
+pub(crate) fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
+    let (addr, prefix) = s.split_once('/')?;
+    Some((
+        addr.parse().ok()?,
+        prefix.parse().ok().filter(|p| *p <= 32)?,
+    ))
+}
+
+/// The routes of `/proc/net/route` (Linux), default route excluded.
+pub(crate) fn parse_proc_routes(text: &str) -> Vec<(Ipv4Addr, u8)> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let dest = u32::from_str_radix(fields.get(1)?, 16).ok()?;
+            let mask = u32::from_str_radix(fields.get(7)?, 16).ok()?;
+            // The kernel prints the network-order address as a native-endian u32.
+            let dest = Ipv4Addr::from(dest.to_ne_bytes());
+            let prefix = mask.count_ones() as u8;
+            (prefix > 0).then_some((dest, prefix))
+        })
+        .collect()
+}
+
+fn host_routes() -> Vec<(Ipv4Addr, u8)> {
+    if cfg!(target_os = "linux") {
+        std::fs::read_to_string("/proc/net/route")
+            .map(|t| parse_proc_routes(&t))
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    }
+}
+
+impl DockerDriver {
+    /// The cluster's network, created with a free /24 when missing. Returns its subnet.
+    pub(crate) async fn ensure_network(
+        &self,
+        cluster: &ClusterName,
+        report: &dyn Reporter,
+    ) -> Result<Subnet, DriverError> {
+        let _guard = self.network_lock.lock().await;
+        let docker = self.client().await?;
+        let name = network_name(cluster.as_str());
+        let all = docker
+            .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+            .await
+            .map_err(|e| DriverError::backend("listing networks", error_text(&e)))?;
+        let mut used = host_routes();
+        for net in &all {
+            let subnets: Vec<(Ipv4Addr, u8)> = net
+                .ipam
+                .as_ref()
+                .and_then(|i| i.config.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.subnet.as_deref().and_then(parse_cidr))
+                .collect();
+            if net.name.as_deref() == Some(name.as_str()) {
+                let ours = net
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(LABEL_CLUSTER))
+                    .is_some_and(|c| c == cluster.as_str());
+                if !ours {
+                    return Err(DriverError::AlreadyExists {
+                        what: format!("docker network `{name}` (not created by timonel)"),
+                        hint: Some(format!(
+                            "remove it (`docker network rm {name}`) or pick another profile name"
+                        )),
+                    });
+                }
+                return match subnets.first() {
+                    Some((addr, 24)) => Ok(Subnet(*addr)),
+                    _ => Err(DriverError::backend(
+                        format!("using network `{name}`"),
+                        "it has no IPv4 /24 subnet; delete the cluster and create it again",
+                    )),
+                };
+            }
+            used.extend(subnets);
+        }
+
+        let mut last_error = String::new();
+        for _ in 0..CREATE_ATTEMPTS {
+            let subnet = pick_subnet(&used, FIRST_SUBNET).ok_or_else(|| {
+                DriverError::backend(
+                    format!("creating network `{name}`"),
+                    "no free /24 between 10.201.0.0 and 10.216.255.0",
+                )
+            })?;
+            report.step(&format!("creating network {name} ({subnet})"));
+            let request = NetworkCreateRequest {
+                name: name.clone(),
+                driver: Some("bridge".into()),
+                ipam: Some(Ipam {
+                    driver: Some("default".into()),
+                    config: Some(vec![IpamConfig {
+                        subnet: Some(subnet.to_string()),
+                        gateway: Some(subnet.gateway().to_string()),
+                        ..Default::default()
+                    }]),
+                    options: None,
+                }),
+                options: Some(HashMap::from([
+                    (
+                        "com.docker.network.bridge.enable_ip_masquerade".to_string(),
+                        "true".to_string(),
+                    ),
+                    (
+                        "com.docker.network.bridge.enable_icc".to_string(),
+                        "true".to_string(),
+                    ),
+                ])),
+                labels: Some(HashMap::from([(
+                    LABEL_CLUSTER.to_string(),
+                    cluster.to_string(),
+                )])),
+                ..Default::default()
+            };
+            match docker.create_network(request).await {
+                Ok(_) => return Ok(subnet),
+                Err(e) => {
+                    last_error = error_text(&e);
+                    if !last_error.contains("overlap") {
+                        break;
+                    }
+                    // Someone took it between our look and our create: try the next one.
+                    used.push((subnet.0, 24));
+                }
+            }
+        }
+        Err(DriverError::backend(
+            format!("creating network `{name}`"),
+            last_error,
+        ))
+    }
+
+    /// Removes the cluster's network if it is ours; returns its name when removed.
+    pub(crate) async fn remove_cluster_networks(
+        &self,
+        cluster: &ClusterName,
+    ) -> Result<Vec<String>, DriverError> {
+        let docker = self.client().await?;
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{LABEL_CLUSTER}={cluster}")],
+        )]);
+        let nets = docker
+            .list_networks(Some(
+                ListNetworksOptionsBuilder::default()
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(|e| DriverError::backend("listing networks", error_text(&e)))?;
+        let mut removed = Vec::new();
+        for net in nets {
+            let Some(id) = net.id.as_deref() else {
+                continue;
+            };
+            let name = net.name.clone().unwrap_or_else(|| id.to_string());
+            match docker.remove_network(id).await {
+                Ok(()) => removed.push(format!("network {name}")),
+                Err(e) if crate::client::is_not_found(&e) => {}
+                Err(e) => {
+                    return Err(DriverError::backend(
+                        format!("removing network `{name}`"),
+                        error_text(&e),
+                    ))
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_the_first_free_slash_24() {
+        assert_eq!(pick_subnet(&[], FIRST_SUBNET), Some(FIRST_SUBNET));
+        let used = [
+            (Ipv4Addr::new(10, 201, 0, 0), 24),
+            (Ipv4Addr::new(10, 201, 1, 128), 25),
+            (Ipv4Addr::new(172, 17, 0, 0), 16),
+        ];
+        assert_eq!(
+            pick_subnet(&used, FIRST_SUBNET),
+            Some(Subnet(Ipv4Addr::new(10, 201, 2, 0)))
+        );
+        // A wider route (10.201.0.0/16) pushes the pick past it.
+        let wide = [(Ipv4Addr::new(10, 201, 0, 0), 16)];
+        assert_eq!(
+            pick_subnet(&wide, FIRST_SUBNET),
+            Some(Subnet(Ipv4Addr::new(10, 202, 0, 0)))
+        );
+        // 10.0.0.0/8 covers every candidate.
+        assert_eq!(
+            pick_subnet(&[(Ipv4Addr::new(10, 0, 0, 0), 8)], FIRST_SUBNET),
+            None
+        );
+    }
+
+    #[test]
+    fn node_addresses_follow_the_index() {
+        let s = FIRST_SUBNET;
+        assert_eq!(s.gateway(), Ipv4Addr::new(10, 201, 0, 1));
+        assert_eq!(s.node(1).unwrap(), Ipv4Addr::new(10, 201, 0, 2));
+        assert_eq!(s.node(3).unwrap(), Ipv4Addr::new(10, 201, 0, 4));
+        assert!(s.node(0).is_err());
+        assert!(s.node(254).is_err());
+        assert_eq!(s.to_string(), "10.201.0.0/24");
+    }
+
+    #[test]
+    fn reads_host_routes() {
+        let text =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+br0\t0000C90A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
+        assert_eq!(
+            parse_proc_routes(text),
+            vec![
+                (Ipv4Addr::new(192, 0, 2, 0), 24),
+                (Ipv4Addr::new(10, 201, 0, 0), 16)
+            ]
+        );
+        assert_eq!(
+            parse_cidr("172.18.0.0/16"),
+            Some((Ipv4Addr::new(172, 18, 0, 0), 16))
+        );
+        assert_eq!(parse_cidr("fd00::/64"), None);
+    }
+}

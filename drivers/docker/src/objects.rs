@@ -1,0 +1,299 @@
+//! The Docker objects of a node and a cluster, found by name and by label: inspect, volumes,
+//! removal, the clusters that exist.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, VolumeCreateRequest};
+use bollard::query_parameters::{
+    InspectContainerOptions, ListContainersOptionsBuilder, ListVolumesOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptions,
+};
+
+use timonel_driver::{ClusterName, DriverError, MachineSpec, MachineState};
+
+use crate::client::{error_text, is_not_found, map_err, DockerDriver};
+use crate::config::{node_volumes, spec_digest};
+use crate::{container_name, network_name, LABEL_CLUSTER, LABEL_NODE, LABEL_SPEC};
+
+pub(crate) fn machine_what(name: &str) -> String {
+    format!("container `{}`", container_name(name))
+}
+
+pub(crate) fn labels(c: &ContainerInspectResponse) -> HashMap<String, String> {
+    c.config
+        .as_ref()
+        .and_then(|c| c.labels.clone())
+        .unwrap_or_default()
+}
+
+pub(crate) fn status(c: &ContainerInspectResponse) -> Option<ContainerStateStatusEnum> {
+    c.state.as_ref().and_then(|s| s.status)
+}
+
+/// Map a container's state to a [`MachineState`].
+pub(crate) fn machine_state(c: &ContainerInspectResponse) -> MachineState {
+    use ContainerStateStatusEnum as S;
+    match status(c) {
+        Some(S::RUNNING) if c.state.as_ref().and_then(|s| s.restarting) == Some(true) => {
+            MachineState::Starting
+        }
+        Some(S::RUNNING) => MachineState::Running,
+        Some(S::CREATED | S::EXITED) => MachineState::Stopped,
+        Some(S::PAUSED) => MachineState::Paused,
+        Some(S::RESTARTING) => MachineState::Starting,
+        Some(S::DEAD) => MachineState::Error { raw: "dead".into() },
+        Some(other) => MachineState::Unknown {
+            raw: other.to_string(),
+        },
+        None => MachineState::Unknown { raw: String::new() },
+    }
+}
+
+pub(crate) fn label_filter(key: &str, value: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([("label".to_string(), vec![format!("{key}={value}")])])
+}
+
+impl DockerDriver {
+    pub(crate) async fn inspect(
+        &self,
+        name: &str,
+    ) -> Result<Option<ContainerInspectResponse>, DriverError> {
+        let docker = self.client().await?;
+        match docker
+            .inspect_container(&container_name(name), None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(c) => Ok(Some(c)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(map_err("inspecting", &machine_what(name), e)),
+        }
+    }
+
+    pub(crate) async fn inspect_ours(
+        &self,
+        name: &str,
+    ) -> Result<ContainerInspectResponse, DriverError> {
+        match self.inspect(name).await? {
+            None => Err(DriverError::NotFound {
+                what: machine_what(name),
+            }),
+            Some(c) if !labels(&c).contains_key(LABEL_CLUSTER) => Err(DriverError::InvalidState {
+                what: machine_what(name),
+                state: "not created by timonel".into(),
+                action: "managing it".into(),
+            }),
+            Some(c) => Ok(c),
+        }
+    }
+
+    /// Ok when an existing container is ours with the same spec; AlreadyExists otherwise.
+    pub(crate) fn check_existing(
+        spec: &MachineSpec,
+        c: &ContainerInspectResponse,
+    ) -> Result<(), DriverError> {
+        let name = container_name(spec.name.as_str());
+        let l = labels(c);
+        if !l.contains_key(LABEL_CLUSTER) {
+            return Err(DriverError::AlreadyExists {
+                what: format!("container `{name}` (not created by timonel)"),
+                hint: Some(format!(
+                    "remove or rename that container (`docker rm -f {name}`), or use another profile name"
+                )),
+            });
+        }
+        if l.get(LABEL_CLUSTER).map(String::as_str) != Some(spec.cluster.as_str())
+            || l.get(LABEL_SPEC) != Some(&spec_digest(spec))
+        {
+            return Err(DriverError::AlreadyExists {
+                what: format!("container `{name}` with different settings"),
+                hint: Some(format!(
+                    "delete the cluster first (`timonel delete -p {}`) to change its settings",
+                    spec.cluster
+                )),
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn ensure_volumes(&self, spec: &MachineSpec) -> Result<(), DriverError> {
+        let docker = self.client().await?;
+        for (name, _) in node_volumes(spec.name.as_str()) {
+            let request = VolumeCreateRequest {
+                name: Some(name.clone()),
+                labels: Some(HashMap::from([
+                    (LABEL_CLUSTER.to_string(), spec.cluster.to_string()),
+                    (LABEL_NODE.to_string(), spec.name.to_string()),
+                ])),
+                ..Default::default()
+            };
+            docker
+                .create_volume(request)
+                .await
+                .map_err(|e| map_err("creating", &format!("volume `{name}`"), e))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn remove_volumes(
+        &self,
+        names: Vec<String>,
+    ) -> Result<Vec<String>, DriverError> {
+        let docker = self.client().await?;
+        let mut removed = Vec::new();
+        for name in names {
+            match docker
+                .remove_volume(&name, None::<RemoveVolumeOptions>)
+                .await
+            {
+                Ok(()) => removed.push(format!("volume {name}")),
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(map_err("removing", &format!("volume `{name}`"), e)),
+            }
+        }
+        Ok(removed)
+    }
+
+    pub(crate) async fn labelled_volumes(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<String>, DriverError> {
+        let docker = self.client().await?;
+        let options = ListVolumesOptionsBuilder::default()
+            .filters(&label_filter(key, value))
+            .build();
+        let list = docker
+            .list_volumes(Some(options))
+            .await
+            .map_err(|e| DriverError::backend("listing volumes", error_text(&e)))?;
+        Ok(list
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.name)
+            .collect())
+    }
+
+    pub(crate) async fn remove_container(&self, id_or_name: &str) -> Result<bool, DriverError> {
+        let docker = self.client().await?;
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match docker.remove_container(id_or_name, Some(options)).await {
+            Ok(()) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(map_err("removing", &format!("container `{id_or_name}`"), e)),
+        }
+    }
+
+    /// The names of the clusters that have any container, volume or network labelled as
+    /// timonel's, even when timonel's own records of them are gone (`delete --all`).
+    pub async fn list_clusters(&self) -> Result<Vec<ClusterName>, DriverError> {
+        let docker = self.client().await?;
+        let filters = HashMap::from([("label".to_string(), vec![LABEL_CLUSTER.to_string()])]);
+        let mut names = BTreeSet::new();
+        let containers = docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(|e| DriverError::backend("listing containers", error_text(&e)))?;
+        names.extend(
+            containers
+                .into_iter()
+                .filter_map(|c| c.labels?.remove(LABEL_CLUSTER)),
+        );
+        let volumes = docker
+            .list_volumes(Some(
+                ListVolumesOptionsBuilder::default()
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(|e| DriverError::backend("listing volumes", error_text(&e)))?;
+        names.extend(
+            volumes
+                .volumes
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|mut v| v.labels.remove(LABEL_CLUSTER)),
+        );
+        let networks = docker
+            .list_networks(Some(
+                bollard::query_parameters::ListNetworksOptionsBuilder::default()
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(|e| DriverError::backend("listing networks", error_text(&e)))?;
+        names.extend(
+            networks
+                .into_iter()
+                .filter_map(|n| n.labels?.remove(LABEL_CLUSTER)),
+        );
+        Ok(names.into_iter().filter_map(|n| n.parse().ok()).collect())
+    }
+
+    /// The container's address on its cluster network.
+    pub(crate) fn cluster_ip(c: &ContainerInspectResponse) -> Option<IpAddr> {
+        let cluster = labels(c).remove(LABEL_CLUSTER)?;
+        let networks = c.network_settings.as_ref()?.networks.as_ref()?;
+        let endpoint = networks.get(&network_name(&cluster))?;
+        endpoint.ip_address.as_deref()?.parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::ContainerState;
+
+    fn with_status(status: ContainerStateStatusEnum, restarting: bool) -> ContainerInspectResponse {
+        ContainerInspectResponse {
+            state: Some(ContainerState {
+                status: Some(status),
+                restarting: Some(restarting),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn container_states_map_to_machine_states() {
+        use ContainerStateStatusEnum as S;
+        assert_eq!(
+            machine_state(&with_status(S::CREATED, false)),
+            MachineState::Stopped
+        );
+        assert_eq!(
+            machine_state(&with_status(S::EXITED, false)),
+            MachineState::Stopped
+        );
+        assert_eq!(
+            machine_state(&with_status(S::RUNNING, false)),
+            MachineState::Running
+        );
+        assert_eq!(
+            machine_state(&with_status(S::RESTARTING, true)),
+            MachineState::Starting
+        );
+        assert_eq!(
+            machine_state(&with_status(S::PAUSED, false)),
+            MachineState::Paused
+        );
+        assert!(matches!(
+            machine_state(&with_status(S::DEAD, false)),
+            MachineState::Error { .. }
+        ));
+        assert!(matches!(
+            machine_state(&with_status(S::REMOVING, false)),
+            MachineState::Unknown { .. }
+        ));
+    }
+}
