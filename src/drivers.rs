@@ -124,7 +124,10 @@ pub async fn select(requested: Option<DriverKind>, printer: &Printer) -> anyhow:
         }
     }
     Err(UserError::new(
-        format!("no driver is usable on this machine:\n{}", reasons.join("\n")),
+        format!(
+            "no driver is usable on this machine:\n{}",
+            reasons.join("\n")
+        ),
         "fix one of the drivers above, or pick one with `--driver`",
     )
     .into())

@@ -19,7 +19,10 @@ impl Home {
             return Ok(Self::at(PathBuf::from(dir)));
         }
         let home = dirs::home_dir().ok_or_else(|| {
-            anyhow::anyhow!("cannot find your home directory; set {} to a folder timonel may use", env::TIMONEL_HOME)
+            anyhow::anyhow!(
+                "cannot find your home directory; set {} to a folder timonel may use",
+                env::TIMONEL_HOME
+            )
         })?;
         Ok(Self::at(home.join(".timonel")))
     }

@@ -168,7 +168,12 @@ mod tests {
     fn spawn_holder(dir: &Path) -> std::process::Child {
         use std::io::BufRead;
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "lock::tests::child_holds_the_lock", "--ignored", "--nocapture"])
+            .args([
+                "--exact",
+                "lock::tests::child_holds_the_lock",
+                "--ignored",
+                "--nocapture",
+            ])
             .env("TIMONEL_TEST_LOCK_DIR", dir)
             .stdout(std::process::Stdio::piped())
             .spawn()

@@ -179,8 +179,8 @@ impl Store {
         };
         let dir = self.dir(&profile.name);
         fsutil::create_private_dir(&dir).map_err(write)?;
-        let mut text = serde_json::to_string_pretty(profile)
-            .map_err(|e| write(std::io::Error::other(e)))?;
+        let mut text =
+            serde_json::to_string_pretty(profile).map_err(|e| write(std::io::Error::other(e)))?;
         text.push('\n');
         fsutil::atomic_write(&dir.join(FILE), text.as_bytes(), 0o600).map_err(write)
     }
@@ -224,7 +224,8 @@ fn parse(path: &Path, text: &str) -> Result<Profile, ProfileError> {
         path: path.to_path_buf(),
         message,
     };
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
     let schema = value
         .get("schema")
         .and_then(serde_json::Value::as_u64)
@@ -307,7 +308,10 @@ mod tests {
         let file = dir.path().join("profiles/dev/profile.json");
         fs::create_dir_all(file.parent().unwrap()).unwrap();
         fs::write(&file, "{not json").unwrap();
-        assert!(matches!(store.load(&name), Err(ProfileError::Corrupt { .. })));
+        assert!(matches!(
+            store.load(&name),
+            Err(ProfileError::Corrupt { .. })
+        ));
         fs::write(&file, r#"{"schema": 99}"#).unwrap();
         assert!(matches!(
             store.load(&name),
@@ -316,6 +320,9 @@ mod tests {
         let mut v = serde_json::to_value(sample("dev")).unwrap();
         v["name"] = serde_json::Value::String("../escape".into());
         fs::write(&file, v.to_string()).unwrap();
-        assert!(matches!(store.load(&name), Err(ProfileError::Corrupt { .. })));
+        assert!(matches!(
+            store.load(&name),
+            Err(ProfileError::Corrupt { .. })
+        ));
     }
 }

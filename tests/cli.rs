@@ -1,6 +1,8 @@
 //! The binary's surface without any daemon: help, version, completions, profile listing, and
 //! bad input refused with a clear message and the documented exit code.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
+
 use std::process::{Command, Output};
 
 fn timonel(home: &std::path::Path, args: &[&str]) -> Output {
@@ -23,8 +25,21 @@ fn help_lists_the_commands() {
     let out = timonel(home.path(), &["--help"]);
     assert!(out.status.success());
     let help = text(&out.stdout);
-    for cmd in ["start", "stop", "delete", "ip", "status", "kubeconfig", "profile", "version", "completion"] {
-        assert!(help.contains(&format!("\n  {cmd} ")), "`{cmd}` missing from --help:\n{help}");
+    for cmd in [
+        "start",
+        "stop",
+        "delete",
+        "ip",
+        "status",
+        "kubeconfig",
+        "profile",
+        "version",
+        "completion",
+    ] {
+        assert!(
+            help.contains(&format!("\n  {cmd} ")),
+            "`{cmd}` missing from --help:\n{help}"
+        );
     }
 }
 
@@ -35,7 +50,11 @@ fn version_json_is_data_on_stdout() {
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
-    assert!(v["drivers"].as_array().unwrap().iter().any(|d| d == "docker"));
+    assert!(v["drivers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d == "docker"));
     assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
 }
 
@@ -45,7 +64,10 @@ fn completions_for_powershell_and_bash() {
     let ps = timonel(home.path(), &["completion", "powershell"]);
     assert!(ps.status.success());
     let script = text(&ps.stdout);
-    assert!(script.contains("Register-ArgumentCompleter") && script.contains("timonel"), "{script}");
+    assert!(
+        script.contains("Register-ArgumentCompleter") && script.contains("timonel"),
+        "{script}"
+    );
     let bash = timonel(home.path(), &["completion", "bash"]);
     assert!(text(&bash.stdout).contains("complete -F"));
     let bad = timonel(home.path(), &["completion", "tcsh"]);
@@ -57,7 +79,10 @@ fn profile_list_reads_the_state_files() {
     let home = tempfile::tempdir().unwrap();
     let out = timonel(home.path(), &["profile", "list", "-o", "json"]);
     assert!(out.status.success());
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(), serde_json::json!([]));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
+        serde_json::json!([])
+    );
 
     let dir = home.path().join("profiles/dev");
     std::fs::create_dir_all(&dir).unwrap();
@@ -85,7 +110,10 @@ fn profile_list_reads_the_state_files() {
     assert_eq!(v[1]["state"], "stopped");
     assert_eq!(v[1]["version"], "v1.31.2+k3s1");
     let table = text(&timonel(home.path(), &["profile", "list"]).stdout);
-    assert!(table.contains("dev") && table.contains("stopped"), "{table}");
+    assert!(
+        table.contains("dev") && table.contains("stopped"),
+        "{table}"
+    );
 }
 
 #[test]
@@ -107,7 +135,10 @@ fn commands_on_a_missing_profile_say_how_to_create_it() {
         let out = timonel(home.path(), &[cmd, &["-p", "ghost"]].concat());
         assert_eq!(out.status.code(), Some(1), "{cmd:?}");
         let err = text(&out.stderr);
-        assert!(err.contains("profile `ghost` does not exist"), "{cmd:?}: {err}");
+        assert!(
+            err.contains("profile `ghost` does not exist"),
+            "{cmd:?}: {err}"
+        );
         assert!(err.contains("timonel start -p ghost"), "{cmd:?}: {err}");
     }
 }

@@ -2,6 +2,8 @@
 //! Marked ignored (they need a daemon); scripts/test.sh runs them. Under CI=true a missing
 //! daemon fails them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
+
 mod common;
 
 use std::process::Command;
@@ -64,14 +66,24 @@ fn start_stop_resume_delete_with_kubectl_as_the_judge() {
     let nodes = sb.kubectl(&["get", "nodes", "--no-headers"]);
     assert!(nodes.status.success());
     let line = stdout(&nodes);
-    assert!(line.contains(&sb.profile) && line.contains(" Ready "), "{line}");
+    assert!(
+        line.contains(&sb.profile) && line.contains(" Ready "),
+        "{line}"
+    );
     let after = read_yaml(&sb.kubeconfig);
     assert_eq!(after["current-context"], sb.profile.as_str());
-    assert!(after["x-top-level-extension"] == 42, "unknown field lost: {after}");
+    assert!(
+        after["x-top-level-extension"] == 42,
+        "unknown field lost: {after}"
+    );
 
     // KUBECONFIG with two files: ours found in the second.
     let other = sb.home.path().join("other.yaml");
-    std::fs::write(&other, OTHER_KUBECONFIG.replace("current-context: work", "current-context: \"\"")).unwrap();
+    std::fs::write(
+        &other,
+        OTHER_KUBECONFIG.replace("current-context: work", "current-context: \"\""),
+    )
+    .unwrap();
     let list = std::env::join_paths([other.as_path(), sb.kubeconfig.as_path()]).unwrap();
     let out = Command::new("kubectl")
         .args(["--context", &sb.profile, "get", "--raw", "/readyz"])
@@ -89,7 +101,10 @@ fn start_stop_resume_delete_with_kubectl_as_the_judge() {
         &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
     );
     assert_eq!(ip, docker_ip);
-    let port = inspect(&container, "{{(index (index .NetworkSettings.Ports \"6443/tcp\") 0).HostPort}}");
+    let port = inspect(
+        &container,
+        "{{(index (index .NetworkSettings.Ports \"6443/tcp\") 0).HostPort}}",
+    );
     assert!(!port.is_empty());
 
     // status: all up, exit 0, JSON parses.
@@ -106,7 +121,11 @@ fn start_stop_resume_delete_with_kubectl_as_the_judge() {
     assert_eq!(st.status.code(), Some(3), "status of a stopped cluster");
     let ip_stopped = sb.run(&["ip"]);
     assert!(!ip_stopped.status.success());
-    assert!(stderr(&ip_stopped).contains("stopped"), "{}", stderr(&ip_stopped));
+    assert!(
+        stderr(&ip_stopped).contains("stopped"),
+        "{}",
+        stderr(&ip_stopped)
+    );
 
     // start again: the same port, the same address, the same data (same CA, so the old
     // kubeconfig still works).
@@ -115,7 +134,10 @@ fn start_stop_resume_delete_with_kubectl_as_the_judge() {
     assert!(stderr(&out).contains("Resuming"), "{}", stderr(&out));
     assert_eq!(sb.ok(&["ip"]).trim(), ip);
     assert_eq!(
-        inspect(&container, "{{(index (index .NetworkSettings.Ports \"6443/tcp\") 0).HostPort}}"),
+        inspect(
+            &container,
+            "{{(index (index .NetworkSettings.Ports \"6443/tcp\") 0).HostPort}}"
+        ),
         port
     );
     let readyz = sb.kubectl(&["get", "--raw", "/readyz"]);
@@ -124,13 +146,25 @@ fn start_stop_resume_delete_with_kubectl_as_the_judge() {
     // A flag that would change the cluster is refused, nothing touched.
     let out = sb.start(&["--memory", "4g"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("--memory") && stderr(&out).contains("delete"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--memory") && stderr(&out).contains("delete"),
+        "{}",
+        stderr(&out)
+    );
 
     // delete: nothing left, and the kubeconfig is as it was.
     sb.ok(&["delete"]);
     assert_eq!(sb.leftovers(), Vec::<String>::new());
-    assert!(!sb.timonel_home().join("profiles").join(&sb.profile).exists());
-    assert_eq!(read_yaml(&sb.kubeconfig), before, "kubeconfig changed by start+delete");
+    assert!(!sb
+        .timonel_home()
+        .join("profiles")
+        .join(&sb.profile)
+        .exists());
+    assert_eq!(
+        read_yaml(&sb.kubeconfig),
+        before,
+        "kubeconfig changed by start+delete"
+    );
     // Deleting again is fine.
     sb.ok(&["delete"]);
 }
@@ -146,7 +180,7 @@ fn bad_inputs_are_refused_before_anything_is_touched() {
     std::fs::write(&sb.kubeconfig, OTHER_KUBECONFIG).unwrap();
     let cases: &[(&[&str], &str)] = &[
         (&["--memory", "lots"], "not a size"),
-        (&["--cpus", "-1"], "--cpus"),
+        (&["--cpus=0"], "--cpus"),
         (&["--disable", "trafik"], "trafik"),
         (&["--ports", "80"], "--ports"),
         (&["--kubernetes-version", "banana"], "banana"),
@@ -156,7 +190,10 @@ fn bad_inputs_are_refused_before_anything_is_touched() {
         assert_ne!(out.status.code(), Some(0), "{args:?} was accepted");
         let err = stderr(&out);
         assert!(err.contains(needle), "{args:?}: {err}");
-        assert!(err.contains("hint:") || err.contains("error:"), "{args:?}: {err}");
+        assert!(
+            err.contains("hint:") || err.contains("error:"),
+            "{args:?}: {err}"
+        );
     }
     let out = Command::new(env!("CARGO_BIN_EXE_timonel"))
         .args(["start", "-p", "Not_Valid"])
@@ -169,8 +206,17 @@ fn bad_inputs_are_refused_before_anything_is_touched() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("floppy"));
     // Nothing was created and the kubeconfig is byte for byte the same.
-    assert!(!sb.timonel_home().join("profiles").exists() || std::fs::read_dir(sb.timonel_home().join("profiles")).unwrap().next().is_none());
-    assert_eq!(std::fs::read_to_string(&sb.kubeconfig).unwrap(), OTHER_KUBECONFIG);
+    assert!(
+        !sb.timonel_home().join("profiles").exists()
+            || std::fs::read_dir(sb.timonel_home().join("profiles"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&sb.kubeconfig).unwrap(),
+        OTHER_KUBECONFIG
+    );
     assert_eq!(sb.leftovers(), Vec::<String>::new());
 }
 
@@ -192,7 +238,11 @@ fn a_ready_timeout_names_what_was_not_ready_and_leaves_nothing() {
     assert!(err.contains("was not ready after"), "{err}");
     assert!(err.contains("readyz"), "{err}");
     assert_eq!(sb.leftovers(), Vec::<String>::new());
-    assert!(!sb.timonel_home().join("profiles").join(&sb.profile).exists());
+    assert!(!sb
+        .timonel_home()
+        .join("profiles")
+        .join(&sb.profile)
+        .exists());
 }
 
 #[test]
@@ -202,8 +252,20 @@ fn two_starts_on_one_profile_make_one_cluster() {
         return;
     }
     let sb = Sandbox::new("twice");
-    let mut a = sb.cmd(&["start", "--driver", "docker", "--kubernetes-version", VERSION]);
-    let mut b = sb.cmd(&["start", "--driver", "docker", "--kubernetes-version", VERSION]);
+    let mut a = sb.cmd(&[
+        "start",
+        "--driver",
+        "docker",
+        "--kubernetes-version",
+        VERSION,
+    ]);
+    let mut b = sb.cmd(&[
+        "start",
+        "--driver",
+        "docker",
+        "--kubernetes-version",
+        VERSION,
+    ]);
     let a = a.stderr(std::process::Stdio::piped()).spawn().unwrap();
     let b = b.stderr(std::process::Stdio::piped()).spawn().unwrap();
     let a = a.wait_with_output().unwrap();
@@ -211,8 +273,14 @@ fn two_starts_on_one_profile_make_one_cluster() {
     assert!(a.status.success(), "{}", stderr(&a));
     assert!(b.status.success(), "{}", stderr(&b));
     let both = format!("{}{}", stderr(&a), stderr(&b));
-    assert!(both.contains("in use by"), "one start must have waited for the other: {both}");
-    assert!(both.contains("Resuming"), "the second start resumes the first's cluster: {both}");
+    assert!(
+        both.contains("in use by"),
+        "one start must have waited for the other: {both}"
+    );
+    assert!(
+        both.contains("Resuming"),
+        "the second start resumes the first's cluster: {both}"
+    );
     let containers = leftovers(&sb.profile)
         .into_iter()
         .filter(|l| l.starts_with("container"))
@@ -229,7 +297,13 @@ fn interrupting_start_at_any_point_leaves_nothing_behind() {
     for delay_ms in [50u64, 300, 800, 1500, 2500] {
         let sb = Sandbox::new("int");
         let mut child = sb
-            .cmd(&["start", "--driver", "docker", "--kubernetes-version", VERSION])
+            .cmd(&[
+                "start",
+                "--driver",
+                "docker",
+                "--kubernetes-version",
+                VERSION,
+            ])
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
@@ -239,11 +313,18 @@ fn interrupting_start_at_any_point_leaves_nothing_behind() {
             .status();
         let status = child.wait().unwrap();
         // Interrupted (130) or, if start had already finished, success.
-        assert!(matches!(status.code(), Some(130) | Some(0)), "after {delay_ms} ms: {status}");
+        assert!(
+            matches!(status.code(), Some(130) | Some(0)),
+            "after {delay_ms} ms: {status}"
+        );
         if status.code() == Some(130) {
             assert_eq!(sb.leftovers(), Vec::<String>::new(), "after {delay_ms} ms");
         }
         sb.ok(&["delete"]);
-        assert_eq!(sb.leftovers(), Vec::<String>::new(), "after delete ({delay_ms} ms)");
+        assert_eq!(
+            sb.leftovers(),
+            Vec::<String>::new(),
+            "after delete ({delay_ms} ms)"
+        );
     }
 }

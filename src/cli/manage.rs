@@ -73,9 +73,16 @@ pub async fn status(ctx: &Ctx, args: StatusArgs) -> anyhow::Result<ExitCode> {
             println!(
                 "api:     {}{}",
                 report.api,
-                report.api_server.as_deref().map(|s| format!(" ({s})")).unwrap_or_default()
+                report
+                    .api_server
+                    .as_deref()
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default()
             );
-            println!("{:<24} {:<7} {:<12} {:<8} {:<16} KUBERNETES", "NODE", "ROLE", "HOST", "K3S", "IP");
+            println!(
+                "{:<24} {:<7} {:<12} {:<8} {:<16} KUBERNETES",
+                "NODE", "ROLE", "HOST", "K3S", "IP"
+            );
             for n in &report.nodes {
                 println!(
                     "{:<24} {:<7} {:<12} {:<8} {:<16} {}",
@@ -106,7 +113,13 @@ pub struct KubeconfigArgs {
 }
 
 pub async fn kubeconfig(ctx: &Ctx, args: KubeconfigArgs) -> anyhow::Result<ExitCode> {
-    let text = cluster::kubeconfig_cmd(ctx, args.merge, args.kubeconfig.as_deref(), args.keep_context).await?;
+    let text = cluster::kubeconfig_cmd(
+        ctx,
+        args.merge,
+        args.kubeconfig.as_deref(),
+        args.keep_context,
+    )
+    .await?;
     print!("{text}");
     Ok(ExitCode::SUCCESS)
 }

@@ -87,7 +87,10 @@ pub struct StartArgs {
 pub async fn run(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
     // Everything is checked before anything is touched.
     k3s::validate_disable(&args.disable).map_err(|e| {
-        UserError::new(e, "list components separated by commas, e.g. `--disable traefik,servicelb`")
+        UserError::new(
+            e,
+            "list components separated by commas, e.g. `--disable traefik,servicelb`",
+        )
     })?;
     if !args.listen_address.is_loopback() {
         ctx.printer.warn(&format!(
@@ -97,7 +100,11 @@ pub async fn run(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(c) = args.cpus {
         if !(c > 0.0 && c <= 1024.0) {
-            return Err(UserError::new(format!("--cpus {c} is not a CPU count"), "give a positive number such as 2 or 0.5").into());
+            return Err(UserError::new(
+                format!("--cpus {c} is not a CPU count"),
+                "give a positive number such as 2 or 0.5",
+            )
+            .into());
         }
     }
     if let Some(v) = &args.kubernetes_version {
@@ -108,7 +115,12 @@ pub async fn run(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|p| cluster::parse_port(p, args.listen_address))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| UserError::new(format!("--ports: {e}"), "use HOST_PORT:NODE_PORT, e.g. `--ports 8080:80`"))?;
+        .map_err(|e| {
+            UserError::new(
+                format!("--ports: {e}"),
+                "use HOST_PORT:NODE_PORT, e.g. `--ports 8080:80`",
+            )
+        })?;
     let mut sources = Sources::from_env()?;
     if let Some(m) = &args.binary_mirror {
         sources.binary_mirror = Some(parse_url("--binary-mirror", m)?);
@@ -148,7 +160,13 @@ pub async fn run(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
 
 fn parse_env(s: &str) -> Result<String, String> {
     match s.split_once('=') {
-        Some((k, _)) if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => Ok(s.to_string()),
-        _ => Err(format!("`{s}` is not KEY=VALUE (letters, digits and _ in KEY)")),
+        Some((k, _))
+            if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+        {
+            Ok(s.to_string())
+        }
+        _ => Err(format!(
+            "`{s}` is not KEY=VALUE (letters, digits and _ in KEY)"
+        )),
     }
 }

@@ -59,7 +59,10 @@ impl Cancel {
     }
 
     /// Runs `fut` unless cancelled first; for work that is safe to drop (waits, downloads).
-    pub async fn or_cancel<T>(&self, fut: impl std::future::Future<Output = T>) -> Result<T, Interrupted> {
+    pub async fn or_cancel<T>(
+        &self,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Result<T, Interrupted> {
         tokio::select! {
             v = fut => Ok(v),
             _ = self.cancelled() => Err(Interrupted),
@@ -84,7 +87,10 @@ pub struct Interrupted;
 #[cfg(unix)]
 async fn wait_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
         (Ok(mut int), Ok(mut term)) => {
             tokio::select! {
                 _ = int.recv() => {}

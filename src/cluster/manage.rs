@@ -20,7 +20,9 @@ pub async fn stop(ctx: &Ctx, timeout: Duration) -> anyhow::Result<()> {
     let _lock = ctx.lock_profile()?;
     let mut profile = ctx.store.load(&ctx.profile)?;
     let selected = drivers::make(profile.driver)?;
-    let step = ctx.printer.step(&format!("stopping {} node(s)", profile.nodes.len()));
+    let step = ctx
+        .printer
+        .step(&format!("stopping {} node(s)", profile.nodes.len()));
     super::start::stop_nodes(&selected.driver, &profile, timeout).await?;
     step.finish(&format!("Stopped profile `{}`", profile.name));
     profile.phase = Phase::Stopped;
@@ -35,7 +37,11 @@ pub async fn delete(ctx: &Ctx, kubeconfig_flag: Option<&Path>) -> anyhow::Result
     delete_one(ctx, &ctx.profile, kubeconfig_flag).await
 }
 
-async fn delete_one(ctx: &Ctx, name: &ClusterName, kubeconfig_flag: Option<&Path>) -> anyhow::Result<()> {
+async fn delete_one(
+    ctx: &Ctx,
+    name: &ClusterName,
+    kubeconfig_flag: Option<&Path>,
+) -> anyhow::Result<()> {
     let profile = match ctx.store.try_load(name) {
         Ok(p) => p,
         Err(e) => {
@@ -62,9 +68,14 @@ async fn delete_one(ctx: &Ctx, name: &ClusterName, kubeconfig_flag: Option<&Path
     ctx.store.remove(name)?;
     if removed.is_empty() && !existed && outcome.nothing_removed() {
         drop(step);
-        ctx.printer.info(&format!("profile `{name}` does not exist; nothing to delete"));
+        ctx.printer.info(&format!(
+            "profile `{name}` does not exist; nothing to delete"
+        ));
     } else {
-        step.finish(&format!("Deleted profile `{name}` ({} resource(s))", removed.len()));
+        step.finish(&format!(
+            "Deleted profile `{name}` ({} resource(s))",
+            removed.len()
+        ));
     }
     Ok(())
 }
@@ -79,14 +90,21 @@ pub async fn delete_all(ctx: &Ctx, purge: bool) -> anyhow::Result<()> {
         .collect();
     for orphan in drivers::orphaned_clusters().await {
         if !names.contains(&orphan) {
-            ctx.printer.info(&format!("found cluster `{orphan}` with no profile"));
+            ctx.printer
+                .info(&format!("found cluster `{orphan}` with no profile"));
             names.push(orphan);
         }
     }
     for name in &names {
-        let _lock = crate::lock::acquire(&ctx.home.locks(), name.as_str(), Duration::from_secs(300), &mut |h| {
-            ctx.printer.warn(&format!("profile `{name}` is in use by {h} waiting"))
-        })?;
+        let _lock = crate::lock::acquire(
+            &ctx.home.locks(),
+            name.as_str(),
+            Duration::from_secs(300),
+            &mut |h| {
+                ctx.printer
+                    .warn(&format!("profile `{name}` is in use by {h} waiting"))
+            },
+        )?;
         delete_one(ctx, name, None).await?;
     }
     if names.is_empty() {
@@ -113,7 +131,12 @@ pub async fn ip(ctx: &Ctx, node: Option<&str>) -> anyhow::Result<std::net::IpAdd
                 format!("profile `{}` has no node `{n}`", profile.name),
                 format!(
                     "its nodes are: {}",
-                    profile.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
+                    profile
+                        .nodes
+                        .iter()
+                        .map(|n| n.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             )
         })?,
@@ -221,7 +244,11 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<StatusReport> {
             role: record.role.to_string(),
             host: state.to_string(),
             // In a container node the distribution is the container's main process.
-            k3s: if running { "running".into() } else { "stopped".into() },
+            k3s: if running {
+                "running".into()
+            } else {
+                "stopped".into()
+            },
             ip: record.ip.map(|i| i.to_string()),
             kubernetes,
         });
@@ -238,7 +265,12 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<StatusReport> {
 
 /// `timonel kubeconfig`: the profile's standalone kubeconfig; with `merge`, merged again into
 /// the user's file.
-pub async fn kubeconfig_cmd(ctx: &Ctx, merge: bool, path: Option<&Path>, keep_context: bool) -> anyhow::Result<String> {
+pub async fn kubeconfig_cmd(
+    ctx: &Ctx,
+    merge: bool,
+    path: Option<&Path>,
+    keep_context: bool,
+) -> anyhow::Result<String> {
     let profile = ctx.store.load(&ctx.profile)?;
     let file = ctx.store.dir(&profile.name).join(KUBECONFIG_FILE);
     if merge {
@@ -254,8 +286,14 @@ pub async fn kubeconfig_cmd(ctx: &Ctx, merge: bool, path: Option<&Path>, keep_co
                 ..Default::default()
             },
         )?;
-        ctx.printer
-            .done(&format!("Merged context `{}` into {}", profile.name, target.display()), None);
+        ctx.printer.done(
+            &format!(
+                "Merged context `{}` into {}",
+                profile.name,
+                target.display()
+            ),
+            None,
+        );
     }
     std::fs::read_to_string(&file).map_err(|e| {
         anyhow!(UserError::new(

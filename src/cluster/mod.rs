@@ -44,7 +44,10 @@ pub fn saved_credentials(store: &Store, name: &ClusterName) -> anyhow::Result<Cl
 }
 
 /// Where the kubeconfig of `profile` was merged (or would be).
-pub fn kubeconfig_target(profile: Option<&Profile>, explicit: Option<&std::path::Path>) -> anyhow::Result<PathBuf> {
+pub fn kubeconfig_target(
+    profile: Option<&Profile>,
+    explicit: Option<&std::path::Path>,
+) -> anyhow::Result<PathBuf> {
     if let Some(p) = explicit {
         return Ok(p.to_path_buf());
     }
@@ -81,9 +84,7 @@ pub fn parse_port(s: &str, listen: IpAddr) -> Result<PortMapping, String> {
 /// Parses a memory size: `2048`, `2048m`, `2g`, `2GiB`, `512MB` → MiB.
 pub fn parse_memory(s: &str) -> Result<u64, String> {
     let t = s.trim().to_ascii_lowercase();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: u64 = num
         .parse()
@@ -131,7 +132,10 @@ mod tests {
     fn parses_ports() {
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
         let p = parse_port("8080:80", lo).unwrap();
-        assert_eq!((p.host_port, p.node_port, p.protocol.as_str()), (8080, 80, "tcp"));
+        assert_eq!(
+            (p.host_port, p.node_port, p.protocol.as_str()),
+            (8080, 80, "tcp")
+        );
         assert_eq!(parse_port("53:53/udp", lo).unwrap().protocol, "udp");
         assert!(parse_port("80", lo).is_err());
         assert!(parse_port("0:80", lo).is_err());
@@ -140,8 +144,14 @@ mod tests {
 
     #[test]
     fn server_urls_are_host_reachable() {
-        assert_eq!(server_url("127.0.0.1".parse().unwrap(), 1), "https://127.0.0.1:1");
-        assert_eq!(server_url("0.0.0.0".parse().unwrap(), 1), "https://127.0.0.1:1");
+        assert_eq!(
+            server_url("127.0.0.1".parse().unwrap(), 1),
+            "https://127.0.0.1:1"
+        );
+        assert_eq!(
+            server_url("0.0.0.0".parse().unwrap(), 1),
+            "https://127.0.0.1:1"
+        );
         assert_eq!(server_url("::1".parse().unwrap(), 1), "https://[::1]:1");
     }
 }

@@ -51,7 +51,9 @@ pub async fn start(ctx: &Ctx, opts: StartOptions) -> anyhow::Result<()> {
     let name = ctx.profile.clone();
     let printer = &ctx.printer;
     let cancel = Cancel::on_signals({
-        move || eprintln!("interrupted: stopping at the next safe point and cleaning up (Ctrl-C again to quit at once)")
+        move || {
+            eprintln!("interrupted: stopping at the next safe point and cleaning up (Ctrl-C again to quit at once)")
+        }
     });
 
     match ctx.store.try_load(&name)? {
@@ -80,7 +82,9 @@ pub async fn start(ctx: &Ctx, opts: StartOptions) -> anyhow::Result<()> {
                     ));
                 } else {
                     let step = printer.step("cleaning up");
-                    match remove_everything(ctx, &selected, &name, created.kubeconfig.as_deref()).await {
+                    match remove_everything(ctx, &selected, &name, created.kubeconfig.as_deref())
+                        .await
+                    {
                         Ok(()) => {
                             step.finish("Removed everything this start created");
                         }
@@ -141,14 +145,13 @@ async fn create(
     // The distribution and its artifacts.
     let cache = ArtifactCache::new(ctx.home.cache());
     let (version, node_image, airgap) = if let Some(image) = &opts.node_image {
-        let version = opts.version.clone().unwrap_or_else(|| "unknown".to_string());
+        let version = opts
+            .version
+            .clone()
+            .unwrap_or_else(|| "unknown".to_string());
         (version, image.clone(), None)
     } else {
-        let spec: VersionSpec = opts
-            .version
-            .as_deref()
-            .unwrap_or("stable")
-            .parse()?;
+        let spec: VersionSpec = opts.version.as_deref().unwrap_or("stable").parse()?;
         let step = printer.step("resolving the k3s version");
         let resolved = artifact::resolve_version(&cache, &opts.sources, &spec).await?;
         step.finish(&format!("Resolved k3s {}", resolved.version));
@@ -186,7 +189,9 @@ async fn create(
     // The profile, saved before anything is created so `delete` always finds it.
     let api_port = match opts.apiserver_port {
         Some(p) => p,
-        None => free_port(opts.listen_address).context("cannot find a free port for the API server")?,
+        None => {
+            free_port(opts.listen_address).context("cannot find a free port for the API server")?
+        }
     };
     let kubeconfig_path = super::kubeconfig_target(None, opts.kubeconfig.as_deref())?;
     let mut profile = Profile {
@@ -210,7 +215,11 @@ async fn create(
         nodes: (1..=opts.nodes)
             .map(|i| NodeRecord {
                 name: name.machine(i),
-                role: if i == 1 { NodeRole::Server } else { NodeRole::Agent },
+                role: if i == 1 {
+                    NodeRole::Server
+                } else {
+                    NodeRole::Agent
+                },
                 index: i,
                 ip: None,
                 api_port: (i == 1).then_some(api_port),
@@ -222,7 +231,17 @@ async fn create(
     ctx.store.save(&profile)?;
     created.profile_saved = true;
 
-    bring_up(ctx, selected, &mut profile, opts, airgap.as_deref(), &opts.ports, cancel, created).await
+    bring_up(
+        ctx,
+        selected,
+        &mut profile,
+        opts,
+        airgap.as_deref(),
+        &opts.ports,
+        cancel,
+        created,
+    )
+    .await
 }
 
 /// Creates (idempotently) and starts every node, waits, writes the kubeconfig, records the
@@ -303,7 +322,11 @@ async fn bring_up(
     let step = printer.step("waiting for the cluster's kubeconfig");
     let access = driver.access(&server.name).await?;
     let text = cancel
-        .or_cancel(wait_for_file(access.as_ref(), k3s::KUBECONFIG_PATH, opts.wait_timeout))
+        .or_cancel(wait_for_file(
+            access.as_ref(),
+            k3s::KUBECONFIG_PATH,
+            opts.wait_timeout,
+        ))
         .await??;
     let mut creds = kubeconfig::parse_k3s_yaml(&text)?;
     creds.server = server_url(profile.listen_address, api_port);
@@ -321,15 +344,22 @@ async fn bring_up(
         let api = ApiClient::new(&creds, &creds.server)?;
         let nodes: Vec<String> = profile.nodes.iter().map(|n| n.name.to_string()).collect();
         let waited = cancel
-            .or_cancel(ready::wait(&api, opts.wait, &nodes, opts.wait_timeout, &mut |s| {
-                timonel_driver::Reporter::step(printer, s)
-            }))
+            .or_cancel(ready::wait(
+                &api,
+                opts.wait,
+                &nodes,
+                opts.wait_timeout,
+                &mut |s| timonel_driver::Reporter::step(printer, s),
+            ))
             .await?;
         if let Err(e) = waited {
             drop(step);
             let logs = last_logs(driver.as_ref(), &server.name).await;
             if !logs.is_empty() {
-                printer.info(&format!("last lines of the k3s log on {}:\n{logs}", server.name));
+                printer.info(&format!(
+                    "last lines of the k3s log on {}:\n{logs}",
+                    server.name
+                ));
             }
             return Err(e.into());
         }
@@ -402,7 +432,11 @@ fn record_ip(profile: &mut Profile, node: &MachineName, ip: IpAddr) {
 
 /// Every name and address the host may use to reach the API.
 fn tls_sans(listen: IpAddr) -> Vec<String> {
-    let mut sans = vec!["127.0.0.1".to_string(), "localhost".to_string(), "::1".to_string()];
+    let mut sans = vec![
+        "127.0.0.1".to_string(),
+        "localhost".to_string(),
+        "::1".to_string(),
+    ];
     if !listen.is_loopback() && !listen.is_unspecified() {
         sans.push(listen.to_string());
     }
@@ -430,7 +464,12 @@ fn machine_spec(
         airgap,
     )
     .map_err(|e| anyhow!("cannot write the k3s configuration: {e}"))?;
-    let mut spec = MachineSpec::new(node.name.clone(), profile.name.clone(), node.role, node.index);
+    let mut spec = MachineSpec::new(
+        node.name.clone(),
+        profile.name.clone(),
+        node.role,
+        node.index,
+    );
     spec.cpus = profile.cpus;
     spec.memory_mib = profile.memory_mib;
     spec.image = profile.node_image.clone();
@@ -492,17 +531,28 @@ pub(super) async fn last_logs(driver: &dyn Driver, node: &MachineName) -> String
 
 /// Resumes an existing profile: same nodes, port, addresses and data. Flags that would change
 /// the cluster are refused.
-async fn resume(ctx: &Ctx, mut profile: Profile, opts: &StartOptions, cancel: &Cancel) -> anyhow::Result<()> {
+async fn resume(
+    ctx: &Ctx,
+    mut profile: Profile,
+    opts: &StartOptions,
+    cancel: &Cancel,
+) -> anyhow::Result<()> {
     let name = profile.name.clone();
     let mut conflicts = Vec::new();
     if let Some(d) = opts.driver {
         if d != profile.driver {
-            conflicts.push(format!("--driver {d} (the profile uses {})", profile.driver));
+            conflicts.push(format!(
+                "--driver {d} (the profile uses {})",
+                profile.driver
+            ));
         }
     }
     if let Some(v) = &opts.version {
         if v != &profile.version && v != "stable" {
-            conflicts.push(format!("--kubernetes-version {v} (the profile runs {})", profile.version));
+            conflicts.push(format!(
+                "--kubernetes-version {v} (the profile runs {})",
+                profile.version
+            ));
         }
     }
     if opts.cpus.is_some() && opts.cpus != profile.cpus {
@@ -512,7 +562,11 @@ async fn resume(ctx: &Ctx, mut profile: Profile, opts: &StartOptions, cancel: &C
         conflicts.push("--memory".to_string());
     }
     if opts.nodes as usize != profile.nodes.len() && opts.nodes != 1 {
-        conflicts.push(format!("--nodes {} (the profile has {})", opts.nodes, profile.nodes.len()));
+        conflicts.push(format!(
+            "--nodes {} (the profile has {})",
+            opts.nodes,
+            profile.nodes.len()
+        ));
     }
     if !opts.disable.is_empty() && opts.disable != profile.disable {
         conflicts.push("--disable".to_string());
@@ -542,7 +596,10 @@ async fn resume(ctx: &Ctx, mut profile: Profile, opts: &StartOptions, cancel: &C
     let selected = drivers::make(profile.driver)?;
     if let timonel_driver::Availability::Unusable { reason, fix } = selected.driver.probe().await {
         bail!(UserError::new(
-            format!("cannot resume profile `{name}`: the {} driver is not usable: {reason}", profile.driver),
+            format!(
+                "cannot resume profile `{name}`: the {} driver is not usable: {reason}",
+                profile.driver
+            ),
             fix,
         ));
     }
@@ -550,11 +607,25 @@ async fn resume(ctx: &Ctx, mut profile: Profile, opts: &StartOptions, cancel: &C
     let mut created = Created::default();
     let airgap = None;
     let ports = opts.ports.clone();
-    bring_up(ctx, &selected, &mut profile, opts, airgap, &ports, cancel, &mut created).await
+    bring_up(
+        ctx,
+        &selected,
+        &mut profile,
+        opts,
+        airgap,
+        &ports,
+        cancel,
+        &mut created,
+    )
+    .await
 }
 
 /// Stops every node of `profile` (used by `stop`).
-pub(super) async fn stop_nodes(driver: &Arc<dyn Driver>, profile: &Profile, timeout: Duration) -> anyhow::Result<()> {
+pub(super) async fn stop_nodes(
+    driver: &Arc<dyn Driver>,
+    profile: &Profile,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let tasks = profile.nodes.iter().rev().map(|n| {
         let driver = driver.clone();
         let name = n.name.clone();
@@ -572,8 +643,16 @@ fn proxy_env(cluster: &ClusterName, nodes: u32) -> Vec<String> {
     proxy_env_from(cluster, nodes, |k| std::env::var(k).ok())
 }
 
-fn proxy_env_from(cluster: &ClusterName, nodes: u32, get: impl Fn(&str) -> Option<String>) -> Vec<String> {
-    let pick = |upper: &str| get(upper).or_else(|| get(&upper.to_ascii_lowercase())).filter(|v| !v.is_empty());
+fn proxy_env_from(
+    cluster: &ClusterName,
+    nodes: u32,
+    get: impl Fn(&str) -> Option<String>,
+) -> Vec<String> {
+    let pick = |upper: &str| {
+        get(upper)
+            .or_else(|| get(&upper.to_ascii_lowercase()))
+            .filter(|v| !v.is_empty())
+    };
     let http = pick("HTTP_PROXY");
     let https = pick("HTTPS_PROXY");
     if http.is_none() && https.is_none() {
@@ -587,14 +666,27 @@ fn proxy_env_from(cluster: &ClusterName, nodes: u32, get: impl Fn(&str) -> Optio
         env.push(format!("HTTPS_PROXY={v}"));
     }
     let mut no_proxy: Vec<String> = pick("NO_PROXY")
-        .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+        .map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
         .unwrap_or_default();
     let mut add = |s: String| {
         if !no_proxy.contains(&s) {
             no_proxy.push(s);
         }
     };
-    for s in ["localhost", "127.0.0.1", "::1", "10.42.0.0/16", "10.43.0.0/16", ".svc", ".cluster.local"] {
+    for s in [
+        "localhost",
+        "127.0.0.1",
+        "::1",
+        "10.42.0.0/16",
+        "10.43.0.0/16",
+        ".svc",
+        ".cluster.local",
+    ] {
         add(s.to_string());
     }
     for i in 1..=nodes.max(1) {
@@ -618,7 +710,17 @@ mod tests {
         });
         assert_eq!(env[0], "HTTPS_PROXY=http://proxy.corp:3128");
         let no = env[1].strip_prefix("NO_PROXY=").unwrap();
-        for want in ["corp.example", "10.0.0.0/8", "10.42.0.0/16", "10.43.0.0/16", ".svc", ".cluster.local", "dev", "dev-m02", "localhost"] {
+        for want in [
+            "corp.example",
+            "10.0.0.0/8",
+            "10.42.0.0/16",
+            "10.43.0.0/16",
+            ".svc",
+            ".cluster.local",
+            "dev",
+            "dev-m02",
+            "localhost",
+        ] {
             assert!(no.split(',').any(|x| x == want), "{want} missing from {no}");
         }
         assert!(proxy_env_from(&name, 1, |_| None).is_empty());

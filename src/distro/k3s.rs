@@ -36,7 +36,10 @@ struct ConfigFile<'a> {
     node_name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     server: Option<&'a str>,
-    #[serde(rename = "write-kubeconfig-mode", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "write-kubeconfig-mode",
+        skip_serializing_if = "Option::is_none"
+    )]
     write_kubeconfig_mode: Option<&'a str>,
     #[serde(rename = "tls-san", skip_serializing_if = "<[_]>::is_empty")]
     tls_san: &'a [String],

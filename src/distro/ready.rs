@@ -235,26 +235,33 @@ pub async fn wait(
 
     step("waiting for kube-system pods");
     poll_until("the kube-system pods", left(), EVERY, || async {
-        Ok(match api.get_json("/api/v1/namespaces/kube-system/pods").await {
-            Ok(list) => pods_running(&list),
-            Err(e) => Err(e),
-        })
-    })
-    .await
-    .map_err(timeout_err)?;
-    step("waiting for cluster DNS");
-    poll_until("cluster DNS (kube-dns endpoints)", left(), EVERY, || async {
         Ok(
-            match api
-                .get_json("/api/v1/namespaces/kube-system/endpoints/kube-dns")
-                .await
-            {
-                Ok(ep) if has_ready_address(&ep) => Ok(()),
-                Ok(_) => Err("no ready address".to_string()),
+            match api.get_json("/api/v1/namespaces/kube-system/pods").await {
+                Ok(list) => pods_running(&list),
                 Err(e) => Err(e),
             },
         )
     })
+    .await
+    .map_err(timeout_err)?;
+    step("waiting for cluster DNS");
+    poll_until(
+        "cluster DNS (kube-dns endpoints)",
+        left(),
+        EVERY,
+        || async {
+            Ok(
+                match api
+                    .get_json("/api/v1/namespaces/kube-system/endpoints/kube-dns")
+                    .await
+                {
+                    Ok(ep) if has_ready_address(&ep) => Ok(()),
+                    Ok(_) => Err("no ready address".to_string()),
+                    Err(e) => Err(e),
+                },
+            )
+        },
+    )
     .await
     .map_err(timeout_err)?;
     Ok(())
@@ -316,7 +323,11 @@ mod tests {
             {"metadata": {"name": "metrics"}, "status": {"phase": "Pending"}}]});
         assert_eq!(pods_running(&list).unwrap_err(), "metrics Pending");
         assert!(pods_running(&json!({"items": []})).is_err());
-        assert!(has_ready_address(&json!({"subsets": [{"addresses": [{"ip": "10.42.0.2"}]}]})));
-        assert!(!has_ready_address(&json!({"subsets": [{"notReadyAddresses": [{"ip": "x"}]}]})));
+        assert!(has_ready_address(
+            &json!({"subsets": [{"addresses": [{"ip": "10.42.0.2"}]}]})
+        ));
+        assert!(!has_ready_address(
+            &json!({"subsets": [{"notReadyAddresses": [{"ip": "x"}]}]})
+        ));
     }
 }

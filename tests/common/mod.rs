@@ -1,6 +1,6 @@
 //! Shared by the end-to-end tests: a sandboxed timonel (its own home and kubeconfig), a local
 //! k3s release mirror serving the stand-in, daemon checks, and leftover checks by label.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -109,7 +109,11 @@ impl Sandbox {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .subsec_nanos();
-        let profile = format!("{prefix}-{}-{:x}", std::process::id() % 100000, nanos % 0xffff);
+        let profile = format!(
+            "{prefix}-{}-{:x}",
+            std::process::id() % 100000,
+            nanos % 0xffff
+        );
         let kubeconfig = home.path().join("kube/config");
         Self {
             home,
@@ -158,7 +162,13 @@ impl Sandbox {
 
     /// `timonel start` for the stand-in: the test version, from the mirror, on docker.
     pub fn start(&self, extra: &[&str]) -> Output {
-        let mut args = vec!["start", "--driver", "docker", "--kubernetes-version", VERSION];
+        let mut args = vec![
+            "start",
+            "--driver",
+            "docker",
+            "--kubernetes-version",
+            VERSION,
+        ];
         args.extend_from_slice(extra);
         self.run(&args)
     }
@@ -222,10 +232,14 @@ fn cleanup_label(profile: &str) {
             .collect()
     };
     for id in ids(&["ps", "-a", "-q", "--filter", &filter]) {
-        let _ = Command::new("docker").args(["rm", "-f", "-v", &id]).output();
+        let _ = Command::new("docker")
+            .args(["rm", "-f", "-v", &id])
+            .output();
     }
     for id in ids(&["volume", "ls", "-q", "--filter", &filter]) {
-        let _ = Command::new("docker").args(["volume", "rm", "-f", &id]).output();
+        let _ = Command::new("docker")
+            .args(["volume", "rm", "-f", &id])
+            .output();
     }
     for id in ids(&["network", "ls", "-q", "--filter", &filter]) {
         let _ = Command::new("docker").args(["network", "rm", &id]).output();
