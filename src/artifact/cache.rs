@@ -8,6 +8,9 @@
 //!   k3s/<version>/<arch>/<asset>.meta.json   size, sha256, source url, fetched at, mtime
 //!   k3s/<version>/<arch>/<asset>.partial     a download in progress (resumable)
 //!   k3s/<version>/<arch>/<asset>.lock        held while one process fetches the asset
+//!   images/<image>-<url hash>/<file>        a verified cloud image (see `cloud`), with the same
+//!                                            .meta.json/.partial/.lock companions, the
+//!                                            publisher's checksum file, and conversions
 //! ```
 
 use std::fs::{File, OpenOptions, TryLockError};
@@ -69,6 +72,16 @@ impl ArtifactCache {
 
     pub fn k3s_dir(&self) -> PathBuf {
         self.root.join("k3s")
+    }
+
+    /// `<root>/images`: the VM drivers' cloud images.
+    pub fn images_dir(&self) -> PathBuf {
+        self.root.join("images")
+    }
+
+    /// Whether cached files are rehashed before every use.
+    pub(crate) fn full_verify(&self) -> bool {
+        self.verify_full
     }
 
     pub fn version_dir(&self, version: &K3sVersion) -> PathBuf {

@@ -1,10 +1,13 @@
-//! The release's `sha256sum-<arch>.txt` and sha256 helpers.
+//! The release's `sha256sum-<arch>.txt`, sha256 helpers, and the streaming hasher downloads use
+//! (SHA-256 for k3s, SHA-256 or SHA-512 for cloud images).
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
+use sha2::digest::Update;
+use sha2::{Digest, Sha256, Sha512};
+use timonel_driver_vm::HashAlgorithm;
 
 /// The parsed lines of a `sha256sum` file: file name → lowercase hex digest.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,8 +56,46 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
-/// Feeds the whole file into `hasher` and returns how many bytes were read. Blocking.
-pub fn hash_file_into(path: &Path, hasher: &mut Sha256) -> std::io::Result<u64> {
+/// A hash computed while the bytes stream by, with the algorithm the publisher uses.
+#[derive(Debug, Clone)]
+pub(crate) enum StreamHasher {
+    Sha256(Sha256),
+    Sha512(Sha512),
+}
+
+impl StreamHasher {
+    pub(crate) fn new(algorithm: HashAlgorithm) -> Self {
+        match algorithm {
+            HashAlgorithm::Sha256 => Self::Sha256(Sha256::new()),
+            HashAlgorithm::Sha512 => Self::Sha512(Sha512::new()),
+        }
+    }
+
+    pub(crate) fn update(&mut self, data: &[u8]) {
+        match self {
+            Self::Sha256(h) => Digest::update(h, data),
+            Self::Sha512(h) => Digest::update(h, data),
+        }
+    }
+
+    /// Lowercase hex of the digest.
+    pub(crate) fn finalize_hex(self) -> String {
+        match self {
+            Self::Sha256(h) => hex::encode(h.finalize()),
+            Self::Sha512(h) => hex::encode(h.finalize()),
+        }
+    }
+}
+
+impl Update for StreamHasher {
+    fn update(&mut self, data: &[u8]) {
+        StreamHasher::update(self, data);
+    }
+}
+
+/// Feeds the whole file into `hasher` (a [`Sha256`], or any other hasher) and returns how many
+/// bytes were read. Blocking.
+pub fn hash_file_into<H: Update>(path: &Path, hasher: &mut H) -> std::io::Result<u64> {
     let mut file = std::fs::File::open(path)?;
     let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0u64;
@@ -70,9 +111,14 @@ pub fn hash_file_into(path: &Path, hasher: &mut Sha256) -> std::io::Result<u64> 
 
 /// Hex sha256 and size of a file. Blocking.
 pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut hasher = Sha256::new();
+    hash_file_with(path, HashAlgorithm::Sha256)
+}
+
+/// Hex digest (with `algorithm`) and size of a file. Blocking.
+pub fn hash_file_with(path: &Path, algorithm: HashAlgorithm) -> std::io::Result<(String, u64)> {
+    let mut hasher = StreamHasher::new(algorithm);
     let size = hash_file_into(path, &mut hasher)?;
-    Ok((hex::encode(hasher.finalize()), size))
+    Ok((hasher.finalize_hex(), size))
 }
 
 #[cfg(test)]
@@ -107,5 +153,25 @@ mod tests {
         let (hex, size) = hash_file(&p).unwrap();
         assert_eq!(size, 3);
         assert_eq!(hex, sha256_hex(b"abc"));
+        let (hex, size) = hash_file_with(&p, HashAlgorithm::Sha512).unwrap();
+        assert_eq!(size, 3);
+        assert_eq!(
+            hex,
+            "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a\
+             2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f"
+        );
+    }
+
+    #[test]
+    fn stream_hasher_matches_one_shot_hashes() {
+        let mut h = StreamHasher::new(HashAlgorithm::Sha256);
+        h.update(b"a");
+        let mid = h.clone();
+        h.update(b"bc");
+        assert_eq!(h.finalize_hex(), sha256_hex(b"abc"));
+        assert_eq!(mid.finalize_hex(), sha256_hex(b"a"));
+        let mut h = StreamHasher::new(HashAlgorithm::Sha512);
+        h.update(b"abc");
+        assert_eq!(h.finalize_hex(), hex::encode(Sha512::digest(b"abc")));
     }
 }

@@ -1,6 +1,6 @@
-//! Fetching over HTTP(S) or from `file://`: stream to `<file>.partial` while hashing, resume
-//! with `Range`, retry transient failures with backoff, and rename into place only after the
-//! sha256 matches.
+//! Fetching over HTTP(S) or from `file://`: stream to `<file>.partial` while hashing (SHA-256 or
+//! SHA-512, in the same pass), resume with `Range`, retry transient failures with backoff, and
+//! rename into place only after the digest matches.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -9,15 +9,15 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use reqwest::header::{CONTENT_RANGE, RANGE};
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
-use sha2::{Digest, Sha256};
 use timonel_driver::Reporter;
+use timonel_driver_vm::HashAlgorithm;
 use tokio::io::AsyncWriteExt;
 use url::Url;
 
 use super::cache::{
     blocking, now, rfc3339, sync_dir, with_suffix, write_meta, AssetMeta, PARTIAL_SUFFIX,
 };
-use super::checksum::hash_file_into;
+use super::checksum::{hash_file_into, StreamHasher};
 use super::error::ArtifactError;
 use super::sources::NetworkSettings;
 
@@ -39,6 +39,14 @@ struct Attempt {
     size: u64,
     digest: String,
     resumed: bool,
+}
+
+/// A file that was downloaded, verified and moved into place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Verified {
+    pub(crate) size: u64,
+    /// Lowercase hex, with the algorithm that was asked for.
+    pub(crate) digest: String,
 }
 
 impl Fetcher {
@@ -189,13 +197,47 @@ impl Fetcher {
         expected: &str,
         reporter: &dyn Reporter,
     ) -> Result<AssetMeta, ArtifactError> {
+        let verified = self
+            .download_verified(url, dest, HashAlgorithm::Sha256, expected, reporter)
+            .await?;
+        let dest_c = dest.to_path_buf();
+        let meta = AssetMeta {
+            size: verified.size,
+            sha256: verified.digest,
+            url: url.to_string(),
+            fetched_at: now(),
+            modified: None,
+        };
+        blocking(move || {
+            let modified = std::fs::metadata(&dest_c)
+                .and_then(|m| m.modified())
+                .ok()
+                .map(rfc3339);
+            let meta = AssetMeta { modified, ..meta };
+            write_meta(&dest_c, &meta)?;
+            Ok(meta)
+        })
+        .await
+    }
+
+    /// Downloads `url` to `dest` through `<dest>.partial`, hashing with `algorithm` while it
+    /// streams, and renames it to `dest` only when the digest is `expected` (hex). Writes no
+    /// metadata: that is the caller's, who also holds the artifact's lock.
+    pub(crate) async fn download_verified(
+        &self,
+        url: &Url,
+        dest: &Path,
+        algorithm: HashAlgorithm,
+        expected: &str,
+        reporter: &dyn Reporter,
+    ) -> Result<Verified, ArtifactError> {
         let partial = with_suffix(dest, PARTIAL_SUFFIX);
         let mut restarted = false;
         let outcome = loop {
             let attempt = if url.scheme() == "file" {
-                copy_file(url, &partial, reporter).await?
+                copy_file(url, &partial, algorithm, reporter).await?
             } else {
-                self.retry(|| self.attempt(url, &partial, expected, reporter))
+                self.retry(|| self.attempt(url, &partial, algorithm, expected, reporter))
                     .await?
             };
             if attempt.digest.eq_ignore_ascii_case(expected) {
@@ -215,28 +257,19 @@ impl Fetcher {
             });
         };
         let (partial_c, dest_c) = (partial.clone(), dest.to_path_buf());
-        let meta = AssetMeta {
-            size: outcome.size,
-            sha256: outcome.digest,
-            url: url.to_string(),
-            fetched_at: now(),
-            modified: None,
-        };
         blocking(move || {
             std::fs::rename(&partial_c, &dest_c)
                 .map_err(|e| ArtifactError::io("could not move into the cache", &dest_c, e))?;
             if let Some(dir) = dest_c.parent() {
                 sync_dir(dir);
             }
-            let modified = std::fs::metadata(&dest_c)
-                .and_then(|m| m.modified())
-                .ok()
-                .map(rfc3339);
-            let meta = AssetMeta { modified, ..meta };
-            write_meta(&dest_c, &meta)?;
-            Ok(meta)
+            Ok(())
         })
-        .await
+        .await?;
+        Ok(Verified {
+            size: outcome.size,
+            digest: outcome.digest,
+        })
     }
 
     /// One HTTP try: resumes from the partial file when there is one.
@@ -244,10 +277,11 @@ impl Fetcher {
         &self,
         url: &Url,
         partial: &Path,
+        algorithm: HashAlgorithm,
         expected: &str,
         reporter: &dyn Reporter,
     ) -> Result<Attempt, ArtifactError> {
-        let (mut hasher, mut offset) = hash_prefix(partial).await?;
+        let (mut hasher, mut offset) = hash_prefix(partial, algorithm).await?;
         let mut req = self.client.get(url.clone());
         if offset > 0 {
             req = req.header(RANGE, format!("bytes={offset}-"));
@@ -274,7 +308,7 @@ impl Fetcher {
                 }
                 StatusCode::RANGE_NOT_SATISFIABLE => {
                     // Either the partial file is already whole, or it is longer than the asset.
-                    let digest = hex::encode(hasher.clone().finalize());
+                    let digest = hasher.clone().finalize_hex();
                     if digest.eq_ignore_ascii_case(expected) {
                         return Ok(Attempt {
                             size: offset,
@@ -290,7 +324,7 @@ impl Fetcher {
                 }
                 s if s.is_success() => {
                     tracing::debug!(%url, "server ignored the range request; starting over");
-                    hasher = Sha256::new();
+                    hasher = StreamHasher::new(algorithm);
                     offset = 0;
                 }
                 s => check_status(url, s)?,
@@ -343,7 +377,7 @@ impl Fetcher {
         }
         Ok(Attempt {
             size: done,
-            digest: hex::encode(hasher.finalize()),
+            digest: hasher.finalize_hex(),
             resumed,
         })
     }
@@ -373,13 +407,18 @@ pub(crate) fn file_path(url: &Url) -> Result<PathBuf, ArtifactError> {
 }
 
 /// The hash state and length of what a previous try left in the partial file.
-async fn hash_prefix(partial: &Path) -> Result<(Sha256, u64), ArtifactError> {
+async fn hash_prefix(
+    partial: &Path,
+    algorithm: HashAlgorithm,
+) -> Result<(StreamHasher, u64), ArtifactError> {
     let path = partial.to_path_buf();
     blocking(move || {
-        let mut hasher = Sha256::new();
+        let mut hasher = StreamHasher::new(algorithm);
         match hash_file_into(&path, &mut hasher) {
             Ok(n) => Ok((hasher, n)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Sha256::new(), 0)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok((StreamHasher::new(algorithm), 0))
+            }
             Err(e) => Err(ArtifactError::io("could not read", &path, e)),
         }
     })
@@ -406,6 +445,7 @@ async fn remove_if_exists(path: &Path) -> Result<(), ArtifactError> {
 async fn copy_file(
     url: &Url,
     partial: &Path,
+    algorithm: HashAlgorithm,
     reporter: &dyn Reporter,
 ) -> Result<Attempt, ArtifactError> {
     use std::io::{Read, Write};
@@ -426,7 +466,7 @@ async fn copy_file(
             .map_err(|e| ArtifactError::io("could not read", &source, e))?;
         let mut output = std::fs::File::create(&dest)
             .map_err(|e| ArtifactError::io("could not write", &dest, e))?;
-        let mut hasher = Sha256::new();
+        let mut hasher = StreamHasher::new(algorithm);
         let mut buf = vec![0u8; 256 * 1024];
         let mut size = 0u64;
         loop {
@@ -447,7 +487,7 @@ async fn copy_file(
             .map_err(|e| ArtifactError::io("could not write", &dest, e))?;
         Ok(Attempt {
             size,
-            digest: hex::encode(hasher.finalize()),
+            digest: hasher.finalize_hex(),
             resumed: false,
         })
     })

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use timonel_driver::Hint;
+use timonel_driver::{CommandError, Hint};
 
 use super::{ENV_INSECURE_MIRROR, ENV_OFFLINE};
 
@@ -93,6 +93,49 @@ pub enum ArtifactError {
         cause: Option<Box<ArtifactError>>,
     },
 
+    #[error("{algorithm} of `{url}` does not match `{checksums}`: expected {expected}, got {got}")]
+    ImageDigestMismatch {
+        url: String,
+        checksums: String,
+        algorithm: &'static str,
+        expected: String,
+        got: String,
+    },
+
+    #[error("the checksum file `{url}` is unusable: {message}")]
+    BadChecksumFile { url: String, message: String },
+
+    #[error("`{checksums}` lists no checksum for `{file}`")]
+    ImageChecksumMissing { checksums: String, file: String },
+
+    #[error("the cloud image is not in the cache at `{}`: missing {}", .cache.display(), names(.missing))]
+    ImageNotCached {
+        /// The checksum file (when it is missing too), then the image.
+        missing: Vec<MissingFile>,
+        cache: PathBuf,
+        /// Why the network was not used: `None` when offline mode was asked for.
+        #[source]
+        cause: Option<Box<ArtifactError>>,
+    },
+
+    #[error("`{tool}` is needed to convert `{file}` to {format} and was not found")]
+    ConverterMissing {
+        tool: String,
+        file: String,
+        format: String,
+    },
+
+    #[error("could not convert `{}` to {format}", .path.display())]
+    ConvertFailed {
+        path: PathBuf,
+        format: String,
+        #[source]
+        source: Box<CommandError>,
+    },
+
+    #[error("unsupported disk format `{format}`")]
+    UnsupportedDiskFormat { format: String },
+
     #[error("{what} `{}`", .path.display())]
     Io {
         what: &'static str,
@@ -106,6 +149,34 @@ pub enum ArtifactError {
         #[source]
         source: reqwest::Error,
     },
+}
+
+/// A file the cache lacks, and where it would come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingFile {
+    pub name: String,
+    pub url: String,
+}
+
+fn names(items: &[MissingFile]) -> String {
+    items
+        .iter()
+        .map(|i| format!("`{}`", i.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// How to install `qemu-img` on this OS.
+fn qemu_img_install_hint() -> &'static str {
+    if cfg!(target_os = "windows") {
+        "install QEMU for Windows (https://www.qemu.org/download/#windows) and add its folder \
+         (with `qemu-img.exe`) to PATH"
+    } else if cfg!(target_os = "macos") {
+        "`brew install qemu`"
+    } else {
+        "`sudo apt-get install qemu-utils` (Debian, Ubuntu) or `sudo dnf install qemu-img` \
+         (Fedora, RHEL)"
+    }
 }
 
 fn list(items: &[String]) -> String {
@@ -219,6 +290,40 @@ impl Hint for ArtifactError {
                     cache.display()
                 ))
             }
+            Self::ImageDigestMismatch { checksums, .. } => Some(format!(
+                "try again; if it keeps failing the server is serving a different file than \
+                 `{checksums}` lists (a mirror in the middle of an update)"
+            )),
+            Self::BadChecksumFile { .. } => Some(
+                "the checksum URL must name the publisher's `SHA256SUMS`/`SHA512SUMS` file"
+                    .to_string(),
+            ),
+            Self::ImageChecksumMissing { .. } => Some(
+                "the publisher no longer lists this file (its `current` folder may have moved \
+                 on): update timonel, or pass a disk you have with `--vm-image PATH`"
+                    .to_string(),
+            ),
+            Self::ImageNotCached { missing, .. } => Some(format!(
+                "run once with network access (without `--offline` / {ENV_OFFLINE}) so timonel \
+                 downloads {}, or pass a disk you have with `--vm-image PATH`",
+                missing
+                    .iter()
+                    .map(|m| format!("`{}`", m.url))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            )),
+            Self::ConverterMissing { tool, .. } => Some(format!(
+                "`{tool}` comes with QEMU: {}; or pass a converted disk with `--vm-image PATH`",
+                qemu_img_install_hint()
+            )),
+            Self::ConvertFailed { .. } => Some(
+                "check the free space in the cache folder; if the download is damaged, delete \
+                 its folder under `images/` in the cache so it is fetched again"
+                    .to_string(),
+            ),
+            Self::UnsupportedDiskFormat { .. } => Some(
+                "timonel converts to `qcow2`, `raw`, `vmdk`, `vdi`, `vhdx` and `vpc`".to_string(),
+            ),
             Self::Io { .. } | Self::Client { .. } => None,
         }
     }

@@ -5,6 +5,8 @@
 //!   the last answers cached for offline use).
 //! - [`ensure_k3s`] makes sure the release's files for one architecture are in the cache and
 //!   returns their paths. A verified cached file makes no request at all.
+//! - [`ensure_cloud_image`] does the same for the VM drivers' cloud images, verified against
+//!   the publisher's `SHA256SUMS`/`SHA512SUMS`, converted once with `qemu-img` when needed.
 //! - [`commands`] holds the data side of `timonel cache list|download|clean`.
 //!
 //! Layout and locking are described in [`cache`]; resumable, verified downloads live in the
@@ -13,6 +15,7 @@
 pub mod cache;
 pub mod channel;
 pub mod checksum;
+pub mod cloud;
 pub mod commands;
 mod download;
 mod ensure;
@@ -28,6 +31,7 @@ use serde::{Deserialize, Serialize};
 pub use cache::{ArtifactCache, AssetMeta};
 pub use channel::{resolve_version, Resolved};
 pub use checksum::Checksums;
+pub use cloud::ensure_cloud_image;
 pub use ensure::{ensure_k3s, K3sArtifacts};
 pub use error::ArtifactError;
 pub use sources::{NetworkSettings, Sources, DEFAULT_CHANNEL_URL, DEFAULT_RELEASES_URL};

@@ -159,7 +159,11 @@ fn is_loopback(url: &Url) -> bool {
     }
 }
 
-fn check_url(what: &'static str, url: &Url, insecure: bool) -> Result<(), ArtifactError> {
+pub(crate) fn check_url(
+    what: &'static str,
+    url: &Url,
+    insecure: bool,
+) -> Result<(), ArtifactError> {
     match url.scheme() {
         "https" => Ok(()),
         "file" => url
