@@ -37,10 +37,10 @@ pidfile="${TIMONEL_DOCKERD_PIDFILE:-${TMPDIR:-/tmp}/timonel-dockerd.pid}"
 libvirt_was_running=false
 pgrep -x libvirtd >/dev/null 2>&1 && libvirt_was_running=true
 cleanup() {
-  if [ -f "$pidfile" ]; then
+  if [ -f "$pidfile.ours" ]; then
     log "stopping the dockerd this run started"
-    kill "$(cat "$pidfile")" 2>/dev/null || true
-    rm -f "$pidfile"
+    kill "$(cat "$pidfile.ours")" 2>/dev/null || true
+    rm -f "$pidfile" "$pidfile.ours"
   fi
   if [ "$libvirt_was_running" = false ] && pgrep -x libvirtd >/dev/null 2>&1; then
     log "stopping the libvirtd this run started"
@@ -50,7 +50,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$here/start-docker.sh" || log "dockerd could not be started: the Docker tests will fail under CI=true"
+if docker info >/dev/null 2>&1; then
+  rm -f "$pidfile.ours"
+elif "$here/start-docker.sh"; then
+  # start-docker.sh wrote the PID file: this run started the daemon, so this run stops it.
+  [ -f "$pidfile" ] && cp "$pidfile" "$pidfile.ours"
+else
+  log "dockerd could not be started: the Docker tests will fail under CI=true"
+fi
 "$here/start-libvirt.sh" || log "libvirtd could not be started: the libvirt tests will fail under CI=true"
 
 log "cargo fmt --check"

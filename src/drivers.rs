@@ -62,18 +62,48 @@ pub fn make(kind: DriverKind) -> anyhow::Result<Selected> {
                 docker: Some(docker),
             })
         }
+        DriverKind::Kvm => kvm(),
+        DriverKind::Hyperv => Ok(Selected {
+            driver: Arc::new(timonel_driver_hyperv::HyperVDriver::new()),
+            docker: None,
+        }),
+        DriverKind::Virtualbox => Ok(Selected {
+            driver: Arc::new(timonel_driver_virtualbox::VirtualBoxDriver::new()),
+            docker: None,
+        }),
         other => Err(UserError::new(
-            format!("the {other} driver is not wired into this build of timonel yet"),
+            format!("the {other} driver is not available in this build of timonel"),
             "use `--driver docker`",
         )
         .into()),
     }
 }
 
+#[cfg(feature = "kvm")]
+fn kvm() -> anyhow::Result<Selected> {
+    let uri = std::env::var(crate::env::TIMONEL_KVM_URI)
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| timonel_driver_kvm::DEFAULT_URI.to_string());
+    Ok(Selected {
+        driver: Arc::new(timonel_driver_kvm::KvmDriver::new(uri)),
+        docker: None,
+    })
+}
+
+#[cfg(not(feature = "kvm"))]
+fn kvm() -> anyhow::Result<Selected> {
+    Err(timonel_driver::DriverError::NotCompiledIn {
+        driver: "kvm".to_string(),
+        feature: "kvm".to_string(),
+    }
+    .into())
+}
+
 /// Drivers whose resources carry the profile's labels, so `delete` can find them without a
 /// profile file.
 pub fn label_capable() -> Vec<DriverKind> {
-    vec![DriverKind::Docker]
+    ORDER.to_vec()
 }
 
 /// Clusters that exist in a backend (by label) — used by `delete --all` to find orphans.

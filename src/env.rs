@@ -20,3 +20,5 @@ pub const NO_COLOR: &str = "NO_COLOR";
 pub const CI: &str = "CI";
 /// kubectl's list of kubeconfig files.
 pub const KUBECONFIG: &str = "KUBECONFIG";
+/// The libvirt connection the kvm driver uses (default `qemu:///system`).
+pub const TIMONEL_KVM_URI: &str = "TIMONEL_KVM_URI";

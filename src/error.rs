@@ -23,6 +23,7 @@ pub fn hint_of(err: &anyhow::Error) -> Option<String> {
             crate::artifact::ArtifactError,
             crate::kubeconfig::KubeconfigError,
             crate::distro::ready::ReadyError,
+            crate::config::ConfigError,
             UserError,
         );
         if let Some(e) = cause.downcast_ref::<timonel_driver::NameError>() {
@@ -69,4 +70,52 @@ pub fn render(err: &anyhow::Error) -> String {
         out.push_str(&format!("\n\nhint: {hint}"));
     }
     out
+}
+
+/// A stable, machine-readable reason for a failure (the `reason` of `-o json` error events).
+pub fn reason_code(err: &anyhow::Error) -> &'static str {
+    use timonel_driver::DriverError;
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<DriverError>() {
+            return match e {
+                DriverError::NotAvailable { .. } | DriverError::NotCompiledIn { .. } => {
+                    "DRIVER_UNAVAILABLE"
+                }
+                DriverError::Timeout { .. } => "NODE_TIMEOUT",
+                DriverError::AlreadyExists { .. } => "NODE_CONFLICT",
+                _ => "DRIVER_ERROR",
+            };
+        }
+        if cause
+            .downcast_ref::<crate::distro::ready::ReadyError>()
+            .is_some()
+        {
+            return "READY_TIMEOUT";
+        }
+        if cause
+            .downcast_ref::<crate::artifact::ArtifactError>()
+            .is_some()
+        {
+            return "ARTIFACT_ERROR";
+        }
+        if cause
+            .downcast_ref::<crate::kubeconfig::KubeconfigError>()
+            .is_some()
+        {
+            return "KUBECONFIG_ERROR";
+        }
+        if cause.downcast_ref::<crate::lock::LockError>().is_some() {
+            return "PROFILE_BUSY";
+        }
+        if cause
+            .downcast_ref::<crate::profile::ProfileError>()
+            .is_some()
+        {
+            return "PROFILE_ERROR";
+        }
+        if cause.downcast_ref::<UserError>().is_some() {
+            return "USAGE";
+        }
+    }
+    "INTERNAL"
 }

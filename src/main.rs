@@ -6,6 +6,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = timonel::cli::Cli::parse();
     init_tracing(cli.global.verbose);
+    let events = cli.streams_events();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -22,6 +23,14 @@ fn main() -> ExitCode {
             // A closed stdout (`timonel status | head`) is not a failure.
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
+            }
+            if events {
+                let hint = timonel::error::hint_of(&err);
+                timonel::output::emit_error(
+                    &format!("{err:#}"),
+                    timonel::error::reason_code(&err),
+                    hint.as_deref(),
+                );
             }
             let _ = writeln!(std::io::stderr(), "{}", timonel::error::render(&err));
             ExitCode::FAILURE

@@ -2,6 +2,7 @@
 //! The only place that knows indicatif.
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,58 @@ pub struct Printer {
     progress: bool,
     /// The spinner or bar of the step in progress, if any.
     active: Mutex<Option<ProgressBar>>,
+    /// `-o json` on commands that stream: one JSON event per line on stdout instead of lines
+    /// for people on stderr.
+    events: AtomicBool,
+}
+
+/// One line of the `-o json` event stream (documented in the README).
+#[derive(Debug, serde::Serialize)]
+struct Event<'a> {
+    /// `step`, `warning`, `info` or `error`.
+    #[serde(rename = "type")]
+    kind: &'a str,
+    /// For steps: `started`, `finished` or `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<&'a str>,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_ms: Option<u128>,
+    /// For errors: a stable reason code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hint: Option<&'a str>,
+    /// Milliseconds since the Unix epoch.
+    time_ms: u128,
+}
+
+fn emit(event: Event<'_>) {
+    if let Ok(line) = serde_json::to_string(&event) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
+
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// Writes an `error` event (for `main`, when the command ran in event mode).
+pub fn emit_error(message: &str, reason: &str, hint: Option<&str>) {
+    emit(Event {
+        kind: "error",
+        event: None,
+        message,
+        duration_ms: None,
+        reason: Some(reason),
+        hint,
+        time_ms: now_ms(),
+    });
 }
 
 impl Printer {
@@ -57,7 +110,29 @@ impl Printer {
             color,
             progress,
             active: Mutex::new(None),
+            events: AtomicBool::new(false),
         }
+    }
+
+    /// Switches to the JSON event stream on stdout.
+    pub fn set_events(&self, on: bool) {
+        self.events.store(on, Ordering::Relaxed);
+    }
+
+    pub fn events(&self) -> bool {
+        self.events.load(Ordering::Relaxed)
+    }
+
+    fn event(&self, kind: &str, event: Option<&str>, message: &str, took: Option<Duration>) {
+        emit(Event {
+            kind,
+            event,
+            message,
+            duration_ms: took.map(|d| d.as_millis()),
+            reason: None,
+            hint: None,
+            time_ms: now_ms(),
+        });
     }
 
     /// A printer that prints nothing (tests, `--quiet`).
@@ -89,6 +164,9 @@ impl Printer {
 
     /// A finished step: `✓ Created node dev (1.2s)`.
     pub fn done(&self, message: &str, took: Option<Duration>) {
+        if self.events() {
+            return self.event("step", Some("finished"), message, took);
+        }
         if self.verbosity == Verbosity::Quiet {
             return;
         }
@@ -103,11 +181,17 @@ impl Printer {
 
     /// Something worth knowing that does not stop the command. Shown even with `--quiet`.
     pub fn warn(&self, message: &str) {
+        if self.events() {
+            return self.event("warning", None, message, None);
+        }
         self.line(&format!("{} {message}", self.paint("33", "! warning:")));
     }
 
     /// A plain informational line.
     pub fn info(&self, message: &str) {
+        if self.events() {
+            return self.event("info", None, message.trim(), None);
+        }
         if self.verbosity > Verbosity::Quiet {
             self.line(message);
         }
@@ -116,7 +200,9 @@ impl Printer {
     /// Starts a step; the returned guard shows a spinner on a TTY and prints `✓ done_message`
     /// when [`Step::finish`] is called. Dropped without finish, it just clears the spinner.
     pub fn step(&self, running: &str) -> Step<'_> {
-        if self.progress {
+        if self.events() {
+            self.event("step", Some("started"), running, None);
+        } else if self.progress {
             let bar = ProgressBar::new_spinner();
             bar.set_style(
                 ProgressStyle::with_template("{spinner} {msg} {bytes:>10} {binary_bytes_per_sec}")
@@ -131,6 +217,8 @@ impl Printer {
         Step {
             printer: self,
             started: Instant::now(),
+            running: running.to_string(),
+            finished: false,
         }
     }
 
@@ -145,12 +233,15 @@ impl Printer {
 pub struct Step<'a> {
     printer: &'a Printer,
     started: Instant,
+    running: String,
+    finished: bool,
 }
 
 impl Step<'_> {
     /// Ends the step with a `✓` line; returns how long it took.
-    pub fn finish(self, message: &str) -> Duration {
+    pub fn finish(mut self, message: &str) -> Duration {
         let took = self.started.elapsed();
+        self.finished = true;
         self.printer.clear_active();
         self.printer.done(message, Some(took));
         took
@@ -160,11 +251,22 @@ impl Step<'_> {
 impl Drop for Step<'_> {
     fn drop(&mut self) {
         self.printer.clear_active();
+        if !self.finished && self.printer.events() {
+            self.printer.event(
+                "step",
+                Some("failed"),
+                &self.running,
+                Some(self.started.elapsed()),
+            );
+        }
     }
 }
 
 impl Reporter for Printer {
     fn step(&self, message: &str) {
+        if self.events() {
+            return self.event("info", None, message, None);
+        }
         let active = self.active.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(bar) = active.as_ref() {
             bar.set_message(message.to_string());

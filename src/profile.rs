@@ -77,6 +77,13 @@ pub struct NodeRecord {
     /// The host port the node's API port (6443) is published on (servers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_port: Option<u16>,
+    /// The host port forwarded to the node's SSH port (VM drivers behind NAT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_port: Option<u16>,
+    /// The host-reachable API URL of this server, when it is not `listen_address:api_port`
+    /// (VMs reached on their own address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
 }
 
 /// Everything timonel knows about a cluster.
@@ -102,6 +109,22 @@ pub struct Profile {
     /// Extra environment of the distribution's service in every node, `KEY=VALUE`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<String>,
+    /// VM drivers: the verified base image every node's disk is made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_image: Option<PathBuf>,
+    /// VM drivers: the disk size of each node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_mib: Option<u64>,
+    /// VM drivers: the user timonel logs in as over SSH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_user: Option<String>,
+    /// Extra ports published from the first server (`--ports`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<timonel_driver::PortMapping>,
+    /// Servers share an embedded etcd (HA): the first was started with `--cluster-init`, and more
+    /// servers can join.
+    #[serde(default)]
+    pub embedded_etcd: bool,
     /// The cluster's join secret (never logged).
     pub token: String,
     /// The kubeconfig file our context was merged into.
@@ -114,8 +137,19 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// The first server: the one the others join, whose credentials the kubeconfig carries.
     pub fn server(&self) -> Option<&NodeRecord> {
-        self.nodes.iter().find(|n| n.role == NodeRole::Server)
+        self.nodes
+            .iter()
+            .filter(|n| n.role == NodeRole::Server)
+            .min_by_key(|n| n.index)
+    }
+    /// The host-reachable API URL of a server node.
+    pub fn api_url(&self, node: &NodeRecord) -> Option<String> {
+        node.api_url.clone().or_else(|| {
+            node.api_port
+                .map(|p| crate::cluster::server_url(self.listen_address, p))
+        })
     }
     pub fn node(&self, name: &str) -> Option<&NodeRecord> {
         self.nodes.iter().find(|n| n.name.as_str() == name)
@@ -263,6 +297,8 @@ mod tests {
                 index: 1,
                 ip: Some("10.201.0.2".parse().unwrap()),
                 api_port: Some(40123),
+                ssh_port: None,
+                api_url: None,
             }],
             name,
             driver: DriverKind::Docker,
@@ -274,6 +310,11 @@ mod tests {
             memory_mib: None,
             disable: vec!["traefik".into()],
             env: vec![],
+            ports: vec![],
+            vm_image: None,
+            disk_mib: None,
+            ssh_user: None,
+            embedded_etcd: false,
             token: "secret".into(),
             kubeconfig: None,
             phase: Phase::Running,

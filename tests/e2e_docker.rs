@@ -183,7 +183,6 @@ fn bad_inputs_are_refused_before_anything_is_touched() {
         (&["--cpus=0"], "--cpus"),
         (&["--disable", "trafik"], "trafik"),
         (&["--ports", "80"], "--ports"),
-        (&["--kubernetes-version", "banana"], "banana"),
     ];
     for (args, needle) in cases {
         let out = sb.start(args);
@@ -202,6 +201,15 @@ fn bad_inputs_are_refused_before_anything_is_touched() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("Not_Valid"));
+    let out = sb.run(&[
+        "start",
+        "--driver",
+        "docker",
+        "--kubernetes-version",
+        "Banana!",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("Banana!"), "{}", stderr(&out));
     let out = sb.run(&["start", "--driver", "floppy"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("floppy"));
@@ -327,4 +335,69 @@ fn interrupting_start_at_any_point_leaves_nothing_behind() {
             "after delete ({delay_ms} ms)"
         );
     }
+}
+
+fn events(out: &std::process::Output) -> Vec<serde_json::Value> {
+    stdout(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON event: {l:?}: {e}")))
+        .collect()
+}
+
+#[test]
+#[ignore = "needs a docker daemon"]
+fn start_streams_json_events_for_ci() {
+    if !require_docker() {
+        return;
+    }
+    let sb = Sandbox::new("json");
+    let out = sb.start(&["-o", "json"]);
+    assert!(out.status.success());
+    let ev = events(&out);
+    let started: Vec<&str> = ev
+        .iter()
+        .filter(|e| e["type"] == "step" && e["event"] == "started")
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    let finished: Vec<&serde_json::Value> = ev
+        .iter()
+        .filter(|e| e["type"] == "step" && e["event"] == "finished")
+        .collect();
+    // Every started step finished, with a duration; none failed.
+    assert!(started.len() >= 4, "{started:?}");
+    assert!(finished.len() >= started.len(), "{ev:?}");
+    assert!(finished.iter().any(|e| e["duration_ms"].is_u64()));
+    assert!(!ev
+        .iter()
+        .any(|e| e["event"] == "failed" || e["type"] == "error"));
+    for needle in ["k3s", "node", "Cluster ready", "Context"] {
+        assert!(
+            finished
+                .iter()
+                .any(|e| e["message"].as_str().unwrap().contains(needle)),
+            "no finished step mentions {needle}: {ev:?}"
+        );
+    }
+    assert!(ev.iter().all(|e| e["time_ms"].is_u64()));
+
+    // A failure ends the stream with an error event carrying a reason code and a hint.
+    let sb2 = Sandbox::new("jsonfail");
+    let out = sb2.start(&[
+        "-o",
+        "json",
+        "--env",
+        "K3S_STANDIN_READY_DELAY=120s",
+        "--wait-timeout",
+        "3s",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let ev = events(&out);
+    let last = ev.last().unwrap();
+    assert_eq!(last["type"], "error", "{ev:?}");
+    assert_eq!(last["reason"], "READY_TIMEOUT");
+    assert!(last["hint"].as_str().is_some_and(|h| !h.is_empty()));
+    assert!(
+        ev.iter().any(|e| e["event"] == "failed"),
+        "the step that failed is reported: {ev:?}"
+    );
 }

@@ -9,9 +9,16 @@ use crate::home::Home;
 use crate::output::{ColorChoice, Printer, Verbosity};
 use crate::profile::Store;
 
+mod addons;
+mod cache;
 mod completion;
+mod config_cmd;
+mod image;
+mod logs;
 mod manage;
+mod node;
 mod profile_cmd;
+mod service;
 mod start;
 mod version;
 
@@ -72,6 +79,9 @@ pub enum Command {
     Status(manage::StatusArgs),
     /// Print the cluster's kubeconfig (standalone); --merge merges it into your kubeconfig again.
     Kubeconfig(manage::KubeconfigArgs),
+    /// Add, delete and list the nodes of a cluster.
+    #[command(subcommand)]
+    Node(node::NodeCommand),
     /// Print timonel's version.
     Version(version::VersionArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
@@ -79,6 +89,30 @@ pub enum Command {
     /// Manage profiles (clusters).
     #[command(subcommand)]
     Profile(profile_cmd::ProfileCommand),
+    /// Print the k3s log of a node (-f to follow it).
+    Logs(logs::LogsArgs),
+    /// Load container images into the cluster's nodes (from Docker or tar archives).
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// Turn k3s's packaged components on or off (traefik, servicelb, metrics-server, …).
+    #[command(subcommand)]
+    Addons(addons::AddonsCommand),
+    /// Show how to reach a NodePort/LoadBalancer service from this machine.
+    Service(service::ServiceArgs),
+    /// Persistent defaults for `start` (driver, cpus, memory, kubernetes-version, …).
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
+    /// The download cache of k3s releases: list, download ahead of time, clean.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
+}
+
+impl Cli {
+    /// Whether the command streams JSON events on stdout (`start -o json`), so `main` reports a
+    /// failure as an event too.
+    pub fn streams_events(&self) -> bool {
+        matches!(&self.command, Command::Start(a) if a.output == OutputFormat::Json)
+    }
 }
 
 /// What every command gets: the printer, timonel's home and the profile store.
@@ -136,8 +170,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Ip(args) => manage::ip(&ctx, args).await,
         Command::Status(args) => manage::status(&ctx, args).await,
         Command::Kubeconfig(args) => manage::kubeconfig(&ctx, args).await,
+        Command::Node(cmd) => node::run(&ctx, cmd).await,
         Command::Version(args) => version::run(&ctx, args),
         Command::Completion(args) => completion::run(args),
         Command::Profile(cmd) => profile_cmd::run(&ctx, cmd).await,
+        Command::Logs(args) => logs::run(&ctx, args).await,
+        Command::Image(cmd) => image::run(&ctx, cmd).await,
+        Command::Addons(cmd) => addons::run(&ctx, cmd).await,
+        Command::Service(args) => service::run(&ctx, args).await,
+        Command::Config(cmd) => config_cmd::run(&ctx, cmd).await,
+        Command::Cache(cmd) => cache::run(&ctx, cmd).await,
     }
 }

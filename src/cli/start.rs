@@ -23,9 +23,13 @@ pub struct StartArgs {
     /// (`stable`, `latest`). Default: stable.
     #[arg(long = "kubernetes-version", visible_alias = "k8s-version")]
     pub kubernetes_version: Option<String>,
-    /// Number of nodes: one server and N-1 agents.
-    #[arg(short = 'n', long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=32))]
-    pub nodes: u32,
+    /// Number of nodes in all: the servers, then agents (default 1, or `timonel config`).
+    #[arg(short = 'n', long, value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub nodes: Option<u32>,
+    /// Number of servers (control-plane nodes). More than one runs embedded etcd; use an odd
+    /// number, 3 or more, for a control plane that survives losing a server.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub control_planes: u32,
     /// CPUs per node (a limit for container nodes).
     #[arg(long)]
     pub cpus: Option<f64>,
@@ -35,9 +39,9 @@ pub struct StartArgs {
     /// What to wait for before returning.
     #[arg(long, value_enum, default_value_t = WaitFor::Ready)]
     pub wait: WaitFor,
-    /// How long to wait (e.g. 90s, 5m).
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
-    pub wait_timeout: Duration,
+    /// How long to wait (e.g. 90s, 5m; default 5m, or `timonel config`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub wait_timeout: Option<Duration>,
     /// Do not make the cluster's context the current one.
     #[arg(long)]
     pub keep_context: bool,
@@ -54,6 +58,13 @@ pub struct StartArgs {
     /// verified k3s binary.
     #[arg(long)]
     pub node_image: Option<String>,
+    /// VM drivers: boot this local disk image (qcow2 for kvm, VHDX for hyperv, VMDK/VDI for
+    /// virtualbox) instead of the default cloud image.
+    #[arg(long)]
+    pub vm_image: Option<PathBuf>,
+    /// VM drivers: disk size per node (e.g. 20g).
+    #[arg(long, value_parser = cluster::parse_memory)]
+    pub disk_size: Option<u64>,
     /// Host port for the API server (default: a free port, kept in the profile).
     #[arg(long)]
     pub apiserver_port: Option<u16>,
@@ -82,9 +93,15 @@ pub struct StartArgs {
     /// Use only the local cache; never the network.
     #[arg(long)]
     pub offline: bool,
+    /// `json`: a stream of JSON events on stdout, one per line (steps with durations, warnings,
+    /// the final error with a reason code and hint), for CI.
+    #[arg(short, long, value_enum, default_value_t = super::OutputFormat::Text)]
+    pub output: super::OutputFormat,
 }
 
 pub async fn run(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
+    ctx.printer
+        .set_events(args.output == super::OutputFormat::Json);
     // Everything is checked before anything is touched.
     k3s::validate_disable(&args.disable).map_err(|e| {
         UserError::new(
@@ -92,6 +109,13 @@ pub async fn run(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
             "list components separated by commas, e.g. `--disable traefik,servicelb`",
         )
     })?;
+    if args.control_planes > 1 && args.control_planes.is_multiple_of(2) {
+        ctx.printer.warn(&format!(
+            "{} servers give no more fault tolerance than {}: etcd needs a majority, so use an odd number (3 survives losing one)",
+            args.control_planes,
+            args.control_planes - 1
+        ));
+    }
     if !args.listen_address.is_loopback() {
         ctx.printer.warn(&format!(
             "--listen-address {} publishes the API server beyond this machine",
@@ -131,21 +155,36 @@ pub async fn run(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
     sources.insecure_mirror |= args.insecure_mirror;
     sources.offline |= args.offline;
     sources.validate()?;
+    // Persistent defaults (`timonel config`) apply to new profiles only: an existing profile is
+    // resumed as it is.
+    let mut args = args;
+    if !ctx.store.exists(&ctx.profile) {
+        let defaults = crate::config::load_defaults(&ctx.home)?;
+        args.driver = args.driver.or(defaults.driver);
+        args.kubernetes_version = args.kubernetes_version.or(defaults.kubernetes_version);
+        args.nodes = args.nodes.or(defaults.nodes);
+        args.cpus = args.cpus.or(defaults.cpus);
+        args.memory = args.memory.or(defaults.memory_mib);
+        args.wait_timeout = args.wait_timeout.or(defaults.wait_timeout);
+    }
     cluster::start(
         ctx,
         StartOptions {
             driver: args.driver,
             version: args.kubernetes_version,
-            nodes: args.nodes,
+            nodes: args.nodes.unwrap_or(1),
+            control_planes: args.control_planes,
             cpus: args.cpus,
             memory_mib: args.memory,
             wait: args.wait,
-            wait_timeout: args.wait_timeout,
+            wait_timeout: args.wait_timeout.unwrap_or(Duration::from_secs(300)),
             keep_context: args.keep_context,
             kubeconfig: args.kubeconfig,
             disable: args.disable,
             env: args.env,
             node_image: args.node_image,
+            vm_image: args.vm_image,
+            disk_mib: args.disk_size,
             apiserver_port: args.apiserver_port,
             listen_address: args.listen_address,
             ports,

@@ -33,6 +33,7 @@ pub async fn stop(ctx: &Ctx, timeout: Duration) -> anyhow::Result<()> {
 /// Deletes the profile's nodes and everything labelled with it, our kubeconfig entries, and the
 /// profile folder. Works when the profile file is missing or damaged.
 pub async fn delete(ctx: &Ctx, kubeconfig_flag: Option<&Path>) -> anyhow::Result<()> {
+    let _finish = finish_on_first_interrupt();
     let _lock = ctx.lock_profile()?;
     delete_one(ctx, &ctx.profile, kubeconfig_flag).await
 }
@@ -65,6 +66,14 @@ async fn delete_one(
     let path = super::kubeconfig_target(profile.as_ref(), kubeconfig_flag)?;
     let outcome = kubeconfig::remove(&path, name.as_str(), &Default::default())?;
     let existed = profile.is_some() || ctx.store.dir(name).exists();
+    // VM nodes' disks and seeds live outside the profile folder.
+    let machines = ctx.home.root().join("machines").join(name.as_str());
+    if let Err(e) = std::fs::remove_dir_all(&machines) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            ctx.printer
+                .warn(&format!("could not remove `{}`: {e}", machines.display()));
+        }
+    }
     ctx.store.remove(name)?;
     if removed.is_empty() && !existed && outcome.nothing_removed() {
         drop(step);
@@ -80,8 +89,17 @@ async fn delete_one(
     Ok(())
 }
 
+/// A delete that stops halfway leaves a cluster half removed, so the first Ctrl-C (or SIGTERM)
+/// lets it finish; a second one quits at once (exit 130).
+fn finish_on_first_interrupt() -> super::Cancel {
+    super::Cancel::on_signals(|| {
+        eprintln!("interrupted: finishing the delete so nothing is left half removed (Ctrl-C again to quit at once)")
+    })
+}
+
 /// Deletes every profile, and clusters left by profiles whose files are gone (by label).
 pub async fn delete_all(ctx: &Ctx, purge: bool) -> anyhow::Result<()> {
+    let _finish = finish_on_first_interrupt();
     let mut names: Vec<ClusterName> = ctx
         .store
         .list()
@@ -213,18 +231,32 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<StatusReport> {
         async move { driver.state(&name).await }
     }))
     .await;
-    let creds = saved_credentials(&ctx.store, &profile.name).ok();
-    let api = match &creds {
-        Some(c) => ApiClient::new(c, &c.server).ok(),
+    let mut creds = saved_credentials(&ctx.store, &profile.name).ok();
+    let live = match &creds {
+        Some(c) => super::live_api(&profile, c).await,
         None => None,
     };
-    let api_state = match &api {
-        Some(a) => match a.api_ready().await {
-            Ok(true) => "ready",
-            Ok(false) => "not ready",
-            Err(_) => "unreachable",
-        },
-        None => "unreachable",
+    let (api, api_state) = match live {
+        Some((api, url)) => {
+            if let Some(c) = creds.as_mut() {
+                c.server = url;
+            }
+            (Some(api), "ready")
+        }
+        None => {
+            // Nothing answers ready: tell "not ready" (answers) from "unreachable".
+            let first = creds
+                .as_ref()
+                .and_then(|c| ApiClient::new(c, &c.server).ok());
+            let state = match &first {
+                Some(a) => match a.api_ready().await {
+                    Ok(_) => "not ready",
+                    Err(_) => "unreachable",
+                },
+                None => "unreachable",
+            };
+            (None, state)
+        }
     };
     let mut nodes = Vec::new();
     for (record, state) in profile.nodes.iter().zip(states) {
@@ -275,7 +307,21 @@ pub async fn kubeconfig_cmd(
     let file = ctx.store.dir(&profile.name).join(KUBECONFIG_FILE);
     if merge {
         let _lock = ctx.lock_profile()?;
-        let creds = saved_credentials(&ctx.store, &profile.name)?;
+        let mut creds = saved_credentials(&ctx.store, &profile.name)?;
+        if let Some((_, url)) = super::live_api(&profile, &creds).await {
+            if url != creds.server {
+                ctx.printer.warn(&format!(
+                    "the API at {} does not answer; pointing the context at {url}",
+                    creds.server
+                ));
+                creds.server = url;
+                crate::fsutil::atomic_write(
+                    &file,
+                    kubeconfig::standalone(profile.name.as_str(), &creds).as_bytes(),
+                    0o600,
+                )?;
+            }
+        }
         let target = super::kubeconfig_target(Some(&profile), path)?;
         kubeconfig::merge(
             &target,

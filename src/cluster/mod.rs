@@ -1,12 +1,19 @@
 //! Orchestration: start = pick driver → artifacts → node image → nodes → k3s → wait →
 //! kubeconfig; and stop, delete, status, ip, kubeconfig, all through the same layers.
 
+mod addons;
 mod cancel;
+mod images;
 mod manage;
+mod nodes;
 mod start;
+mod vm;
 
+pub use addons::{addon_rows, set_addon, AddonRow, ADDONS};
 pub use cancel::Cancel;
+pub use images::{load as load_images, short as images_short, ImageSource, LoadRow};
 pub use manage::{delete, delete_all, ip, kubeconfig_cmd, status, stop, StatusReport};
+pub use nodes::{node_add, node_delete, node_list, NodeRow};
 pub use start::{start, StartOptions};
 
 use std::net::IpAddr;
@@ -41,6 +48,34 @@ pub fn saved_credentials(store: &Store, name: &ClusterName) -> anyhow::Result<Cl
         )
     })?;
     Ok(crate::kubeconfig::parse_k3s_yaml(&text)?)
+}
+
+/// The first server whose API answers, as (client, host-reachable URL). With several servers
+/// this is how the kubeconfig fails over: each server's API port is published on the host, and
+/// `start` / `kubeconfig --merge` point the context at one that answers.
+pub async fn live_api(
+    profile: &Profile,
+    creds: &ClusterCredentials,
+) -> Option<(crate::distro::ready::ApiClient, String)> {
+    let mut servers: Vec<String> = profile
+        .nodes
+        .iter()
+        .filter(|n| n.role == timonel_driver::NodeRole::Server)
+        .filter_map(|n| profile.api_url(n))
+        .collect();
+    // The recorded server first, then the others in node order.
+    if let Some(pos) = servers.iter().position(|u| *u == creds.server) {
+        let u = servers.remove(pos);
+        servers.insert(0, u);
+    }
+    for url in servers {
+        if let Ok(api) = crate::distro::ready::ApiClient::new(creds, &url) {
+            if matches!(api.api_ready().await, Ok(true)) {
+                return Some((api, url));
+            }
+        }
+    }
+    None
 }
 
 /// Where the kubeconfig of `profile` was merged (or would be).
@@ -100,17 +135,6 @@ pub fn parse_memory(s: &str) -> Result<u64, String> {
         ));
     }
     Ok(mib)
-}
-
-/// Picks a free TCP port on `listen` for the API (kind style: we pick, the profile keeps it).
-pub fn free_port(listen: IpAddr) -> std::io::Result<u16> {
-    let addr = if listen.is_unspecified() {
-        IpAddr::from([127, 0, 0, 1])
-    } else {
-        listen
-    };
-    let l = std::net::TcpListener::bind((addr, 0))?;
-    Ok(l.local_addr()?.port())
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use timonel_driver::{
 };
 
 use super::cancel::{Cancel, Interrupted};
-use super::{free_port, server_url, KUBECONFIG_FILE};
+use super::{server_url, KUBECONFIG_FILE};
 use crate::artifact::{self, ArtifactCache, Sources, VersionSpec};
 use crate::cli::Ctx;
 use crate::distro::ready::{self, ApiClient, WaitFor};
@@ -26,7 +26,10 @@ use crate::profile::{now_unix, NodeRecord, Phase, Profile, SCHEMA};
 pub struct StartOptions {
     pub driver: Option<DriverKind>,
     pub version: Option<String>,
+    /// Total nodes (servers included).
     pub nodes: u32,
+    /// Servers (control-plane nodes); more than one uses embedded etcd.
+    pub control_planes: u32,
     pub cpus: Option<f64>,
     pub memory_mib: Option<u64>,
     pub wait: WaitFor,
@@ -37,6 +40,10 @@ pub struct StartOptions {
     /// `KEY=VALUE` for the distribution's service in every node.
     pub env: Vec<String>,
     pub node_image: Option<String>,
+    /// VM drivers: a local base image (qcow2/VHDX/VMDK) instead of the default cloud image.
+    pub vm_image: Option<PathBuf>,
+    /// VM drivers: disk size per node.
+    pub disk_mib: Option<u64>,
     pub apiserver_port: Option<u16>,
     pub listen_address: IpAddr,
     pub ports: Vec<PortMapping>,
@@ -98,6 +105,9 @@ pub async fn start(ctx: &Ctx, opts: StartOptions) -> anyhow::Result<()> {
                 }
             }
             if interrupted {
+                if printer.events() {
+                    crate::output::emit_error("interrupted", "INTERRUPTED", None);
+                }
                 std::process::exit(130);
             }
             Err(err)
@@ -135,21 +145,26 @@ async fn create(
     let printer = &ctx.printer;
     let name = ctx.profile.clone();
     let driver = &selected.driver;
-    if !driver.capabilities().container_nodes {
+    let containers = driver.capabilities().container_nodes;
+    if !containers && opts.node_image.is_some() {
         bail!(UserError::new(
-            format!("the {} driver can create machines, but installing k3s on VM nodes is not wired into `start` yet", driver.kind()),
-            "use `--driver docker` for now",
+            format!(
+                "--node-image is a container image, and the {} driver runs VMs",
+                driver.kind()
+            ),
+            "use --vm-image for VM drivers",
         ));
     }
 
     // The distribution and its artifacts.
     let cache = ArtifactCache::new(ctx.home.cache());
+    let mut binary = None;
     let (version, node_image, airgap) = if let Some(image) = &opts.node_image {
         let version = opts
             .version
             .clone()
             .unwrap_or_else(|| "unknown".to_string());
-        (version, image.clone(), None)
+        (version, Some(image.clone()), None)
     } else {
         let spec: VersionSpec = opts.version.as_deref().unwrap_or("stable").parse()?;
         let step = printer.step("resolving the k3s version");
@@ -172,105 +187,134 @@ async fn create(
             .await??;
         step.finish(&format!("k3s {} ready (sha256 verified)", resolved.version));
         cancel.check()?;
-        let docker = selected
-            .docker
-            .as_ref()
-            .ok_or_else(|| anyhow!("container nodes need the docker driver"))?;
-        let step = printer.step("preparing the node image");
-        let image = docker
-            .ensure_node_image(&arts.binary, &resolved.version.to_string(), printer)
-            .await?;
-        step.finish(&format!("Node image {image}"));
+        let image = if containers {
+            let docker = selected
+                .docker
+                .as_ref()
+                .ok_or_else(|| anyhow!("container nodes need the docker driver"))?;
+            let step = printer.step("preparing the node image");
+            let image = docker
+                .ensure_node_image(&arts.binary, &resolved.version.to_string(), printer)
+                .await?;
+            step.finish(&format!("Node image {image}"));
+            Some(image)
+        } else {
+            None
+        };
+        binary = Some(arts.binary.clone());
         // Airgap images ride along with the nodes when preloading.
         (resolved.version.to_string(), image, arts.airgap)
     };
     cancel.check()?;
+    let vm_image = if containers {
+        None
+    } else {
+        let image = cancel
+            .or_cancel(super::vm::base_image(
+                &cache,
+                &opts.sources,
+                opts.vm_image.as_deref(),
+                driver.kind(),
+                printer,
+            ))
+            .await??;
+        Some(image)
+    };
+    cancel.check()?;
 
     // The profile, saved before anything is created so `delete` always finds it.
-    let api_port = match opts.apiserver_port {
-        Some(p) => p,
-        None => {
-            free_port(opts.listen_address).context("cannot find a free port for the API server")?
-        }
+    let servers = opts.control_planes.max(1);
+    let total = opts.nodes.max(servers);
+    let api_ports = free_ports(opts.listen_address, servers as usize, opts.apiserver_port)
+        .context("cannot find free ports for the API server")?;
+    // NAT'd VMs reach SSH through a forwarded host port.
+    let ssh_ports = if containers {
+        Vec::new()
+    } else {
+        free_ports(opts.listen_address, total as usize, None)
+            .context("cannot find free ports for SSH")?
     };
     let kubeconfig_path = super::kubeconfig_target(None, opts.kubeconfig.as_deref())?;
-    let mut profile = Profile {
+    let profile = Profile {
         schema: SCHEMA,
         name: name.clone(),
         driver: driver.kind(),
         distribution: "k3s".to_string(),
         version: version.clone(),
-        node_image: Some(node_image.clone()),
+        node_image: node_image.clone(),
+        vm_image,
+        disk_mib: opts.disk_mib,
+        ssh_user: None,
         listen_address: opts.listen_address,
         cpus: opts.cpus,
         memory_mib: opts.memory_mib,
         disable: opts.disable.clone(),
         env: {
             let mut env = opts.env.clone();
-            env.extend(proxy_env(&name, opts.nodes));
+            env.extend(proxy_env(&name, total));
             env
         },
+        ports: opts.ports.clone(),
+        embedded_etcd: servers > 1,
         token: k3s::new_token(),
         kubeconfig: Some(kubeconfig_path.clone()),
-        nodes: (1..=opts.nodes)
+        nodes: (1..=total)
             .map(|i| NodeRecord {
                 name: name.machine(i),
-                role: if i == 1 {
+                role: if i <= servers {
                     NodeRole::Server
                 } else {
                     NodeRole::Agent
                 },
                 index: i,
                 ip: None,
-                api_port: (i == 1).then_some(api_port),
+                api_port: api_ports.get(i as usize - 1).copied(),
+                ssh_port: ssh_ports.get(i as usize - 1).copied(),
+                api_url: None,
             })
             .collect(),
         phase: Phase::Creating,
         created_at: now_unix(),
     };
+    let mut profile = profile;
     ctx.store.save(&profile)?;
     created.profile_saved = true;
 
+    let install = Install { binary, airgap };
     bring_up(
         ctx,
         selected,
         &mut profile,
         opts,
-        airgap.as_deref(),
-        &opts.ports,
+        Some(&install),
         cancel,
         created,
     )
     .await
 }
 
+/// What a fresh start installs: VM nodes get the binary over SSH; every node gets the airgap
+/// images (container nodes through their spec).
+struct Install {
+    binary: Option<PathBuf>,
+    airgap: Option<PathBuf>,
+}
+
 /// Creates (idempotently) and starts every node, waits, writes the kubeconfig, records the
 /// profile as running. Shared by a fresh start and a resume.
-#[allow(clippy::too_many_arguments)]
 async fn bring_up(
     ctx: &Ctx,
     selected: &Selected,
     profile: &mut Profile,
     opts: &StartOptions,
-    airgap: Option<&Path>,
-    ports: &[PortMapping],
+    install: Option<&Install>,
     cancel: &Cancel,
     created: &mut Created,
 ) -> anyhow::Result<()> {
     let printer = &ctx.printer;
     let driver = selected.driver.clone();
     let name = profile.name.clone();
-    let settings = ClusterSettings {
-        token: profile.token.clone(),
-        disable: profile.disable.clone(),
-        tls_sans: tls_sans(profile.listen_address),
-        env: profile
-            .env
-            .iter()
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    };
+    let settings = cluster_settings(profile);
     let server = profile
         .server()
         .cloned()
@@ -279,34 +323,53 @@ async fn bring_up(
         .api_port
         .ok_or_else(|| anyhow!("profile `{name}` has no API port"))?;
 
-    // The server first: agents need its address.
+    // The first server first: every other node joins it.
     let step = printer.step(&format!("starting node {}", server.name));
-    let spec = machine_spec(profile, &server, &settings, None, airgap, ports, api_port)?;
-    ensure_running(driver.as_ref(), &spec, printer).await?;
-    let server_ip = driver.ip(&server.name).await?;
+    let server_ip = start_node(
+        ctx,
+        selected,
+        profile,
+        &server,
+        &settings,
+        None,
+        install,
+        opts.wait_timeout,
+        printer,
+    )
+    .await?;
     step.finish(&format!("Node {} running ({server_ip})", server.name));
     record_ip(profile, &server.name, server_ip);
     ctx.store.save(profile)?;
     cancel.check()?;
 
-    // Agents in parallel.
-    let join = format!("https://{}:{}", bracket(server_ip), k3s::API_PORT);
-    let agents: Vec<NodeRecord> = profile
+    // The other servers and the agents, in parallel.
+    let join = join_url(server_ip);
+    let others: Vec<NodeRecord> = profile
         .nodes
         .iter()
-        .filter(|n| n.role == NodeRole::Agent)
+        .filter(|n| n.name != server.name)
         .cloned()
         .collect();
-    if !agents.is_empty() {
-        let step = printer.step(&format!("starting {} agent node(s)", agents.len()));
+    if !others.is_empty() {
+        let step = printer.step(&format!("starting {} more node(s)", others.len()));
+        let snapshot = profile.clone();
         let mut tasks = Vec::new();
-        for agent in &agents {
-            let spec = machine_spec(profile, agent, &settings, Some(&join), airgap, &[], 0)?;
-            let driver = driver.clone();
+        for node in &others {
+            let (snapshot, settings, join) = (&snapshot, &settings, &join);
             tasks.push(async move {
-                ensure_running(driver.as_ref(), &spec, &timonel_driver::SilentReporter).await?;
-                let ip = driver.ip(&spec.name).await?;
-                Ok::<_, anyhow::Error>((spec.name.clone(), ip))
+                let ip = start_node(
+                    ctx,
+                    selected,
+                    snapshot,
+                    node,
+                    settings,
+                    Some(join),
+                    install,
+                    opts.wait_timeout,
+                    &timonel_driver::SilentReporter,
+                )
+                .await?;
+                Ok::<_, anyhow::Error>((node.name.clone(), ip))
             });
         }
         for result in futures_util::future::join_all(tasks).await {
@@ -314,13 +377,13 @@ async fn bring_up(
             record_ip(profile, &node, ip);
         }
         ctx.store.save(profile)?;
-        step.finish(&format!("{} agent node(s) running", agents.len()));
+        step.finish(&format!("{} more node(s) running", others.len()));
         cancel.check()?;
     }
 
     // Credentials: the admin kubeconfig k3s writes, with the host-reachable server.
     let step = printer.step("waiting for the cluster's kubeconfig");
-    let access = driver.access(&server.name).await?;
+    let access = node_access(ctx, profile, driver.as_ref(), &server, opts.wait_timeout).await?;
     let text = cancel
         .or_cancel(wait_for_file(
             access.as_ref(),
@@ -329,7 +392,21 @@ async fn bring_up(
         ))
         .await??;
     let mut creds = kubeconfig::parse_k3s_yaml(&text)?;
-    creds.server = server_url(profile.listen_address, api_port);
+    if !driver.capabilities().container_nodes {
+        // VMs: the API where the host reaches it (the VM's address, or a NAT forward).
+        let addr = driver.endpoint(&server.name, k3s::API_PORT).await?;
+        let url = format!("https://{}:{}", bracket(addr.ip()), addr.port());
+        if let Some(n) = profile.nodes.iter_mut().find(|n| n.name == server.name) {
+            n.api_url = Some(url);
+        }
+    }
+    let refreshed = profile
+        .node(server.name.as_str())
+        .cloned()
+        .unwrap_or(server.clone());
+    creds.server = profile
+        .api_url(&refreshed)
+        .unwrap_or_else(|| server_url(profile.listen_address, api_port));
     crate::fsutil::atomic_write(
         &ctx.store.dir(&name).join(KUBECONFIG_FILE),
         kubeconfig::standalone(name.as_str(), &creds).as_bytes(),
@@ -424,7 +501,7 @@ fn bracket(ip: IpAddr) -> String {
     }
 }
 
-fn record_ip(profile: &mut Profile, node: &MachineName, ip: IpAddr) {
+pub(crate) fn record_ip(profile: &mut Profile, node: &MachineName, ip: IpAddr) {
     if let Some(n) = profile.nodes.iter_mut().find(|n| &n.name == node) {
         n.ip = Some(ip);
     }
@@ -443,23 +520,101 @@ fn tls_sans(listen: IpAddr) -> Vec<String> {
     sans
 }
 
+/// Creates (idempotently) and starts one node; on a fresh VM, installs the distribution over
+/// SSH. Returns the node's address.
+#[allow(clippy::too_many_arguments)]
+async fn start_node(
+    ctx: &Ctx,
+    selected: &Selected,
+    profile: &Profile,
+    node: &NodeRecord,
+    settings: &ClusterSettings,
+    join: Option<&str>,
+    install: Option<&Install>,
+    timeout: Duration,
+    report: &dyn timonel_driver::Reporter,
+) -> anyhow::Result<IpAddr> {
+    let driver = selected.driver.as_ref();
+    let airgap = install.and_then(|i| i.airgap.as_deref());
+    let mut spec = machine_spec(profile, node, settings, join, airgap)?;
+    let containers = driver.capabilities().container_nodes;
+    let plan = crate::distro::InstallPlan {
+        files: spec.files.clone(),
+        service: spec.service.clone().unwrap_or_default(),
+    };
+    if !containers {
+        super::vm::prepare(&ctx.home, profile, node, &mut spec)?;
+    }
+    let fresh = driver.state(&spec.name).await? == timonel_driver::MachineState::NotCreated;
+    ensure_running(driver, &spec, report).await?;
+    if !containers && fresh {
+        let binary = install.and_then(|i| i.binary.as_deref()).ok_or_else(|| {
+            anyhow!(
+                "node `{}` is new and there is no k3s binary to install",
+                node.name
+            )
+        })?;
+        let access = node_access(ctx, profile, driver, node, timeout).await?;
+        super::vm::install(access.as_ref(), &plan, binary, node.role).await?;
+    }
+    Ok(driver.ip(&spec.name).await?)
+}
+
+/// Commands and files in a node: the driver's access for containers, SSH for VMs.
+async fn node_access(
+    ctx: &Ctx,
+    profile: &Profile,
+    driver: &dyn Driver,
+    node: &NodeRecord,
+    timeout: Duration,
+) -> anyhow::Result<std::sync::Arc<dyn timonel_driver::NodeAccess>> {
+    if driver.capabilities().container_nodes {
+        Ok(driver.access(&node.name).await?)
+    } else {
+        super::vm::access(&ctx.home, profile, driver, node, timeout).await
+    }
+}
+
+/// The k3s settings every node of `profile` shares.
+pub(crate) fn cluster_settings(profile: &Profile) -> ClusterSettings {
+    ClusterSettings {
+        token: profile.token.clone(),
+        disable: profile.disable.clone(),
+        tls_sans: tls_sans(profile.listen_address),
+        env: profile
+            .env
+            .iter()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+/// The URL nodes use to join the server at `ip`.
+pub(crate) fn join_url(ip: IpAddr) -> String {
+    format!("https://{}:{}", bracket(ip), k3s::API_PORT)
+}
+
 /// The spec of one node, derived only from the profile (so a resume rebuilds the same spec).
-fn machine_spec(
+/// `join` is the first server's URL for every node but the first server.
+pub(crate) fn machine_spec(
     profile: &Profile,
     node: &NodeRecord,
     settings: &ClusterSettings,
     join: Option<&str>,
     airgap: Option<&Path>,
-    extra_ports: &[PortMapping],
-    api_port: u16,
 ) -> anyhow::Result<MachineSpec> {
+    let first = profile
+        .server()
+        .map(|s| s.name == node.name)
+        .unwrap_or(false);
     let plan = k3s::plan(
         settings,
         &NodeSettings {
             name: node.name.to_string(),
             role: node.role,
             join: join.map(str::to_string),
-            cluster_init: false,
+            cluster_init: first && profile.embedded_etcd,
         },
         airgap,
     )
@@ -475,19 +630,45 @@ fn machine_spec(
     spec.image = profile.node_image.clone();
     spec.files = plan.files;
     spec.service = Some(plan.service);
-    if node.role == NodeRole::Server && api_port != 0 {
+    if let (NodeRole::Server, Some(port)) = (node.role, node.api_port) {
         spec.ports.push(PortMapping {
             host_ip: profile.listen_address,
-            host_port: api_port,
+            host_port: port,
             node_port: k3s::API_PORT,
             protocol: "tcp".into(),
         });
     }
-    spec.ports.extend(extra_ports.iter().cloned());
+    if first {
+        spec.ports.extend(profile.ports.iter().cloned());
+    }
     Ok(spec)
 }
 
-async fn ensure_running(
+/// `n` distinct free ports on `listen`, the first being `first` when given. The listeners stay
+/// open until all are picked so none repeats (kind's way).
+fn free_ports(listen: IpAddr, n: usize, first: Option<u16>) -> std::io::Result<Vec<u16>> {
+    let addr = if listen.is_unspecified() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        listen
+    };
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    if let Some(p) = first {
+        ports.push(p);
+    }
+    while ports.len() < n {
+        let l = std::net::TcpListener::bind((addr, 0))?;
+        let port = l.local_addr()?.port();
+        held.push(l);
+        if !ports.contains(&port) {
+            ports.push(port);
+        }
+    }
+    Ok(ports)
+}
+
+pub(crate) async fn ensure_running(
     driver: &dyn Driver,
     spec: &MachineSpec,
     report: &dyn timonel_driver::Reporter,
@@ -561,7 +742,15 @@ async fn resume(
     if opts.memory_mib.is_some() && opts.memory_mib != profile.memory_mib {
         conflicts.push("--memory".to_string());
     }
-    if opts.nodes as usize != profile.nodes.len() && opts.nodes != 1 {
+    if (opts.nodes as usize != profile.nodes.len() && opts.nodes != 1)
+        || opts.control_planes > 1
+            && opts.control_planes as usize
+                != profile
+                    .nodes
+                    .iter()
+                    .filter(|n| n.role == NodeRole::Server)
+                    .count()
+    {
         conflicts.push(format!(
             "--nodes {} (the profile has {})",
             opts.nodes,
@@ -604,16 +793,19 @@ async fn resume(
         ));
     }
     ctx.printer.info(&format!("Resuming profile `{name}`"));
+    if !opts.ports.is_empty() && opts.ports != profile.ports {
+        bail!(UserError::new(
+            format!("profile `{name}` already exists and --ports would change it"),
+            format!("`timonel delete -p {name}` first, or use another profile"),
+        ));
+    }
     let mut created = Created::default();
-    let airgap = None;
-    let ports = opts.ports.clone();
     bring_up(
         ctx,
         &selected,
         &mut profile,
         opts,
-        airgap,
-        &ports,
+        None,
         cancel,
         &mut created,
     )

@@ -97,6 +97,18 @@ impl ApiClient {
         serde_json::from_str(&body).map_err(|e| format!("{path}: {e}"))
     }
 
+    /// One API object as JSON (`/api/v1/namespaces/default/services/web`); `None` on 404.
+    pub async fn get_object(&self, path: &str) -> Result<Option<Value>, String> {
+        let (status, body) = self.get(path).await?;
+        match status {
+            404 => Ok(None),
+            200 => serde_json::from_str(&body)
+                .map(Some)
+                .map_err(|e| format!("{path}: {e}")),
+            s => Err(format!("HTTP {s} from {path}")),
+        }
+    }
+
     /// Deletes a Node object (for `node delete`).
     pub async fn delete_node(&self, name: &str) -> Result<(), String> {
         let resp = self

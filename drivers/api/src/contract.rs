@@ -21,7 +21,10 @@ pub async fn suite(driver: &dyn Driver, spec: &MachineSpec) {
 
     // A node that does not exist: state says so, delete is Ok, ip is a typed error.
     assert_eq!(
-        driver.state(name).await.expect("state of a missing machine"),
+        driver
+            .state(name)
+            .await
+            .expect("state of a missing machine"),
         MachineState::NotCreated,
         "state of a machine that was never created must be NotCreated"
     );

@@ -12,7 +12,11 @@ pub enum NameError {
     #[error("`{name}` is empty")]
     Empty { name: String },
     #[error("`{name}` is {len} characters long; the limit is {max}")]
-    TooLong { name: String, len: usize, max: usize },
+    TooLong {
+        name: String,
+        len: usize,
+        max: usize,
+    },
     #[error("`{name}` contains `{ch}`; only lowercase letters, digits and `-` are allowed")]
     BadChar { name: String, ch: char },
     #[error("`{name}` must start and end with a lowercase letter or a digit")]
@@ -153,7 +157,11 @@ mod tests {
         let long = "x".repeat(41);
         assert!(matches!(
             long.parse::<ClusterName>(),
-            Err(NameError::TooLong { len: 41, max: 40, .. })
+            Err(NameError::TooLong {
+                len: 41,
+                max: 40,
+                ..
+            })
         ));
         assert!("x".repeat(63).parse::<MachineName>().is_ok());
         assert!("x".repeat(64).parse::<MachineName>().is_err());

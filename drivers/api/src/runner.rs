@@ -206,7 +206,9 @@ mod tests {
     async fn host_runner_feeds_stdin_and_times_out() {
         let cmd = Cmd::new("cat").stdin(b"hello".to_vec());
         assert_eq!(HostRunner.run(&cmd).await.unwrap().stdout, "hello");
-        let slow = Cmd::new("sleep").arg("5").timeout(Duration::from_millis(100));
+        let slow = Cmd::new("sleep")
+            .arg("5")
+            .timeout(Duration::from_millis(100));
         assert!(matches!(
             HostRunner.run(&slow).await,
             Err(CommandError::Timeout { .. })

@@ -214,7 +214,13 @@ mod tests {
             .expect(["VBoxManage", "showvminfo", "dev", "--machinereadable"])
             .returns_ok();
         let err = r
-            .run(&cmd(&["VBoxManage", "startvm", "dev", "--type", "headless"]))
+            .run(&cmd(&[
+                "VBoxManage",
+                "startvm",
+                "dev",
+                "--type",
+                "headless",
+            ]))
             .await
             .unwrap_err();
         assert_eq!(
@@ -234,7 +240,10 @@ mod tests {
         assert!(text.contains("never ran; the next was `a`"), "{text}");
         r.run(&cmd(&["a"])).await.unwrap();
         let err = r.run(&cmd(&["b"])).await.unwrap_err();
-        assert!(err.to_string().contains("expected no more commands"), "{err}");
+        assert!(
+            err.to_string().contains("expected no more commands"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

@@ -18,9 +18,13 @@ pub enum MachineState {
     /// Saved to disk (VirtualBox `saved`, Hyper-V `Saved`).
     Suspended,
     /// The backend reports an error state (VirtualBox `gurumeditation`, Hyper-V critical states).
-    Error { raw: String },
+    Error {
+        raw: String,
+    },
     /// A state we do not know; never assumed to be running.
-    Unknown { raw: String },
+    Unknown {
+        raw: String,
+    },
 }
 
 impl MachineState {

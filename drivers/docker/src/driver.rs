@@ -340,4 +340,8 @@ impl Driver for DockerDriver {
             container_name(name.as_str()),
         )))
     }
+
+    async fn logs(&self, name: &MachineName, tail: usize) -> Result<String, DriverError> {
+        self.tail_logs(name, tail).await
+    }
 }

@@ -16,6 +16,7 @@ mod config;
 mod driver;
 mod exec;
 mod image;
+mod logs;
 mod network;
 mod objects;
 mod security;
@@ -24,6 +25,7 @@ pub use client::{DockerDriver, DEFAULT_HOST};
 pub use config::{container_config, SecurityProfile, CAPABILITIES, OPTIONAL_CAPABILITIES};
 pub use exec::DockerExec;
 pub use image::{node_image_ref, rootfs_entries, write_rootfs, ROOTFS_DIRS};
+pub use logs::HostImage;
 pub use network::{pick_subnet, Subnet, FIRST_SUBNET};
 
 /// Label on every object timonel creates: the cluster (profile) it belongs to.

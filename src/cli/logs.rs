@@ -1,0 +1,102 @@
+//! `timonel logs [--node N] [-f] [--tail N]`: the distribution's log from a node (k3s is the
+//! container's command, so its log is the container's output).
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::anyhow;
+use clap::Args;
+use futures_util::StreamExt;
+
+use super::Ctx;
+use crate::drivers;
+use crate::error::UserError;
+use crate::profile::{NodeRecord, Profile};
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The node (default: the first server; `timonel node list` shows the nodes).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Keep printing new lines as they are written, until Ctrl-C.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub tail: usize,
+}
+
+/// The node `--node` names, else the first server.
+pub(super) fn pick_node<'a>(
+    profile: &'a Profile,
+    node: Option<&str>,
+) -> anyhow::Result<&'a NodeRecord> {
+    match node {
+        Some(n) => profile.node(n).ok_or_else(|| {
+            UserError::new(
+                format!("profile `{}` has no node `{n}`", profile.name),
+                format!(
+                    "its nodes are: {}",
+                    profile
+                        .nodes
+                        .iter()
+                        .map(|n| n.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+            .into()
+        }),
+        None => profile
+            .server()
+            .ok_or_else(|| anyhow!("profile `{}` has no server node", profile.name)),
+    }
+}
+
+pub async fn run(ctx: &Ctx, args: LogsArgs) -> anyhow::Result<ExitCode> {
+    let profile = ctx.store.load(&ctx.profile)?;
+    let node = pick_node(&profile, args.node.as_deref())?;
+    let selected = drivers::make(profile.driver)?;
+    if !args.follow {
+        let text = selected.driver.logs(&node.name, args.tail).await?;
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())?;
+        out.flush()?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let docker = selected.docker.as_ref().ok_or_else(|| {
+        UserError::new(
+            format!(
+                "following the log is not possible with the {} driver",
+                profile.driver
+            ),
+            format!(
+                "`timonel logs -p {} --tail 100` prints the last lines",
+                profile.name
+            ),
+        )
+    })?;
+    let tail = (args.tail > 0).then_some(args.tail);
+    let mut stream = docker.follow_logs(&node.name, tail).await?;
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    loop {
+        tokio::select! {
+            _ = &mut interrupted => break,
+            chunk = stream.next() => match chunk {
+                Some(bytes) => {
+                    let bytes = bytes?;
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(&bytes)?;
+                    out.flush()?;
+                }
+                // The container stopped: nothing more will be written.
+                None => {
+                    ctx.printer.info(&format!("node {} stopped; end of its log", node.name));
+                    break;
+                }
+            },
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,163 @@
+//! `timonel start --driver kvm` end to end on the real libvirtd + QEMU (TCG here): a VM booted
+//! from the test image, k3s (the stand-in) installed over SSH with a systemd unit, judged by
+//! kubectl through the merged kubeconfig; then stop/start/delete leave nothing behind.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+
+/// The test image (built and cached by scripts/build-test-vm-image.sh), when libvirt answers.
+/// Under CI=true anything missing fails the test; elsewhere it skips with the reason.
+fn require_libvirt() -> Option<PathBuf> {
+    let why = if !Command::new("virsh")
+        .args(["-c", "qemu:///system", "list", "--all"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        "libvirtd does not answer at qemu:///system (scripts/start-libvirt.sh starts it)"
+            .to_string()
+    } else {
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/build-test-vm-image.sh");
+        match Command::new("bash").arg(&script).output() {
+            Ok(o) if o.status.success() => {
+                let path = PathBuf::from(
+                    String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .last()
+                        .unwrap_or("")
+                        .trim(),
+                );
+                if path.exists() {
+                    return Some(path);
+                }
+                format!(
+                    "build-test-vm-image.sh printed `{}`, which does not exist",
+                    path.display()
+                )
+            }
+            Ok(o) => format!(
+                "build-test-vm-image.sh failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => format!("cannot run build-test-vm-image.sh: {e}"),
+        }
+    };
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("CI=true and {why}");
+    }
+    eprintln!("skipping: {why}");
+    None
+}
+
+fn virsh(args: &[&str]) -> String {
+    let out = Command::new("virsh")
+        .args(["-c", "qemu:///system"])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+#[ignore = "needs libvirtd and the test VM image"]
+fn start_a_vm_cluster_on_kvm_and_remove_it() {
+    let Some(image) = require_libvirt() else {
+        return;
+    };
+    let sb = Sandbox::new("kvm");
+    // The hypervisor (libvirt's qemu user) must be able to reach the node's files.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(sb.home.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let run = |args: &[&str]| {
+        let out = sb
+            .cmd(args)
+            .env("TIMONEL_KVM_ACCEL", "tcg")
+            .output()
+            .unwrap();
+        eprintln!(
+            "$ timonel {} -> {}\n{}",
+            args.join(" "),
+            out.status,
+            stderr(&out)
+        );
+        out
+    };
+    let image = image.display().to_string();
+    let out = run(&[
+        "start",
+        "--driver",
+        "kvm",
+        "--vm-image",
+        &image,
+        "--kubernetes-version",
+        VERSION,
+        "--memory",
+        "1g",
+        "--cpus",
+        "2",
+        "--wait-timeout",
+        "10m",
+    ]);
+    assert!(out.status.success(), "start on kvm failed");
+
+    let nodes = sb.kubectl(&["get", "nodes", "--no-headers"]);
+    let line = stdout(&nodes);
+    assert!(
+        line.contains(&sb.profile) && line.contains(" Ready "),
+        "{line}"
+    );
+    let readyz = sb.kubectl(&["get", "--raw", "/readyz"]);
+    assert_eq!(stdout(&readyz).trim(), "ok");
+    let ip = sb.ok(&["ip"]).trim().to_string();
+    assert!(ip.parse::<std::net::Ipv4Addr>().is_ok(), "{ip}");
+    let domain = format!("timonel-{}", sb.profile);
+    assert!(virsh(&["list", "--name"])
+        .lines()
+        .any(|l| l.trim() == domain));
+
+    // The kubeconfig points at the VM's own address (the API port is not forwarded).
+    let kc = read_yaml(&sb.kubeconfig);
+    let server = kc["clusters"][0]["cluster"]["server"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(server, format!("https://{ip}:6443"));
+
+    assert!(run(&["stop"]).status.success());
+    assert_eq!(run(&["status"]).status.code(), Some(3));
+    assert!(run(&["start"]).status.success(), "resume on kvm failed");
+    assert_eq!(sb.ok(&["ip"]).trim(), ip, "the VM kept its address");
+    let readyz = sb.kubectl(&["get", "--raw", "/readyz"]);
+    assert_eq!(stdout(&readyz).trim(), "ok");
+
+    assert!(run(&["delete"]).status.success());
+    assert!(
+        !virsh(&["list", "--all", "--name"])
+            .lines()
+            .any(|l| l.trim() == domain),
+        "domain left"
+    );
+    let net = format!("timonel-{}", sb.profile);
+    assert!(
+        !virsh(&["net-list", "--all", "--name"])
+            .lines()
+            .any(|l| l.trim() == net),
+        "network left"
+    );
+    assert!(
+        !sb.timonel_home()
+            .join("machines")
+            .join(&sb.profile)
+            .exists(),
+        "disks left"
+    );
+}

@@ -1,0 +1,174 @@
+//! Multi-node and HA on the real Docker daemon with the k3s stand-in, judged by kubectl.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn ready_nodes(sb: &Sandbox) -> Vec<String> {
+    let out = sb.kubectl(&["get", "nodes", "--no-headers"]);
+    assert!(out.status.success());
+    stdout(&out)
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("Ready"))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect()
+}
+
+fn node_ips(sb: &Sandbox) -> Vec<(String, String)> {
+    let v: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["node", "list", "-o", "json"])).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap().to_string(),
+                n["ip"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs a docker daemon"]
+fn three_nodes_add_delete_and_stable_addresses() {
+    if !require_docker() {
+        return;
+    }
+    let sb = Sandbox::new("multi");
+    assert!(sb.start(&["--nodes", "3"]).status.success());
+    let p = &sb.profile;
+    let mut ready = ready_nodes(&sb);
+    ready.sort();
+    assert_eq!(
+        ready,
+        vec![p.clone(), format!("{p}-m02"), format!("{p}-m03")]
+    );
+
+    // Roles: one server, two agents.
+    let v: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["node", "list", "-o", "json"])).unwrap();
+    let roles: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["server", "agent", "agent"]);
+
+    // node add → a fourth Ready node; node delete → gone from Kubernetes and Docker.
+    let added = sb.ok(&["node", "add"]).trim().to_string();
+    assert_eq!(added, format!("{p}-m04"));
+    assert_eq!(ready_nodes(&sb).len(), 4);
+    sb.ok(&["node", "delete", &added]);
+    let after = ready_nodes(&sb);
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert!(!after.contains(&added));
+    let gone = Command::new("docker")
+        .args(["inspect", &format!("timonel-{added}")])
+        .output()
+        .unwrap();
+    assert!(
+        !gone.status.success(),
+        "container of the deleted node still exists"
+    );
+    // The first server cannot be deleted on its own.
+    let refused = sb.run(&["node", "delete", p]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("timonel delete"),
+        "{}",
+        stderr(&refused)
+    );
+
+    // stop/start keeps every node's address.
+    let before = node_ips(&sb);
+    assert!(before.iter().all(|(_, ip)| !ip.is_empty()));
+    sb.ok(&["stop"]);
+    assert!(sb.start(&[]).status.success());
+    assert_eq!(node_ips(&sb), before);
+    assert_eq!(ready_nodes(&sb).len(), 3);
+
+    sb.ok(&["delete"]);
+    assert_eq!(sb.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+#[ignore = "needs a docker daemon"]
+fn three_servers_keep_the_api_up_when_the_first_stops() {
+    if !require_docker() {
+        return;
+    }
+    let sb = Sandbox::new("ha");
+    assert!(sb.start(&["--control-planes", "3"]).status.success());
+    let p = &sb.profile;
+    let v: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["node", "list", "-o", "json"])).unwrap();
+    let servers: Vec<&serde_json::Value> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["role"] == "server")
+        .collect();
+    assert_eq!(servers.len(), 3);
+    let ports: std::collections::BTreeSet<u64> = servers
+        .iter()
+        .map(|s| s["api_port"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ports.len(), 3, "each server publishes its own API port");
+    assert_eq!(ready_nodes(&sb).len(), 3);
+    // The first server runs embedded etcd (--cluster-init), so it shows the etcd role.
+    let nodes = stdout(&sb.kubectl(&["get", "node", p, "--no-headers"]));
+    assert!(nodes.contains("etcd"), "{nodes}");
+
+    // Adding a server to an HA cluster works (with every server up: the stand-in's joined
+    // servers relay node registrations to the first server).
+    let added = sb.run(&["node", "add", "--control-plane"]);
+    assert!(added.status.success(), "{}", stderr(&added));
+    assert_eq!(ready_nodes(&sb).len(), 4);
+
+    // Stop the first server behind timonel's back; the API stays reachable through another.
+    let stopped = Command::new("docker")
+        .args(["stop", "-t", "5", &format!("timonel-{p}")])
+        .output()
+        .unwrap();
+    assert!(stopped.status.success());
+    let out = sb.run(&["kubeconfig", "--merge"]);
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).contains("pointing the context at"),
+        "{}",
+        stderr(&out)
+    );
+    let readyz = sb.kubectl(&["get", "--raw", "/readyz"]);
+    assert_eq!(stdout(&readyz).trim(), "ok");
+    let st = sb.run(&["status", "-o", "json"]);
+    assert_eq!(st.status.code(), Some(3), "a server is down");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&st)).unwrap();
+    assert_eq!(v["api"], "ready");
+
+    sb.ok(&["delete"]);
+    assert_eq!(sb.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+#[ignore = "needs a docker daemon"]
+fn a_single_server_cluster_refuses_more_servers() {
+    if !require_docker() {
+        return;
+    }
+    let sb = Sandbox::new("solo");
+    assert!(sb.start(&[]).status.success());
+    let out = sb.run(&["node", "add", "--control-plane"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("--control-planes 3"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(node_ips(&sb).len(), 1, "nothing was added");
+}
