@@ -118,6 +118,12 @@ pub struct Profile {
     /// VM drivers: the user timonel logs in as over SSH.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_user: Option<String>,
+    /// Extra CA certificates (PEM) every node trusts (`--ca-cert`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ca_certs: Vec<String>,
+    /// docker.io registry mirrors (`--registry-mirror`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub registry_mirrors: Vec<String>,
     /// Extra ports published from the first server (`--ports`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<timonel_driver::PortMapping>,
@@ -311,6 +317,8 @@ mod tests {
             disable: vec!["traefik".into()],
             env: vec![],
             ports: vec![],
+            ca_certs: vec![],
+            registry_mirrors: vec![],
             vm_image: None,
             disk_mib: None,
             ssh_user: None,

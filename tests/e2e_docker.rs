@@ -401,3 +401,102 @@ fn start_streams_json_events_for_ci() {
         "the step that failed is reported: {ev:?}"
     );
 }
+
+/// A file out of a node container (the node image has no shell or cat: use the archive API).
+fn node_file(container: &str, path: &str, dir: &std::path::Path) -> (String, u32) {
+    let dest = dir.join(path.rsplit('/').next().unwrap());
+    let out = Command::new("docker")
+        .args(["cp", &format!("{container}:{path}"), dest.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "docker cp {path}: {}", stderr(&out));
+    #[cfg(unix)]
+    let mode = {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777
+    };
+    #[cfg(not(unix))]
+    let mode = 0;
+    (std::fs::read_to_string(&dest).unwrap(), mode)
+}
+
+#[test]
+#[ignore = "needs a docker daemon"]
+fn proxy_ca_and_registry_mirror_reach_the_nodes() {
+    if !require_docker() {
+        return;
+    }
+    let sb = Sandbox::new("corp");
+    let ca = sb.home.path().join("corp-ca.pem");
+    let pem =
+        "-----BEGIN CERTIFICATE-----\nMIIBfake+not+parsed+by+timonel\n-----END CERTIFICATE-----\n";
+    std::fs::write(&ca, pem).unwrap();
+    let out = sb
+        .cmd(&[
+            "start",
+            "--driver",
+            "docker",
+            "--kubernetes-version",
+            VERSION,
+            "--nodes",
+            "2",
+            "--ca-cert",
+            ca.to_str().unwrap(),
+            "--registry-mirror",
+            "https://mirror.corp.example:5000",
+        ])
+        .env("HTTPS_PROXY", "http://proxy.corp.example:3128")
+        .env("NO_PROXY", "corp.example")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dir = tempfile::tempdir().unwrap();
+    for node in [sb.profile.clone(), format!("{}-m02", sb.profile)] {
+        let container = format!("timonel-{node}");
+        let (text, mode) = node_file(
+            &container,
+            "/etc/ssl/certs/timonel-extra-ca-1.pem",
+            dir.path(),
+        );
+        assert_eq!(text, pem);
+        assert_eq!(mode, 0o644);
+        let (text, mode) = node_file(&container, "/etc/rancher/k3s/registries.yaml", dir.path());
+        assert!(
+            text.contains("docker.io") && text.contains("https://mirror.corp.example:5000"),
+            "{text}"
+        );
+        assert_eq!(mode, 0o600);
+        let env = inspect(&container, "{{json .Config.Env}}");
+        let env: Vec<String> = serde_json::from_str(&env).unwrap();
+        assert!(
+            env.contains(&"HTTPS_PROXY=http://proxy.corp.example:3128".to_string()),
+            "{env:?}"
+        );
+        let no_proxy = env.iter().find(|e| e.starts_with("NO_PROXY=")).unwrap();
+        for want in [
+            "corp.example",
+            "10.42.0.0/16",
+            "10.43.0.0/16",
+            ".svc",
+            ".cluster.local",
+            &sb.profile,
+        ] {
+            assert!(
+                no_proxy.split(['=', ',']).any(|x| x == want),
+                "{want} missing: {no_proxy}"
+            );
+        }
+    }
+    // A private key given as a CA is refused before anything is created.
+    let key = sb.home.path().join("key.pem");
+    std::fs::write(
+        &key,
+        "-----BEGIN EC PRIVATE KEY-----\nx\n-----END EC PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let other = Sandbox::new("badca");
+    let out = other.start(&["--ca-cert", key.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("private key"), "{}", stderr(&out));
+    assert_eq!(other.leftovers(), Vec::<String>::new());
+}

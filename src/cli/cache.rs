@@ -8,8 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use super::{Ctx, OutputFormat};
-use crate::artifact::sources::parse_url;
-use crate::artifact::{commands, Arch, ArtifactCache, K3sVersion, Sources, VersionSpec};
+use crate::artifact::{commands, Arch, ArtifactCache, K3sVersion, VersionSpec};
 
 #[derive(Debug, Subcommand)]
 pub enum CacheCommand {
@@ -45,15 +44,8 @@ pub struct DownloadArgs {
     /// Only the k3s binary, not the airgap images (nodes then pull system images).
     #[arg(long)]
     pub no_airgap: bool,
-    /// Download from this mirror: <URL>/<version>/<asset> (also TIMONEL_BINARY_MIRROR).
-    #[arg(long)]
-    pub binary_mirror: Option<String>,
-    /// The k3s channel server to resolve channels with (also TIMONEL_CHANNEL_URL).
-    #[arg(long)]
-    pub channel_url: Option<String>,
-    /// Allow plain http:// mirrors that are not on this machine.
-    #[arg(long)]
-    pub insecure_mirror: bool,
+    #[command(flatten)]
+    pub mirror: super::MirrorArgs,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -156,15 +148,7 @@ async fn download(ctx: &Ctx, cache: &ArtifactCache, a: DownloadArgs) -> anyhow::
         Some(s) => s.parse::<Arch>()?,
         None => Arch::host()?,
     };
-    let mut sources = Sources::from_env()?;
-    if let Some(m) = &a.binary_mirror {
-        sources.binary_mirror = Some(parse_url("--binary-mirror", m)?);
-    }
-    if let Some(c) = &a.channel_url {
-        sources.channel_url = Some(parse_url("--channel-url", c)?);
-    }
-    sources.insecure_mirror |= a.insecure_mirror;
-    sources.validate()?;
+    let sources = a.mirror.sources(false)?;
     let step = ctx.printer.step(&format!("fetching k3s {spec} ({arch})"));
     let got = commands::download(cache, &sources, &spec, arch, !a.no_airgap, &ctx.printer).await?;
     step.finish(&format!(

@@ -4,14 +4,12 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::anyhow;
 use clap::Args;
 use futures_util::StreamExt;
 
 use super::Ctx;
 use crate::drivers;
 use crate::error::UserError;
-use crate::profile::{NodeRecord, Profile};
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
@@ -26,36 +24,9 @@ pub struct LogsArgs {
     pub tail: usize,
 }
 
-/// The node `--node` names, else the first server.
-pub(super) fn pick_node<'a>(
-    profile: &'a Profile,
-    node: Option<&str>,
-) -> anyhow::Result<&'a NodeRecord> {
-    match node {
-        Some(n) => profile.node(n).ok_or_else(|| {
-            UserError::new(
-                format!("profile `{}` has no node `{n}`", profile.name),
-                format!(
-                    "its nodes are: {}",
-                    profile
-                        .nodes
-                        .iter()
-                        .map(|n| n.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )
-            .into()
-        }),
-        None => profile
-            .server()
-            .ok_or_else(|| anyhow!("profile `{}` has no server node", profile.name)),
-    }
-}
-
 pub async fn run(ctx: &Ctx, args: LogsArgs) -> anyhow::Result<ExitCode> {
     let profile = ctx.store.load(&ctx.profile)?;
-    let node = pick_node(&profile, args.node.as_deref())?;
+    let node = crate::cluster::pick_node(&profile, args.node.as_deref())?;
     let selected = drivers::make(profile.driver)?;
     if !args.follow {
         let text = selected.driver.logs(&node.name, args.tail).await?;

@@ -57,6 +57,39 @@ fn parse_profile(s: &str) -> Result<ClusterName, String> {
         .map_err(|e| format!("{e}\n\nhint: {}", e.hint()))
 }
 
+/// Where k3s artifacts come from (start, cache download).
+#[derive(Debug, Args, Default)]
+pub struct MirrorArgs {
+    /// Download k3s assets from this mirror: <URL>/<version>/<asset>, http(s):// or file://
+    /// (also TIMONEL_BINARY_MIRROR).
+    #[arg(long)]
+    pub binary_mirror: Option<String>,
+    /// The k3s channel server to resolve channels with (also TIMONEL_CHANNEL_URL).
+    #[arg(long)]
+    pub channel_url: Option<String>,
+    /// Allow plain http:// mirrors that are not on this machine.
+    #[arg(long)]
+    pub insecure_mirror: bool,
+}
+
+impl MirrorArgs {
+    /// The artifact sources: the environment, overridden by these flags; checked.
+    pub fn sources(&self, offline: bool) -> anyhow::Result<crate::artifact::Sources> {
+        use crate::artifact::sources::parse_url;
+        let mut sources = crate::artifact::Sources::from_env()?;
+        if let Some(m) = &self.binary_mirror {
+            sources.binary_mirror = Some(parse_url("--binary-mirror", m)?);
+        }
+        if let Some(c) = &self.channel_url {
+            sources.channel_url = Some(parse_url("--channel-url", c)?);
+        }
+        sources.insecure_mirror |= self.insecure_mirror;
+        sources.offline |= offline;
+        sources.validate()?;
+        Ok(sources)
+    }
+}
+
 /// Text for people, JSON for programs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum OutputFormat {

@@ -7,8 +7,6 @@ use clap::Args;
 use timonel_driver::DriverKind;
 
 use super::Ctx;
-use crate::artifact::sources::parse_url;
-use crate::artifact::Sources;
 use crate::cluster::{self, StartOptions};
 use crate::distro::k3s;
 use crate::distro::ready::WaitFor;
@@ -58,6 +56,12 @@ pub struct StartArgs {
     /// verified k3s binary.
     #[arg(long)]
     pub node_image: Option<String>,
+    /// A CA certificate (PEM file) the nodes trust, e.g. your proxy's (repeatable).
+    #[arg(long = "ca-cert")]
+    pub ca_certs: Vec<PathBuf>,
+    /// A registry mirror for docker.io images, written to k3s's registries.yaml (repeatable).
+    #[arg(long = "registry-mirror")]
+    pub registry_mirrors: Vec<String>,
     /// VM drivers: boot this local disk image (qcow2 for kvm, VHDX for hyperv, VMDK/VDI for
     /// virtualbox) instead of the default cloud image.
     #[arg(long)]
@@ -80,16 +84,8 @@ pub struct StartArgs {
     /// Preload the k3s airgap images into the nodes (so nothing is pulled).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub preload: bool,
-    /// Download k3s assets from this mirror: <URL>/<version>/<asset>, http(s):// or file://
-    /// (also TIMONEL_BINARY_MIRROR).
-    #[arg(long)]
-    pub binary_mirror: Option<String>,
-    /// The k3s channel server to resolve channels with (also TIMONEL_CHANNEL_URL).
-    #[arg(long)]
-    pub channel_url: Option<String>,
-    /// Allow plain http:// mirrors that are not on this machine.
-    #[arg(long)]
-    pub insecure_mirror: bool,
+    #[command(flatten)]
+    pub mirror: super::MirrorArgs,
     /// Use only the local cache; never the network.
     #[arg(long)]
     pub offline: bool,
@@ -134,6 +130,34 @@ pub async fn run(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
     if let Some(v) = &args.kubernetes_version {
         v.parse::<crate::artifact::VersionSpec>()?;
     }
+    let mut ca_certs = Vec::new();
+    for path in &args.ca_certs {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            UserError::new(
+                format!("--ca-cert `{}` cannot be read: {e}", path.display()),
+                "give the path of a PEM file holding the CA certificate",
+            )
+        })?;
+        k3s::validate_ca_pem(&text).map_err(|e| {
+            UserError::new(
+                format!("--ca-cert `{}` is not usable: {e}", path.display()),
+                "export the CA certificate as PEM (e.g. `openssl x509 -in ca.der -inform der -out ca.pem`)",
+            )
+        })?;
+        ca_certs.push(text);
+    }
+    for m in &args.registry_mirrors {
+        let ok = url::Url::parse(m)
+            .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .unwrap_or(false);
+        if !ok {
+            return Err(UserError::new(
+                format!("--registry-mirror `{m}` is not an http(s) URL"),
+                "give the mirror's URL, e.g. `--registry-mirror https://mirror.example.com:5000`",
+            )
+            .into());
+        }
+    }
     let ports = args
         .ports
         .iter()
@@ -145,16 +169,7 @@ pub async fn run(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
                 "use HOST_PORT:NODE_PORT, e.g. `--ports 8080:80`",
             )
         })?;
-    let mut sources = Sources::from_env()?;
-    if let Some(m) = &args.binary_mirror {
-        sources.binary_mirror = Some(parse_url("--binary-mirror", m)?);
-    }
-    if let Some(c) = &args.channel_url {
-        sources.channel_url = Some(parse_url("--channel-url", c)?);
-    }
-    sources.insecure_mirror |= args.insecure_mirror;
-    sources.offline |= args.offline;
-    sources.validate()?;
+    let sources = args.mirror.sources(args.offline)?;
     // Persistent defaults (`timonel config`) apply to new profiles only: an existing profile is
     // resumed as it is.
     let mut args = args;
@@ -183,6 +198,8 @@ pub async fn run(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
             disable: args.disable,
             env: args.env,
             node_image: args.node_image,
+            ca_certs,
+            registry_mirrors: args.registry_mirrors,
             vm_image: args.vm_image,
             disk_mib: args.disk_size,
             apiserver_port: args.apiserver_port,

@@ -143,25 +143,7 @@ pub async fn delete_all(ctx: &Ctx, purge: bool) -> anyhow::Result<()> {
 /// The address of a node on its network.
 pub async fn ip(ctx: &Ctx, node: Option<&str>) -> anyhow::Result<std::net::IpAddr> {
     let profile = ctx.store.load(&ctx.profile)?;
-    let record = match node {
-        Some(n) => profile.node(n).ok_or_else(|| {
-            UserError::new(
-                format!("profile `{}` has no node `{n}`", profile.name),
-                format!(
-                    "its nodes are: {}",
-                    profile
-                        .nodes
-                        .iter()
-                        .map(|n| n.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )
-        })?,
-        None => profile
-            .server()
-            .ok_or_else(|| anyhow!("profile `{}` has no server node", profile.name))?,
-    };
+    let record = super::pick_node(&profile, node)?;
     let selected = drivers::make(profile.driver)?;
     match selected.driver.ip(&record.name).await {
         Ok(ip) => Ok(ip),

@@ -78,6 +78,27 @@ pub async fn live_api(
     None
 }
 
+/// The node `--node` names (with the list of nodes when there is none such), else the first
+/// server.
+pub fn pick_node<'a>(
+    profile: &'a Profile,
+    node: Option<&str>,
+) -> anyhow::Result<&'a crate::profile::NodeRecord> {
+    match node {
+        Some(n) => profile.node(n).ok_or_else(|| {
+            let names: Vec<&str> = profile.nodes.iter().map(|n| n.name.as_str()).collect();
+            crate::error::UserError::new(
+                format!("profile `{}` has no node `{n}`", profile.name),
+                format!("its nodes are: {}", names.join(", ")),
+            )
+            .into()
+        }),
+        None => profile
+            .server()
+            .ok_or_else(|| anyhow::anyhow!("profile `{}` has no server node", profile.name)),
+    }
+}
+
 /// Where the kubeconfig of `profile` was merged (or would be).
 pub fn kubeconfig_target(
     profile: Option<&Profile>,

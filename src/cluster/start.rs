@@ -40,6 +40,10 @@ pub struct StartOptions {
     /// `KEY=VALUE` for the distribution's service in every node.
     pub env: Vec<String>,
     pub node_image: Option<String>,
+    /// PEM certificates every node trusts.
+    pub ca_certs: Vec<String>,
+    /// docker.io registry mirrors.
+    pub registry_mirrors: Vec<String>,
     /// VM drivers: a local base image (qcow2/VHDX/VMDK) instead of the default cloud image.
     pub vm_image: Option<PathBuf>,
     /// VM drivers: disk size per node.
@@ -255,6 +259,8 @@ async fn create(
             env
         },
         ports: opts.ports.clone(),
+        ca_certs: opts.ca_certs.clone(),
+        registry_mirrors: opts.registry_mirrors.clone(),
         embedded_etcd: servers > 1,
         token: k3s::new_token(),
         kubeconfig: Some(kubeconfig_path.clone()),
@@ -587,6 +593,8 @@ pub(crate) fn cluster_settings(profile: &Profile) -> ClusterSettings {
             .filter_map(|kv| kv.split_once('='))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        ca_certs: profile.ca_certs.clone(),
+        registry_mirrors: profile.registry_mirrors.clone(),
     }
 }
 
@@ -759,6 +767,11 @@ async fn resume(
     }
     if !opts.disable.is_empty() && opts.disable != profile.disable {
         conflicts.push("--disable".to_string());
+    }
+    if (!opts.ca_certs.is_empty() && opts.ca_certs != profile.ca_certs)
+        || (!opts.registry_mirrors.is_empty() && opts.registry_mirrors != profile.registry_mirrors)
+    {
+        conflicts.push("--ca-cert/--registry-mirror".to_string());
     }
     if opts.env.iter().any(|e| !profile.env.contains(e)) {
         conflicts.push("--env".to_string());

@@ -13,6 +13,11 @@ pub const API_PORT: u16 = 6443;
 /// Where k3s writes the admin kubeconfig (as root).
 pub const KUBECONFIG_PATH: &str = "/etc/rancher/k3s/k3s.yaml";
 pub const CONFIG_PATH: &str = "/etc/rancher/k3s/config.yaml";
+/// k3s's registry configuration (mirrors, auth).
+pub const REGISTRIES_PATH: &str = "/etc/rancher/k3s/registries.yaml";
+/// Extra CA certificates go here: Go programs (containerd's image pulls, k3s) load every PEM in
+/// /etc/ssl/certs besides the bundle, and Debian-like VMs pick it up with update-ca-certificates.
+pub const EXTRA_CA_DIR: &str = "/etc/ssl/certs";
 /// k3s imports tarballs found here into containerd when it starts.
 pub const AIRGAP_DIR: &str = "/var/lib/rancher/k3s/agent/images";
 /// The binary, as the rancher/k3s image lays it out.
@@ -77,6 +82,20 @@ pub fn plan(
         0o600,
         config_yaml(cluster, node)?.into_bytes(),
     )];
+    for (i, pem) in cluster.ca_certs.iter().enumerate() {
+        files.push(FilePlacement::bytes(
+            format!("{EXTRA_CA_DIR}/timonel-extra-ca-{}.pem", i + 1),
+            0o644,
+            pem.clone().into_bytes(),
+        ));
+    }
+    if !cluster.registry_mirrors.is_empty() {
+        files.push(FilePlacement::bytes(
+            REGISTRIES_PATH,
+            0o600,
+            registries_yaml(&cluster.registry_mirrors)?.into_bytes(),
+        ));
+    }
     if let Some(tarball) = airgap {
         let name = tarball
             .file_name()
@@ -100,6 +119,41 @@ pub fn plan(
             env: cluster.env.clone(),
         },
     })
+}
+
+/// `registries.yaml` sending docker.io pulls to `mirrors` (in order; k3s falls back to the
+/// registry itself when every mirror fails).
+pub fn registries_yaml(mirrors: &[String]) -> Result<String, String> {
+    #[derive(Serialize)]
+    struct Endpoints<'a> {
+        endpoint: &'a [String],
+    }
+    #[derive(Serialize)]
+    struct Registries<'a> {
+        mirrors: std::collections::BTreeMap<&'a str, Endpoints<'a>>,
+    }
+    let doc = Registries {
+        mirrors: [("docker.io", Endpoints { endpoint: mirrors })]
+            .into_iter()
+            .collect(),
+    };
+    serde_saphyr::to_string(&doc).map_err(|e| e.to_string())
+}
+
+/// Checks a `--ca-cert` file's content: PEM certificates only (no private keys).
+pub fn validate_ca_pem(text: &str) -> Result<(), String> {
+    if text.contains("PRIVATE KEY") {
+        return Err("it contains a private key; give only the CA certificate".to_string());
+    }
+    let begins = text.matches("-----BEGIN CERTIFICATE-----").count();
+    let ends = text.matches("-----END CERTIFICATE-----").count();
+    if begins == 0 || begins != ends {
+        return Err(
+            "it is not a PEM certificate (-----BEGIN CERTIFICATE----- … -----END CERTIFICATE-----)"
+                .to_string(),
+        );
+    }
+    Ok(())
 }
 
 /// A systemd unit that runs the plan's service on a VM or machine (like install.sh writes).
@@ -147,6 +201,8 @@ mod tests {
             disable: vec!["traefik".into()],
             tls_sans: vec!["127.0.0.1".into(), "localhost".into()],
             env: vec![],
+            ca_certs: vec![],
+            registry_mirrors: vec![],
         }
     }
 
@@ -187,6 +243,43 @@ mod tests {
         let plan = plan(&cluster(), &node, None).unwrap();
         assert_eq!(plan.service.args, vec!["agent"]);
         assert_eq!(plan.files[0].mode, 0o600);
+    }
+
+    #[test]
+    fn ca_certs_and_mirrors_become_files() {
+        let mut c = cluster();
+        c.ca_certs = vec!["-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n".into()];
+        c.registry_mirrors = vec!["https://mirror.corp:5000".into()];
+        let node = NodeSettings {
+            name: "dev".into(),
+            role: NodeRole::Server,
+            join: None,
+            cluster_init: false,
+        };
+        let plan = plan(&c, &node, None).unwrap();
+        let paths: Vec<&str> = plan.files.iter().map(|f| f.path.as_str()).collect();
+        assert!(
+            paths.contains(&"/etc/ssl/certs/timonel-extra-ca-1.pem"),
+            "{paths:?}"
+        );
+        let reg = plan
+            .files
+            .iter()
+            .find(|f| f.path == REGISTRIES_PATH)
+            .unwrap();
+        let timonel_driver::FileSource::Bytes(b) = &reg.source else {
+            panic!()
+        };
+        let v: serde_json::Value = serde_saphyr::from_str(std::str::from_utf8(b).unwrap()).unwrap();
+        assert_eq!(
+            v["mirrors"]["docker.io"]["endpoint"][0],
+            "https://mirror.corp:5000"
+        );
+        assert!(
+            validate_ca_pem("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----").is_ok()
+        );
+        assert!(validate_ca_pem("hello").is_err());
+        assert!(validate_ca_pem("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n-----BEGIN EC PRIVATE KEY-----").is_err());
     }
 
     #[test]

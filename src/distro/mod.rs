@@ -18,6 +18,10 @@ pub struct ClusterSettings {
     pub tls_sans: Vec<String>,
     /// Environment for the distribution's service (proxy settings).
     pub env: Vec<(String, String)>,
+    /// Extra CA certificates (PEM) the nodes trust, e.g. a TLS-intercepting proxy's.
+    pub ca_certs: Vec<String>,
+    /// Registry mirrors for docker.io (k3s `registries.yaml`).
+    pub registry_mirrors: Vec<String>,
 }
 
 /// One node's part in the cluster.
