@@ -120,7 +120,7 @@ fn profile_list_reads_the_state_files() {
 fn bad_profile_names_are_usage_errors() {
     let home = tempfile::tempdir().unwrap();
     for bad in ["Dev", "a_b", "-x", "../../etc", "a;b", &"x".repeat(41)] {
-        let out = timonel(home.path(), &["status", "-p", bad]);
+        let out = timonel(home.path(), &["status", &format!("--profile={bad}")]);
         assert_eq!(out.status.code(), Some(2), "{bad}");
         let err = text(&out.stderr);
         assert!(err.contains("hint:"), "{bad}: {err}");
