@@ -26,13 +26,17 @@ struct Row {
     nodes: usize,
     /// As timonel last left it (`creating`, `running`, `stopped`), or `invalid`.
     state: String,
+    /// What the driver reports now for the first server (`running`, `stopped`, `not created`,
+    /// …), or `unknown` when the driver cannot tell.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    live: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
 
 pub async fn run(ctx: &Ctx, cmd: ProfileCommand) -> anyhow::Result<ExitCode> {
     let ProfileCommand::List(args) = cmd;
-    let rows: Vec<Row> = ctx
+    let mut rows: Vec<Row> = ctx
         .store
         .list()
         .into_iter()
@@ -46,6 +50,7 @@ pub async fn run(ctx: &Ctx, cmd: ProfileCommand) -> anyhow::Result<ExitCode> {
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))
                     .unwrap_or_default(),
+                live: None,
                 error: None,
             },
             Err(e) => Row {
@@ -54,10 +59,18 @@ pub async fn run(ctx: &Ctx, cmd: ProfileCommand) -> anyhow::Result<ExitCode> {
                 version: None,
                 nodes: 0,
                 state: "invalid".into(),
+                live: None,
                 error: Some(e.to_string()),
             },
         })
         .collect();
+    // The live state of each profile's first server, asked of its driver (in parallel, briefly).
+    let live = futures_util::future::join_all(rows.iter().map(|r| live_state(ctx, &r.name))).await;
+    for (row, live) in rows.iter_mut().zip(live) {
+        if row.error.is_none() {
+            row.live = Some(live);
+        }
+    }
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
         OutputFormat::Text => {
@@ -76,11 +89,36 @@ pub async fn run(ctx: &Ctx, cmd: ProfileCommand) -> anyhow::Result<ExitCode> {
                         r.driver.as_deref().unwrap_or("-"),
                         r.version.as_deref().unwrap_or("-"),
                         r.nodes,
-                        r.state
+                        match &r.live {
+                            Some(live) if *live != r.state => format!("{live} (last {})", r.state),
+                            _ => r.state.clone(),
+                        }
                     );
                 }
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn live_state(ctx: &Ctx, name: &str) -> String {
+    let Ok(name) = name.parse() else {
+        return "unknown".into();
+    };
+    let Ok(profile) = ctx.store.load(&name) else {
+        return "unknown".into();
+    };
+    let (Ok(selected), Some(server)) = (crate::drivers::make(profile.driver), profile.server())
+    else {
+        return "unknown".into();
+    };
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        selected.driver.state(&server.name),
+    )
+    .await
+    {
+        Ok(Ok(state)) => state.to_string(),
+        _ => "unknown".into(),
+    }
 }
