@@ -123,7 +123,7 @@ pub async fn select(requested: Option<DriverKind>, printer: &Printer) -> anyhow:
         return match selected.driver.probe().await {
             Availability::Ready { notes, .. } => {
                 for n in notes {
-                    printer.warn(&n);
+                    printer.info(&format!("  {kind}: {n}"));
                 }
                 Ok(selected)
             }
@@ -144,7 +144,7 @@ pub async fn select(requested: Option<DriverKind>, printer: &Printer) -> anyhow:
             Availability::Ready { version, notes } => {
                 printer.done(&format!("Using the {kind} driver ({version})"), None);
                 for n in notes {
-                    printer.warn(&n);
+                    printer.info(&format!("  {kind}: {n}"));
                 }
                 return Ok(selected);
             }
