@@ -635,6 +635,15 @@ pub(crate) fn machine_spec(
     );
     spec.cpus = profile.cpus;
     spec.memory_mib = profile.memory_mib;
+    if let Some(home) = security_cache_dir() {
+        spec.options.insert(
+            timonel_driver_docker::OPTION_SECURITY_CACHE.to_string(),
+            home.join("cache")
+                .join("docker-security.json")
+                .display()
+                .to_string(),
+        );
+    }
     spec.image = profile.node_image.clone();
     spec.files = plan.files;
     spec.service = Some(plan.service);
@@ -650,6 +659,13 @@ pub(crate) fn machine_spec(
         spec.ports.extend(profile.ports.iter().cloned());
     }
     Ok(spec)
+}
+
+/// timonel's home, for the Docker driver's remembered security verdicts.
+fn security_cache_dir() -> Option<PathBuf> {
+    crate::home::Home::from_env()
+        .ok()
+        .map(|h| h.root().to_path_buf())
 }
 
 /// `n` distinct free ports on `listen`, the first being `first` when given. The listeners stay

@@ -62,6 +62,17 @@ impl SecurityProfile {
         }
     }
 
+    /// The profile named `s` (as [`Self::as_str`] writes it).
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Privileged,
+            Self::Capabilities,
+            Self::ReducedCapabilities,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
+    }
+
     /// The capabilities added to Docker's defaults (empty when privileged).
     pub fn cap_add(self) -> Vec<String> {
         let optional: &[&str] = match self {

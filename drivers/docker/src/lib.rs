@@ -49,6 +49,9 @@ pub const LABEL_K3S_SHA256: &str = "dev.timonel.k3s-sha256";
 /// `spec.options` key: `privileged` or `capabilities`, forcing the security profile instead of
 /// probing whether the daemon accepts privileged containers.
 pub const OPTION_SECURITY: &str = "docker.security";
+/// `MachineSpec.options` key: a JSON file where the security profile a daemon accepted is
+/// remembered (by daemon ID and image), so later runs skip the probe containers.
+pub const OPTION_SECURITY_CACHE: &str = "docker.security_cache";
 
 /// Prefix of container, network and volume names.
 pub const NAME_PREFIX: &str = "timonel-";

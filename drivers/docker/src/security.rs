@@ -53,6 +53,30 @@ impl DockerDriver {
         };
         let key = format!("{image}|{}", candidates[0]);
         let mut cache = self.accepted_security.lock().await;
+        // A verdict remembered on disk by an earlier run against the same daemon.
+        let file = spec
+            .options
+            .get(crate::OPTION_SECURITY_CACHE)
+            .map(std::path::PathBuf::from);
+        let daemon_key = match &file {
+            Some(_) => match self.client().await?.info().await {
+                Ok(info) => info.id.map(|id| format!("{id}|{key}")),
+                Err(_) => None,
+            },
+            None => None,
+        };
+        if !cache.contains_key(&key) {
+            if let (Some(file), Some(dk)) = (&file, &daemon_key) {
+                if let Some(p) = read_verdicts(file)
+                    .get(dk)
+                    .and_then(|v| SecurityProfile::parse(v))
+                {
+                    if candidates.contains(&p) {
+                        cache.insert(key.clone(), p);
+                    }
+                }
+            }
+        }
         let chosen = match cache.get(&key) {
             Some(p) => *p,
             None => {
@@ -78,6 +102,9 @@ impl DockerDriver {
                     });
                 };
                 cache.insert(key, chosen);
+                if let (Some(file), Some(dk)) = (&file, daemon_key) {
+                    write_verdict(file, dk, chosen);
+                }
                 chosen
             }
         };
@@ -176,6 +203,67 @@ impl DockerDriver {
             .build();
         let _ = docker.remove_container(&name, Some(remove)).await;
         outcome
+    }
+}
+
+fn read_verdicts(file: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+    std::fs::read(file)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Remembers a verdict (best effort: a failure only costs the probe next time).
+fn write_verdict(file: &std::path::Path, key: String, profile: SecurityProfile) {
+    let mut all = read_verdicts(file);
+    all.insert(key, profile.as_str().to_string());
+    let Ok(text) = serde_json::to_vec_pretty(&all) else {
+        return;
+    };
+    let Some(dir) = file.parent() else {
+        return;
+    };
+    let _ = std::fs::create_dir_all(dir);
+    let tmp = dir.join(format!(".docker-security.{}.tmp", std::process::id()));
+    if std::fs::write(&tmp, text).is_ok() && std::fs::rename(&tmp, file).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+#[cfg(test)]
+mod verdict_tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_are_remembered_per_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sub/docker-security.json");
+        assert!(read_verdicts(&file).is_empty());
+        write_verdict(
+            &file,
+            "daemon-a|img|privileged".into(),
+            SecurityProfile::ReducedCapabilities,
+        );
+        write_verdict(
+            &file,
+            "daemon-b|img|privileged".into(),
+            SecurityProfile::Privileged,
+        );
+        let all = read_verdicts(&file);
+        assert_eq!(
+            all.get("daemon-a|img|privileged").map(String::as_str),
+            Some("capabilities-reduced")
+        );
+        assert_eq!(
+            SecurityProfile::parse(&all["daemon-b|img|privileged"]),
+            Some(SecurityProfile::Privileged)
+        );
+        assert_eq!(SecurityProfile::parse("bogus"), None);
+        // No temp file left behind.
+        assert_eq!(
+            std::fs::read_dir(file.parent().unwrap()).unwrap().count(),
+            1
+        );
     }
 }
 
