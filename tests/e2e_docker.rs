@@ -114,6 +114,21 @@ fn start_stop_resume_delete_with_kubectl_as_the_judge() {
     assert_eq!(v["api"], "ready");
     assert_eq!(v["nodes"][0]["kubernetes"], "Ready");
 
+    // ssh: a command in the node (docker exec), its output and exit code passed through.
+    let out = sb.run(&["ssh", "--", "/bin/k3s", "--version"]);
+    assert!(out.status.success());
+    assert!(
+        stdout(&out).starts_with(&format!("k3s version {VERSION}")),
+        "{}",
+        stdout(&out)
+    );
+    let out = sb.run(&["ssh", "--", "/bin/k3s", "server", "--no-such-flag"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("no-such-flag"), "{}", stderr(&out));
+    let out = sb.run(&["ssh"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("timonel ssh -p"), "{}", stderr(&out));
+
     // stop: the node is down and status says so with its exit code.
     sb.ok(&["stop"]);
     assert_eq!(inspect(&container, "{{.State.Running}}"), "false");

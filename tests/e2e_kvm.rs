@@ -132,6 +132,17 @@ fn start_a_vm_cluster_on_kvm_and_remove_it() {
         .to_string();
     assert_eq!(server, format!("https://{ip}:6443"));
 
+    // ssh: a command over SSH as root, output passed through.
+    let out = sb.run(&["ssh", "--", "uname", "-s"]);
+    assert!(out.status.success());
+    assert_eq!(stdout(&out).trim(), "Linux");
+    let out = sb.run(&["ssh", "--", "systemctl", "is-active", "k3s"]);
+    assert_eq!(
+        stdout(&out).trim(),
+        "active",
+        "k3s runs as a systemd service"
+    );
+
     assert!(run(&["stop"]).status.success());
     assert_eq!(run(&["status"]).status.code(), Some(3));
     assert!(run(&["start"]).status.success(), "resume on kvm failed");

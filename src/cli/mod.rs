@@ -19,6 +19,7 @@ mod manage;
 mod node;
 mod profile_cmd;
 mod service;
+mod ssh;
 mod start;
 mod version;
 
@@ -124,6 +125,8 @@ pub enum Command {
     Profile(profile_cmd::ProfileCommand),
     /// Print the k3s log of a node (-f to follow it).
     Logs(logs::LogsArgs),
+    /// Run a command in a node (`timonel ssh -- CMD`), or log in to a VM node.
+    Ssh(ssh::SshArgs),
     /// Load container images into the cluster's nodes (from Docker or tar archives).
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -208,6 +211,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Completion(args) => completion::run(args),
         Command::Profile(cmd) => profile_cmd::run(&ctx, cmd).await,
         Command::Logs(args) => logs::run(&ctx, args).await,
+        Command::Ssh(args) => ssh::run(&ctx, args).await,
         Command::Image(cmd) => image::run(&ctx, cmd).await,
         Command::Addons(cmd) => addons::run(&ctx, cmd).await,
         Command::Service(args) => service::run(&ctx, args).await,

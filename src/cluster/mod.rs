@@ -14,6 +14,7 @@ pub use cancel::Cancel;
 pub use images::{load as load_images, short as images_short, ImageSource, LoadRow};
 pub use manage::{delete, delete_all, ip, kubeconfig_cmd, status, stop, StatusReport};
 pub use nodes::{node_add, node_delete, node_list, NodeRow};
+pub(crate) use start::node_access;
 pub use start::{start, StartOptions};
 
 use std::net::IpAddr;

@@ -567,7 +567,7 @@ async fn start_node(
 }
 
 /// Commands and files in a node: the driver's access for containers, SSH for VMs.
-async fn node_access(
+pub(crate) async fn node_access(
     ctx: &Ctx,
     profile: &Profile,
     driver: &dyn Driver,

@@ -130,8 +130,9 @@ impl Sandbox {
     /// `timonel <args>` with this sandbox's environment and `-p <profile>`.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_timonel"));
-        c.args(args)
-            .args(["-p", &self.profile])
+        // The profile first: everything after `--` belongs to the command (`timonel ssh -- …`).
+        c.args(["-p", &self.profile])
+            .args(args)
             .env("TIMONEL_HOME", self.timonel_home())
             .env("KUBECONFIG", &self.kubeconfig)
             .env("TIMONEL_BINARY_MIRROR", self.mirror.url())

@@ -1,0 +1,116 @@
+//! `timonel ssh [--node N] [-- CMD...]`: a command in a node (docker exec for containers, SSH
+//! for VMs), or an interactive login on VM nodes through the system's `ssh` client.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use timonel_driver::{Cmd, CommandError};
+
+use super::Ctx;
+use crate::drivers;
+use crate::error::UserError;
+
+#[derive(Debug, Args)]
+pub struct SshArgs {
+    /// The node (default: the first server).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// The command to run in the node; without one, an interactive login (VM nodes).
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+pub async fn run(ctx: &Ctx, args: SshArgs) -> anyhow::Result<ExitCode> {
+    let profile = ctx.store.load(&ctx.profile)?;
+    let node = crate::cluster::pick_node(&profile, args.node.as_deref())?.clone();
+    let selected = drivers::make(profile.driver)?;
+    let driver = selected.driver.as_ref();
+    let state = driver.state(&node.name).await?;
+    if !state.is_running() {
+        return Err(UserError::new(
+            format!("node `{}` is {state}", node.name),
+            format!("start it with `timonel start -p {}`", profile.name),
+        )
+        .into());
+    }
+    let containers = driver.capabilities().container_nodes;
+    if args.command.is_empty() {
+        if containers {
+            return Err(UserError::new(
+                format!(
+                    "node `{}` is a container without a shell to log in to",
+                    node.name
+                ),
+                format!(
+                    "run a command in it instead: `timonel ssh -p {} -- k3s kubectl get pods -A`",
+                    profile.name
+                ),
+            )
+            .into());
+        }
+        return interactive(ctx, &profile, driver, &node).await;
+    }
+    let access =
+        crate::cluster::node_access(ctx, &profile, driver, &node, Duration::from_secs(60)).await?;
+    let cmd = Cmd::new(&args.command[0])
+        .args(args.command[1..].iter().cloned())
+        .timeout(Duration::from_secs(24 * 3600));
+    let (code, stdout, stderr) = match access.run(&cmd).await {
+        Ok(out) => (out.code, out.stdout, out.stderr),
+        Err(CommandError::Exited {
+            code,
+            stdout,
+            stderr,
+            ..
+        }) => (code, stdout, stderr),
+        Err(e) => return Err(e.into()),
+    };
+    print!("{stdout}");
+    eprint!("{stderr}");
+    Ok(ExitCode::from(
+        u8::try_from(code.clamp(0, 255)).unwrap_or(1),
+    ))
+}
+
+/// Hands the terminal to the system's `ssh` client with the profile's key and the node's
+/// recorded host key.
+async fn interactive(
+    ctx: &Ctx,
+    profile: &crate::profile::Profile,
+    driver: &dyn timonel_driver::Driver,
+    node: &crate::profile::NodeRecord,
+) -> anyhow::Result<ExitCode> {
+    let addr = driver.endpoint(&node.name, 22).await?;
+    let keys = ctx.home.profile_dir(&profile.name).join("ssh");
+    let user = profile
+        .ssh_user
+        .clone()
+        .unwrap_or_else(|| timonel_driver_vm::options::DEFAULT_SSH_USER.to_string());
+    let status = std::process::Command::new("ssh")
+        .arg("-i")
+        .arg(keys.join(timonel_driver_vm::keys::PRIVATE_KEY_FILE))
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            timonel_driver_vm::host_key_path(&keys, node.name.as_str()).display()
+        ))
+        .arg("-o")
+        .arg("StrictHostKeyChecking=accept-new")
+        .arg("-p")
+        .arg(addr.port().to_string())
+        .arg(format!("{user}@{}", addr.ip()))
+        .status()
+        .map_err(|e| {
+            UserError::new(
+                format!("cannot run the `ssh` client: {e}"),
+                "install OpenSSH's client, or run a command with `timonel ssh -- CMD`",
+            )
+        })?;
+    Ok(ExitCode::from(
+        status
+            .code()
+            .and_then(|c| u8::try_from(c).ok())
+            .unwrap_or(1),
+    ))
+}
