@@ -71,8 +71,9 @@ log "building the k3s stand-in (static)"
 
 log "tests (unit, contract, CLI, integration against the real daemons)"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --run-ignored all --no-fail-fast
+  # Doc tests first, so the run closes on nextest's summary of the whole suite.
   cargo test --workspace --doc
+  cargo nextest run --workspace --run-ignored all --no-fail-fast
 else
   cargo test --workspace --no-fail-fast -- --include-ignored
 fi
