@@ -60,6 +60,12 @@ else
 fi
 "$here/start-libvirt.sh" || log "libvirtd could not be started: the libvirt tests will fail under CI=true"
 
+# The bootable test VM image for the libvirt tests (debootstrap; cached by the script's hash).
+if [ "$(id -u)" = 0 ] || [ "${CI:-}" = true ]; then
+  log "test VM image"
+  "$here/build-test-vm-image.sh" >/dev/null || log "the test VM image could not be built: the libvirt end-to-end tests will fail under CI=true"
+fi
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
