@@ -258,10 +258,14 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<StatusReport> {
             role: record.role.to_string(),
             host: state.to_string(),
             // In a container node the distribution is the container's main process.
-            k3s: if running {
-                "running".into()
-            } else {
-                "stopped".into()
+            k3s: match &state {
+                MachineState::Running => "running".into(),
+                MachineState::Stopped
+                | MachineState::NotCreated
+                | MachineState::Paused
+                | MachineState::Suspended => "stopped".into(),
+                // The backend cannot say (e.g. the Docker daemon is down).
+                _ => "unknown".into(),
             },
             ip: record.ip.map(|i| i.to_string()),
             kubernetes,
