@@ -260,6 +260,9 @@ fn a_ready_timeout_names_what_was_not_ready_and_leaves_nothing() {
     let err = stderr(&out);
     assert!(err.contains("was not ready after"), "{err}");
     assert!(err.contains("readyz"), "{err}");
+    // The last lines of the node's k3s log come with the failure.
+    assert!(err.contains("last lines of the k3s log"), "{err}");
+    assert!(err.contains("Starting k3s"), "{err}");
     assert_eq!(sb.leftovers(), Vec::<String>::new());
     assert!(!sb
         .timonel_home()

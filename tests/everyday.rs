@@ -573,22 +573,3 @@ fn logs_image_load_service_and_addons_on_two_nodes() {
     drop(image);
     drop(image2);
 }
-
-#[test]
-#[ignore = "needs a docker daemon"]
-fn a_failed_start_shows_the_last_lines_of_the_k3s_log() {
-    if !require_docker() {
-        return;
-    }
-    let sb = Sandbox::new("tail");
-    let out = sb.start(&[
-        "--env",
-        "K3S_STANDIN_READY_DELAY=120s",
-        "--wait-timeout",
-        "4s",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
-    assert!(err.contains("last lines of the k3s log"), "{err}");
-    assert!(err.contains("Starting k3s"), "{err}");
-}
