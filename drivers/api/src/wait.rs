@@ -18,6 +18,21 @@ pub enum WaitError<E: std::error::Error + 'static> {
     Failed(E),
 }
 
+impl From<WaitError<crate::DriverError>> for crate::DriverError {
+    /// A wait that timed out becomes [`DriverError::Timeout`](crate::DriverError::Timeout)
+    /// with what was last seen; a failed probe is its own error.
+    fn from(e: WaitError<crate::DriverError>) -> Self {
+        match e {
+            WaitError::Timeout { what, after, last } => Self::Timeout {
+                what,
+                after,
+                last_state: last,
+            },
+            WaitError::Failed(e) => e,
+        }
+    }
+}
+
 /// Calls `probe` every `every` until it returns `Ok(Some(v))`, an error, or `timeout` passes.
 /// `Ok(None)` means "not yet"; the probe reports what it saw through `last` for the message.
 pub async fn poll_until<T, E, F, Fut>(
@@ -75,6 +90,23 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(v, 3);
+    }
+
+    #[test]
+    fn a_timed_out_wait_is_a_typed_driver_timeout() {
+        let e: crate::DriverError = WaitError::<crate::DriverError>::Timeout {
+            what: "the IP of `dev`".into(),
+            after: Duration::from_secs(3),
+            last: "no lease".into(),
+        }
+        .into();
+        assert!(
+            matches!(&e, crate::DriverError::Timeout { last_state, .. } if last_state == "no lease"),
+            "{e:?}"
+        );
+        let inner = crate::DriverError::NotFound { what: "x".into() };
+        let e: crate::DriverError = WaitError::Failed(inner).into();
+        assert!(e.is_not_found());
     }
 
     #[tokio::test(start_paused = true)]

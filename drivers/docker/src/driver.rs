@@ -194,14 +194,7 @@ impl Driver for DockerDriver {
             },
         )
         .await
-        .map_err(|e| match e {
-            timonel_driver::WaitError::Failed(e) => e,
-            timonel_driver::WaitError::Timeout { what, after, last } => DriverError::Timeout {
-                what,
-                after,
-                last_state: last,
-            },
-        })
+        .map_err(DriverError::from)
     }
 
     async fn delete(&self, name: &MachineName) -> Result<(), DriverError> {

@@ -559,14 +559,7 @@ impl Driver for HyperVDriver {
             || self.ip_once(name),
         )
         .await
-        .map_err(|e| match e {
-            WaitError::Timeout { what, after, last } => DriverError::Timeout {
-                what,
-                after,
-                last_state: last,
-            },
-            WaitError::Failed(e) => e,
-        })
+        .map_err(DriverError::from)
     }
 
     async fn endpoint(&self, name: &MachineName, port: u16) -> Result<SocketAddr, DriverError> {

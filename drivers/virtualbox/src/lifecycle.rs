@@ -11,17 +11,6 @@ use crate::driver::{machine, VirtualBoxDriver, CLUSTER_KEY, CONTROLLER, IP_PROPE
 use crate::parse::{parse_guestproperty, parse_list_vms, VmInfo};
 use crate::state::{classify_vm_state, map_vm_state, VmStateKind};
 
-fn timeout_error(e: WaitError<DriverError>) -> DriverError {
-    match e {
-        WaitError::Failed(e) => e,
-        WaitError::Timeout { what, after, last } => DriverError::Timeout {
-            what,
-            after,
-            last_state: last,
-        },
-    }
-}
-
 fn kind_of(info: &VmInfo) -> VmStateKind {
     classify_vm_state(info.vm_state())
 }
@@ -44,7 +33,7 @@ impl VirtualBoxDriver {
             },
         )
         .await
-        .map_err(timeout_error)
+        .map_err(DriverError::from)
     }
 
     async fn controlvm(&self, name: &str, action: &str) -> Result<(), DriverError> {
@@ -264,7 +253,7 @@ impl VirtualBoxDriver {
             },
         )
         .await
-        .map_err(timeout_error)
+        .map_err(DriverError::from)
     }
 
     /// 127.0.0.1:<host port> for a forwarded port, else `<ip>:<port>`.

@@ -13,7 +13,6 @@ use async_trait::async_trait;
 use timonel_driver::{
     poll_until, Availability, Capabilities, ClusterName, Cmd, Driver, DriverError, DriverKind,
     HostRunner, MachineName, MachineSpec, MachineState, NodeAccess, Reporter, Runner, StopMode,
-    WaitError,
 };
 use timonel_driver_vm::{host_key_path, wait_for_ssh, SshKey, SshTarget};
 use virt::sys;
@@ -398,14 +397,7 @@ impl Driver for KvmDriver {
             self.try_ip(&dom_name, &mac)
         })
         .await
-        .map_err(|e| match e {
-            WaitError::Timeout { what, after, last } => DriverError::Timeout {
-                what,
-                after,
-                last_state: last,
-            },
-            WaitError::Failed(e) => e,
-        })
+        .map_err(DriverError::from)
     }
 
     async fn endpoint(&self, name: &MachineName, port: u16) -> Result<SocketAddr, DriverError> {
