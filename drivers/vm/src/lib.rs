@@ -4,8 +4,9 @@
 //! - [`checksum`]: parsing `SHA256SUMS`/`SHA512SUMS` files and verifying an image, streaming,
 //! - [`seed`]: the cloud-init NoCloud seed ISO (`cidata`), written in Rust,
 //! - [`keys`]: the per-profile ed25519 SSH key,
-//! - [`ssh`]: SSH node access ([`SshAccess`]: a `Runner` and a `NodeAccess`), with the host key
-//!   recorded on first connect,
+//! - [`ssh`]: SSH node access ([`SshAccess`]: a `Runner` and a `NodeAccess`): login with
+//!   timonel's key, key files, ssh-agent or a password ([`SshAuth`]); host keys recorded on first
+//!   connect or checked against a known_hosts file ([`HostKeyPolicy`]),
 //! - [`shell`]: quoting for a POSIX shell, used to turn a `Cmd` into an SSH command line.
 
 pub mod catalog;
@@ -22,4 +23,4 @@ pub use checksum::{parse_checksums, ChecksumEntry, HashAlgorithm};
 pub use error::VmError;
 pub use keys::{host_key_path, SshKey};
 pub use seed::{CloudConfig, NicMatch, NoCloudSeed};
-pub use ssh::{wait_for_ssh, SshAccess, SshError, SshTarget};
+pub use ssh::{wait_for_ssh, HostKeyPolicy, SshAccess, SshAuth, SshError, SshTarget};

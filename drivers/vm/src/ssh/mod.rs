@@ -1,9 +1,13 @@
-//! SSH access to a VM node with `russh`: a [`Runner`] and a [`NodeAccess`].
+//! SSH access to a node with `russh`: a [`Runner`] and a [`NodeAccess`].
 //!
-//! Host keys: the VMs are timonel's own, created moments before the first connect, so the policy
-//! is accept-and-record. The first key seen is written to [`SshTarget::host_key_file`]; a
-//! different key later is an error ([`SshError::HostKeyMismatch`]). Deleting the node deletes
-//! the record.
+//! Host keys ([`HostKeyPolicy`]): timonel's own VMs are created moments before the first
+//! connect, so their policy is accept-and-record ([`HostKeyPolicy::Record`]). The first key seen
+//! is written to the node's file; a different key later is an error
+//! ([`SshError::HostKeyMismatch`]). Deleting the node deletes the record. The user's own machines
+//! are checked against an OpenSSH known_hosts file ([`HostKeyPolicy::KnownHosts`]).
+//!
+//! Login ([`SshAuth`]): the target's methods are tried in order on one connection: timonel's
+//! key, key files, the ssh-agent's keys, a password.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex as StdMutex};
@@ -11,8 +15,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use russh::client::{self, Handle};
-use russh::keys::PrivateKeyWithHashAlg;
-use russh::ChannelMsg;
+use russh::keys::Algorithm;
+use russh::{ChannelMsg, Preferred};
 use timonel_driver::runner::check_exit;
 use timonel_driver::{
     poll_until, Cmd, CommandError, DriverError, FilePlacement, FileSource, NodeAccess, Output,
@@ -23,13 +27,16 @@ use tokio::sync::Mutex;
 
 use crate::keys::SshKey;
 
+mod auth;
 mod error;
 mod host_key;
 
 use crate::shell::{command_line, quote};
+pub use auth::SshAuth;
 use error::error_chain;
 pub use error::SshError;
 use host_key::Client;
+pub use host_key::HostKeyPolicy;
 
 /// How long one copy (`copy_in` of one file, `copy_out`) may take.
 pub const DEFAULT_TRANSFER_TIMEOUT: Duration = Duration::from_secs(600);
@@ -43,9 +50,10 @@ pub struct SshTarget {
     pub host: String,
     pub port: u16,
     pub user: String,
-    pub key: SshKey,
-    /// The recorded host key of this node (see the module docs).
-    pub host_key_file: PathBuf,
+    /// The login methods, tried in order.
+    pub auth: Vec<SshAuth>,
+    /// How the server's host key is checked (see the module docs).
+    pub host_keys: HostKeyPolicy,
     /// Prefix commands with `sudo -n` (default: when `user` is not root).
     pub sudo: bool,
     pub connect_timeout: Duration,
@@ -53,6 +61,7 @@ pub struct SshTarget {
 }
 
 impl SshTarget {
+    /// One of timonel's VMs: timonel's key, the host key recorded in `host_key_file`.
     pub fn new(
         host: impl Into<String>,
         port: u16,
@@ -60,20 +69,39 @@ impl SshTarget {
         key: SshKey,
         host_key_file: impl Into<PathBuf>,
     ) -> Self {
+        Self::with_auth(
+            host,
+            port,
+            user,
+            vec![SshAuth::Key(key)],
+            HostKeyPolicy::Record(host_key_file.into()),
+        )
+    }
+
+    /// Any machine: these login methods (tried in order) and this host key policy. `sudo` is on
+    /// when `user` is not root.
+    pub fn with_auth(
+        host: impl Into<String>,
+        port: u16,
+        user: impl Into<String>,
+        auth: Vec<SshAuth>,
+        host_keys: HostKeyPolicy,
+    ) -> Self {
         let user = user.into();
         Self {
             host: host.into(),
             port,
             sudo: user != "root",
             user,
-            key,
-            host_key_file: host_key_file.into(),
+            auth,
+            host_keys,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             transfer_timeout: DEFAULT_TRANSFER_TIMEOUT,
         }
     }
 
-    fn addr(&self) -> String {
+    /// `host:port`, or `[host]:port` for an IPv6 address.
+    pub fn addr(&self) -> String {
         if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
         } else {
@@ -96,12 +124,20 @@ async fn connect(target: &SshTarget) -> Result<Handle<Client>, SshError> {
     let refusal = Arc::new(StdMutex::new(None));
     let handler = Client {
         addr: addr.clone(),
-        host_key_file: target.host_key_file.clone(),
+        host: target.host.clone(),
+        port: target.port,
+        policy: target.host_keys.clone(),
         refusal: refusal.clone(),
     };
+    let mut preferred = Preferred::default();
+    if let HostKeyPolicy::KnownHosts { file, .. } = &target.host_keys {
+        let known = host_key::known_algorithms(&target.host, target.port, file);
+        preferred.key = prefer_known(&preferred.key, &known).into();
+    }
     let config = Arc::new(client::Config {
         keepalive_interval: Some(Duration::from_secs(15)),
         keepalive_max: 4,
+        preferred,
         ..Default::default()
     });
     let handshake = async {
@@ -122,22 +158,7 @@ async fn connect(target: &SshTarget) -> Result<Handle<Client>, SshError> {
                     },
                 }
             })?;
-        let auth = handle
-            .authenticate_publickey(
-                target.user.clone(),
-                PrivateKeyWithHashAlg::new(target.key.private(), None),
-            )
-            .await
-            .map_err(|source| SshError::Protocol {
-                addr: addr.clone(),
-                source,
-            })?;
-        if !auth.success() {
-            return Err(SshError::Auth {
-                addr: addr.clone(),
-                user: target.user.clone(),
-            });
-        }
+        auth::authenticate(&mut handle, &addr, &target.user, &target.auth).await?;
         Ok(handle)
     };
     tokio::time::timeout(target.connect_timeout, handshake)
@@ -146,6 +167,19 @@ async fn connect(target: &SshTarget) -> Result<Handle<Client>, SshError> {
             addr: addr.clone(),
             after: target.connect_timeout,
         })?
+}
+
+/// The host key algorithms in `default` order, those of the keys known for the host first (as
+/// OpenSSH does), so that a host known by, say, its RSA key is asked for that key.
+fn prefer_known(default: &[Algorithm], known: &[Algorithm]) -> Vec<Algorithm> {
+    let is_known = |a: &Algorithm| {
+        known
+            .iter()
+            .any(|k| k == a || matches!((k, a), (Algorithm::Rsa { .. }, Algorithm::Rsa { .. })))
+    };
+    let (mut first, rest): (Vec<_>, Vec<_>) = default.iter().cloned().partition(is_known);
+    first.extend(rest);
+    first
 }
 
 /// Commands and files in one node over SSH. Connects on first use and reuses the connection.
@@ -429,7 +463,9 @@ mod tests {
     fn client(file: PathBuf) -> Client {
         Client {
             addr: "192.0.2.1:22".into(),
-            host_key_file: file,
+            host: "192.0.2.1".into(),
+            port: 22,
+            policy: HostKeyPolicy::Record(file),
             refusal: Arc::new(StdMutex::new(None)),
         }
     }
@@ -465,6 +501,41 @@ mod tests {
         assert!(!root.sudo);
         assert_eq!(root.addr(), "[fd00::5]:2222");
         assert_eq!(SshAccess::new(root).target(), "ssh root@fd00::5");
+    }
+
+    #[test]
+    fn with_auth_and_new_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SshKey::ensure(dir.path(), "k").unwrap();
+        let vm = SshTarget::new("10.0.0.5", 22, "ubuntu", key, dir.path().join("h"));
+        assert!(matches!(vm.auth.as_slice(), [SshAuth::Key(_)]));
+        assert_eq!(vm.host_keys, HostKeyPolicy::Record(dir.path().join("h")));
+        let own = SshTarget::with_auth(
+            "pi.lan",
+            22,
+            "root",
+            vec![SshAuth::Agent, SshAuth::Password("hunter2".into())],
+            HostKeyPolicy::KnownHosts {
+                file: dir.path().join("known_hosts"),
+                accept_new: false,
+            },
+        );
+        assert!(!own.sudo);
+        assert_eq!(own.addr(), "pi.lan:22");
+        assert_eq!(own.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        assert!(!format!("{own:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn known_host_key_algorithms_come_first() {
+        let default = Preferred::default().key.to_vec();
+        let rsa_first = prefer_known(&default, &[Algorithm::Rsa { hash: None }]);
+        assert_eq!(rsa_first.len(), default.len());
+        assert!(rsa_first[..3]
+            .iter()
+            .all(|a| matches!(a, Algorithm::Rsa { .. })));
+        assert_eq!(prefer_known(&default, &[]), default);
+        assert_eq!(prefer_known(&default, &[Algorithm::Ed25519]), default);
     }
 
     #[tokio::test]
