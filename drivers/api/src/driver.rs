@@ -78,6 +78,9 @@ pub struct Capabilities {
     pub container_nodes: bool,
     /// Creating nodes needs administrator rights (Hyper-V).
     pub needs_admin: bool,
+    /// Nodes are machines that already exist (the SSH driver): `create` places the spec's files
+    /// (binary, unit included) and enables the unit; `delete` uninstalls. No disks, no seeds.
+    pub existing_machines: bool,
     /// The VM disk format the driver wants (`qcow2`, `vhdx`, `vmdk`), for VM drivers.
     pub disk_format: Option<String>,
 }

@@ -32,6 +32,7 @@ impl Driver for DockerDriver {
             container_nodes: true,
             needs_admin: false,
             disk_format: None,
+            existing_machines: false,
         }
     }
 

@@ -315,6 +315,7 @@ impl Driver for HyperVDriver {
             container_nodes: false,
             needs_admin: true,
             disk_format: Some("vhdx".to_string()),
+            existing_machines: false,
         }
     }
 

@@ -216,6 +216,7 @@ impl Driver for VirtualBoxDriver {
             container_nodes: false,
             needs_admin: false,
             disk_format: Some("vmdk".into()),
+            existing_machines: false,
         }
     }
 

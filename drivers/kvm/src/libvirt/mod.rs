@@ -221,6 +221,7 @@ impl Driver for KvmDriver {
             container_nodes: false,
             needs_admin: false,
             disk_format: Some("qcow2".to_string()),
+            existing_machines: false,
         }
     }
 

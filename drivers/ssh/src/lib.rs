@@ -1,0 +1,600 @@
+//! timonel's SSH driver: k3s on machines the user already has.
+//!
+//! A "node" is an existing Linux machine reached over SSH (`--node user@host[:port]`). The host
+//! key must be in the user's known_hosts (or is trusted on first use when asked), login uses the
+//! user's key file, agent or password, and commands run through `sudo -n` unless the user is
+//! root. Nothing changes on any machine until every machine passed the [preflight](SshDriver::preflight).
+//!
+//! - `create` records the node (a marker at [`facts::MARKER_PATH`]), places the spec's files
+//!   (config, binary, airgap images, the systemd unit) and enables the unit;
+//! - `start`/`stop` start and stop the k3s service;
+//! - `delete` uninstalls: services, processes, mounts, interfaces and firewall chains k3s made,
+//!   the files timonel placed, and the k3s folders that did not exist before.
+
+pub mod facts;
+pub mod host;
+pub mod uninstall;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use timonel_driver::{
+    Availability, Capabilities, ClusterName, Cmd, CommandError, Driver, DriverError, DriverKind,
+    MachineName, MachineSpec, MachineState, NodeAccess, NodeRole, Reporter, Runner, StopMode,
+};
+use timonel_driver_vm::{HostKeyPolicy, SshAccess, SshAuth, SshTarget};
+use tokio::sync::Mutex;
+
+pub use facts::{HostFacts, Marker, Problem};
+pub use host::SshHost;
+
+/// Environment variable holding the SSH login password (never stored).
+pub const PASSWORD_ENV: &str = "TIMONEL_SSH_PASSWORD";
+/// Environment variable holding the passphrase of an encrypted `--ssh-key` (never stored).
+pub const PASSPHRASE_ENV: &str = "TIMONEL_SSH_KEY_PASSPHRASE";
+
+/// How timonel logs in to the machines, shared by every node of a cluster.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// `--ssh-key`: a private key file. Without it, the agent and the default key files
+    /// (~/.ssh/id_ed25519, id_ecdsa, id_rsa) are tried, as `ssh` does.
+    pub key_file: Option<PathBuf>,
+    /// The known_hosts file host keys are checked against (default ~/.ssh/known_hosts).
+    pub known_hosts: Option<PathBuf>,
+    /// Trust an unknown host's key on first use and record it in `known_hosts`.
+    pub accept_new_host_keys: bool,
+    /// From [`PASSWORD_ENV`].
+    pub password: Option<String>,
+    /// From [`PASSPHRASE_ENV`].
+    pub key_passphrase: Option<String>,
+    pub connect_timeout: Option<Duration>,
+}
+
+impl Credentials {
+    /// Reads the password and passphrase from the environment.
+    pub fn with_env(mut self) -> Self {
+        self.password = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty());
+        self.key_passphrase = std::env::var(PASSPHRASE_ENV).ok().filter(|p| !p.is_empty());
+        self
+    }
+
+    /// The known_hosts file in use.
+    pub fn known_hosts_file(&self) -> Option<PathBuf> {
+        self.known_hosts
+            .clone()
+            .or_else(|| dirs_home().map(|h| h.join(".ssh").join("known_hosts")))
+    }
+
+    fn auth(&self) -> Vec<SshAuth> {
+        let mut auth = Vec::new();
+        match &self.key_file {
+            Some(path) => auth.push(SshAuth::KeyFile {
+                path: path.clone(),
+                passphrase: self.key_passphrase.clone(),
+            }),
+            None => {
+                auth.push(SshAuth::Agent);
+                if let Some(home) = dirs_home() {
+                    for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+                        let path = home.join(".ssh").join(name);
+                        if path.is_file() {
+                            auth.push(SshAuth::KeyFile {
+                                path,
+                                passphrase: self.key_passphrase.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(p) = &self.password {
+            auth.push(SshAuth::Password(p.clone()));
+        }
+        auth
+    }
+}
+
+/// The user's home folder (`HOME`, else `USERPROFILE` on Windows).
+fn dirs_home() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .or_else(|| std::env::var_os("USERPROFILE"))
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+}
+
+/// One node of an SSH cluster: the machine and the part it plays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshNode {
+    pub host: SshHost,
+    pub role: NodeRole,
+}
+
+impl SshNode {
+    fn unit(&self) -> &'static str {
+        match self.role {
+            NodeRole::Server => "k3s",
+            NodeRole::Agent => "k3s-agent",
+        }
+    }
+}
+
+/// The SSH driver of one cluster: it knows the cluster's machines.
+pub struct SshDriver {
+    cluster: ClusterName,
+    /// Identifies the cluster on its machines (see [`Marker::cluster_id`]).
+    cluster_id: String,
+    nodes: BTreeMap<MachineName, SshNode>,
+    creds: Credentials,
+    /// `--adopt`: machines that already run k3s (or belong to another timonel cluster) may be
+    /// taken over; their k3s is replaced.
+    adopt: bool,
+    sessions: Mutex<BTreeMap<MachineName, Arc<SshAccess>>>,
+}
+
+impl std::fmt::Debug for SshDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshDriver")
+            .field("cluster", &self.cluster)
+            .field("nodes", &self.nodes)
+            .finish()
+    }
+}
+
+/// How long one preflight, install step or uninstall may take.
+const STEP_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl SshDriver {
+    pub fn new(
+        cluster: ClusterName,
+        cluster_id: impl Into<String>,
+        nodes: BTreeMap<MachineName, SshNode>,
+        creds: Credentials,
+        adopt: bool,
+    ) -> Self {
+        Self {
+            cluster,
+            cluster_id: cluster_id.into(),
+            nodes,
+            creds,
+            adopt,
+            sessions: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn node(&self, name: &MachineName) -> Result<&SshNode, DriverError> {
+        self.nodes.get(name).ok_or_else(|| DriverError::NotFound {
+            what: format!("node `{name}` (no machine is given for it)"),
+        })
+    }
+
+    fn target(&self, host: &SshHost) -> Result<SshTarget, DriverError> {
+        let known_hosts =
+            self.creds
+                .known_hosts_file()
+                .ok_or_else(|| DriverError::NotAvailable {
+                    driver: "ssh".to_string(),
+                    reason: "there is no home folder to find ~/.ssh/known_hosts in".to_string(),
+                    fix: "pass --ssh-known-hosts FILE".to_string(),
+                })?;
+        let mut target = SshTarget::with_auth(
+            host.host.clone(),
+            host.port,
+            host.user.clone(),
+            self.creds.auth(),
+            HostKeyPolicy::KnownHosts {
+                file: known_hosts,
+                accept_new: self.creds.accept_new_host_keys,
+            },
+        );
+        if let Some(t) = self.creds.connect_timeout {
+            target.connect_timeout = t;
+        }
+        Ok(target)
+    }
+
+    /// A connected session to the node's machine (reused).
+    async fn session(&self, name: &MachineName) -> Result<Arc<SshAccess>, DriverError> {
+        let node = self.node(name)?;
+        let mut sessions = self.sessions.lock().await;
+        if let Some(s) = sessions.get(name) {
+            return Ok(s.clone());
+        }
+        let access = Arc::new(SshAccess::new(self.target(&node.host)?));
+        access.connect().await?;
+        sessions.insert(name.clone(), access.clone());
+        Ok(access)
+    }
+
+    /// Runs a root shell script on the node's machine.
+    async fn root_script(&self, name: &MachineName, script: &str) -> Result<String, DriverError> {
+        let access = self.session(name).await?;
+        let out = access
+            .run(&Cmd::new("sh").args(["-c", script]).timeout(STEP_TIMEOUT))
+            .await?;
+        Ok(out.stdout)
+    }
+
+    /// Checks that the login can run commands as root without a password.
+    async fn check_sudo(&self, name: &MachineName) -> Result<(), String> {
+        let node = self.node(name).map_err(|e| e.to_string())?;
+        if node.host.user == "root" {
+            return Ok(());
+        }
+        let access = self.session(name).await.map_err(|e| error_text(&e))?;
+        match access.run(&Cmd::new("true").timeout(STEP_TIMEOUT)).await {
+            Ok(_) => Ok(()),
+            Err(CommandError::Exited { stderr, .. }) => Err(format!(
+                "user `{}` cannot run commands as root without a password (sudo said: {})",
+                node.host.user,
+                stderr.trim()
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// What the preflight found on the node's machine (runs as root).
+    pub async fn inspect(&self, name: &MachineName) -> Result<HostFacts, DriverError> {
+        Ok(HostFacts::parse(
+            &self.root_script(name, &facts::script()).await?,
+        ))
+    }
+
+    /// Checks every machine before anything is changed on any: the login (host key, user,
+    /// credentials), root through sudo, OS and architecture, systemd, disk, memory, ports, and
+    /// an existing k3s. Returns each node's facts, or one error naming every problem found.
+    pub async fn preflight(&self) -> Result<BTreeMap<MachineName, HostFacts>, DriverError> {
+        let mut seen: BTreeMap<(String, u16), &MachineName> = BTreeMap::new();
+        for (name, node) in &self.nodes {
+            if let Some(other) = seen.insert((node.host.host.clone(), node.host.port), name) {
+                return Err(DriverError::Backend {
+                    op: "preflight".into(),
+                    message: format!(
+                        "nodes `{other}` and `{name}` are the same machine ({})",
+                        node.host.address()
+                    ),
+                    hint: Some("give each --node a different machine".into()),
+                });
+            }
+        }
+        let checks = self.nodes.iter().map(|(name, node)| async move {
+            let result = async {
+                self.check_sudo(name).await.map_err(|e| {
+                    vec![Problem {
+                        what: e,
+                        fix: format!(
+                            "allow it in sudoers (`{} ALL=(ALL) NOPASSWD: ALL` in /etc/sudoers.d/), or log in as root",
+                            node.host.user
+                        ),
+                    }]
+                })?;
+                let facts = self.inspect(name).await.map_err(|e| {
+                    vec![Problem {
+                        what: error_text(&e),
+                        fix: String::new(),
+                    }]
+                })?;
+                let problems = facts.problems(node.role, self.adopt, &self.cluster_id);
+                if problems.is_empty() {
+                    Ok(facts)
+                } else {
+                    Err(problems)
+                }
+            }
+            .await;
+            (name.clone(), node, result)
+        });
+        let results = futures_util::future::join_all(checks).await;
+        let mut facts = BTreeMap::new();
+        let mut failed = Vec::new();
+        let mut fixes: Vec<String> = Vec::new();
+        for (name, node, result) in results {
+            match result {
+                Ok(f) => {
+                    facts.insert(name, f);
+                }
+                Err(problems) => {
+                    for p in problems {
+                        failed.push(format!("  {} ({name}): {}", node.host, p.what));
+                        if !p.fix.is_empty() && !fixes.contains(&p.fix) {
+                            fixes.push(p.fix);
+                        }
+                    }
+                }
+            }
+        }
+        if !failed.is_empty() {
+            return Err(DriverError::Backend {
+                op: "preflight".into(),
+                message: format!(
+                    "the machines are not ready for k3s; nothing was changed on any of them:\n{}",
+                    failed.join("\n")
+                ),
+                hint: (!fixes.is_empty()).then(|| fixes.join("; ")),
+            });
+        }
+        let arches: Vec<&str> = facts.values().filter_map(HostFacts::arch).collect();
+        if arches.windows(2).any(|w| w[0] != w[1]) {
+            return Err(DriverError::Backend {
+                op: "preflight".into(),
+                message: format!(
+                    "the machines have different architectures ({}); nothing was changed",
+                    arches.join(", ")
+                ),
+                hint: Some("use machines of one architecture per cluster".into()),
+            });
+        }
+        Ok(facts)
+    }
+
+    async fn unit_state(&self, name: &MachineName) -> Result<MachineState, DriverError> {
+        let node = self.node(name)?;
+        let unit = node.unit();
+        let script = format!(
+            "if [ -r {m} ]; then cat {m}; else echo none; fi; echo; systemctl is-active {unit} 2>/dev/null || true",
+            m = facts::MARKER_PATH
+        );
+        let out = self.root_script(name, &script).await?;
+        let mut lines = out.lines();
+        let marker = lines.next().unwrap_or("none");
+        let marker: Option<Marker> = serde_json::from_str(marker).ok();
+        if marker.is_none_or(|m| m.cluster_id != self.cluster_id) {
+            return Ok(MachineState::NotCreated);
+        }
+        let active = lines.rfind(|l| !l.trim().is_empty()).unwrap_or("").trim();
+        Ok(match active {
+            "active" | "reloading" => MachineState::Running,
+            "activating" => MachineState::Starting,
+            "deactivating" => MachineState::Stopping,
+            "failed" => MachineState::Error {
+                raw: format!("{unit}.service failed"),
+            },
+            _ => MachineState::Stopped,
+        })
+    }
+}
+
+/// An error's text with its causes.
+fn error_text(e: &DriverError) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    if let Some(h) = timonel_driver::Hint::hint(e) {
+        text.push_str(&format!(" ({h})"));
+    }
+    text
+}
+
+#[async_trait]
+impl Driver for SshDriver {
+    fn kind(&self) -> DriverKind {
+        DriverKind::Ssh
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            container_nodes: false,
+            existing_machines: true,
+            ..Default::default()
+        }
+    }
+
+    async fn probe(&self) -> Availability {
+        if self.nodes.is_empty() {
+            return Availability::Unusable {
+                reason: "no machines were given".into(),
+                fix: "name each machine with --node user@host[:port]".into(),
+            };
+        }
+        Availability::Ready {
+            version: format!("ssh to {} machine(s)", self.nodes.len()),
+            notes: Vec::new(),
+        }
+    }
+
+    /// Records the node on its machine, places the spec's files and enables its unit. The
+    /// machine must have passed the preflight; a k3s found there is replaced only with
+    /// `--adopt`.
+    async fn create(&self, spec: &MachineSpec, report: &dyn Reporter) -> Result<(), DriverError> {
+        let node = self.node(&spec.name)?;
+        report.step(&format!("checking {}", node.host));
+        let found = self.inspect(&spec.name).await?;
+        let problems = found.problems(node.role, self.adopt, &self.cluster_id);
+        if let Some(p) = problems.first() {
+            return Err(DriverError::Backend {
+                op: "create".into(),
+                message: format!("{} cannot be node `{}`: {}", node.host, spec.name, p.what),
+                hint: Some(p.fix.clone()),
+            });
+        }
+        let mut found = found;
+        if !found.k3s.is_empty() && !found.owned_by(&self.cluster_id) {
+            // --adopt: the k3s that is there goes first, with everything it made.
+            report.step(&format!("removing the k3s found on {}", node.host));
+            self.root_script(&spec.name, &uninstall::script(found.marker.as_ref()))
+                .await?;
+            found = self.inspect(&spec.name).await?;
+        }
+        let marker = Marker {
+            cluster_id: self.cluster_id.clone(),
+            cluster: self.cluster.to_string(),
+            node: spec.name.to_string(),
+            preexisting: found
+                .existing
+                .iter()
+                .filter(|p| facts::K3S_DIRS.contains(&p.as_str()))
+                .cloned()
+                .collect(),
+            placed: spec.files.iter().map(|f| f.path.clone()).collect(),
+        };
+        let line = serde_json::to_string(&marker).map_err(|e| DriverError::Parse {
+            what: "the node record".into(),
+            message: e.to_string(),
+        })?;
+        let access = self.session(&spec.name).await?;
+        // The marker first: an interrupted install is then still found and removed by delete.
+        access
+            .copy_in(&[timonel_driver::FilePlacement::bytes(
+                facts::MARKER_PATH,
+                0o600,
+                format!("{line}\n").into_bytes(),
+            )])
+            .await?;
+        report.step(&format!("installing k3s on {}", node.host));
+        access.copy_in(&spec.files).await?;
+        let unit = node.unit();
+        self.root_script(
+            &spec.name,
+            &format!("systemctl daemon-reload && systemctl enable {unit} 2>&1"),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn start(&self, name: &MachineName) -> Result<(), DriverError> {
+        let unit = self.node(name)?.unit();
+        // Without blocking on k3s's readiness (Type=notify): timonel waits itself.
+        self.root_script(name, &format!("systemctl start --no-block {unit}"))
+            .await?;
+        Ok(())
+    }
+
+    async fn stop(&self, name: &MachineName, _how: StopMode) -> Result<(), DriverError> {
+        if self.unit_state(name).await? == MachineState::NotCreated {
+            return Ok(());
+        }
+        self.root_script(name, &uninstall::stop_script()).await?;
+        Ok(())
+    }
+
+    async fn delete(&self, name: &MachineName) -> Result<(), DriverError> {
+        let found = self.inspect(name).await?;
+        if !found.owned_by(&self.cluster_id) {
+            // Not ours (never installed, or already removed): leave the machine alone.
+            return Ok(());
+        }
+        self.root_script(name, &uninstall::script(found.marker.as_ref()))
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_cluster(&self, cluster: &ClusterName) -> Result<Vec<String>, DriverError> {
+        if cluster != &self.cluster {
+            return Ok(Vec::new());
+        }
+        let tasks = self.nodes.iter().map(|(name, node)| async move {
+            let owned = self.inspect(name).await?.owned_by(&self.cluster_id);
+            self.delete(name).await?;
+            Ok::<_, DriverError>(owned.then(|| format!("k3s on {} ({name})", node.host)))
+        });
+        let mut removed = Vec::new();
+        let mut errors = Vec::new();
+        for r in futures_util::future::join_all(tasks).await {
+            match r {
+                Ok(Some(line)) => removed.push(line),
+                Ok(None) => {}
+                Err(e) => errors.push(error_text(&e)),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(DriverError::Backend {
+                op: "delete".into(),
+                message: format!(
+                    "k3s could not be removed from every machine:\n  {}",
+                    errors.join("\n  ")
+                ),
+                hint: Some(
+                    "make the machines reachable and run `timonel delete` again: it removes what is left"
+                        .into(),
+                ),
+            });
+        }
+        Ok(removed)
+    }
+
+    async fn state(&self, name: &MachineName) -> Result<MachineState, DriverError> {
+        self.unit_state(name).await
+    }
+
+    async fn ip(&self, name: &MachineName) -> Result<IpAddr, DriverError> {
+        let host = &self.node(name)?.host;
+        if let Some(ip) = host.ip_literal() {
+            return Ok(ip);
+        }
+        let mut addrs = tokio::net::lookup_host((host.host.as_str(), host.port))
+            .await
+            .map_err(|e| DriverError::io(format!("cannot resolve `{}`", host.host), e))?;
+        addrs
+            .next()
+            .map(|a| a.ip())
+            .ok_or_else(|| DriverError::NotFound {
+                what: format!("an address for `{}`", host.host),
+            })
+    }
+
+    async fn endpoint(&self, name: &MachineName, port: u16) -> Result<SocketAddr, DriverError> {
+        Ok(SocketAddr::new(self.ip(name).await?, port))
+    }
+
+    async fn access(&self, name: &MachineName) -> Result<Arc<dyn NodeAccess>, DriverError> {
+        Ok(self.session(name).await?)
+    }
+
+    async fn logs(&self, name: &MachineName, tail: usize) -> Result<String, DriverError> {
+        let unit = self.node(name)?.unit();
+        self.root_script(
+            name,
+            &format!("journalctl -u {unit} -n {tail} --no-pager -o cat 2>&1 || true"),
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_try_the_key_file_given_then_the_password() {
+        let c = Credentials {
+            key_file: Some("/keys/id".into()),
+            password: Some("pw".into()),
+            ..Default::default()
+        };
+        let auth = c.auth();
+        assert!(
+            matches!(&auth[0], SshAuth::KeyFile { path, .. } if path == &PathBuf::from("/keys/id"))
+        );
+        assert!(matches!(&auth[1], SshAuth::Password(p) if p == "pw"));
+        assert_eq!(auth.len(), 2);
+        let none = Credentials::default();
+        assert!(matches!(none.auth().first(), Some(SshAuth::Agent)));
+    }
+
+    #[tokio::test]
+    async fn a_driver_without_machines_says_what_to_do() {
+        let d = SshDriver::new(
+            "dev".parse().unwrap(),
+            "id",
+            BTreeMap::new(),
+            Credentials::default(),
+            false,
+        );
+        match d.probe().await {
+            Availability::Unusable { fix, .. } => assert!(fix.contains("--node")),
+            other => panic!("{other:?}"),
+        }
+        let e = d.state(&"dev".parse().unwrap()).await.unwrap_err();
+        assert!(e.to_string().contains("no machine"), "{e}");
+    }
+}
