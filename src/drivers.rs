@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use timonel_driver::{Availability, ClusterName, Driver, DriverKind};
 use timonel_driver_docker::DockerDriver;
+use timonel_driver_ssh::{Credentials, SshDriver, SshHost, SshNode};
 
 use crate::error::UserError;
 use crate::output::Printer;
@@ -23,6 +24,8 @@ pub const ORDER: &[DriverKind] = &[
 pub struct Selected {
     pub driver: Arc<dyn Driver>,
     pub docker: Option<Arc<DockerDriver>>,
+    /// The SSH driver, for its preflight.
+    pub ssh: Option<Arc<SshDriver>>,
 }
 
 /// Names of the drivers compiled into this build, in probe order.
@@ -36,6 +39,7 @@ pub fn compiled_in() -> Vec<&'static str> {
     }
     v.push("hyperv");
     v.push("virtualbox");
+    v.push("ssh");
     v
 }
 
@@ -46,8 +50,9 @@ pub fn parse_kind(s: &str) -> Result<DriverKind, String> {
         "kvm" | "kvm2" | "libvirt" => Ok(DriverKind::Kvm),
         "hyperv" | "hyper-v" => Ok(DriverKind::Hyperv),
         "virtualbox" | "vbox" => Ok(DriverKind::Virtualbox),
+        "ssh" => Ok(DriverKind::Ssh),
         other => Err(format!(
-            "`{other}` is not a driver timonel knows (drivers: docker, kvm, hyperv, virtualbox)"
+            "`{other}` is not a driver timonel knows (drivers: docker, kvm, hyperv, virtualbox, ssh)"
         )),
     }
 }
@@ -60,22 +65,84 @@ pub fn make(kind: DriverKind) -> anyhow::Result<Selected> {
             Ok(Selected {
                 driver: docker.clone(),
                 docker: Some(docker),
+                ssh: None,
             })
         }
         DriverKind::Kvm => kvm(),
         DriverKind::Hyperv => Ok(Selected {
             driver: Arc::new(timonel_driver_hyperv::HyperVDriver::new()),
             docker: None,
+            ssh: None,
         }),
         DriverKind::Virtualbox => Ok(Selected {
             driver: Arc::new(timonel_driver_virtualbox::VirtualBoxDriver::new()),
             docker: None,
+            ssh: None,
         }),
+        DriverKind::Ssh => Err(UserError::new(
+            "the ssh driver needs the machines to use",
+            "name each one with --node user@host[:port]",
+        )
+        .into()),
         other => Err(UserError::new(
             format!("the {other} driver is not available in this build of timonel"),
             "use `--driver docker`",
         )
         .into()),
+    }
+}
+
+/// The driver of an existing profile (the SSH driver needs the profile's machines).
+pub fn for_profile(profile: &crate::profile::Profile) -> anyhow::Result<Selected> {
+    if profile.driver != DriverKind::Ssh {
+        return make(profile.driver);
+    }
+    let settings = profile.ssh.clone().ok_or_else(|| {
+        anyhow::anyhow!(
+            "profile `{}` uses the ssh driver but has no ssh settings",
+            profile.name
+        )
+    })?;
+    let nodes = profile
+        .nodes
+        .iter()
+        .filter_map(|n| n.machine.clone().map(|m| (n.name.clone(), m, n.role)))
+        .collect::<Vec<_>>();
+    Ok(ssh(&profile.name, &settings, nodes))
+}
+
+/// The SSH driver of a cluster on `nodes`.
+pub fn ssh(
+    cluster: &ClusterName,
+    settings: &crate::profile::SshSettings,
+    nodes: Vec<(
+        timonel_driver::MachineName,
+        SshHost,
+        timonel_driver::NodeRole,
+    )>,
+) -> Selected {
+    let creds = Credentials {
+        key_file: settings.key_file.clone(),
+        known_hosts: settings.known_hosts.clone(),
+        accept_new_host_keys: settings.accept_new_host_keys,
+        ..Default::default()
+    }
+    .with_env();
+    let nodes = nodes
+        .into_iter()
+        .map(|(name, host, role)| (name, SshNode { host, role }))
+        .collect();
+    let driver = Arc::new(SshDriver::new(
+        cluster.clone(),
+        settings.cluster_id.clone(),
+        nodes,
+        creds,
+        settings.adopt,
+    ));
+    Selected {
+        driver: driver.clone(),
+        docker: None,
+        ssh: Some(driver),
     }
 }
 
@@ -88,6 +155,7 @@ fn kvm() -> anyhow::Result<Selected> {
     Ok(Selected {
         driver: Arc::new(timonel_driver_kvm::KvmDriver::new(uri)),
         docker: None,
+        ssh: None,
     })
 }
 

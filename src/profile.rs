@@ -84,6 +84,26 @@ pub struct NodeRecord {
     /// (VMs reached on their own address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_url: Option<String>,
+    /// The SSH driver: the machine this node is (`user@host[:port]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<timonel_driver_ssh::SshHost>,
+}
+
+/// The SSH driver's settings of a profile: how to log in (never a password: that comes from
+/// `TIMONEL_SSH_PASSWORD` each time) and the cluster's identity on its machines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshSettings {
+    /// Identifies the cluster in the record timonel keeps on each machine.
+    pub cluster_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_hosts: Option<PathBuf>,
+    #[serde(default)]
+    pub accept_new_host_keys: bool,
+    /// Machines that already ran k3s were taken over (`--adopt`).
+    #[serde(default)]
+    pub adopt: bool,
 }
 
 /// Everything timonel knows about a cluster.
@@ -137,6 +157,9 @@ pub struct Profile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubeconfig: Option<PathBuf>,
     pub nodes: Vec<NodeRecord>,
+    /// The SSH driver's settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshSettings>,
     pub phase: Phase,
     /// Unix seconds.
     pub created_at: u64,
@@ -305,7 +328,9 @@ mod tests {
                 api_port: Some(40123),
                 ssh_port: None,
                 api_url: None,
+                machine: None,
             }],
+            ssh: None,
             name,
             driver: DriverKind::Docker,
             distribution: "k3s".into(),

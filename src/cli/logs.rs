@@ -27,7 +27,7 @@ pub struct LogsArgs {
 pub async fn run(ctx: &Ctx, args: LogsArgs) -> anyhow::Result<ExitCode> {
     let profile = ctx.store.load(&ctx.profile)?;
     let node = crate::cluster::pick_node(&profile, args.node.as_deref())?;
-    let selected = drivers::make(profile.driver)?;
+    let selected = drivers::for_profile(&profile)?;
     if !args.follow {
         let text = selected.driver.logs(&node.name, args.tail).await?;
         let mut out = std::io::stdout().lock();

@@ -108,7 +108,7 @@ async fn live_state(ctx: &Ctx, name: &str) -> String {
     let Ok(profile) = ctx.store.load(&name) else {
         return "unknown".into();
     };
-    let (Ok(selected), Some(server)) = (crate::drivers::make(profile.driver), profile.server())
+    let (Ok(selected), Some(server)) = (crate::drivers::for_profile(&profile), profile.server())
     else {
         return "unknown".into();
     };

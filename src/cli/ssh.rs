@@ -24,7 +24,7 @@ pub struct SshArgs {
 pub async fn run(ctx: &Ctx, args: SshArgs) -> anyhow::Result<ExitCode> {
     let profile = ctx.store.load(&ctx.profile)?;
     let node = crate::cluster::pick_node(&profile, args.node.as_deref())?.clone();
-    let selected = drivers::make(profile.driver)?;
+    let selected = drivers::for_profile(&profile)?;
     let driver = selected.driver.as_ref();
     let state = driver.state(&node.name).await?;
     if !state.is_running() {
@@ -81,14 +81,29 @@ async fn interactive(
     driver: &dyn timonel_driver::Driver,
     node: &crate::profile::NodeRecord,
 ) -> anyhow::Result<ExitCode> {
+    if let (Some(machine), Some(ssh)) = (&node.machine, &profile.ssh) {
+        // A machine of the user's: their own ssh, known_hosts and key.
+        let mut cmd = std::process::Command::new("ssh");
+        if let Some(key) = &ssh.key_file {
+            cmd.arg("-i").arg(key);
+        }
+        if let Some(file) = &ssh.known_hosts {
+            cmd.arg("-o")
+                .arg(format!("UserKnownHostsFile={}", file.display()));
+        }
+        cmd.arg("-p")
+            .arg(machine.port.to_string())
+            .arg(format!("{}@{}", machine.user, machine.host));
+        return run_ssh_client(cmd);
+    }
     let addr = driver.endpoint(&node.name, 22).await?;
     let keys = ctx.home.profile_dir(&profile.name).join("ssh");
     let user = profile
         .ssh_user
         .clone()
         .unwrap_or_else(|| timonel_driver_vm::options::DEFAULT_SSH_USER.to_string());
-    let status = std::process::Command::new("ssh")
-        .arg("-i")
+    let mut cmd = std::process::Command::new("ssh");
+    cmd.arg("-i")
         .arg(keys.join(timonel_driver_vm::keys::PRIVATE_KEY_FILE))
         .arg("-o")
         .arg(format!(
@@ -99,14 +114,17 @@ async fn interactive(
         .arg("StrictHostKeyChecking=accept-new")
         .arg("-p")
         .arg(addr.port().to_string())
-        .arg(format!("{user}@{}", addr.ip()))
-        .status()
-        .map_err(|e| {
-            UserError::new(
-                format!("cannot run the `ssh` client: {e}"),
-                "install OpenSSH's client, or run a command with `timonel ssh -- CMD`",
-            )
-        })?;
+        .arg(format!("{user}@{}", addr.ip()));
+    run_ssh_client(cmd)
+}
+
+fn run_ssh_client(mut cmd: std::process::Command) -> anyhow::Result<ExitCode> {
+    let status = cmd.status().map_err(|e| {
+        UserError::new(
+            format!("cannot run the `ssh` client: {e}"),
+            "install OpenSSH's client, or run a command with `timonel ssh -- CMD`",
+        )
+    })?;
     Ok(ExitCode::from(
         status
             .code()

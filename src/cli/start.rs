@@ -6,15 +6,18 @@ use std::time::Duration;
 use clap::Args;
 use timonel_driver::DriverKind;
 
+use timonel_driver_ssh::SshHost;
+
 use super::Ctx;
-use crate::cluster::{self, StartOptions};
+use crate::cluster::{self, SshStart, StartOptions};
 use crate::distro::k3s;
 use crate::distro::ready::WaitFor;
 use crate::error::UserError;
 
 #[derive(Debug, Args)]
 pub struct StartArgs {
-    /// The driver: docker, kvm, hyperv, virtualbox (default: the first usable, in that order).
+    /// The driver: docker, kvm, hyperv, virtualbox, ssh (default: the first usable of the first
+    /// four, in that order; `--node` means ssh).
     #[arg(long, env = "TIMONEL_DRIVER", value_parser = crate::drivers::parse_kind)]
     pub driver: Option<DriverKind>,
     /// k3s version (`v1.31.2+k3s1`), Kubernetes version (`v1.31.2`), minor (`v1.31`) or channel
@@ -78,6 +81,26 @@ pub struct StartArgs {
     /// Extra published ports, HOST:NODE[/tcp|udp] (repeatable).
     #[arg(long = "ports")]
     pub ports: Vec<String>,
+    /// ssh driver: a machine you have, as user@host[:port]; one per node, servers first
+    /// (repeatable). The user must be root or have passwordless sudo.
+    #[arg(long = "node", value_name = "USER@HOST[:PORT]", value_parser = parse_machine)]
+    pub machines: Vec<SshHost>,
+    /// ssh driver: the private key to log in with (default: the ssh-agent's keys, then
+    /// ~/.ssh/id_ed25519, id_ecdsa, id_rsa). A password comes from TIMONEL_SSH_PASSWORD.
+    #[arg(long)]
+    pub ssh_key: Option<PathBuf>,
+    /// ssh driver: the known_hosts file host keys are checked against (default
+    /// ~/.ssh/known_hosts).
+    #[arg(long)]
+    pub ssh_known_hosts: Option<PathBuf>,
+    /// ssh driver: trust the host key of a machine that is not in known_hosts yet, and record
+    /// it there (trust on first use). A changed key is always refused.
+    #[arg(long)]
+    pub ssh_accept_new_host_keys: bool,
+    /// ssh driver: take over machines that already run k3s: their k3s (services, binary,
+    /// data) is replaced, and `timonel delete` removes it.
+    #[arg(long)]
+    pub adopt: bool,
     /// Keep what was created when start fails (for debugging).
     #[arg(long)]
     pub keep_on_failure: bool,
@@ -169,6 +192,7 @@ pub async fn run(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
                 "use HOST_PORT:NODE_PORT, e.g. `--ports 8080:80`",
             )
         })?;
+    let ssh = ssh_options(&args)?;
     let sources = args.mirror.sources(args.offline)?;
     // Persistent defaults (`timonel config`) apply to new profiles only: an existing profile is
     // resumed as it is.
@@ -185,9 +209,16 @@ pub async fn run(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
     cluster::start(
         ctx,
         StartOptions {
-            driver: args.driver,
+            driver: if ssh.is_some() {
+                Some(DriverKind::Ssh)
+            } else {
+                args.driver
+            },
             version: args.kubernetes_version,
-            nodes: args.nodes.unwrap_or(1),
+            nodes: ssh
+                .as_ref()
+                .map(|s| s.machines.len() as u32)
+                .unwrap_or_else(|| args.nodes.unwrap_or(1)),
             control_planes: args.control_planes,
             cpus: args.cpus,
             memory_mib: args.memory,
@@ -208,10 +239,80 @@ pub async fn run(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
             keep_on_failure: args.keep_on_failure,
             preload: args.preload,
             sources,
+            ssh,
         },
     )
     .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_machine(s: &str) -> Result<SshHost, String> {
+    s.parse()
+}
+
+/// The ssh driver's options, checked before anything is touched: `--node` means the ssh
+/// driver, the ssh driver needs `--node`, and `--nodes` must agree with them.
+fn ssh_options(args: &StartArgs) -> anyhow::Result<Option<SshStart>> {
+    let ssh_flags = args.ssh_key.is_some()
+        || args.ssh_known_hosts.is_some()
+        || args.ssh_accept_new_host_keys
+        || args.adopt;
+    let driver = args
+        .driver
+        .or((!args.machines.is_empty()).then_some(DriverKind::Ssh));
+    if driver != Some(DriverKind::Ssh) {
+        if !args.machines.is_empty() || ssh_flags {
+            return Err(UserError::new(
+                format!(
+                    "--node, --ssh-key, --ssh-known-hosts, --ssh-accept-new-host-keys and --adopt are for the ssh driver, not {}",
+                    driver.map_or("the default driver".to_string(), |d| format!("--driver {d}"))
+                ),
+                "drop them, or use `--driver ssh --node user@host`",
+            )
+            .into());
+        }
+        return Ok(None);
+    }
+    if args.machines.is_empty() {
+        // Resuming an existing ssh profile needs no machines: they are in the profile.
+        return Ok(None);
+    }
+    let n = args.machines.len() as u32;
+    if let Some(nodes) = args.nodes {
+        if nodes != n {
+            return Err(UserError::new(
+                format!("--nodes {nodes} does not match the {n} machine(s) given with --node"),
+                "drop --nodes: with the ssh driver, each --node is one node",
+            )
+            .into());
+        }
+    }
+    if args.control_planes > n {
+        return Err(UserError::new(
+            format!(
+                "--control-planes {} needs that many machines; {n} given with --node",
+                args.control_planes
+            ),
+            "give one --node per node, servers first",
+        )
+        .into());
+    }
+    if let Some(key) = &args.ssh_key {
+        if let Err(e) = std::fs::metadata(key) {
+            return Err(UserError::new(
+                format!("--ssh-key `{}` cannot be read: {e}", key.display()),
+                "give the path of your private key, e.g. ~/.ssh/id_ed25519",
+            )
+            .into());
+        }
+    }
+    Ok(Some(SshStart {
+        machines: args.machines.clone(),
+        key_file: args.ssh_key.clone(),
+        known_hosts: args.ssh_known_hosts.clone(),
+        accept_new_host_keys: args.ssh_accept_new_host_keys,
+        adopt: args.adopt,
+    }))
 }
 
 fn parse_env(s: &str) -> Result<String, String> {

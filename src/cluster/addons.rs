@@ -150,7 +150,7 @@ pub async fn set_addon(
         .map(|s| server_config(&changed, s))
         .collect::<anyhow::Result<Vec<_>>>()?;
 
-    let selected = drivers::make(profile.driver)?;
+    let selected = drivers::for_profile(&profile)?;
     let driver = selected.driver.clone();
     let running = profile.phase == Phase::Running;
     let verb = if enable { "enabling" } else { "disabling" };

@@ -256,7 +256,7 @@ pub async fn load(ctx: &Ctx, args: &[String]) -> anyhow::Result<Vec<LoadRow>> {
     let _lock = ctx.lock_profile()?;
     let profile = ctx.store.load(&ctx.profile)?;
     let name = profile.name.clone();
-    let selected = drivers::make(profile.driver)?;
+    let selected = drivers::for_profile(&profile)?;
     let driver = selected.driver.clone();
 
     // The running nodes.

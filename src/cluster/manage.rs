@@ -19,7 +19,7 @@ use crate::profile::Phase;
 pub async fn stop(ctx: &Ctx, timeout: Duration) -> anyhow::Result<()> {
     let _lock = ctx.lock_profile()?;
     let mut profile = ctx.store.load(&ctx.profile)?;
-    let selected = drivers::make(profile.driver)?;
+    let selected = drivers::for_profile(&profile)?;
     let step = ctx
         .printer
         .step(&format!("stopping {} node(s)", profile.nodes.len()));
@@ -57,7 +57,10 @@ async fn delete_one(
     let step = ctx.printer.step(&format!("deleting profile `{name}`"));
     let mut removed = Vec::new();
     for kind in kinds {
-        let selected = drivers::make(kind)?;
+        let selected = match &profile {
+            Some(p) => drivers::for_profile(p)?,
+            None => drivers::make(kind)?,
+        };
         if profile.is_none() && !selected.driver.probe().await.is_ready() {
             continue;
         }
@@ -144,7 +147,7 @@ pub async fn delete_all(ctx: &Ctx, purge: bool) -> anyhow::Result<()> {
 pub async fn ip(ctx: &Ctx, node: Option<&str>) -> anyhow::Result<std::net::IpAddr> {
     let profile = ctx.store.load(&ctx.profile)?;
     let record = super::pick_node(&profile, node)?;
-    let selected = drivers::make(profile.driver)?;
+    let selected = drivers::for_profile(&profile)?;
     match selected.driver.ip(&record.name).await {
         Ok(ip) => Ok(ip),
         Err(e) => {
@@ -205,7 +208,7 @@ impl StatusReport {
 /// The state of every node and of the API, read live.
 pub async fn status(ctx: &Ctx) -> anyhow::Result<StatusReport> {
     let profile = ctx.store.load(&ctx.profile)?;
-    let selected = drivers::make(profile.driver)?;
+    let selected = drivers::for_profile(&profile)?;
     let driver = selected.driver.clone();
     let states = futures_util::future::join_all(profile.nodes.iter().map(|n| {
         let driver = driver.clone();

@@ -15,7 +15,7 @@ pub use images::{load as load_images, short as images_short, ImageSource, LoadRo
 pub use manage::{delete, delete_all, ip, kubeconfig_cmd, status, stop, StatusReport};
 pub use nodes::{node_add, node_delete, node_list, NodeRow};
 pub(crate) use start::node_access;
-pub use start::{start, StartOptions};
+pub use start::{start, SshStart, StartOptions};
 
 use std::net::IpAddr;
 use std::path::PathBuf;

@@ -62,13 +62,14 @@ pub async fn node_add(
         api_port: None,
         ssh_port: None,
         api_url: None,
+        machine: None,
     };
     let mut record = record;
     if control_plane {
         let l = std::net::TcpListener::bind((std::net::IpAddr::from([127, 0, 0, 1]), 0))?;
         record.api_port = Some(l.local_addr()?.port());
     }
-    let selected = drivers::make(profile.driver)?;
+    let selected = drivers::for_profile(&profile)?;
     if !selected.driver.capabilities().container_nodes {
         bail!(UserError::new(
             format!(
@@ -148,7 +149,7 @@ pub async fn node_delete(ctx: &Ctx, node: &str) -> anyhow::Result<()> {
             format!("delete the whole cluster with `timonel delete -p {name}`"),
         ));
     }
-    let selected = drivers::make(profile.driver)?;
+    let selected = drivers::for_profile(&profile)?;
     let step = ctx.printer.step(&format!("deleting node {node}"));
     if let Ok(creds) = saved_credentials(&ctx.store, &name) {
         let api = ApiClient::new(&creds, &creds.server)?;
@@ -180,7 +181,7 @@ pub struct NodeRow {
 /// The nodes of the profile with their live state.
 pub async fn node_list(ctx: &Ctx) -> anyhow::Result<Vec<NodeRow>> {
     let profile = ctx.store.load(&ctx.profile)?;
-    let selected = drivers::make(profile.driver)?;
+    let selected = drivers::for_profile(&profile)?;
     let states = futures_util::future::join_all(profile.nodes.iter().map(|n| {
         let driver = selected.driver.clone();
         let name = n.name.clone();

@@ -19,7 +19,7 @@ use crate::distro::{k3s, ClusterSettings, NodeSettings};
 use crate::drivers::{self, Selected};
 use crate::error::UserError;
 use crate::kubeconfig::{self, MergeOptions};
-use crate::profile::{now_unix, NodeRecord, Phase, Profile, SCHEMA};
+use crate::profile::{now_unix, NodeRecord, Phase, Profile, SshSettings, SCHEMA};
 
 /// What `start` was asked for.
 #[derive(Debug, Clone)]
@@ -54,6 +54,36 @@ pub struct StartOptions {
     pub keep_on_failure: bool,
     pub preload: bool,
     pub sources: Sources,
+    /// The ssh driver's machines and login settings.
+    pub ssh: Option<SshStart>,
+}
+
+/// `start --driver ssh`: the machines (one per node, servers first) and how to log in.
+#[derive(Debug, Clone)]
+pub struct SshStart {
+    pub machines: Vec<timonel_driver_ssh::SshHost>,
+    pub key_file: Option<PathBuf>,
+    pub known_hosts: Option<PathBuf>,
+    pub accept_new_host_keys: bool,
+    pub adopt: bool,
+}
+
+impl SshStart {
+    /// The profile's ssh settings, with a fresh cluster identity.
+    fn settings(&self) -> SshSettings {
+        SshSettings {
+            cluster_id: k3s::new_token()[..32].to_string(),
+            key_file: self.key_file.as_deref().map(absolute),
+            known_hosts: self.known_hosts.as_deref().map(absolute),
+            accept_new_host_keys: self.accept_new_host_keys,
+            adopt: self.adopt,
+        }
+    }
+}
+
+/// `path` made absolute against the current folder (profiles outlive the shell's folder).
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// Starts (creates or resumes) the profile in `ctx`.
@@ -73,15 +103,40 @@ pub async fn start(ctx: &Ctx, opts: StartOptions) -> anyhow::Result<()> {
             printer.warn(&format!(
                 "a previous `start` of profile `{name}` did not finish; removing what it left and starting over"
             ));
-            let selected = drivers::make(p.driver)?;
+            let selected = drivers::for_profile(&p)?;
             remove_everything(ctx, &selected, &name, p.kubeconfig.as_deref()).await?;
         }
         None => {}
     }
 
-    let selected = drivers::select(opts.driver, printer).await?;
+    let (selected, ssh) = match &opts.ssh {
+        Some(ssh) => {
+            let settings = ssh.settings();
+            let servers = opts.control_planes.max(1);
+            let nodes = ssh
+                .machines
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    let i = i as u32 + 1;
+                    let role = if i <= servers {
+                        NodeRole::Server
+                    } else {
+                        NodeRole::Agent
+                    };
+                    (name.machine(i), m.clone(), role)
+                })
+                .collect();
+            (drivers::ssh(&name, &settings, nodes), Some(settings))
+        }
+        None if opts.driver == Some(DriverKind::Ssh) => bail!(UserError::new(
+            format!("profile `{name}` does not exist, and the ssh driver needs the machines to create it on"),
+            "name each machine with --node user@host[:port], servers first",
+        )),
+        None => (drivers::select(opts.driver, printer).await?, None),
+    };
     let mut created = Created::default();
-    let result = create(ctx, &selected, &opts, &cancel, &mut created).await;
+    let result = create(ctx, &selected, &opts, ssh, &cancel, &mut created).await;
     match result {
         Ok(()) => Ok(()),
         Err(err) => {
@@ -143,6 +198,7 @@ async fn create(
     ctx: &Ctx,
     selected: &Selected,
     opts: &StartOptions,
+    ssh: Option<SshSettings>,
     cancel: &Cancel,
     created: &mut Created,
 ) -> anyhow::Result<()> {
@@ -150,6 +206,39 @@ async fn create(
     let name = ctx.profile.clone();
     let driver = &selected.driver;
     let containers = driver.capabilities().container_nodes;
+    let machines = driver.capabilities().existing_machines;
+    if machines && (opts.node_image.is_some() || opts.vm_image.is_some()) {
+        bail!(UserError::new(
+            "--node-image and --vm-image do not apply to the ssh driver: it installs k3s on the machines given with --node",
+            "drop them",
+        ));
+    }
+    // Existing machines: every one is checked before anything changes on any, and their
+    // architecture picks the k3s binary.
+    let mut arch = artifact::Arch::host()?;
+    if let Some(ssh) = &selected.ssh {
+        let step = printer.step(&format!(
+            "checking {} machine(s)",
+            opts.ssh.as_ref().map_or(0, |s| s.machines.len())
+        ));
+        let facts = cancel.or_cancel(ssh.preflight()).await??;
+        if let Some(first) = facts.values().next() {
+            arch = first.machine.parse()?;
+        }
+        let oses: Vec<String> = facts
+            .values()
+            .map(|f| f.os.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        step.finish(&format!(
+            "{} machine(s) ready for k3s ({}, {})",
+            facts.len(),
+            oses.join(", "),
+            arch.as_str()
+        ));
+        cancel.check()?;
+    }
     if !containers && opts.node_image.is_some() {
         bail!(UserError::new(
             format!(
@@ -184,7 +273,7 @@ async fn create(
                 &cache,
                 &opts.sources,
                 &resolved.version,
-                artifact::Arch::host()?,
+                arch,
                 opts.preload,
                 printer,
             ))
@@ -210,7 +299,7 @@ async fn create(
         (resolved.version.to_string(), image, arts.airgap)
     };
     cancel.check()?;
-    let vm_image = if containers {
+    let vm_image = if containers || machines {
         None
     } else {
         let image = cancel
@@ -229,10 +318,15 @@ async fn create(
     // The profile, saved before anything is created so `delete` always finds it.
     let servers = opts.control_planes.max(1);
     let total = opts.nodes.max(servers);
-    let api_ports = free_ports(opts.listen_address, servers as usize, opts.apiserver_port)
-        .context("cannot find free ports for the API server")?;
+    let api_ports = if machines {
+        // The API is served on the machines themselves.
+        vec![k3s::API_PORT; servers as usize]
+    } else {
+        free_ports(opts.listen_address, servers as usize, opts.apiserver_port)
+            .context("cannot find free ports for the API server")?
+    };
     // NAT'd VMs reach SSH through a forwarded host port.
-    let ssh_ports = if containers {
+    let ssh_ports = if containers || machines {
         Vec::new()
     } else {
         free_ports(opts.listen_address, total as usize, None)
@@ -277,8 +371,13 @@ async fn create(
                 api_port: api_ports.get(i as usize - 1).copied(),
                 ssh_port: ssh_ports.get(i as usize - 1).copied(),
                 api_url: None,
+                machine: opts
+                    .ssh
+                    .as_ref()
+                    .and_then(|s| s.machines.get(i as usize - 1).cloned()),
             })
             .collect(),
+        ssh,
         phase: Phase::Creating,
         created_at: now_unix(),
     };
@@ -544,16 +643,35 @@ async fn start_node(
     let airgap = install.and_then(|i| i.airgap.as_deref());
     let mut spec = machine_spec(profile, node, settings, join, airgap)?;
     let containers = driver.capabilities().container_nodes;
+    let machines = driver.capabilities().existing_machines;
     let plan = crate::distro::InstallPlan {
         files: spec.files.clone(),
         service: spec.service.clone().unwrap_or_default(),
     };
-    if !containers {
+    if machines {
+        // The driver installs what the spec carries: add the binary and the unit.
+        if let Some(binary) = install.and_then(|i| i.binary.as_deref()) {
+            spec.files
+                .extend(super::vm::service_files(&plan, binary, node.role));
+        }
+    } else if !containers {
         super::vm::prepare(&ctx.home, profile, node, &mut spec)?;
     }
     let fresh = driver.state(&spec.name).await? == timonel_driver::MachineState::NotCreated;
+    if machines && fresh && install.and_then(|i| i.binary.as_ref()).is_none() {
+        bail!(UserError::new(
+            format!(
+                "k3s is no longer installed on the machine of node `{}`",
+                node.name
+            ),
+            format!(
+                "`timonel delete -p {}` and start again to reinstall the cluster",
+                profile.name
+            ),
+        ));
+    }
     ensure_running(driver, &spec, report).await?;
-    if !containers && fresh {
+    if !containers && !machines && fresh {
         let binary = install.and_then(|i| i.binary.as_deref()).ok_or_else(|| {
             anyhow!(
                 "node `{}` is new and there is no k3s binary to install",
@@ -583,10 +701,19 @@ pub(crate) async fn node_access(
 
 /// The k3s settings every node of `profile` shares.
 pub(crate) fn cluster_settings(profile: &Profile) -> ClusterSettings {
+    let mut sans = tls_sans(profile.listen_address);
+    // Existing machines: the API is reached at the address the admin gave.
+    for n in &profile.nodes {
+        if let (NodeRole::Server, Some(m)) = (n.role, &n.machine) {
+            if !sans.contains(&m.host) {
+                sans.push(m.host.clone());
+            }
+        }
+    }
     ClusterSettings {
         token: profile.token.clone(),
         disable: profile.disable.clone(),
-        tls_sans: tls_sans(profile.listen_address),
+        tls_sans: sans,
         env: profile
             .env
             .iter()
@@ -811,7 +938,7 @@ async fn resume(
             format!("`timonel start -p {name}` without them resumes it as it is; to change it, `timonel delete -p {name}` first, or use another profile (`-p other`)"),
         ));
     }
-    let selected = drivers::make(profile.driver)?;
+    let selected = drivers::for_profile(&profile)?;
     if let timonel_driver::Availability::Unusable { reason, fix } = selected.driver.probe().await {
         bail!(UserError::new(
             format!(

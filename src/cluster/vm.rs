@@ -135,6 +135,22 @@ pub async fn access(
     }
 }
 
+/// The binary and the systemd unit that runs the plan's service (what install.sh would write).
+pub fn service_files(plan: &InstallPlan, binary: &Path, role: NodeRole) -> Vec<FilePlacement> {
+    let unit_name = match role {
+        NodeRole::Server => "k3s",
+        NodeRole::Agent => "k3s-agent",
+    };
+    vec![
+        FilePlacement::host_file(VM_BINARY_PATH, 0o755, binary),
+        FilePlacement::bytes(
+            format!("/etc/systemd/system/{unit_name}.service"),
+            0o644,
+            crate::distro::k3s::systemd_unit(&plan.service, VM_BINARY_PATH).into_bytes(),
+        ),
+    ]
+}
+
 /// Installs the distribution on a VM node: binary, config, airgap images, a systemd unit, then
 /// enables and starts the service (without blocking on its readiness: timonel waits itself).
 pub async fn install(
@@ -148,12 +164,7 @@ pub async fn install(
         NodeRole::Agent => "k3s-agent",
     };
     let mut files = plan.files.clone();
-    files.push(FilePlacement::host_file(VM_BINARY_PATH, 0o755, binary));
-    files.push(FilePlacement::bytes(
-        format!("/etc/systemd/system/{unit_name}.service"),
-        0o644,
-        crate::distro::k3s::systemd_unit(&plan.service, VM_BINARY_PATH).into_bytes(),
-    ));
+    files.extend(service_files(plan, binary, role));
     access.copy_in(&files).await?;
     access
         .run(
