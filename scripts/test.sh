@@ -64,6 +64,13 @@ fi
 if [ "$(id -u)" = 0 ] || [ "${CI:-}" = true ]; then
   log "test VM image"
   "$here/build-test-vm-image.sh" >/dev/null || log "the test VM image could not be built: the libvirt end-to-end tests will fail under CI=true"
+  # The SSH driver's test hosts: a Docker image (debootstrap; cached by the script's hash).
+  log "test SSH host image"
+  if ssh_host_image=$("$here/build-test-ssh-host.sh" | tail -1) && [ -n "$ssh_host_image" ]; then
+    export TIMONEL_TEST_SSH_HOST_IMAGE="$ssh_host_image"
+  else
+    log "the test SSH host image could not be built: the SSH end-to-end tests will fail under CI=true"
+  fi
 fi
 
 log "cargo fmt --check"

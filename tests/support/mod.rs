@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod mirror;
+pub mod ssh_hosts;
 
 use std::path::Path;
 use std::sync::Mutex;

@@ -262,6 +262,13 @@ impl SshDriver {
         }
         let checks = self.nodes.iter().map(|(name, node)| async move {
             let result = async {
+                // The login first: host key, user, credentials.
+                if let Err(e) = self.session(name).await {
+                    return Err(vec![Problem {
+                        what: e.to_string(),
+                        fix: timonel_driver::Hint::hint(&e).unwrap_or_default(),
+                    }]);
+                }
                 self.check_sudo(name).await.map_err(|e| {
                     vec![Problem {
                         what: e,

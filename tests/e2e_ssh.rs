@@ -1,0 +1,367 @@
+//! `timonel start --driver ssh` end to end: machines that already exist (test hosts: Debian 12
+//! containers running real systemd and Debian's openssh-server, made by these tests) get k3s
+//! (the stand-in) over real SSH, with systemd units; judged by kubectl through the merged
+//! kubeconfig. Then stop/start, and delete must leave every machine as it was. Refusals (wrong
+//! host key, wrong password, no sudo, an existing k3s) must come before anything changes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
+
+mod common;
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use support::ssh_hosts::{TestHost, TestHosts};
+
+/// A login key for the test hosts, and a known_hosts file of our own (the user's
+/// ~/.ssh/known_hosts is never touched).
+struct Keys {
+    key: PathBuf,
+    public: String,
+    known_hosts: PathBuf,
+}
+
+fn keys(sb: &Sandbox) -> Keys {
+    let dir = sb.home.path().join("client-key");
+    let key = timonel_driver_vm::SshKey::ensure(&dir, "e2e-ssh").unwrap();
+    Keys {
+        key: key.private_path.clone(),
+        public: key.public_openssh(),
+        known_hosts: sb.home.path().join("known_hosts"),
+    }
+}
+
+fn write_known_hosts(path: &Path, hosts: &[&TestHost]) {
+    let text: String = hosts
+        .iter()
+        .map(|h| format!("{}\n", h.known_hosts_line()))
+        .collect();
+    std::fs::write(path, text).unwrap();
+}
+
+fn ready_nodes(sb: &Sandbox) -> Vec<String> {
+    let out = sb.kubectl(&["get", "nodes", "--no-headers"]);
+    assert!(out.status.success(), "kubectl get nodes failed");
+    let mut v: Vec<String> = stdout(&out)
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("Ready"))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+fn unit_state(host: &TestHost, unit: &str) -> String {
+    let out = host.exec(&format!("systemctl is-active {unit} || true"));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+#[ignore = "needs a docker daemon and the test host image"]
+fn three_machines_make_three_ready_nodes_and_delete_leaves_them_as_they_were() {
+    if !require_docker() {
+        return;
+    }
+    let hosts = TestHosts::create("e2e", 3);
+    let [h1, h2, h3] = [&hosts.hosts[0], &hosts.hosts[1], &hosts.hosts[2]];
+    let sb = Sandbox::new("ssh3");
+    let keys = keys(&sb);
+    // h1: root with the key; h2: alice (passwordless sudo) with the key; h3: alice with her
+    // password only, and a host key trusted on first use.
+    h1.authorize("root", &keys.public);
+    h2.authorize("alice", &keys.public);
+    write_known_hosts(&keys.known_hosts, &[h1, h2]);
+    let before: Vec<String> = hosts.hosts.iter().map(TestHost::snapshot).collect();
+
+    let nodes = vec![
+        format!("root@{}", h1.ip),
+        format!("alice@{}", h2.ip),
+        format!("alice@{}", h3.ip),
+    ];
+    let out = sb
+        .cmd(&[])
+        .env("TIMONEL_SSH_PASSWORD", "alice-pw")
+        .args(start_args(&keys, &nodes, &["--ssh-accept-new-host-keys"]))
+        .output()
+        .unwrap();
+    eprintln!("{}{}", stdout(&out), stderr(&out));
+    assert!(out.status.success(), "start failed");
+    let p = &sb.profile;
+    assert_eq!(
+        ready_nodes(&sb),
+        vec![p.clone(), format!("{p}-m02"), format!("{p}-m03")]
+    );
+    // h3's key was recorded; the others were already there.
+    let known = std::fs::read_to_string(&keys.known_hosts).unwrap();
+    assert_eq!(known.lines().count(), 3, "{known}");
+    assert!(known.contains(&h3.known_hosts_line()), "{known}");
+
+    // Real systemd units on the machines; the API at the first machine's address.
+    assert_eq!(unit_state(h1, "k3s"), "active");
+    assert_eq!(unit_state(h2, "k3s-agent"), "active");
+    assert_eq!(unit_state(h3, "k3s-agent"), "active");
+    assert_eq!(sb.ok(&["ip"]).trim(), h1.ip.to_string());
+    let server = sb.kubectl(&[
+        "config",
+        "view",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ]);
+    assert_eq!(stdout(&server).trim(), format!("https://{}:6443", h1.ip));
+
+    // stop: the services stop (the machines stay up); start: they come back.
+    let with_password = |args: &[&str]| {
+        let out = sb
+            .cmd(args)
+            .env("TIMONEL_SSH_PASSWORD", "alice-pw")
+            .output()
+            .unwrap();
+        eprintln!(
+            "$ timonel {}\n{}{}",
+            args.join(" "),
+            stdout(&out),
+            stderr(&out)
+        );
+        assert!(out.status.success(), "timonel {} failed", args.join(" "));
+        stdout(&out)
+    };
+    with_password(&["stop"]);
+    assert_ne!(unit_state(h1, "k3s"), "active");
+    assert_ne!(unit_state(h3, "k3s-agent"), "active");
+    // status: every node's k3s is stopped (exit 3: a node is not running).
+    let status = sb
+        .cmd(&["status", "-o", "json"])
+        .env("TIMONEL_SSH_PASSWORD", "alice-pw")
+        .output()
+        .unwrap();
+    assert_eq!(status.status.code(), Some(3), "{}", stderr(&status));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let k3s: Vec<&str> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["k3s"].as_str().unwrap())
+        .collect();
+    assert_eq!(k3s, ["stopped", "stopped", "stopped"], "{status:#}");
+    with_password(&["start"]);
+    assert_eq!(ready_nodes(&sb).len(), 3);
+
+    // What a real k3s leaves besides its files (the stand-in makes none of it): a CNI bridge
+    // and a flannel interface, KUBE-/FLANNEL chains, a pod volume mount. delete removes them.
+    let k3s_traces = h2.exec(
+        "set -e; ip link add cni0 type bridge; ip link add flannel.1 type bridge; \
+         iptables -N KUBE-SERVICES; iptables -A INPUT -j KUBE-SERVICES; iptables -N FLANNEL-FWD; \
+         mkdir -p /var/lib/kubelet/pods/p1/volumes; mount -t tmpfs tmpfs /var/lib/kubelet/pods/p1/volumes",
+    );
+    assert!(
+        k3s_traces.status.success(),
+        "{}",
+        String::from_utf8_lossy(&k3s_traces.stderr)
+    );
+    assert_ne!(diff(&before[1], &h2.snapshot()), "");
+
+    // delete: each machine as it was (files, units, interfaces, firewall rules, mounts).
+    with_password(&["delete"]);
+    for (host, before) in hosts.hosts.iter().zip(&before) {
+        let after = host.snapshot();
+        assert_eq!(
+            diff(before, &after),
+            "",
+            "{} is not as it was after delete",
+            host.container
+        );
+    }
+    assert!(!sb.timonel_home().join("profiles").join(p).exists());
+}
+
+fn start_args(keys: &Keys, nodes: &[String], extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "start".into(),
+        "--driver".into(),
+        "ssh".into(),
+        "--kubernetes-version".into(),
+        VERSION.into(),
+        "--ssh-key".into(),
+        keys.key.display().to_string(),
+        "--ssh-known-hosts".into(),
+        keys.known_hosts.display().to_string(),
+    ];
+    for n in nodes {
+        args.push("--node".into());
+        args.push(n.clone());
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// Lines only in `a` (`-`) or only in `b` (`+`).
+fn diff(a: &str, b: &str) -> String {
+    let la: std::collections::BTreeSet<&str> = a.lines().collect();
+    let lb: std::collections::BTreeSet<&str> = b.lines().collect();
+    let mut out = String::new();
+    for l in la.difference(&lb) {
+        out.push_str(&format!("- {l}\n"));
+    }
+    for l in lb.difference(&la) {
+        out.push_str(&format!("+ {l}\n"));
+    }
+    out
+}
+
+/// A refused start: non-zero exit, the message names the cause, and nothing changed: not on the
+/// machines, not in timonel's profiles, not in the kubeconfig.
+fn assert_refused(
+    sb: &Sandbox,
+    out: &std::process::Output,
+    hosts: &[&TestHost],
+    before: &[String],
+    wants: &[&str],
+) {
+    let text = format!("{}{}", stdout(out), stderr(out));
+    assert!(
+        !out.status.success(),
+        "start should have been refused:\n{text}"
+    );
+    for w in wants {
+        assert!(text.contains(w), "`{w}` missing from:\n{text}");
+    }
+    for (h, b) in hosts.iter().zip(before) {
+        assert_eq!(diff(b, &h.snapshot()), "", "{} changed", h.container);
+    }
+    assert!(
+        !sb.timonel_home()
+            .join("profiles")
+            .join(&sb.profile)
+            .join("profile.json")
+            .exists(),
+        "a refused start left a profile"
+    );
+    assert!(
+        !sb.kubeconfig.exists(),
+        "a refused start wrote a kubeconfig"
+    );
+}
+
+#[test]
+#[ignore = "needs a docker daemon and the test host image"]
+fn wrong_host_key_wrong_password_no_sudo_and_foreign_k3s_are_refused_before_any_change() {
+    if !require_docker() {
+        return;
+    }
+    let hosts = TestHosts::create("refuse", 2);
+    let [h1, h2] = [&hosts.hosts[0], &hosts.hosts[1]];
+    let sb = Sandbox::new("sshno");
+    let keys = keys(&sb);
+    h1.authorize("root", &keys.public);
+    h2.authorize("root", &keys.public);
+    let before: Vec<String> = hosts.hosts.iter().map(TestHost::snapshot).collect();
+    let both = [h1, h2];
+    let run = |nodes: &[String], extra: &[&str], password: Option<&str>| {
+        let mut cmd = sb.cmd(&[]);
+        cmd.args(start_args(&keys, nodes, extra));
+        match password {
+            Some(p) => cmd.env("TIMONEL_SSH_PASSWORD", p),
+            None => cmd.env_remove("TIMONEL_SSH_PASSWORD"),
+        };
+        let out = cmd.output().unwrap();
+        eprintln!("{}{}", stdout(&out), stderr(&out));
+        out
+    };
+    let nodes = vec![format!("root@{}", h1.ip), format!("root@{}", h2.ip)];
+
+    // Unknown host key, no trust on first use: refused, and known_hosts is not written.
+    std::fs::write(&keys.known_hosts, format!("{}\n", h1.known_hosts_line())).unwrap();
+    let out = run(&nodes, &[], None);
+    assert_refused(
+        &sb,
+        &out,
+        &both,
+        &before,
+        &[&h2.ip.to_string(), "not in", "--ssh-accept-new-host-keys"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(&keys.known_hosts)
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
+
+    // A different key recorded for h2 (h1's): refused even with trust on first use.
+    std::fs::write(
+        &keys.known_hosts,
+        format!("{}\n{} {}\n", h1.known_hosts_line(), h2.ip, h1.host_key),
+    )
+    .unwrap();
+    let out = run(&nodes, &["--ssh-accept-new-host-keys"], None);
+    assert_refused(
+        &sb,
+        &out,
+        &both,
+        &before,
+        &["does not match", "ssh-keygen -R"],
+    );
+    write_known_hosts(&keys.known_hosts, &both);
+
+    // Wrong password (alice's key is not authorized): refused, saying what was tried.
+    let out = run(
+        &[format!("root@{}", h1.ip), format!("alice@{}", h2.ip)],
+        &[],
+        Some("not-her-password"),
+    );
+    assert_refused(
+        &sb,
+        &out,
+        &both,
+        &before,
+        &["refused every login", "alice", "password"],
+    );
+
+    // Right password, but bob may not use sudo: refused with the sudoers fix.
+    let out = run(
+        &[format!("root@{}", h1.ip), format!("bob@{}", h2.ip)],
+        &[],
+        Some("bob-pw"),
+    );
+    assert_refused(
+        &sb,
+        &out,
+        &both,
+        &before,
+        &["`bob` cannot run commands as root", "NOPASSWD"],
+    );
+
+    // A k3s timonel did not install: refused without --adopt.
+    let marker = h2.exec("mkdir -p /var/lib/rancher/k3s && touch /usr/local/bin/k3s");
+    assert!(marker.status.success());
+    let with_k3s: Vec<String> = hosts.hosts.iter().map(TestHost::snapshot).collect();
+    let out = run(&nodes, &[], None);
+    assert_refused(
+        &sb,
+        &out,
+        &both,
+        &with_k3s,
+        &["k3s is already installed", "--adopt"],
+    );
+    // Every problem of every machine is named at once: h1 is fine, so only h2 is listed.
+    let text = stderr(&out);
+    assert!(!text.contains(&format!("root@{} (", h1.ip)), "{text}");
+
+    // --adopt replaces that k3s; delete then removes it too, leaving h2 as it was before it.
+    let out = run(&nodes, &["--adopt"], None);
+    assert!(out.status.success(), "start --adopt failed");
+    assert_eq!(ready_nodes(&sb).len(), 2);
+    let size = h2.exec("stat -c %s /usr/local/bin/k3s");
+    assert_ne!(String::from_utf8_lossy(&size.stdout).trim(), "0");
+    sb.ok(&["delete"]);
+    for (h, b) in both.iter().zip(&before) {
+        assert_eq!(
+            diff(b, &h.snapshot()),
+            "",
+            "{} is not as it was",
+            h.container
+        );
+    }
+}
