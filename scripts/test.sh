@@ -13,10 +13,10 @@ cd "$root"
 
 log() { printf '\n==> %s\n' "$*" >&2; }
 
-# Debian packages the tests use: daemons, libvirt headers for the kvm feature, and the tools
-# that build the test VM image.
+# Debian packages the tests use: daemons, libvirt headers for the kvm feature, the tools that
+# build the test VM image and the SSH test hosts, and OpenSSH's client (ssh-agent, ssh).
 packages=(docker.io libvirt-daemon-system libvirt-dev pkg-config qemu-system-x86 qemu-utils
-          debootstrap fdisk grub-pc-bin grub2-common e2fsprogs busybox-static)
+          debootstrap fdisk grub-pc-bin grub2-common e2fsprogs busybox-static openssh-client)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
