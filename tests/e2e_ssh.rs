@@ -72,6 +72,11 @@ fn three_machines_make_three_ready_nodes_and_delete_leaves_them_as_they_were() {
     h1.authorize("root", &keys.public);
     h2.authorize("alice", &keys.public);
     write_known_hosts(&keys.known_hosts, &[h1, h2]);
+    // Another Rancher product's folder on h3: k3s's own goes inside it, and it must stay.
+    assert!(h3
+        .exec("mkdir -p /etc/rancher/other && echo keep > /etc/rancher/other/file")
+        .status
+        .success());
     let before: Vec<String> = hosts.hosts.iter().map(TestHost::snapshot).collect();
 
     let nodes = vec![

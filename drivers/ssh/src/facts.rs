@@ -17,9 +17,14 @@ pub const MIN_AGENT_MEM_KIB: u64 = 512 * 1024;
 
 /// Places k3s (and the CNI it runs) creates. Those that existed before the install are
 /// recorded and left alone by the uninstall.
+/// Nested ones are listed too, so a parent that existed before (e.g. /etc/rancher of another
+/// Rancher product) is kept while what k3s made inside it goes.
 pub const K3S_DIRS: &[&str] = &[
     "/etc/rancher",
+    "/etc/rancher/k3s",
+    "/etc/rancher/node",
     "/var/lib/rancher",
+    "/var/lib/rancher/k3s",
     "/var/lib/kubelet",
     "/var/lib/cni",
     "/etc/cni",

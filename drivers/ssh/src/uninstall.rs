@@ -146,6 +146,19 @@ mod tests {
     }
 
     #[test]
+    fn a_parent_folder_that_was_there_stays_and_what_k3s_made_inside_goes() {
+        let mut m = marker();
+        m.preexisting = vec!["/etc/rancher".into(), "/etc/rancher/node".into()];
+        let s = script(Some(&m));
+        let rm_rf = s.lines().find(|l| l.starts_with("rm -rf")).unwrap();
+        let words: Vec<&str> = rm_rf.split_whitespace().collect();
+        assert!(words.contains(&"/etc/rancher/k3s"), "{rm_rf}");
+        assert!(!words.contains(&"/etc/rancher"), "{rm_rf}");
+        assert!(!words.contains(&"/etc/rancher/node"), "{rm_rf}");
+        assert!(words.contains(&"/var/lib/rancher"), "{rm_rf}");
+    }
+
+    #[test]
     fn adopting_removes_the_foreign_install_too() {
         let s = script(None);
         assert!(s.contains("/usr/local/bin/k3s-uninstall.sh"));
