@@ -338,6 +338,35 @@ fn wrong_host_key_wrong_password_no_sudo_and_foreign_k3s_are_refused_before_any_
         &["`bob` cannot run commands as root", "NOPASSWD"],
     );
 
+    // Something else serves port 6443 on h1 (a socket systemd holds): refused.
+    assert!(h1
+        .exec(
+            "systemd-run --unit=busy-6443 systemd-socket-activate --accept -l 6443 /bin/true >/dev/null 2>&1"
+        )
+        .status
+        .success());
+    let busy = (|| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if std::net::TcpStream::connect((h1.ip, 6443)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        false
+    })();
+    assert!(busy, "the test's listener on 6443 did not come up");
+    let busy_snapshot = h1.snapshot();
+    let out = run(&nodes, &[], None);
+    assert_refused(
+        &sb,
+        &out,
+        &[h1],
+        &[busy_snapshot],
+        &["something already listens on port 6443", "ss -ltnp"],
+    );
+    assert!(h1.exec("systemctl stop busy-6443").status.success());
+
     // A k3s timonel did not install: refused without --adopt.
     let marker = h2.exec("mkdir -p /var/lib/rancher/k3s && touch /usr/local/bin/k3s");
     assert!(marker.status.success());
@@ -362,6 +391,90 @@ fn wrong_host_key_wrong_password_no_sudo_and_foreign_k3s_are_refused_before_any_
     assert_ne!(String::from_utf8_lossy(&size.stdout).trim(), "0");
     sb.ok(&["delete"]);
     for (h, b) in both.iter().zip(&before) {
+        assert_eq!(
+            diff(b, &h.snapshot()),
+            "",
+            "{} is not as it was",
+            h.container
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs a docker daemon and the test host image"]
+fn three_servers_on_three_machines_survive_losing_the_first() {
+    if !require_docker() {
+        return;
+    }
+    let hosts = TestHosts::create("ha", 3);
+    let sb = Sandbox::new("sshha");
+    let keys = keys(&sb);
+    for h in &hosts.hosts {
+        h.authorize("root", &keys.public);
+    }
+    let all: Vec<&TestHost> = hosts.hosts.iter().collect();
+    write_known_hosts(&keys.known_hosts, &all);
+    let before: Vec<String> = hosts.hosts.iter().map(TestHost::snapshot).collect();
+    let nodes: Vec<String> = hosts
+        .hosts
+        .iter()
+        .map(|h| format!("root@{}", h.ip))
+        .collect();
+    let out = sb
+        .cmd(&[])
+        .args(start_args(&keys, &nodes, &["--control-planes", "3"]))
+        .env_remove("TIMONEL_SSH_PASSWORD")
+        .output()
+        .unwrap();
+    eprintln!("{}{}", stdout(&out), stderr(&out));
+    assert!(out.status.success(), "start failed");
+    assert_eq!(ready_nodes(&sb).len(), 3);
+    let p = &sb.profile;
+    let first = stdout(&sb.kubectl(&["get", "node", p, "--no-headers"]));
+    assert!(first.contains("etcd"), "{first}");
+    // Every machine runs a server; each one's certificate names every server's address, and
+    // the others join the first.
+    let [h1, h2, h3] = [&hosts.hosts[0], &hosts.hosts[1], &hosts.hosts[2]];
+    for h in [h1, h2, h3] {
+        assert_eq!(unit_state(h, "k3s"), "active");
+        let config =
+            h.exec("stat -c %a /etc/rancher/k3s/config.yaml && cat /etc/rancher/k3s/config.yaml");
+        let config = String::from_utf8_lossy(&config.stdout).into_owned();
+        assert!(config.starts_with("600\n"), "{config}");
+        for other in [h1, h2, h3] {
+            assert!(config.contains(&other.ip.to_string()), "{config}");
+        }
+    }
+    let joined = h2.exec("cat /etc/rancher/k3s/config.yaml");
+    assert!(String::from_utf8_lossy(&joined.stdout).contains(&format!("https://{}:6443", h1.ip)));
+    // The airgap images came from the cache, not from the machines' network.
+    let images = h3.exec("ls /var/lib/rancher/k3s/agent/images/");
+    assert!(
+        String::from_utf8_lossy(&images.stdout).contains("k3s-airgap-images"),
+        "{}",
+        String::from_utf8_lossy(&images.stdout)
+    );
+
+    // The first server's k3s stops behind timonel's back: the context moves to a live one.
+    assert!(h1.exec("systemctl stop k3s").status.success());
+    let out = sb.run(&["kubeconfig", "--merge"]);
+    assert!(out.status.success());
+    let server = sb.kubectl(&[
+        "config",
+        "view",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ]);
+    let server = stdout(&server);
+    assert_ne!(server.trim(), format!("https://{}:6443", h1.ip));
+    assert_eq!(
+        stdout(&sb.kubectl(&["get", "--raw", "/readyz"])).trim(),
+        "ok"
+    );
+
+    sb.ok(&["delete"]);
+    for (h, b) in hosts.hosts.iter().zip(&before) {
         assert_eq!(
             diff(b, &h.snapshot()),
             "",

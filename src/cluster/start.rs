@@ -498,11 +498,20 @@ async fn bring_up(
         .await??;
     let mut creds = kubeconfig::parse_k3s_yaml(&text)?;
     if !driver.capabilities().container_nodes {
-        // VMs: the API where the host reaches it (the VM's address, or a NAT forward).
-        let addr = driver.endpoint(&server.name, k3s::API_PORT).await?;
-        let url = format!("https://{}:{}", bracket(addr.ip()), addr.port());
-        if let Some(n) = profile.nodes.iter_mut().find(|n| n.name == server.name) {
-            n.api_url = Some(url);
+        // VMs and machines: each server's API where the host reaches it (its address, or a NAT
+        // forward), so failover (`kubeconfig --merge`) can find the live ones.
+        let servers: Vec<MachineName> = profile
+            .nodes
+            .iter()
+            .filter(|n| n.role == NodeRole::Server)
+            .map(|n| n.name.clone())
+            .collect();
+        for s in servers {
+            let addr = driver.endpoint(&s, k3s::API_PORT).await?;
+            let url = format!("https://{}:{}", bracket(addr.ip()), addr.port());
+            if let Some(n) = profile.nodes.iter_mut().find(|n| n.name == s) {
+                n.api_url = Some(url);
+            }
         }
     }
     let refreshed = profile
