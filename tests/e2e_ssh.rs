@@ -483,3 +483,53 @@ fn three_servers_on_three_machines_survive_losing_the_first() {
         );
     }
 }
+
+#[test]
+#[ignore = "needs a docker daemon and the test host image"]
+fn a_machine_joins_and_leaves_a_running_cluster() {
+    if !require_docker() {
+        return;
+    }
+    let hosts = TestHosts::create("add", 2);
+    let [h1, h2] = [&hosts.hosts[0], &hosts.hosts[1]];
+    let sb = Sandbox::new("sshadd");
+    let keys = keys(&sb);
+    h1.authorize("root", &keys.public);
+    h2.authorize("alice", &keys.public);
+    write_known_hosts(&keys.known_hosts, &[h1, h2]);
+    let before: Vec<String> = hosts.hosts.iter().map(TestHost::snapshot).collect();
+    let out = sb
+        .cmd(&[])
+        .args(start_args(&keys, &[format!("root@{}", h1.ip)], &[]))
+        .env_remove("TIMONEL_SSH_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let p = &sb.profile;
+
+    // Without a machine, or with one that is already a node: refused, nothing changes.
+    let out = sb.run(&["node", "add"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--node user@host"),
+        "{}",
+        stderr(&out)
+    );
+    let out = sb.run(&["node", "add", "--node", &format!("root@{}", h1.ip)]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("already node"), "{}", stderr(&out));
+    assert_eq!(diff(&before[1], &h2.snapshot()), "");
+
+    let added = sb.ok(&["node", "add", "--node", &format!("alice@{}", h2.ip)]);
+    assert_eq!(added.trim(), format!("{p}-m02"));
+    assert_eq!(ready_nodes(&sb), vec![p.clone(), format!("{p}-m02")]);
+    assert_eq!(unit_state(h2, "k3s-agent"), "active");
+
+    // Deleting the node uninstalls it from its machine; the cluster goes on.
+    sb.ok(&["node", "delete", &format!("{p}-m02")]);
+    assert_eq!(ready_nodes(&sb), vec![p.clone()]);
+    assert_eq!(diff(&before[1], &h2.snapshot()), "", "h2 is not as it was");
+
+    sb.ok(&["delete"]);
+    assert_eq!(diff(&before[0], &h1.snapshot()), "", "h1 is not as it was");
+}

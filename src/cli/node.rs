@@ -24,6 +24,15 @@ pub struct AddArgs {
     /// How long to wait for the node to be Ready.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub wait_timeout: Duration,
+    /// ssh clusters: the machine to add, as user@host[:port] (checked like at `start`).
+    #[arg(long = "node", value_name = "USER@HOST[:PORT]", value_parser = parse_machine)]
+    pub machine: Option<timonel_driver_ssh::SshHost>,
+    #[command(flatten)]
+    pub mirror: super::MirrorArgs,
+}
+
+fn parse_machine(s: &str) -> Result<timonel_driver_ssh::SshHost, String> {
+    s.parse()
 }
 
 #[derive(Debug, Args)]
@@ -42,7 +51,17 @@ pub struct ListArgs {
 pub async fn run(ctx: &Ctx, cmd: NodeCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         NodeCommand::Add(a) => {
-            let name = cluster::node_add(ctx, a.control_plane, a.wait_timeout).await?;
+            let sources = a.mirror.sources(false)?;
+            let name = cluster::node_add(
+                ctx,
+                cluster::NodeAdd {
+                    control_plane: a.control_plane,
+                    machine: a.machine,
+                    wait_timeout: a.wait_timeout,
+                    sources,
+                },
+            )
+            .await?;
             println!("{name}");
         }
         NodeCommand::Delete(d) => cluster::node_delete(ctx, &d.name).await?,

@@ -13,7 +13,7 @@ pub use addons::{addon_rows, set_addon, AddonRow, ADDONS};
 pub use cancel::Cancel;
 pub use images::{load as load_images, short as images_short, ImageSource, LoadRow};
 pub use manage::{delete, delete_all, ip, kubeconfig_cmd, status, stop, StatusReport};
-pub use nodes::{node_add, node_delete, node_list, NodeRow};
+pub use nodes::{node_add, node_delete, node_list, NodeAdd, NodeRow};
 pub(crate) use start::node_access;
 pub use start::{start, SshStart, StartOptions};
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use serde::Serialize;
-use timonel_driver::{MachineName, NodeRole};
+use timonel_driver::{DriverKind, MachineName, NodeRole};
 
 use super::saved_credentials;
 use super::start::{cluster_settings, ensure_running, join_url, machine_spec, record_ip};
@@ -14,15 +14,55 @@ use crate::drivers;
 use crate::error::UserError;
 use crate::profile::{NodeRecord, Phase};
 
+/// What `node add` was asked for.
+#[derive(Debug, Clone)]
+pub struct NodeAdd {
+    /// A server rather than an agent.
+    pub control_plane: bool,
+    /// ssh clusters: the machine.
+    pub machine: Option<timonel_driver_ssh::SshHost>,
+    pub wait_timeout: Duration,
+    pub sources: crate::artifact::Sources,
+}
+
 /// Adds a node (an agent, or a server with `control_plane`) and waits until it is Ready.
-pub async fn node_add(
-    ctx: &Ctx,
-    control_plane: bool,
-    wait_timeout: Duration,
-) -> anyhow::Result<MachineName> {
+pub async fn node_add(ctx: &Ctx, add: NodeAdd) -> anyhow::Result<MachineName> {
+    let NodeAdd {
+        control_plane,
+        machine,
+        wait_timeout,
+        sources,
+    } = add;
     let _lock = ctx.lock_profile()?;
     let mut profile = ctx.store.load(&ctx.profile)?;
     let name = profile.name.clone();
+    let ssh = profile.driver == DriverKind::Ssh;
+    match (&machine, ssh) {
+        (None, true) => bail!(UserError::new(
+            format!("profile `{name}` runs on machines over ssh: which one should join?"),
+            format!("`timonel node add -p {name} --node user@host[:port]`"),
+        )),
+        (Some(_), false) => bail!(UserError::new(
+            format!(
+                "--node names a machine for ssh clusters; profile `{name}` uses the {} driver",
+                profile.driver
+            ),
+            "drop --node",
+        )),
+        (Some(m), true) => {
+            if let Some(n) = profile.nodes.iter().find(|n| {
+                n.machine
+                    .as_ref()
+                    .is_some_and(|x| x.host == m.host && x.port == m.port)
+            }) {
+                bail!(UserError::new(
+                    format!("{m} is already node `{}` of profile `{name}`", n.name),
+                    "give another machine",
+                ));
+            }
+        }
+        (None, false) => {}
+    }
     if profile.phase != Phase::Running {
         bail!(UserError::new(
             format!("profile `{name}` is not running"),
@@ -65,12 +105,19 @@ pub async fn node_add(
         machine: None,
     };
     let mut record = record;
-    if control_plane {
+    record.machine = machine;
+    if control_plane && ssh {
+        record.api_port = Some(crate::distro::k3s::API_PORT);
+    } else if control_plane {
         let l = std::net::TcpListener::bind((std::net::IpAddr::from([127, 0, 0, 1]), 0))?;
         record.api_port = Some(l.local_addr()?.port());
     }
-    let selected = drivers::for_profile(&profile)?;
-    if !selected.driver.capabilities().container_nodes {
+    // The driver knows the new node (ssh: its machine).
+    let mut with_new = profile.clone();
+    with_new.nodes.push(record.clone());
+    let selected = drivers::for_profile(&with_new)?;
+    let machines = selected.driver.capabilities().existing_machines;
+    if !selected.driver.capabilities().container_nodes && !machines {
         bail!(UserError::new(
             format!(
                 "adding nodes to a running {} cluster is not supported yet",
@@ -80,18 +127,44 @@ pub async fn node_add(
         ));
     }
     let driver = selected.driver.clone();
+
+    // A machine is checked before anything changes on it, and gets the profile's k3s (from
+    // the cache) for its architecture.
+    let mut install = None;
+    if let Some(ssh) = &selected.ssh {
+        let step = ctx.printer.step("checking the machine");
+        let facts = ssh.preflight_of(std::slice::from_ref(&record.name)).await?;
+        let arch: crate::artifact::Arch = match facts.values().next() {
+            Some(f) => f.machine.parse()?,
+            None => crate::artifact::Arch::host()?,
+        };
+        step.finish("The machine is ready for k3s");
+        let cache = crate::artifact::ArtifactCache::new(ctx.home.cache());
+        let version: crate::artifact::K3sVersion = profile.version.parse()?;
+        let arts =
+            crate::artifact::ensure_k3s(&cache, &sources, &version, arch, true, &ctx.printer)
+                .await?;
+        install = Some(arts);
+    }
     profile.nodes.push(record.clone());
     ctx.store.save(&profile)?;
-
     let step = ctx.printer.step(&format!("adding node {}", record.name));
     let added = async {
-        let spec = machine_spec(
+        let mut spec = machine_spec(
             &profile,
             &record,
-            &cluster_settings(&profile),
+            &cluster_settings(&with_new),
             Some(&join_url(server_ip)),
-            None,
+            install.as_ref().and_then(|a| a.airgap.as_deref()),
         )?;
+        if let (true, Some(arts)) = (machines, &install) {
+            let plan = crate::distro::InstallPlan {
+                files: spec.files.clone(),
+                service: spec.service.clone().unwrap_or_default(),
+            };
+            spec.files
+                .extend(super::vm::service_files(&plan, &arts.binary, record.role));
+        }
         ensure_running(driver.as_ref(), &spec, &ctx.printer).await?;
         let ip = driver.ip(&record.name).await?;
         ready::wait(

@@ -247,6 +247,15 @@ impl SshDriver {
     /// credentials), root through sudo, OS and architecture, systemd, disk, memory, ports, and
     /// an existing k3s. Returns each node's facts, or one error naming every problem found.
     pub async fn preflight(&self) -> Result<BTreeMap<MachineName, HostFacts>, DriverError> {
+        let all: Vec<MachineName> = self.nodes.keys().cloned().collect();
+        self.preflight_of(&all).await
+    }
+
+    /// [`preflight`](Self::preflight) of some nodes only (a node being added).
+    pub async fn preflight_of(
+        &self,
+        names: &[MachineName],
+    ) -> Result<BTreeMap<MachineName, HostFacts>, DriverError> {
         let mut seen: BTreeMap<(String, u16), &MachineName> = BTreeMap::new();
         for (name, node) in &self.nodes {
             if let Some(other) = seen.insert((node.host.host.clone(), node.host.port), name) {
@@ -260,7 +269,11 @@ impl SshDriver {
                 });
             }
         }
-        let checks = self.nodes.iter().map(|(name, node)| async move {
+        let checks = self
+            .nodes
+            .iter()
+            .filter(|(name, _)| names.contains(name))
+            .map(|(name, node)| async move {
             let result = async {
                 // The login first: host key, user, credentials.
                 if let Err(e) = self.session(name).await {
