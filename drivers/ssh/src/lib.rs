@@ -98,12 +98,9 @@ impl Credentials {
     }
 }
 
-/// The user's home folder (`HOME`, else `USERPROFILE` on Windows).
+/// The user's home folder, where `ssh` keeps `.ssh/`.
 fn dirs_home() -> Option<PathBuf> {
-    std::env::var_os("HOME")
-        .or_else(|| std::env::var_os("USERPROFILE"))
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from)
+    dirs::home_dir()
 }
 
 /// One node of an SSH cluster: the machine and the part it plays.
