@@ -510,9 +510,15 @@ impl Driver for SshDriver {
             return Ok(Vec::new());
         }
         let tasks = self.nodes.iter().map(|(name, node)| async move {
-            let owned = self.inspect(name).await?.owned_by(&self.cluster_id);
-            self.delete(name).await?;
-            Ok::<_, DriverError>(owned.then(|| format!("k3s on {} ({name})", node.host)))
+            let result = async {
+                let owned = self.inspect(name).await?.owned_by(&self.cluster_id);
+                self.delete(name).await?;
+                Ok::<_, DriverError>(owned)
+            }
+            .await;
+            result
+                .map(|owned| owned.then(|| format!("k3s on {} ({name})", node.host)))
+                .map_err(|e| format!("{} ({name}): {}", node.host, error_text(&e)))
         });
         let mut removed = Vec::new();
         let mut errors = Vec::new();
@@ -520,7 +526,7 @@ impl Driver for SshDriver {
             match r {
                 Ok(Some(line)) => removed.push(line),
                 Ok(None) => {}
-                Err(e) => errors.push(error_text(&e)),
+                Err(e) => errors.push(e),
             }
         }
         if !errors.is_empty() {
