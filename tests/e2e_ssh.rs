@@ -107,6 +107,18 @@ fn three_machines_make_three_ready_nodes_and_delete_leaves_them_as_they_were() {
     assert_eq!(unit_state(h2, "k3s-agent"), "active");
     assert_eq!(unit_state(h3, "k3s-agent"), "active");
     assert_eq!(sb.ok(&["ip"]).trim(), h1.ip.to_string());
+    // The service's journal on the machine.
+    let logs = sb
+        .cmd(&["logs", "--node", &format!("{p}-m03")])
+        .env("TIMONEL_SSH_PASSWORD", "alice-pw")
+        .output()
+        .unwrap();
+    assert!(logs.status.success(), "{}", stderr(&logs));
+    assert!(
+        stdout(&logs).contains("Successfully registered node"),
+        "{}",
+        stdout(&logs)
+    );
     let server = sb.kubectl(&[
         "config",
         "view",

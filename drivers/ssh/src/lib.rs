@@ -577,7 +577,15 @@ impl Driver for SshDriver {
         let unit = self.node(name)?.unit();
         self.root_script(
             name,
-            &format!("journalctl -u {unit} -n {tail} --no-pager -o cat 2>&1 || true"),
+            &format!(
+                "journalctl -u {unit} {} --no-pager -o cat 2>&1 || true",
+                // 0: the whole log.
+                if tail == 0 {
+                    "-n all".to_string()
+                } else {
+                    format!("-n {tail}")
+                }
+            ),
         )
         .await
     }
