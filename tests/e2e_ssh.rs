@@ -77,6 +77,11 @@ fn three_machines_make_three_ready_nodes_and_delete_leaves_them_as_they_were() {
         .exec("mkdir -p /etc/rancher/other && echo keep > /etc/rancher/other/file")
         .status
         .success());
+    // An active host firewall on h2 (a stand-in unit named ufw): warned about, not refused.
+    assert!(h2
+        .exec("systemd-run --unit=ufw sleep infinity >/dev/null 2>&1")
+        .status
+        .success());
     let before: Vec<String> = hosts.hosts.iter().map(TestHost::snapshot).collect();
 
     let nodes = vec![
@@ -93,6 +98,11 @@ fn three_machines_make_three_ready_nodes_and_delete_leaves_them_as_they_were() {
     eprintln!("{}{}", stdout(&out), stderr(&out));
     assert!(out.status.success(), "start failed");
     let p = &sb.profile;
+    assert!(
+        stderr(&out).contains(&format!("{p}-m02: ufw is active")),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(
         ready_nodes(&sb),
         vec![p.clone(), format!("{p}-m02"), format!("{p}-m03")]

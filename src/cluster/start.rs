@@ -222,6 +222,11 @@ async fn create(
             opts.ssh.as_ref().map_or(0, |s| s.machines.len())
         ));
         let facts = cancel.or_cancel(ssh.preflight()).await??;
+        for (node, f) in &facts {
+            for w in f.warnings() {
+                printer.warn(&format!("{node}: {w}"));
+            }
+        }
         if let Some(first) = facts.values().next() {
             arch = first.machine.parse()?;
         }

@@ -73,6 +73,9 @@ for f in /proc/net/tcp /proc/net/tcp6; do
 done
 for p in {signs}; do [ -e "$p" ] && echo "k3s=$p"; done
 for p in {dirs}; do [ -e "$p" ] && echo "exists=$p"; done
+for fw in firewalld ufw; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$fw" 2>/dev/null; then echo "firewall=$fw"; fi
+done
 if [ -r {MARKER_PATH} ]; then echo "marker=$(tr -d '\n' < {MARKER_PATH})"; fi
 true
 "#
@@ -97,6 +100,8 @@ pub struct HostFacts {
     pub existing: Vec<String>,
     /// timonel's record, when the machine is (or was) a node of a timonel cluster.
     pub marker: Option<Marker>,
+    /// Host firewalls that are active (`firewalld`, `ufw`).
+    pub firewalls: Vec<String>,
 }
 
 /// One reason a machine cannot be used, and what to do about it.
@@ -130,6 +135,7 @@ impl HostFacts {
                 "k3s" => f.k3s.push(v.to_string()),
                 "exists" => f.existing.push(v.to_string()),
                 "marker" => f.marker = serde_json::from_str(v).ok(),
+                "firewall" => f.firewalls.push(v.to_string()),
                 _ => {}
             }
         }
@@ -144,6 +150,20 @@ impl HostFacts {
             m if m.starts_with("armv7") || m == "armhf" => Some("arm"),
             _ => None,
         }
+    }
+
+    /// Things worth saying that do not stop the install: an active host firewall blocks what
+    /// k3s nodes say to each other unless the ports are open (k3s's docs advise turning
+    /// firewalld and ufw off, or opening them).
+    pub fn warnings(&self) -> Vec<String> {
+        self.firewalls
+            .iter()
+            .map(|fw| {
+                format!(
+                    "{fw} is active: open 6443/tcp (API), 8472/udp (flannel VXLAN) and 10250/tcp (kubelet) between the machines, or the nodes may not reach each other"
+                )
+            })
+            .collect()
     }
 
     /// Whether the machine is already a node of the cluster `cluster_id`.
@@ -305,6 +325,19 @@ mod tests {
         assert!(p[0].what.contains("another timonel cluster (`dev`)"));
         assert!(f.problems(NodeRole::Agent, false, "other").is_empty());
         assert!(f.problems(NodeRole::Agent, true, "c1").is_empty());
+    }
+
+    #[test]
+    fn an_active_firewall_is_a_warning_not_a_refusal() {
+        let f = HostFacts::parse(&format!("{CLEAN}firewall=ufw\n"));
+        assert!(f.problems(NodeRole::Server, false, "c1").is_empty());
+        let w = f.warnings();
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].starts_with("ufw is active") && w[0].contains("8472/udp"),
+            "{w:?}"
+        );
+        assert!(HostFacts::parse(CLEAN).warnings().is_empty());
     }
 
     #[test]
