@@ -143,6 +143,15 @@ fn start_a_vm_cluster_on_kvm_and_remove_it() {
         "k3s runs as a systemd service"
     );
 
+    // logs: the k3s service's journal in the VM.
+    let out = sb.run(&["logs"]);
+    assert!(out.status.success());
+    assert!(
+        stdout(&out).contains("k3s is up and running"),
+        "{}",
+        stdout(&out)
+    );
+
     assert!(run(&["stop"]).status.success());
     assert_eq!(run(&["status"]).status.code(), Some(3));
     assert!(run(&["start"]).status.success(), "resume on kvm failed");

@@ -1,5 +1,6 @@
 //! `timonel logs [--node N] [-f] [--tail N]`: the distribution's log from a node (k3s is the
-//! container's command, so its log is the container's output).
+//! container's command, so its log is the container's output; on VMs and machines, the
+//! service's journal).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -29,7 +30,24 @@ pub async fn run(ctx: &Ctx, args: LogsArgs) -> anyhow::Result<ExitCode> {
     let node = crate::cluster::pick_node(&profile, args.node.as_deref())?;
     let selected = drivers::for_profile(&profile)?;
     if !args.follow {
-        let text = selected.driver.logs(&node.name, args.tail).await?;
+        let driver = selected.driver.as_ref();
+        let text = match driver.logs(&node.name, args.tail).await {
+            // VM nodes: the service's journal, over SSH.
+            Err(timonel_driver::DriverError::Unsupported { .. })
+                if !driver.capabilities().container_nodes =>
+            {
+                let access = crate::cluster::node_access(
+                    ctx,
+                    &profile,
+                    driver,
+                    node,
+                    std::time::Duration::from_secs(60),
+                )
+                .await?;
+                crate::cluster::journal(access.as_ref(), node.role, args.tail).await?
+            }
+            other => other?,
+        };
         let mut out = std::io::stdout().lock();
         out.write_all(text.as_bytes())?;
         out.flush()?;

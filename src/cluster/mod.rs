@@ -16,6 +16,7 @@ pub use manage::{delete, delete_all, ip, kubeconfig_cmd, status, stop, StatusRep
 pub use nodes::{node_add, node_delete, node_list, NodeAdd, NodeRow};
 pub(crate) use start::node_access;
 pub use start::{start, SshStart, StartOptions};
+pub(crate) use vm::journal;
 
 use std::net::IpAddr;
 use std::path::PathBuf;

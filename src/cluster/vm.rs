@@ -151,6 +151,31 @@ pub fn service_files(plan: &InstallPlan, binary: &Path, role: NodeRole) -> Vec<F
     ]
 }
 
+/// The last `tail` lines (0: all) of the k3s service's journal on a VM node, over SSH.
+pub async fn journal(
+    access: &dyn NodeAccess,
+    role: NodeRole,
+    tail: usize,
+) -> anyhow::Result<String> {
+    let unit = match role {
+        NodeRole::Server => "k3s",
+        NodeRole::Agent => "k3s-agent",
+    };
+    let lines = if tail == 0 {
+        "all".to_string()
+    } else {
+        tail.to_string()
+    };
+    let out = access
+        .run(
+            &Cmd::new("journalctl")
+                .args(["-u", unit, "-n", &lines, "--no-pager", "-o", "cat"])
+                .timeout(Duration::from_secs(60)),
+        )
+        .await?;
+    Ok(out.stdout)
+}
+
 /// Installs the distribution on a VM node: binary, config, airgap images, a systemd unit, then
 /// enables and starts the service (without blocking on its readiness: timonel waits itself).
 pub async fn install(
