@@ -8,16 +8,6 @@ use std::process::Command;
 
 use common::*;
 
-fn ready_nodes(sb: &Sandbox) -> Vec<String> {
-    let out = sb.kubectl(&["get", "nodes", "--no-headers"]);
-    assert!(out.status.success());
-    stdout(&out)
-        .lines()
-        .filter(|l| l.split_whitespace().nth(1) == Some("Ready"))
-        .map(|l| l.split_whitespace().next().unwrap().to_string())
-        .collect()
-}
-
 fn node_ips(sb: &Sandbox) -> Vec<(String, String)> {
     let v: serde_json::Value =
         serde_json::from_str(&sb.ok(&["node", "list", "-o", "json"])).unwrap();
@@ -42,7 +32,7 @@ fn three_nodes_add_delete_and_stable_addresses() {
     let sb = Sandbox::new("multi");
     assert!(sb.start(&["--nodes", "3"]).status.success());
     let p = &sb.profile;
-    let mut ready = ready_nodes(&sb);
+    let mut ready = sb.ready_nodes();
     ready.sort();
     assert_eq!(
         ready,
@@ -63,9 +53,9 @@ fn three_nodes_add_delete_and_stable_addresses() {
     // node add → a fourth Ready node; node delete → gone from Kubernetes and Docker.
     let added = sb.ok(&["node", "add"]).trim().to_string();
     assert_eq!(added, format!("{p}-m04"));
-    assert_eq!(ready_nodes(&sb).len(), 4);
+    assert_eq!(sb.ready_nodes().len(), 4);
     sb.ok(&["node", "delete", &added]);
-    let after = ready_nodes(&sb);
+    let after = sb.ready_nodes();
     assert_eq!(after.len(), 3, "{after:?}");
     assert!(!after.contains(&added));
     let gone = Command::new("docker")
@@ -91,7 +81,7 @@ fn three_nodes_add_delete_and_stable_addresses() {
     sb.ok(&["stop"]);
     assert!(sb.start(&[]).status.success());
     assert_eq!(node_ips(&sb), before);
-    assert_eq!(ready_nodes(&sb).len(), 3);
+    assert_eq!(sb.ready_nodes().len(), 3);
 
     sb.ok(&["delete"]);
     assert_eq!(sb.leftovers(), Vec::<String>::new());
@@ -120,7 +110,7 @@ fn three_servers_keep_the_api_up_when_the_first_stops() {
         .map(|s| s["api_port"].as_u64().unwrap())
         .collect();
     assert_eq!(ports.len(), 3, "each server publishes its own API port");
-    assert_eq!(ready_nodes(&sb).len(), 3);
+    assert_eq!(sb.ready_nodes().len(), 3);
     // The first server runs embedded etcd (--cluster-init), so it shows the etcd role.
     let nodes = stdout(&sb.kubectl(&["get", "node", p, "--no-headers"]));
     assert!(nodes.contains("etcd"), "{nodes}");
@@ -129,7 +119,7 @@ fn three_servers_keep_the_api_up_when_the_first_stops() {
     // servers relay node registrations to the first server).
     let added = sb.run(&["node", "add", "--control-plane"]);
     assert!(added.status.success(), "{}", stderr(&added));
-    assert_eq!(ready_nodes(&sb).len(), 4);
+    assert_eq!(sb.ready_nodes().len(), 4);
 
     // Stop the first server behind timonel's back; the API stays reachable through another.
     let stopped = Command::new("docker")

@@ -12,7 +12,7 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use support::ssh_hosts::{TestHost, TestHosts};
+use support::ssh_hosts::{snapshot_diff as diff, TestHost, TestHosts};
 
 /// A login key for the test hosts, and a known_hosts file of our own (the user's
 /// ~/.ssh/known_hosts is never touched).
@@ -38,18 +38,6 @@ fn write_known_hosts(path: &Path, hosts: &[&TestHost]) {
         .map(|h| format!("{}\n", h.known_hosts_line()))
         .collect();
     std::fs::write(path, text).unwrap();
-}
-
-fn ready_nodes(sb: &Sandbox) -> Vec<String> {
-    let out = sb.kubectl(&["get", "nodes", "--no-headers"]);
-    assert!(out.status.success(), "kubectl get nodes failed");
-    let mut v: Vec<String> = stdout(&out)
-        .lines()
-        .filter(|l| l.split_whitespace().nth(1) == Some("Ready"))
-        .map(|l| l.split_whitespace().next().unwrap().to_string())
-        .collect();
-    v.sort();
-    v
 }
 
 fn unit_state(host: &TestHost, unit: &str) -> String {
@@ -104,7 +92,7 @@ fn three_machines_make_three_ready_nodes_and_delete_leaves_them_as_they_were() {
         stderr(&out)
     );
     assert_eq!(
-        ready_nodes(&sb),
+        sb.ready_nodes(),
         vec![p.clone(), format!("{p}-m02"), format!("{p}-m03")]
     );
     // h3's key was recorded; the others were already there.
@@ -173,7 +161,7 @@ fn three_machines_make_three_ready_nodes_and_delete_leaves_them_as_they_were() {
         .collect();
     assert_eq!(k3s, ["stopped", "stopped", "stopped"], "{status:#}");
     with_password(&["start"]);
-    assert_eq!(ready_nodes(&sb).len(), 3);
+    assert_eq!(sb.ready_nodes().len(), 3);
 
     // What a real k3s leaves besides its files (the stand-in makes none of it): a CNI bridge
     // and a flannel interface, KUBE-/FLANNEL chains, a pod volume mount. delete removes them.
@@ -221,20 +209,6 @@ fn start_args(keys: &Keys, nodes: &[String], extra: &[&str]) -> Vec<String> {
     }
     args.extend(extra.iter().map(|s| s.to_string()));
     args
-}
-
-/// Lines only in `a` (`-`) or only in `b` (`+`).
-fn diff(a: &str, b: &str) -> String {
-    let la: std::collections::BTreeSet<&str> = a.lines().collect();
-    let lb: std::collections::BTreeSet<&str> = b.lines().collect();
-    let mut out = String::new();
-    for l in la.difference(&lb) {
-        out.push_str(&format!("- {l}\n"));
-    }
-    for l in lb.difference(&la) {
-        out.push_str(&format!("+ {l}\n"));
-    }
-    out
 }
 
 /// A refused start: non-zero exit, the message names the cause, and nothing changed: not on the
@@ -408,7 +382,7 @@ fn wrong_host_key_wrong_password_no_sudo_and_foreign_k3s_are_refused_before_any_
     // --adopt replaces that k3s; delete then removes it too, leaving h2 as it was before it.
     let out = run(&nodes, &["--adopt"], None);
     assert!(out.status.success(), "start --adopt failed");
-    assert_eq!(ready_nodes(&sb).len(), 2);
+    assert_eq!(sb.ready_nodes().len(), 2);
     let size = h2.exec("stat -c %s /usr/local/bin/k3s");
     assert_ne!(String::from_utf8_lossy(&size.stdout).trim(), "0");
     sb.ok(&["delete"]);
@@ -450,7 +424,7 @@ fn three_servers_on_three_machines_survive_losing_the_first() {
         .unwrap();
     eprintln!("{}{}", stdout(&out), stderr(&out));
     assert!(out.status.success(), "start failed");
-    assert_eq!(ready_nodes(&sb).len(), 3);
+    assert_eq!(sb.ready_nodes().len(), 3);
     let p = &sb.profile;
     let first = stdout(&sb.kubectl(&["get", "node", p, "--no-headers"]));
     assert!(first.contains("etcd"), "{first}");
@@ -544,12 +518,12 @@ fn a_machine_joins_and_leaves_a_running_cluster() {
 
     let added = sb.ok(&["node", "add", "--node", &format!("alice@{}", h2.ip)]);
     assert_eq!(added.trim(), format!("{p}-m02"));
-    assert_eq!(ready_nodes(&sb), vec![p.clone(), format!("{p}-m02")]);
+    assert_eq!(sb.ready_nodes(), vec![p.clone(), format!("{p}-m02")]);
     assert_eq!(unit_state(h2, "k3s-agent"), "active");
 
     // Deleting the node uninstalls it from its machine; the cluster goes on.
     sb.ok(&["node", "delete", &format!("{p}-m02")]);
-    assert_eq!(ready_nodes(&sb), vec![p.clone()]);
+    assert_eq!(sb.ready_nodes(), vec![p.clone()]);
     assert_eq!(diff(&before[1], &h2.snapshot()), "", "h2 is not as it was");
 
     sb.ok(&["delete"]);

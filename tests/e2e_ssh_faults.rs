@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use support::ssh_hosts::{TestHost, TestHosts};
+use support::ssh_hosts::{snapshot_diff as diff, TestHost, TestHosts};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
@@ -86,37 +86,11 @@ fn text(out: &Output) -> String {
     format!("{}{}", stdout(out), stderr(out))
 }
 
-fn ready_nodes(sb: &Sandbox) -> Vec<String> {
-    let out = sb.kubectl(&["get", "nodes", "--no-headers"]);
-    assert!(out.status.success(), "kubectl get nodes failed");
-    let mut v: Vec<String> = stdout(&out)
-        .lines()
-        .filter(|l| l.split_whitespace().nth(1) == Some("Ready"))
-        .map(|l| l.split_whitespace().next().unwrap().to_string())
-        .collect();
-    v.sort();
-    v
-}
-
 fn profile_file(sb: &Sandbox) -> PathBuf {
     sb.timonel_home()
         .join("profiles")
         .join(&sb.profile)
         .join("profile.json")
-}
-
-/// Lines only in `a` (`-`) or only in `b` (`+`).
-fn diff(a: &str, b: &str) -> String {
-    let la: std::collections::BTreeSet<&str> = a.lines().collect();
-    let lb: std::collections::BTreeSet<&str> = b.lines().collect();
-    let mut out = String::new();
-    for l in la.difference(&lb) {
-        out.push_str(&format!("- {l}\n"));
-    }
-    for l in lb.difference(&la) {
-        out.push_str(&format!("+ {l}\n"));
-    }
-    out
 }
 
 fn assert_as_before(hosts: &[TestHost], before: &[String], when: &str) {
@@ -377,7 +351,7 @@ fn ssh_agent_login() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = run("start (agent)", &mut with_agent(&args));
     assert!(out.status.success(), "start with the agent's key failed");
-    assert_eq!(ready_nodes(&sb), vec![sb.profile.clone()]);
+    assert_eq!(sb.ready_nodes(), vec![sb.profile.clone()]);
     assert_eq!(
         String::from_utf8_lossy(&h1.exec("systemctl is-active k3s").stdout).trim(),
         "active"
@@ -410,7 +384,7 @@ fn ssh_agent_login() {
     );
     assert_as_before(&hosts.hosts, &during, "after the refused start");
     assert_eq!(
-        ready_nodes(&sb),
+        sb.ready_nodes(),
         vec![sb.profile.clone()],
         "the refused start disturbed the first cluster"
     );
@@ -447,7 +421,7 @@ fn delete_with_a_machine_down_fails_clearly_then_finishes() {
         sb.cmd(&[]).args(&args).env_remove("TIMONEL_SSH_PASSWORD"),
     );
     assert!(out.status.success(), "start failed");
-    assert_eq!(ready_nodes(&sb).len(), 2);
+    assert_eq!(sb.ready_nodes().len(), 2);
 
     // The second machine goes down (systemd shuts down; the container stops).
     docker_ok(&["stop", &h2.container]);

@@ -190,6 +190,19 @@ impl Sandbox {
         out
     }
 
+    /// The names of the Ready nodes kubectl lists, sorted.
+    pub fn ready_nodes(&self) -> Vec<String> {
+        let out = self.kubectl(&["get", "nodes", "--no-headers"]);
+        assert!(out.status.success(), "kubectl get nodes failed");
+        let mut v: Vec<String> = stdout(&out)
+            .lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some("Ready"))
+            .map(|l| l.split_whitespace().next().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Docker objects still labelled with this profile.
     pub fn leftovers(&self) -> Vec<String> {
         leftovers(&self.profile)

@@ -521,3 +521,18 @@ fn stdout(o: &Output) -> String {
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// What differs between two snapshots: lines only in `a` (`-`) or only in `b` (`+`); empty
+/// when the machine is as it was.
+pub fn snapshot_diff(a: &str, b: &str) -> String {
+    let la: std::collections::BTreeSet<&str> = a.lines().collect();
+    let lb: std::collections::BTreeSet<&str> = b.lines().collect();
+    let mut out = String::new();
+    for l in la.difference(&lb) {
+        out.push_str(&format!("- {l}\n"));
+    }
+    for l in lb.difference(&la) {
+        out.push_str(&format!("+ {l}\n"));
+    }
+    out
+}
