@@ -347,6 +347,18 @@ impl SshDriver {
         Ok(facts)
     }
 
+    /// Uninstalls k3s from the node's machine when it is this cluster's node; a machine that is
+    /// not (never installed, or already removed) is left alone. Whether anything was removed.
+    async fn uninstall(&self, name: &MachineName) -> Result<bool, DriverError> {
+        let found = self.inspect(name).await?;
+        if !found.owned_by(&self.cluster_id) {
+            return Ok(false);
+        }
+        self.root_script(name, &uninstall::script(found.marker.as_ref()))
+            .await?;
+        Ok(true)
+    }
+
     async fn unit_state(&self, name: &MachineName) -> Result<MachineState, DriverError> {
         let node = self.node(name)?;
         let unit = node.unit();
@@ -495,14 +507,7 @@ impl Driver for SshDriver {
     }
 
     async fn delete(&self, name: &MachineName) -> Result<(), DriverError> {
-        let found = self.inspect(name).await?;
-        if !found.owned_by(&self.cluster_id) {
-            // Not ours (never installed, or already removed): leave the machine alone.
-            return Ok(());
-        }
-        self.root_script(name, &uninstall::script(found.marker.as_ref()))
-            .await?;
-        Ok(())
+        self.uninstall(name).await.map(|_| ())
     }
 
     async fn delete_cluster(&self, cluster: &ClusterName) -> Result<Vec<String>, DriverError> {
@@ -510,13 +515,8 @@ impl Driver for SshDriver {
             return Ok(Vec::new());
         }
         let tasks = self.nodes.iter().map(|(name, node)| async move {
-            let result = async {
-                let owned = self.inspect(name).await?.owned_by(&self.cluster_id);
-                self.delete(name).await?;
-                Ok::<_, DriverError>(owned)
-            }
-            .await;
-            result
+            self.uninstall(name)
+                .await
                 .map(|owned| owned.then(|| format!("k3s on {} ({name})", node.host)))
                 .map_err(|e| format!("{} ({name}): {}", node.host, error_text(&e)))
         });
