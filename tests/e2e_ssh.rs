@@ -12,7 +12,7 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use support::ssh_hosts::{snapshot_diff as diff, TestHost, TestHosts};
+use support::ssh_hosts::{assert_as_before, snapshot_diff as diff, TestHost, TestHosts};
 
 /// A login key for the test hosts, and a known_hosts file of our own (the user's
 /// ~/.ssh/known_hosts is never touched).
@@ -179,15 +179,7 @@ fn three_machines_make_three_ready_nodes_and_delete_leaves_them_as_they_were() {
 
     // delete: each machine as it was (files, units, interfaces, firewall rules, mounts).
     with_password(&["delete"]);
-    for (host, before) in hosts.hosts.iter().zip(&before) {
-        let after = host.snapshot();
-        assert_eq!(
-            diff(before, &after),
-            "",
-            "{} is not as it was after delete",
-            host.container
-        );
-    }
+    assert_as_before(&hosts.hosts, &before, "after delete");
     assert!(!sb.timonel_home().join("profiles").join(p).exists());
 }
 
@@ -228,9 +220,7 @@ fn assert_refused(
     for w in wants {
         assert!(text.contains(w), "`{w}` missing from:\n{text}");
     }
-    for (h, b) in hosts.iter().zip(before) {
-        assert_eq!(diff(b, &h.snapshot()), "", "{} changed", h.container);
-    }
+    assert_as_before(hosts.iter().copied(), before, "after the refused start");
     assert!(
         !sb.timonel_home()
             .join("profiles")
@@ -386,14 +376,7 @@ fn wrong_host_key_wrong_password_no_sudo_and_foreign_k3s_are_refused_before_any_
     let size = h2.exec("stat -c %s /usr/local/bin/k3s");
     assert_ne!(String::from_utf8_lossy(&size.stdout).trim(), "0");
     sb.ok(&["delete"]);
-    for (h, b) in both.iter().zip(&before) {
-        assert_eq!(
-            diff(b, &h.snapshot()),
-            "",
-            "{} is not as it was",
-            h.container
-        );
-    }
+    assert_as_before(both, &before, "after delete");
 }
 
 #[test]
@@ -470,14 +453,7 @@ fn three_servers_on_three_machines_survive_losing_the_first() {
     );
 
     sb.ok(&["delete"]);
-    for (h, b) in hosts.hosts.iter().zip(&before) {
-        assert_eq!(
-            diff(b, &h.snapshot()),
-            "",
-            "{} is not as it was",
-            h.container
-        );
-    }
+    assert_as_before(&hosts.hosts, &before, "after delete");
 }
 
 #[test]

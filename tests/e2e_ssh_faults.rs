@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use support::ssh_hosts::{snapshot_diff as diff, TestHost, TestHosts};
+use support::ssh_hosts::{assert_as_before, snapshot_diff as diff, TestHost, TestHosts};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
@@ -91,13 +91,6 @@ fn profile_file(sb: &Sandbox) -> PathBuf {
         .join("profiles")
         .join(&sb.profile)
         .join("profile.json")
-}
-
-fn assert_as_before(hosts: &[TestHost], before: &[String], when: &str) {
-    for (h, b) in hosts.iter().zip(before) {
-        let d = diff(b, &h.snapshot());
-        assert_eq!(d, "", "{} is not as it was {when}", h.container);
-    }
 }
 
 /// A snapshot without the NAT rules of Docker's embedded DNS server (127.0.0.11), which Docker

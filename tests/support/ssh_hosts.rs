@@ -536,3 +536,16 @@ pub fn snapshot_diff(a: &str, b: &str) -> String {
     }
     out
 }
+
+/// Asserts each host's snapshot equals its `before` one (same order); `when` says at which point
+/// of the test, for the failure message.
+pub fn assert_as_before<'a>(
+    hosts: impl IntoIterator<Item = &'a TestHost>,
+    before: &[String],
+    when: &str,
+) {
+    for (h, b) in hosts.into_iter().zip(before) {
+        let d = snapshot_diff(b, &h.snapshot());
+        assert_eq!(d, "", "{} is not as it was {when}", h.container);
+    }
+}
