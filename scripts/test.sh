@@ -26,7 +26,15 @@ if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # A machine may carry a newer qemu-utils (from backports) than the distribution's
+    # qemu-system-x86, which refuses to install beside it: take the qemu-utils that matches.
+    for i in "${!missing[@]}"; do
+      if [ "${missing[$i]}" = qemu-system-x86 ]; then
+        qv=$(apt-cache policy qemu-system-x86 | awk '/Candidate/{print $2}')
+        [ -n "$qv" ] && missing+=("qemu-utils=$qv")
+      fi
+    done
+    apt-get install -y -qq --no-install-recommends --allow-downgrades "${missing[@]}" >/dev/null
   else
     log "not installing ${missing[*]} (not root): the tests that need them will skip or fail"
   fi
