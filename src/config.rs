@@ -67,7 +67,7 @@ impl Key {
         match self {
             Self::Driver => crate::drivers::parse_kind(value).map(drop),
             Self::Cpus => parse_cpus(value).map(drop),
-            Self::Memory => crate::cluster::parse_memory(value).map(drop),
+            Self::Memory => crate::units::parse_memory(value).map(drop),
             Self::KubernetesVersion => value
                 .parse::<crate::artifact::VersionSpec>()
                 .map(drop)
@@ -271,7 +271,7 @@ impl Settings {
             d.cpus = Some(parse_cpus(v).map_err(|e| bad(Key::Cpus, e))?);
         }
         if let Some(v) = self.get(Key::Memory) {
-            d.memory_mib = Some(crate::cluster::parse_memory(v).map_err(|e| bad(Key::Memory, e))?);
+            d.memory_mib = Some(crate::units::parse_memory(v).map_err(|e| bad(Key::Memory, e))?);
         }
         if let Some(v) = self.get(Key::KubernetesVersion) {
             d.kubernetes_version = Some(v.to_string());

@@ -19,13 +19,18 @@ pub const ORDER: &[DriverKind] = &[
     DriverKind::Virtualbox,
 ];
 
-/// A driver, plus its concrete type where `start` needs driver-specific steps.
-#[derive(Clone)]
-pub struct Selected {
-    pub driver: Arc<dyn Driver>,
-    pub docker: Option<Arc<DockerDriver>>,
-    /// The SSH driver, for its preflight.
-    pub ssh: Option<Arc<SshDriver>>,
+/// A driver, shared by the tasks of one command. What a driver can do beyond the [`Driver`]
+/// trait (node images, preflight, following logs) is asked of it (`as_node_images()`, …).
+pub type Selected = Arc<dyn Driver>;
+
+/// Why no driver could be had: a request that cannot be met (with its fix), or the driver's own
+/// error.
+#[derive(Debug, thiserror::Error)]
+pub enum ChoiceError {
+    #[error(transparent)]
+    User(#[from] UserError),
+    #[error(transparent)]
+    Driver(#[from] timonel_driver::DriverError),
 }
 
 /// Names of the drivers compiled into this build, in probe order.
@@ -58,27 +63,12 @@ pub fn parse_kind(s: &str) -> Result<DriverKind, String> {
 }
 
 /// Builds the driver of `kind`.
-pub fn make(kind: DriverKind) -> anyhow::Result<Selected> {
+pub fn make(kind: DriverKind) -> Result<Selected, ChoiceError> {
     match kind {
-        DriverKind::Docker => {
-            let docker = Arc::new(DockerDriver::connect());
-            Ok(Selected {
-                driver: docker.clone(),
-                docker: Some(docker),
-                ssh: None,
-            })
-        }
+        DriverKind::Docker => Ok(Arc::new(DockerDriver::connect())),
         DriverKind::Kvm => kvm(),
-        DriverKind::Hyperv => Ok(Selected {
-            driver: Arc::new(timonel_driver_hyperv::HyperVDriver::new()),
-            docker: None,
-            ssh: None,
-        }),
-        DriverKind::Virtualbox => Ok(Selected {
-            driver: Arc::new(timonel_driver_virtualbox::VirtualBoxDriver::new()),
-            docker: None,
-            ssh: None,
-        }),
+        DriverKind::Hyperv => Ok(Arc::new(timonel_driver_hyperv::HyperVDriver::new())),
+        DriverKind::Virtualbox => Ok(Arc::new(timonel_driver_virtualbox::VirtualBoxDriver::new())),
         DriverKind::Ssh => Err(UserError::new(
             "the ssh driver needs the machines to use",
             "name each one with --node user@host[:port]",
@@ -93,14 +83,20 @@ pub fn make(kind: DriverKind) -> anyhow::Result<Selected> {
 }
 
 /// The driver of an existing profile (the SSH driver needs the profile's machines).
-pub fn for_profile(profile: &crate::profile::Profile) -> anyhow::Result<Selected> {
+pub fn for_profile(profile: &crate::profile::Profile) -> Result<Selected, ChoiceError> {
     if profile.driver != DriverKind::Ssh {
         return make(profile.driver);
     }
     let settings = profile.ssh.clone().ok_or_else(|| {
-        anyhow::anyhow!(
-            "profile `{}` uses the ssh driver but has no ssh settings",
-            profile.name
+        UserError::new(
+            format!(
+                "profile `{}` uses the ssh driver but has no ssh settings",
+                profile.name
+            ),
+            format!(
+                "the profile file is damaged: `timonel delete -p {}` and start it again",
+                profile.name
+            ),
         )
     })?;
     let nodes = profile
@@ -130,37 +126,31 @@ pub fn ssh(
     .with_env();
     let nodes = nodes
         .into_iter()
-        .map(|(name, host, role)| (name, SshNode { host, role }))
+        .map(|(name, host, role)| {
+            let unit = crate::distro::k3s::unit_name(role).to_string();
+            (name, SshNode { host, role, unit })
+        })
         .collect();
-    let driver = Arc::new(SshDriver::new(
+    Arc::new(SshDriver::new(
         cluster.clone(),
         settings.cluster_id.clone(),
         nodes,
         creds,
         settings.adopt,
-    ));
-    Selected {
-        driver: driver.clone(),
-        docker: None,
-        ssh: Some(driver),
-    }
+    ))
 }
 
 #[cfg(feature = "kvm")]
-fn kvm() -> anyhow::Result<Selected> {
+fn kvm() -> Result<Selected, ChoiceError> {
     let uri = std::env::var(crate::env::TIMONEL_KVM_URI)
         .ok()
         .filter(|u| !u.is_empty())
         .unwrap_or_else(|| timonel_driver_kvm::DEFAULT_URI.to_string());
-    Ok(Selected {
-        driver: Arc::new(timonel_driver_kvm::KvmDriver::new(uri)),
-        docker: None,
-        ssh: None,
-    })
+    Ok(Arc::new(timonel_driver_kvm::KvmDriver::new(uri)))
 }
 
 #[cfg(not(feature = "kvm"))]
-fn kvm() -> anyhow::Result<Selected> {
+fn kvm() -> Result<Selected, ChoiceError> {
     Err(timonel_driver::DriverError::NotCompiledIn {
         driver: "kvm".to_string(),
         feature: "kvm".to_string(),
@@ -185,10 +175,13 @@ pub async fn orphaned_clusters() -> Vec<ClusterName> {
 
 /// The driver `start` uses: the requested one (which must be usable), else the first usable
 /// one in [`ORDER`].
-pub async fn select(requested: Option<DriverKind>, printer: &Printer) -> anyhow::Result<Selected> {
+pub async fn select(
+    requested: Option<DriverKind>,
+    printer: &Printer,
+) -> Result<Selected, ChoiceError> {
     if let Some(kind) = requested {
         let selected = make(kind)?;
-        return match selected.driver.probe().await {
+        return match selected.probe().await {
             Availability::Ready { notes, .. } => {
                 for n in notes {
                     printer.info(&format!("  {kind}: {n}"));
@@ -208,7 +201,7 @@ pub async fn select(requested: Option<DriverKind>, printer: &Printer) -> anyhow:
             reasons.push(format!("  {kind}: not available in this build"));
             continue;
         };
-        match selected.driver.probe().await {
+        match selected.probe().await {
             Availability::Ready { version, notes } => {
                 printer.done(&format!("Using the {kind} driver ({version})"), None);
                 for n in notes {

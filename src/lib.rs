@@ -14,3 +14,4 @@ pub mod kubeconfig;
 pub mod lock;
 pub mod output;
 pub mod profile;
+pub mod units;

@@ -25,14 +25,14 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             if events {
-                let hint = timonel::error::hint_of(&err);
+                let hint = timonel::cli::report::hint_of(&err);
                 timonel::output::emit_error(
                     &format!("{err:#}"),
-                    timonel::error::reason_code(&err),
+                    timonel::cli::report::reason_code(&err),
                     hint.as_deref(),
                 );
             }
-            let _ = writeln!(std::io::stderr(), "{}", timonel::error::render(&err));
+            let _ = writeln!(std::io::stderr(), "{}", timonel::cli::report::render(&err));
             ExitCode::FAILURE
         }
     }

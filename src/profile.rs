@@ -175,14 +175,24 @@ impl Profile {
     }
     /// The host-reachable API URL of a server node.
     pub fn api_url(&self, node: &NodeRecord) -> Option<String> {
-        node.api_url.clone().or_else(|| {
-            node.api_port
-                .map(|p| crate::cluster::server_url(self.listen_address, p))
-        })
+        node.api_url
+            .clone()
+            .or_else(|| node.api_port.map(|p| server_url(self.listen_address, p)))
     }
     pub fn node(&self, name: &str) -> Option<&NodeRecord> {
         self.nodes.iter().find(|n| n.name.as_str() == name)
     }
+}
+
+/// The host-reachable API URL of a port published on `listen`.
+pub fn server_url(listen: IpAddr, port: u16) -> String {
+    let ip = if listen.is_unspecified() {
+        // 0.0.0.0 is not a destination (and not reachable on Windows): talk to loopback.
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        listen
+    };
+    timonel_driver::net::https_url(ip, port)
 }
 
 /// Reads and writes profiles under a [`Home`].
@@ -315,6 +325,20 @@ pub fn now_unix() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_urls_are_host_reachable() {
+        assert_eq!(
+            server_url("127.0.0.1".parse().unwrap(), 1),
+            "https://127.0.0.1:1"
+        );
+        assert_eq!(
+            server_url("0.0.0.0".parse().unwrap(), 1),
+            "https://127.0.0.1:1"
+        );
+        assert_eq!(server_url("::".parse().unwrap(), 1), "https://127.0.0.1:1");
+        assert_eq!(server_url("::1".parse().unwrap(), 1), "https://[::1]:1");
+    }
 
     pub(crate) fn sample(name: &str) -> Profile {
         let name: ClusterName = name.parse().unwrap();

@@ -9,7 +9,6 @@ use clap::Args;
 use futures_util::StreamExt;
 
 use super::Ctx;
-use crate::drivers;
 use crate::error::UserError;
 
 #[derive(Debug, Args)]
@@ -28,32 +27,15 @@ pub struct LogsArgs {
 pub async fn run(ctx: &Ctx, args: LogsArgs) -> anyhow::Result<ExitCode> {
     let profile = ctx.store.load(&ctx.profile)?;
     let node = crate::cluster::pick_node(&profile, args.node.as_deref())?;
-    let selected = drivers::for_profile(&profile)?;
+    let nodes = crate::cluster::node::ops(ctx.driver_for(&profile)?, &ctx.home);
     if !args.follow {
-        let driver = selected.driver.as_ref();
-        let text = match driver.logs(&node.name, args.tail).await {
-            // VM nodes: the service's journal, over SSH.
-            Err(timonel_driver::DriverError::Unsupported { .. })
-                if !driver.capabilities().container_nodes =>
-            {
-                let access = crate::cluster::node_access(
-                    ctx,
-                    &profile,
-                    driver,
-                    node,
-                    std::time::Duration::from_secs(60),
-                )
-                .await?;
-                crate::cluster::journal(access.as_ref(), node.role, args.tail).await?
-            }
-            other => other?,
-        };
+        let text = nodes.logs(&profile, node, args.tail).await?;
         let mut out = std::io::stdout().lock();
         out.write_all(text.as_bytes())?;
         out.flush()?;
         return Ok(ExitCode::SUCCESS);
     }
-    let docker = selected.docker.as_ref().ok_or_else(|| {
+    let follower = nodes.driver().as_follow_logs().ok_or_else(|| {
         UserError::new(
             format!(
                 "following the log is not possible with the {} driver",
@@ -66,7 +48,7 @@ pub async fn run(ctx: &Ctx, args: LogsArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
     let tail = (args.tail > 0).then_some(args.tail);
-    let mut stream = docker.follow_logs(&node.name, tail).await?;
+    let mut stream = follower.follow_logs(&node.name, tail).await?;
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     loop {

@@ -35,6 +35,14 @@ pub struct DeleteArgs {
 }
 
 pub async fn delete(ctx: &Ctx, args: DeleteArgs) -> anyhow::Result<ExitCode> {
+    // A delete that stops halfway leaves a cluster half removed, so the first Ctrl-C (or
+    // SIGTERM) lets it finish; a second one quits at once.
+    let _finish = cluster::Cancel::on_signals(
+        || {
+            eprintln!("interrupted: finishing the delete so nothing is left half removed (Ctrl-C again to quit at once)")
+        },
+        super::quit_now,
+    );
     if args.all {
         cluster::delete_all(ctx, args.purge).await?;
     } else {

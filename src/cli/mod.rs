@@ -1,13 +1,10 @@
 //! The command line: global flags and one module per subcommand.
 
-use std::time::Duration;
-
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use timonel_driver::ClusterName;
 
 use crate::home::Home;
 use crate::output::{ColorChoice, Printer, Verbosity};
-use crate::profile::Store;
 
 mod addons;
 mod cache;
@@ -18,6 +15,7 @@ mod logs;
 mod manage;
 mod node;
 mod profile_cmd;
+pub mod report;
 mod service;
 mod ssh;
 mod start;
@@ -151,35 +149,12 @@ impl Cli {
     }
 }
 
-/// What every command gets: the printer, timonel's home and the profile store.
-pub struct Ctx {
-    pub printer: Printer,
-    pub home: Home,
-    pub store: Store,
-    pub profile: ClusterName,
-}
+pub use crate::cluster::Ctx;
 
-impl Ctx {
-    /// Takes the profile lock for the rest of the command, telling the user if it must wait.
-    pub fn lock_profile(&self) -> anyhow::Result<crate::lock::ProfileLock> {
-        let timeout = std::env::var(crate::env::TIMONEL_LOCK_TIMEOUT)
-            .ok()
-            .and_then(|v| humantime::parse_duration(&v).ok())
-            .unwrap_or(Duration::from_secs(300));
-        let lock = crate::lock::acquire(
-            &self.home.locks(),
-            self.profile.as_str(),
-            timeout,
-            &mut |holder| {
-                self.printer.warn(&format!(
-                    "profile `{}` is in use by {holder} waiting up to {}",
-                    self.profile,
-                    humantime::format_duration(timeout)
-                ))
-            },
-        )?;
-        Ok(lock)
-    }
+/// A second Ctrl-C: quit at once, with the status of an interrupted command.
+pub(crate) fn quit_now() {
+    eprintln!("interrupted again: quitting without cleaning up");
+    std::process::exit(130);
 }
 
 /// Runs the parsed command line.
@@ -193,12 +168,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     };
     let printer = Printer::new(verbosity, cli.global.color, cli.global.no_progress);
     let home = Home::from_env()?;
-    let ctx = Ctx {
-        printer,
-        store: Store::new(home.clone()),
-        home,
-        profile: cli.global.profile.clone(),
-    };
+    let ctx = Ctx::new(printer, home, cli.global.profile.clone());
     match cli.command {
         Command::Start(args) => start::run(&ctx, *args).await,
         Command::Stop(args) => manage::stop(&ctx, args).await,

@@ -108,13 +108,12 @@ async fn live_state(ctx: &Ctx, name: &str) -> String {
     let Ok(profile) = ctx.store.load(&name) else {
         return "unknown".into();
     };
-    let (Ok(selected), Some(server)) = (crate::drivers::for_profile(&profile), profile.server())
-    else {
+    let (Ok(driver), Some(server)) = (ctx.driver_for(&profile), profile.server()) else {
         return "unknown".into();
     };
     match tokio::time::timeout(
         std::time::Duration::from_secs(5),
-        selected.driver.state(&server.name),
+        driver.state(&server.name),
     )
     .await
     {

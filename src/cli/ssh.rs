@@ -8,7 +8,6 @@ use clap::Args;
 use timonel_driver::{Cmd, CommandError};
 
 use super::Ctx;
-use crate::drivers;
 use crate::error::UserError;
 
 #[derive(Debug, Args)]
@@ -24,8 +23,8 @@ pub struct SshArgs {
 pub async fn run(ctx: &Ctx, args: SshArgs) -> anyhow::Result<ExitCode> {
     let profile = ctx.store.load(&ctx.profile)?;
     let node = crate::cluster::pick_node(&profile, args.node.as_deref())?.clone();
-    let selected = drivers::for_profile(&profile)?;
-    let driver = selected.driver.as_ref();
+    let nodes = crate::cluster::node::ops(ctx.driver_for(&profile)?, &ctx.home);
+    let driver = nodes.driver().as_ref();
     let state = driver.state(&node.name).await?;
     if !state.is_running() {
         return Err(UserError::new(
@@ -34,7 +33,7 @@ pub async fn run(ctx: &Ctx, args: SshArgs) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
-    let containers = driver.capabilities().container_nodes;
+    let containers = driver.capabilities().nodes == timonel_driver::NodeKind::Container;
     if args.command.is_empty() {
         if containers {
             return Err(UserError::new(
@@ -51,8 +50,9 @@ pub async fn run(ctx: &Ctx, args: SshArgs) -> anyhow::Result<ExitCode> {
         }
         return interactive(ctx, &profile, driver, &node).await;
     }
-    let access =
-        crate::cluster::node_access(ctx, &profile, driver, &node, Duration::from_secs(60)).await?;
+    let access = nodes
+        .access(&profile, &node, Duration::from_secs(60))
+        .await?;
     let cmd = Cmd::new(&args.command[0])
         .args(args.command[1..].iter().cloned())
         .timeout(Duration::from_secs(24 * 3600));
@@ -97,7 +97,7 @@ async fn interactive(
         return run_ssh_client(cmd);
     }
     let addr = driver.endpoint(&node.name, 22).await?;
-    let keys = ctx.home.profile_dir(&profile.name).join("ssh");
+    let keys = crate::cluster::node::key_dir(&ctx.home, &profile.name);
     let user = profile
         .ssh_user
         .clone()

@@ -206,44 +206,56 @@ pub async fn run(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
         args.memory = args.memory.or(defaults.memory_mib);
         args.wait_timeout = args.wait_timeout.or(defaults.wait_timeout);
     }
-    cluster::start(
-        ctx,
-        StartOptions {
-            driver: if ssh.is_some() {
-                Some(DriverKind::Ssh)
-            } else {
-                args.driver
-            },
-            version: args.kubernetes_version,
-            nodes: ssh
-                .as_ref()
-                .map(|s| s.machines.len() as u32)
-                .unwrap_or_else(|| args.nodes.unwrap_or(1)),
-            control_planes: args.control_planes,
-            cpus: args.cpus,
-            memory_mib: args.memory,
-            wait: args.wait,
-            wait_timeout: args.wait_timeout.unwrap_or(Duration::from_secs(300)),
-            keep_context: args.keep_context,
-            kubeconfig: args.kubeconfig,
-            disable: args.disable,
-            env: args.env,
-            node_image: args.node_image,
-            ca_certs,
-            registry_mirrors: args.registry_mirrors,
-            vm_image: args.vm_image,
-            disk_mib: args.disk_size,
-            apiserver_port: args.apiserver_port,
-            listen_address: args.listen_address,
-            ports,
-            keep_on_failure: args.keep_on_failure,
-            preload: args.preload,
-            sources,
-            ssh,
+    let opts = StartOptions {
+        driver: if ssh.is_some() {
+            Some(DriverKind::Ssh)
+        } else {
+            args.driver
         },
-    )
-    .await?;
-    Ok(ExitCode::SUCCESS)
+        version: args.kubernetes_version,
+        nodes: ssh
+            .as_ref()
+            .map(|s| s.machines.len() as u32)
+            .unwrap_or_else(|| args.nodes.unwrap_or(1)),
+        control_planes: args.control_planes,
+        cpus: args.cpus,
+        memory_mib: args.memory,
+        wait: args.wait,
+        wait_timeout: args.wait_timeout.unwrap_or(Duration::from_secs(300)),
+        keep_context: args.keep_context,
+        kubeconfig: args.kubeconfig,
+        disable: args.disable,
+        env: args.env,
+        node_image: args.node_image,
+        ca_certs,
+        registry_mirrors: args.registry_mirrors,
+        vm_image: args.vm_image,
+        disk_mib: args.disk_size,
+        apiserver_port: args.apiserver_port,
+        listen_address: args.listen_address,
+        ports,
+        keep_on_failure: args.keep_on_failure,
+        preload: args.preload,
+        sources,
+        ssh,
+    };
+    let cancel = cluster::Cancel::on_signals(
+        || {
+            eprintln!("interrupted: stopping at the next safe point and cleaning up (Ctrl-C again to quit at once)")
+        },
+        super::quit_now,
+    );
+    match cluster::start(ctx, opts, &cancel).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        // What this start created is gone; the exit code says it was interrupted.
+        Err(cluster::Error::Interrupted) => {
+            if ctx.printer.events() {
+                crate::output::emit_error("interrupted", "INTERRUPTED", None);
+            }
+            Ok(ExitCode::from(130))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn parse_machine(s: &str) -> Result<SshHost, String> {

@@ -10,12 +10,11 @@ use anyhow::{anyhow, bail, Context};
 use serde::Serialize;
 use timonel_driver::{FilePlacement, NodeRole, StopMode};
 
+use super::ctx::Ctx;
 use super::saved_credentials;
-use super::start::{cluster_settings, join_url, machine_spec};
-use crate::cli::Ctx;
+use super::spec::{cluster_settings, join_url, machine_spec};
 use crate::distro::k3s;
 use crate::distro::ready::{self, ApiClient, WaitFor};
-use crate::drivers;
 use crate::error::UserError;
 use crate::profile::{NodeRecord, Phase, Profile};
 
@@ -150,15 +149,17 @@ pub async fn set_addon(
         .map(|s| server_config(&changed, s))
         .collect::<anyhow::Result<Vec<_>>>()?;
 
-    let selected = drivers::for_profile(&profile)?;
-    let driver = selected.driver.clone();
+    let ops = super::node::ops(ctx.driver_for(&profile)?, &ctx.home);
+    let driver = ops.driver().clone();
     let running = profile.phase == Phase::Running;
     let verb = if enable { "enabling" } else { "disabling" };
     // config.yaml first (k3s reads it only when it starts; a stopped container takes files
     // too), then the profile, then the restart: every step leaves the profile and the nodes
     // agreeing on the next start.
     for (server, config) in servers.iter().zip(configs) {
-        let access = driver.access(&server.name).await?;
+        let access = ops
+            .access(&profile, server, Duration::from_secs(60))
+            .await?;
         access
             .copy_in(&[config])
             .await
@@ -207,7 +208,7 @@ pub async fn set_addon(
     if let Err(e) = waited {
         drop(step);
         if let Some(first) = servers.first() {
-            let logs = super::start::last_logs(driver.as_ref(), &first.name).await;
+            let logs = ops.logs(&profile, first, 20).await.unwrap_or_default();
             if !logs.is_empty() {
                 ctx.printer.info(&format!(
                     "last lines of the k3s log on {}:\n{logs}",

@@ -24,9 +24,13 @@ impl Default for Cancel {
 }
 
 impl Cancel {
-    /// A flag that is set when the process gets SIGINT/SIGTERM (Ctrl-C / Ctrl-Break on Windows).
-    /// A second signal exits the process with status 130.
-    pub fn on_signals(on_first: impl Fn() + Send + Sync + 'static) -> Self {
+    /// A flag that is set when the process gets SIGINT/SIGTERM (Ctrl-C / Ctrl-Break on Windows);
+    /// `on_first` tells the user. A second signal calls `on_second`, which the command line
+    /// makes quit at once.
+    pub fn on_signals(
+        on_first: impl Fn() + Send + Sync + 'static,
+        on_second: impl Fn() + Send + Sync + 'static,
+    ) -> Self {
         let cancel = Self::default();
         let tx = cancel.tx.clone();
         tokio::spawn(async move {
@@ -34,8 +38,8 @@ impl Cancel {
             loop {
                 wait_signal().await;
                 if seen.swap(true, Ordering::SeqCst) {
-                    eprintln!("interrupted again: quitting without cleaning up");
-                    std::process::exit(130);
+                    on_second();
+                    continue;
                 }
                 on_first();
                 let _ = tx.send(true);

@@ -23,9 +23,8 @@ use timonel_driver::{Cmd, FilePlacement, MachineName, NodeAccess};
 use timonel_driver_docker::DockerDriver;
 use tokio::io::AsyncWriteExt;
 
-use crate::cli::Ctx;
+use super::ctx::Ctx;
 use crate::distro::k3s;
-use crate::drivers;
 use crate::error::UserError;
 use crate::profile::now_unix;
 
@@ -256,8 +255,8 @@ pub async fn load(ctx: &Ctx, args: &[String]) -> anyhow::Result<Vec<LoadRow>> {
     let _lock = ctx.lock_profile()?;
     let profile = ctx.store.load(&ctx.profile)?;
     let name = profile.name.clone();
-    let selected = drivers::for_profile(&profile)?;
-    let driver = selected.driver.clone();
+    let ops = super::node::ops(ctx.driver_for(&profile)?, &ctx.home);
+    let driver = ops.driver().clone();
 
     // The running nodes.
     let mut running: Vec<MachineName> = Vec::new();
@@ -282,7 +281,8 @@ pub async fn load(ctx: &Ctx, args: &[String]) -> anyhow::Result<Vec<LoadRow>> {
     }
 
     // Each source's key: the Docker image ID, or the archive's sha256.
-    let mut docker: Option<Arc<DockerDriver>> = selected.docker.clone();
+    // The host's Docker daemon, where images given by name come from.
+    let mut docker: Option<Arc<DockerDriver>> = None;
     let mut sources = Vec::new();
     for arg in args {
         let source = ImageSource::classify(arg);
@@ -326,13 +326,20 @@ pub async fn load(ctx: &Ctx, args: &[String]) -> anyhow::Result<Vec<LoadRow>> {
     }
 
     // What is already in each node.
-    let listed = futures_util::future::join_all(running.iter().map(|node| {
-        let driver = driver.clone();
-        async move {
-            match driver.access(node).await {
-                Ok(a) => (Some(a.clone()), list_images(a.as_ref()).await),
-                Err(_) => (None, String::new()),
+    let (ops, profile_ref) = (ops.as_ref(), &profile);
+    let listed = futures_util::future::join_all(running.iter().map(|node| async move {
+        let Some(record) = profile_ref.node(node.as_str()) else {
+            return (None, String::new());
+        };
+        match ops
+            .access(profile_ref, record, Duration::from_secs(60))
+            .await
+        {
+            Ok(a) => {
+                let listed = list_images(a.as_ref()).await;
+                (Some(a), listed)
             }
+            Err(_) => (None, String::new()),
         }
     }))
     .await;

@@ -7,8 +7,8 @@ use anyhow::{anyhow, bail};
 use serde::Serialize;
 use timonel_driver::{ClusterName, DriverKind, MachineState};
 
+use super::ctx::Ctx;
 use super::{saved_credentials, KUBECONFIG_FILE};
-use crate::cli::Ctx;
 use crate::distro::ready::ApiClient;
 use crate::drivers;
 use crate::error::UserError;
@@ -19,11 +19,11 @@ use crate::profile::Phase;
 pub async fn stop(ctx: &Ctx, timeout: Duration) -> anyhow::Result<()> {
     let _lock = ctx.lock_profile()?;
     let mut profile = ctx.store.load(&ctx.profile)?;
-    let selected = drivers::for_profile(&profile)?;
+    let driver = ctx.driver_for(&profile)?;
     let step = ctx
         .printer
         .step(&format!("stopping {} node(s)", profile.nodes.len()));
-    super::start::stop_nodes(&selected.driver, &profile, timeout).await?;
+    stop_nodes(&driver, &profile, timeout).await?;
     step.finish(&format!("Stopped profile `{}`", profile.name));
     profile.phase = Phase::Stopped;
     ctx.store.save(&profile)?;
@@ -33,7 +33,6 @@ pub async fn stop(ctx: &Ctx, timeout: Duration) -> anyhow::Result<()> {
 /// Deletes the profile's nodes and everything labelled with it, our kubeconfig entries, and the
 /// profile folder. Works when the profile file is missing or damaged.
 pub async fn delete(ctx: &Ctx, kubeconfig_flag: Option<&Path>) -> anyhow::Result<()> {
-    let _finish = finish_on_first_interrupt();
     let _lock = ctx.lock_profile()?;
     delete_one(ctx, &ctx.profile, kubeconfig_flag).await
 }
@@ -57,19 +56,21 @@ async fn delete_one(
     let step = ctx.printer.step(&format!("deleting profile `{name}`"));
     let mut removed = Vec::new();
     for kind in kinds {
-        let selected = match &profile {
-            Some(p) => drivers::for_profile(p)?,
-            None => drivers::make(kind)?,
+        let driver = match &profile {
+            Some(p) => ctx.driver_for(p)?,
+            None => ctx.driver_of(kind)?,
         };
-        if profile.is_none() && !selected.driver.probe().await.is_ready() {
+        if profile.is_none() && !driver.probe().await.is_ready() {
             continue;
         }
-        removed.extend(selected.driver.delete_cluster(name).await?);
+        let nodes = super::node::ops(driver, &ctx.home);
+        removed.extend(nodes.remove_cluster(name).await?);
     }
     let path = super::kubeconfig_target(profile.as_ref(), kubeconfig_flag)?;
     let outcome = kubeconfig::remove(&path, name.as_str(), &Default::default())?;
     let existed = profile.is_some() || ctx.store.dir(name).exists();
-    // VM nodes' disks and seeds live outside the profile folder.
+    // VM nodes' disks and seeds live outside the profile folder (a profile whose driver could
+    // not be asked leaves them too).
     let machines = ctx.home.root().join("machines").join(name.as_str());
     if let Err(e) = std::fs::remove_dir_all(&machines) {
         if e.kind() != std::io::ErrorKind::NotFound {
@@ -92,17 +93,8 @@ async fn delete_one(
     Ok(())
 }
 
-/// A delete that stops halfway leaves a cluster half removed, so the first Ctrl-C (or SIGTERM)
-/// lets it finish; a second one quits at once (exit 130).
-fn finish_on_first_interrupt() -> super::Cancel {
-    super::Cancel::on_signals(|| {
-        eprintln!("interrupted: finishing the delete so nothing is left half removed (Ctrl-C again to quit at once)")
-    })
-}
-
 /// Deletes every profile, and clusters left by profiles whose files are gone (by label).
 pub async fn delete_all(ctx: &Ctx, purge: bool) -> anyhow::Result<()> {
-    let _finish = finish_on_first_interrupt();
     let mut names: Vec<ClusterName> = ctx
         .store
         .list()
@@ -147,11 +139,11 @@ pub async fn delete_all(ctx: &Ctx, purge: bool) -> anyhow::Result<()> {
 pub async fn ip(ctx: &Ctx, node: Option<&str>) -> anyhow::Result<std::net::IpAddr> {
     let profile = ctx.store.load(&ctx.profile)?;
     let record = super::pick_node(&profile, node)?;
-    let selected = drivers::for_profile(&profile)?;
-    match selected.driver.ip(&record.name).await {
+    let driver = ctx.driver_for(&profile)?;
+    match driver.ip(&record.name).await {
         Ok(ip) => Ok(ip),
         Err(e) => {
-            let state = selected.driver.state(&record.name).await.ok();
+            let state = driver.state(&record.name).await.ok();
             match state {
                 Some(s) if !s.is_running() => bail!(UserError::new(
                     format!("node `{}` is {s}, so it has no address", record.name),
@@ -208,8 +200,7 @@ impl StatusReport {
 /// The state of every node and of the API, read live.
 pub async fn status(ctx: &Ctx) -> anyhow::Result<StatusReport> {
     let profile = ctx.store.load(&ctx.profile)?;
-    let selected = drivers::for_profile(&profile)?;
-    let driver = selected.driver.clone();
+    let driver = ctx.driver_for(&profile)?;
     let states = futures_util::future::join_all(profile.nodes.iter().map(|n| {
         let driver = driver.clone();
         let name = n.name.clone();
@@ -336,4 +327,25 @@ pub async fn kubeconfig_cmd(
             format!("`timonel start -p {}` writes it", profile.name),
         ))
     })
+}
+
+/// Stops every node of `profile`, agents first.
+async fn stop_nodes(
+    driver: &std::sync::Arc<dyn timonel_driver::Driver>,
+    profile: &crate::profile::Profile,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let tasks = profile.nodes.iter().rev().map(|n| {
+        let driver = driver.clone();
+        let name = n.name.clone();
+        async move {
+            driver
+                .stop(&name, timonel_driver::StopMode::graceful(timeout))
+                .await
+        }
+    });
+    for r in futures_util::future::join_all(tasks).await {
+        r?;
+    }
+    Ok(())
 }

@@ -1,22 +1,26 @@
-//! Orchestration: start = pick driver → artifacts → node image → nodes → k3s → wait →
-//! kubeconfig; and stop, delete, status, ip, kubeconfig, all through the same layers.
+//! Orchestration: `start` as a list of steps (see [`start`]), and stop, delete, status, ip,
+//! kubeconfig, node add/delete, addons, image load, all through the same layers. How a node of
+//! each kind (container, VM, machine) is prepared and reached is in [`node`], once.
 
 mod addons;
 mod cancel;
+mod ctx;
+mod error;
 mod images;
 mod manage;
+pub mod node;
 mod nodes;
+pub(crate) mod spec;
 mod start;
-mod vm;
 
 pub use addons::{addon_rows, set_addon, AddonRow, ADDONS};
-pub use cancel::Cancel;
+pub use cancel::{Cancel, Interrupted};
+pub use ctx::Ctx;
+pub use error::{Error, Result};
 pub use images::{load as load_images, short as images_short, ImageSource, LoadRow};
 pub use manage::{delete, delete_all, ip, kubeconfig_cmd, status, stop, StatusReport};
 pub use nodes::{node_add, node_delete, node_list, NodeAdd, NodeRow};
-pub(crate) use start::node_access;
-pub use start::{start, SshStart, StartOptions};
-pub(crate) use vm::journal;
+pub use start::{conflicts as start_conflicts, start, SshStart, StartOptions};
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -29,16 +33,7 @@ use crate::profile::{Profile, Store};
 /// The file in a profile's folder holding its standalone kubeconfig (0600).
 pub const KUBECONFIG_FILE: &str = "kubeconfig.yaml";
 
-/// The host-reachable API URL of a profile.
-pub fn server_url(listen: IpAddr, port: u16) -> String {
-    match listen {
-        IpAddr::V6(v6) if !v6.is_unspecified() => format!("https://[{v6}]:{port}"),
-        // 0.0.0.0 is not a destination (and not reachable on Windows): talk to loopback.
-        IpAddr::V4(v4) if v4.is_unspecified() => format!("https://127.0.0.1:{port}"),
-        IpAddr::V6(_) => format!("https://127.0.0.1:{port}"),
-        other => format!("https://{other}:{port}"),
-    }
-}
+pub use crate::profile::server_url;
 
 /// The credentials kept in the profile folder, with the server the host uses.
 pub fn saved_credentials(store: &Store, name: &ClusterName) -> anyhow::Result<ClusterCredentials> {
@@ -105,14 +100,14 @@ pub fn pick_node<'a>(
 pub fn kubeconfig_target(
     profile: Option<&Profile>,
     explicit: Option<&std::path::Path>,
-) -> anyhow::Result<PathBuf> {
+) -> std::result::Result<PathBuf, crate::kubeconfig::KubeconfigError> {
     if let Some(p) = explicit {
         return Ok(p.to_path_buf());
     }
     if let Some(p) = profile.and_then(|p| p.kubeconfig.clone()) {
         return Ok(p);
     }
-    Ok(crate::kubeconfig::resolve_target(None)?)
+    crate::kubeconfig::resolve_target(None)
 }
 
 /// Parses `--ports HOST:NODE[/tcp|udp]`.
@@ -139,41 +134,11 @@ pub fn parse_port(s: &str, listen: IpAddr) -> Result<PortMapping, String> {
     })
 }
 
-/// Parses a memory size: `2048`, `2048m`, `2g`, `2GiB`, `512MB` → MiB.
-pub fn parse_memory(s: &str) -> Result<u64, String> {
-    let t = s.trim().to_ascii_lowercase();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (e.g. 2g, 2048m)"))?;
-    let mib = match unit.trim() {
-        "" | "m" | "mb" | "mib" => n,
-        "g" | "gb" | "gib" => n.saturating_mul(1024),
-        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use m or g)")),
-    };
-    if mib < 256 {
-        return Err(format!(
-            "`{s}` is too little memory for a Kubernetes node (at least 256m; k3s wants 512m or more)"
-        ));
-    }
-    Ok(mib)
-}
+pub use crate::units::parse_memory;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_sizes() {
-        assert_eq!(parse_memory("2g").unwrap(), 2048);
-        assert_eq!(parse_memory("2GiB").unwrap(), 2048);
-        assert_eq!(parse_memory("1536m").unwrap(), 1536);
-        assert_eq!(parse_memory("1024").unwrap(), 1024);
-        assert!(parse_memory("12x").unwrap_err().contains("unknown unit"));
-        assert!(parse_memory("lots").unwrap_err().contains("not a size"));
-        assert!(parse_memory("100m").unwrap_err().contains("too little"));
-    }
 
     #[test]
     fn parses_ports() {
@@ -187,18 +152,5 @@ mod tests {
         assert!(parse_port("80", lo).is_err());
         assert!(parse_port("0:80", lo).is_err());
         assert!(parse_port("1:2/sctp", lo).is_err());
-    }
-
-    #[test]
-    fn server_urls_are_host_reachable() {
-        assert_eq!(
-            server_url("127.0.0.1".parse().unwrap(), 1),
-            "https://127.0.0.1:1"
-        );
-        assert_eq!(
-            server_url("0.0.0.0".parse().unwrap(), 1),
-            "https://127.0.0.1:1"
-        );
-        assert_eq!(server_url("::1".parse().unwrap(), 1), "https://[::1]:1");
     }
 }

@@ -1,18 +1,20 @@
-//! `timonel node add|delete|list`: nodes added to or removed from a running cluster.
+//! `timonel node add|delete|list`: nodes added to or removed from a running cluster. `node add`
+//! runs the same nodes, install and wait steps as `start`, for one node.
 
 use std::time::Duration;
 
-use anyhow::{anyhow, bail};
 use serde::Serialize;
-use timonel_driver::{DriverKind, MachineName, NodeRole};
+use timonel_driver::{DriverKind, MachineName, NodeKind, NodeRole};
 
-use super::saved_credentials;
-use super::start::{cluster_settings, ensure_running, join_url, machine_spec, record_ip};
-use crate::cli::Ctx;
+use super::ctx::Ctx;
+use super::error::{Error, Result};
+use super::node::NodeOps;
+use super::start::nodes::{record_ip, NodeJob};
+use super::start::Install;
+use super::{saved_credentials, spec};
 use crate::distro::ready::{self, ApiClient, WaitFor};
-use crate::drivers;
 use crate::error::UserError;
-use crate::profile::{NodeRecord, Phase};
+use crate::profile::{NodeRecord, Phase, Profile};
 
 /// What `node add` was asked for.
 #[derive(Debug, Clone)]
@@ -25,162 +27,76 @@ pub struct NodeAdd {
     pub sources: crate::artifact::Sources,
 }
 
-/// Adds a node (an agent, or a server with `control_plane`) and waits until it is Ready.
-pub async fn node_add(ctx: &Ctx, add: NodeAdd) -> anyhow::Result<MachineName> {
-    let NodeAdd {
-        control_plane,
-        machine,
-        wait_timeout,
-        sources,
-    } = add;
+/// Adds a node (an agent, or a server with `control_plane`) and waits until it is Ready. On a
+/// failure the node is removed again and the profile is as it was.
+pub async fn node_add(ctx: &Ctx, add: NodeAdd) -> Result<MachineName> {
     let _lock = ctx.lock_profile()?;
     let mut profile = ctx.store.load(&ctx.profile)?;
-    let name = profile.name.clone();
-    let ssh = profile.driver == DriverKind::Ssh;
-    match (&machine, ssh) {
-        (None, true) => bail!(UserError::new(
-            format!("profile `{name}` runs on machines over ssh: which one should join?"),
-            format!("`timonel node add -p {name} --node user@host[:port]`"),
-        )),
-        (Some(_), false) => bail!(UserError::new(
-            format!(
-                "--node names a machine for ssh clusters; profile `{name}` uses the {} driver",
-                profile.driver
-            ),
-            "drop --node",
-        )),
-        (Some(m), true) => {
-            if let Some(n) = profile.nodes.iter().find(|n| {
-                n.machine
-                    .as_ref()
-                    .is_some_and(|x| x.host == m.host && x.port == m.port)
-            }) {
-                bail!(UserError::new(
-                    format!("{m} is already node `{}` of profile `{name}`", n.name),
-                    "give another machine",
-                ));
-            }
-        }
-        (None, false) => {}
-    }
-    if profile.phase != Phase::Running {
-        bail!(UserError::new(
-            format!("profile `{name}` is not running"),
-            format!("start it first with `timonel start -p {name}`"),
-        ));
-    }
-    if control_plane && !profile.embedded_etcd {
-        bail!(UserError::new(
-            format!("profile `{name}` has a single server with its own datastore, which more servers cannot join"),
-            "create the cluster with `--control-planes 3` to be able to add servers; agents can be added to any cluster",
-        ));
-    }
+    check_add(&profile, &add)?;
     // Join a server whose API answers (with several servers, the first may be down).
-    let creds = saved_credentials(&ctx.store, &name)?;
+    let name = profile.name.clone();
+    let creds =
+        saved_credentials(&ctx.store, &name).map_err(|e| Error::internal(format!("{e:#}")))?;
     let Some((api, url)) = super::live_api(&profile, &creds).await else {
-        bail!(UserError::new(
+        return Err(UserError::new(
             format!("no API server of profile `{name}` answers"),
             format!("`timonel status -p {name}` shows what is down; `timonel start -p {name}` brings it back"),
-        ));
+        )
+        .into());
     };
     let server_ip = profile
         .nodes
         .iter()
         .find(|n| profile.api_url(n).as_deref() == Some(url.as_str()))
         .and_then(|n| n.ip)
-        .ok_or_else(|| anyhow!("the address of the server at {url} is not known"))?;
-    let index = profile.nodes.iter().map(|n| n.index).max().unwrap_or(0) + 1;
-    let record = NodeRecord {
-        name: name.machine(index),
-        role: if control_plane {
-            NodeRole::Server
-        } else {
-            NodeRole::Agent
-        },
-        index,
-        ip: None,
-        api_port: None,
-        ssh_port: None,
-        api_url: None,
-        machine: None,
-    };
-    let mut record = record;
-    record.machine = machine;
-    if control_plane && ssh {
-        record.api_port = Some(crate::distro::k3s::API_PORT);
-    } else if control_plane {
-        let l = std::net::TcpListener::bind((std::net::IpAddr::from([127, 0, 0, 1]), 0))?;
-        record.api_port = Some(l.local_addr()?.port());
-    }
+        .ok_or_else(|| {
+            Error::internal(format!("the address of the server at {url} is not known"))
+        })?;
+    let record = new_record(&profile, &add)?;
     // The driver knows the new node (ssh: its machine).
     let mut with_new = profile.clone();
     with_new.nodes.push(record.clone());
-    let selected = drivers::for_profile(&with_new)?;
-    let machines = selected.driver.capabilities().existing_machines;
-    if !selected.driver.capabilities().container_nodes && !machines {
-        bail!(UserError::new(
-            format!(
-                "adding nodes to a running {} cluster is not supported yet",
-                profile.driver
-            ),
-            "create the cluster with the number of nodes you need (`--nodes`, `--control-planes`)",
-        ));
-    }
-    let driver = selected.driver.clone();
-
-    // A machine is checked before anything changes on it, and gets the profile's k3s (from
-    // the cache) for its architecture.
-    let mut install = None;
-    if let Some(ssh) = &selected.ssh {
-        let step = ctx.printer.step("checking the machine");
-        let facts = ssh.preflight_of(std::slice::from_ref(&record.name)).await?;
-        let arch: crate::artifact::Arch = match facts.values().next() {
-            Some(f) => f.machine.parse()?,
-            None => crate::artifact::Arch::host()?,
-        };
-        step.finish("The machine is ready for k3s");
-        let cache = crate::artifact::ArtifactCache::new(ctx.home.cache());
-        let version: crate::artifact::K3sVersion = profile.version.parse()?;
-        let arts =
-            crate::artifact::ensure_k3s(&cache, &sources, &version, arch, true, &ctx.printer)
-                .await?;
-        install = Some(arts);
-    }
+    let nodes = super::node::ops(ctx.driver_for(&with_new)?, &ctx.home);
+    let install = artifacts_for(ctx, &profile, &add, nodes.as_ref(), &record).await?;
     profile.nodes.push(record.clone());
     ctx.store.save(&profile)?;
     let step = ctx.printer.step(&format!("adding node {}", record.name));
+    let join = spec::join_url(server_ip);
     let added = async {
-        let mut spec = machine_spec(
-            &profile,
-            &record,
-            &cluster_settings(&with_new),
-            Some(&join_url(server_ip)),
-            install.as_ref().and_then(|a| a.airgap.as_deref()),
-        )?;
-        if let (true, Some(arts)) = (machines, &install) {
-            let plan = crate::distro::InstallPlan {
-                files: spec.files.clone(),
-                service: spec.service.clone().unwrap_or_default(),
-            };
-            spec.files
-                .extend(super::vm::service_files(&plan, &arts.binary, record.role));
+        let job = NodeJob {
+            nodes: nodes.as_ref(),
+            profile: &profile,
+            settings: &spec::cluster_settings(&with_new),
+            install: install.as_ref(),
+            join: Some(&join),
+        };
+        let started = job.up(&record, &ctx.printer).await?;
+        if started.fresh {
+            if let Some(install) = &install {
+                super::start::node_install(
+                    nodes.as_ref(),
+                    &profile,
+                    &record,
+                    (install, Some(&join)),
+                    add.wait_timeout,
+                )
+                .await?;
+            }
         }
-        ensure_running(driver.as_ref(), &spec, &ctx.printer).await?;
-        let ip = driver.ip(&record.name).await?;
         ready::wait(
             &api,
             WaitFor::Ready,
             &[record.name.to_string()],
-            wait_timeout,
+            add.wait_timeout,
             &mut |_| {},
         )
         .await?;
-        Ok::<_, anyhow::Error>(ip)
+        Ok::<_, Error>(started.ip)
     }
     .await;
     match added {
         Ok(ip) => {
-            record_ip(&mut profile, &record.name, ip);
+            record_ip(&mut profile, &record, ip);
             ctx.store.save(&profile)?;
             step.finish(&format!(
                 "Node {} ({}) joined, Ready ({ip})",
@@ -191,12 +107,123 @@ pub async fn node_add(ctx: &Ctx, add: NodeAdd) -> anyhow::Result<MachineName> {
         Err(e) => {
             drop(step);
             // Leave the profile as it was: remove the half-added node.
-            let _ = driver.delete(&record.name).await;
+            let _ = nodes.remove(&profile, &record).await;
             profile.nodes.retain(|n| n.name != record.name);
             ctx.store.save(&profile)?;
             Err(e)
         }
     }
+}
+
+/// What must hold before a node is added.
+fn check_add(profile: &Profile, add: &NodeAdd) -> Result<()> {
+    let name = &profile.name;
+    let ssh = profile.driver == DriverKind::Ssh;
+    match (&add.machine, ssh) {
+        (None, true) => {
+            return Err(UserError::new(
+                format!("profile `{name}` runs on machines over ssh: which one should join?"),
+                format!("`timonel node add -p {name} --node user@host[:port]`"),
+            )
+            .into())
+        }
+        (Some(_), false) => {
+            return Err(UserError::new(
+                format!(
+                    "--node names a machine for ssh clusters; profile `{name}` uses the {} driver",
+                    profile.driver
+                ),
+                "drop --node",
+            )
+            .into())
+        }
+        (Some(m), true) => {
+            if let Some(n) = profile.nodes.iter().find(|n| {
+                n.machine
+                    .as_ref()
+                    .is_some_and(|x| x.host == m.host && x.port == m.port)
+            }) {
+                return Err(UserError::new(
+                    format!("{m} is already node `{}` of profile `{name}`", n.name),
+                    "give another machine",
+                )
+                .into());
+            }
+        }
+        (None, false) => {}
+    }
+    if profile.phase != Phase::Running {
+        return Err(UserError::new(
+            format!("profile `{name}` is not running"),
+            format!("start it first with `timonel start -p {name}`"),
+        )
+        .into());
+    }
+    if add.control_plane && !profile.embedded_etcd {
+        return Err(UserError::new(
+            format!("profile `{name}` has a single server with its own datastore, which more servers cannot join"),
+            "create the cluster with `--control-planes 3` to be able to add servers; agents can be added to any cluster",
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The new node's record: the next index, and the host ports it publishes.
+fn new_record(profile: &Profile, add: &NodeAdd) -> Result<NodeRecord> {
+    let index = profile.nodes.iter().map(|n| n.index).max().unwrap_or(0) + 1;
+    let free = |what: &str| {
+        super::start::free_ports(profile.listen_address, 1, None)
+            .map(|p| p.first().copied())
+            .map_err(|e| Error::io(format!("cannot find a free port for {what}"), e))
+    };
+    let machine = add.machine.is_some();
+    let vm = profile.vm_image.is_some();
+    Ok(NodeRecord {
+        name: profile.name.machine(index),
+        role: if add.control_plane {
+            NodeRole::Server
+        } else {
+            NodeRole::Agent
+        },
+        index,
+        ip: None,
+        api_port: match (add.control_plane, machine) {
+            (false, _) => None,
+            (true, true) => Some(crate::distro::k3s::API_PORT),
+            (true, false) => free("the API server")?,
+        },
+        // NAT'd VMs reach SSH through a forwarded host port.
+        ssh_port: if vm { free("SSH")? } else { None },
+        api_url: None,
+        machine: add.machine.clone(),
+    })
+}
+
+/// The k3s binary a new VM or machine gets from the cache, for its architecture (a machine is
+/// checked first). Container nodes run the profile's image: nothing to fetch.
+async fn artifacts_for(
+    ctx: &Ctx,
+    profile: &Profile,
+    add: &NodeAdd,
+    nodes: &dyn NodeOps,
+    record: &NodeRecord,
+) -> Result<Option<Install>> {
+    let driver = nodes.driver();
+    if driver.capabilities().nodes == NodeKind::Container {
+        return Ok(None);
+    }
+    let mut arch = crate::artifact::Arch::host()?;
+    if let Some(check) = driver.as_preflight() {
+        let step = ctx.printer.step("checking the machine");
+        let facts = check.preflight(std::slice::from_ref(&record.name)).await?;
+        if let Some(f) = facts.values().next() {
+            arch = f.arch.parse()?;
+        }
+        step.finish("The machine is ready for k3s");
+    }
+    let install = super::start::ensure_binary(ctx, &add.sources, &profile.version, arch).await?;
+    Ok(Some(install))
 }
 
 /// Deletes a node: its Kubernetes Node object (no drain), then the machine.
@@ -215,14 +242,15 @@ pub async fn node_delete(ctx: &Ctx, node: &str) -> anyhow::Result<()> {
         .map(|s| s.name == record.name)
         .unwrap_or(false)
     {
-        bail!(UserError::new(
+        return Err(UserError::new(
             format!(
                 "`{node}` is the first server of profile `{name}`, which every other node joined"
             ),
             format!("delete the whole cluster with `timonel delete -p {name}`"),
-        ));
+        )
+        .into());
     }
-    let selected = drivers::for_profile(&profile)?;
+    let nodes = super::node::ops(ctx.driver_for(&profile)?, &ctx.home);
     let step = ctx.printer.step(&format!("deleting node {node}"));
     if let Ok(creds) = saved_credentials(&ctx.store, &name) {
         let api = ApiClient::new(&creds, &creds.server)?;
@@ -232,7 +260,7 @@ pub async fn node_delete(ctx: &Ctx, node: &str) -> anyhow::Result<()> {
             ));
         }
     }
-    selected.driver.delete(&record.name).await?;
+    nodes.remove(&profile, &record).await?;
     profile.nodes.retain(|n| n.name != record.name);
     ctx.store.save(&profile)?;
     step.finish(&format!("Deleted node {node}"));
@@ -254,9 +282,9 @@ pub struct NodeRow {
 /// The nodes of the profile with their live state.
 pub async fn node_list(ctx: &Ctx) -> anyhow::Result<Vec<NodeRow>> {
     let profile = ctx.store.load(&ctx.profile)?;
-    let selected = drivers::for_profile(&profile)?;
+    let driver = ctx.driver_for(&profile)?;
     let states = futures_util::future::join_all(profile.nodes.iter().map(|n| {
-        let driver = selected.driver.clone();
+        let driver = driver.clone();
         let name = n.name.clone();
         async move { driver.state(&name).await }
     }))

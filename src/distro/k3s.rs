@@ -2,9 +2,10 @@
 //! and the ports it serves. Facts from reference/k3s.md §2–§3.
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Serialize;
-use timonel_driver::{FilePlacement, NodeRole, ServiceSpec};
+use timonel_driver::{Cmd, FilePlacement, NodeRole, ServiceSpec};
 
 use super::{ClusterSettings, InstallPlan, NodeSettings};
 
@@ -168,6 +169,60 @@ pub fn systemd_unit(service: &ServiceSpec, binary: &str) -> String {
     unit.push_str(&format!("ExecStart={binary} {}\n", service.args.join(" ")));
     unit.push_str("\n[Install]\nWantedBy=multi-user.target\n");
     unit
+}
+
+/// Where the binary goes on VMs and machines, as install.sh puts it.
+pub const SERVICE_BINARY_PATH: &str = "/usr/local/bin/k3s";
+
+/// The systemd unit that runs k3s on a VM or machine, as install.sh names it.
+pub fn unit_name(role: NodeRole) -> &'static str {
+    match role {
+        NodeRole::Server => "k3s",
+        NodeRole::Agent => "k3s-agent",
+    }
+}
+
+/// The binary and the systemd unit that run the plan's service on a VM or machine.
+pub fn service_files(plan: &InstallPlan, binary: &Path, role: NodeRole) -> Vec<FilePlacement> {
+    vec![
+        FilePlacement::host_file(SERVICE_BINARY_PATH, 0o755, binary),
+        FilePlacement::bytes(
+            format!("/etc/systemd/system/{}.service", unit_name(role)),
+            0o644,
+            systemd_unit(&plan.service, SERVICE_BINARY_PATH).into_bytes(),
+        ),
+    ]
+}
+
+/// Enables and starts the unit, without waiting for k3s to be ready (timonel waits itself).
+pub fn start_service(role: NodeRole) -> Cmd {
+    let unit = unit_name(role);
+    Cmd::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "systemctl daemon-reload && systemctl enable {unit} && systemctl restart --no-block {unit}"
+        ))
+        .timeout(Duration::from_secs(120))
+}
+
+/// The last `tail` lines (0: all) of the unit's journal.
+pub fn journal(role: NodeRole, tail: usize) -> Cmd {
+    let lines = if tail == 0 {
+        "all".to_string()
+    } else {
+        tail.to_string()
+    };
+    Cmd::new("journalctl")
+        .args([
+            "-u",
+            unit_name(role),
+            "-n",
+            &lines,
+            "--no-pager",
+            "-o",
+            "cat",
+        ])
+        .timeout(Duration::from_secs(60))
 }
 
 /// Checks `--disable` values before anything is created.

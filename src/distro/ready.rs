@@ -161,13 +161,7 @@ fn describe(e: &reqwest::Error) -> String {
     } else if e.is_timeout() {
         "timed out".to_string()
     } else {
-        let mut s = e.to_string();
-        let mut src = std::error::Error::source(e);
-        while let Some(c) = src {
-            s = format!("{s}: {c}");
-            src = c.source();
-        }
-        s
+        timonel_driver::error_chain(e)
     }
 }
 

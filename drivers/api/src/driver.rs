@@ -70,17 +70,29 @@ impl Availability {
     }
 }
 
-/// What a driver can do, so callers branch on flags rather than on the driver's kind.
+/// The kinds of node a driver makes. The cluster layer picks, once, how a node of each kind is
+/// prepared, provisioned and reached (see `src/cluster/node/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NodeKind {
+    /// Containers: files are placed before the first start and the service is the container's
+    /// command; commands run through the driver's own access (e.g. `docker exec`).
+    #[default]
+    Container,
+    /// VMs booted from a disk and a cloud-init seed: the driver reports an SSH endpoint, the
+    /// host side installs the distribution over SSH with a systemd unit.
+    Vm,
+    /// Machines that already exist (the SSH driver): `create` places the spec's files (binary
+    /// and unit included) and enables the unit; `delete` uninstalls. No disks, no seeds.
+    Machine,
+}
+
+/// What a driver can do, so callers ask for a capability rather than for the driver's kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Capabilities {
-    /// Nodes are containers: files are placed before the first start and the service is the
-    /// container's command. Otherwise nodes are VMs provisioned over ssh with a systemd unit.
-    pub container_nodes: bool,
+    /// What a node of this driver is.
+    pub nodes: NodeKind,
     /// Creating nodes needs administrator rights (Hyper-V).
     pub needs_admin: bool,
-    /// Nodes are machines that already exist (the SSH driver): `create` places the spec's files
-    /// (binary, unit included) and enables the unit; `delete` uninstalls. No disks, no seeds.
-    pub existing_machines: bool,
     /// The VM disk format the driver wants (`qcow2`, `vhdx`, `vmdk`), for VM drivers.
     pub disk_format: Option<String>,
 }
@@ -221,8 +233,16 @@ pub trait Driver: Send + Sync {
     async fn ip(&self, name: &MachineName) -> Result<IpAddr, DriverError>;
     /// The host-reachable address of a node port (127.0.0.1:<published> for containers and NAT VMs).
     async fn endpoint(&self, name: &MachineName, port: u16) -> Result<SocketAddr, DriverError>;
-    /// Commands and files in the running node.
-    async fn access(&self, name: &MachineName) -> Result<Arc<dyn NodeAccess>, DriverError>;
+    /// Commands and files in the running node, for drivers that reach their nodes themselves
+    /// (containers, existing machines). VM drivers only report [`Driver::endpoint`] of port 22:
+    /// the host side does SSH, once, for all of them.
+    async fn access(&self, name: &MachineName) -> Result<Arc<dyn NodeAccess>, DriverError> {
+        let _ = name;
+        Err(DriverError::Unsupported {
+            driver: self.kind().to_string(),
+            what: "node access through the driver (its nodes are reached over SSH)".to_string(),
+        })
+    }
     /// The last `tail` lines of the distribution's log in the node (container output, or the
     /// service's journal on VMs).
     async fn logs(&self, name: &MachineName, tail: usize) -> Result<String, DriverError> {
@@ -231,5 +251,18 @@ pub trait Driver: Send + Sync {
             driver: self.kind().to_string(),
             what: "reading node logs".to_string(),
         })
+    }
+
+    /// Container nodes built from the distribution's binary, when the driver builds images.
+    fn as_node_images(&self) -> Option<&dyn crate::capability::NodeImages> {
+        None
+    }
+    /// Checks of the machines before anything changes on them, when the driver has them.
+    fn as_preflight(&self) -> Option<&dyn crate::capability::Preflight> {
+        None
+    }
+    /// Following a node's log as it is written, when the driver can.
+    fn as_follow_logs(&self) -> Option<&dyn crate::capability::FollowLogs> {
+        None
     }
 }

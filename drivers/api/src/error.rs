@@ -146,3 +146,19 @@ impl Hint for DriverError {
         }
     }
 }
+
+/// `err` and its sources as one line, `a: b: c`; a source whose text the line already holds
+/// (errors that embed their cause) is not repeated.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}

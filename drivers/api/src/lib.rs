@@ -5,11 +5,13 @@
 //! tests can replay recorded outputs with [`ScriptedRunner`](scripted::ScriptedRunner).
 
 pub mod access;
+pub mod capability;
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
 pub mod driver;
 pub mod error;
 pub mod name;
+pub mod net;
 pub mod runner;
 #[cfg(any(test, feature = "testing"))]
 pub mod scripted;
@@ -17,11 +19,12 @@ pub mod state;
 pub mod wait;
 
 pub use access::{FilePlacement, FileSource, NodeAccess};
+pub use capability::{FollowLogs, LogStream, MachineFacts, NodeImages, Preflight};
 pub use driver::{
-    Availability, Capabilities, Driver, DriverKind, MachineSpec, NodeRole, PortMapping, Reporter,
-    ServiceSpec, SilentReporter, VmDisk,
+    Availability, Capabilities, Driver, DriverKind, MachineSpec, NodeKind, NodeRole, PortMapping,
+    Reporter, ServiceSpec, SilentReporter, VmDisk,
 };
-pub use error::{CommandError, DriverError, Hint};
+pub use error::{error_chain, CommandError, DriverError, Hint};
 pub use name::{ClusterName, MachineName, NameError};
 pub use runner::{Cmd, HostRunner, Output, Runner};
 pub use state::{MachineState, StopMode};

@@ -12,7 +12,8 @@ use bollard::query_parameters::{
 
 use timonel_driver::{
     poll_until, Availability, Capabilities, ClusterName, Driver, DriverError, DriverKind,
-    MachineName, MachineSpec, MachineState, NodeAccess, Reporter, StopMode,
+    FollowLogs, LogStream, MachineName, MachineSpec, MachineState, NodeAccess, NodeImages,
+    NodeKind, Reporter, StopMode,
 };
 
 use crate::client::{error_text, is_not_found, map_err, DockerDriver};
@@ -29,10 +30,9 @@ impl Driver for DockerDriver {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            container_nodes: true,
+            nodes: NodeKind::Container,
             needs_admin: false,
             disk_format: None,
-            existing_machines: false,
         }
     }
 
@@ -337,5 +337,38 @@ impl Driver for DockerDriver {
 
     async fn logs(&self, name: &MachineName, tail: usize) -> Result<String, DriverError> {
         self.tail_logs(name, tail).await
+    }
+
+    fn as_node_images(&self) -> Option<&dyn NodeImages> {
+        Some(self)
+    }
+
+    fn as_follow_logs(&self) -> Option<&dyn FollowLogs> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl NodeImages for DockerDriver {
+    async fn ensure_node_image(
+        &self,
+        binary: &std::path::Path,
+        version: &str,
+        report: &dyn Reporter,
+    ) -> Result<String, DriverError> {
+        DockerDriver::ensure_node_image(self, binary, version, report).await
+    }
+}
+
+#[async_trait]
+impl FollowLogs for DockerDriver {
+    async fn follow_logs(
+        &self,
+        name: &MachineName,
+        tail: Option<usize>,
+    ) -> Result<LogStream, DriverError> {
+        use futures_util::StreamExt;
+        let stream = DockerDriver::follow_logs(self, name, tail).await?;
+        Ok(Box::pin(stream.map(|chunk| chunk.map(|b| b.to_vec()))))
     }
 }

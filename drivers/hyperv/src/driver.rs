@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use timonel_driver::{
     poll_until, Availability, Capabilities, ClusterName, CommandError, Driver, DriverError,
-    DriverKind, HostRunner, MachineName, MachineSpec, MachineState, NodeAccess, Reporter, Runner,
+    DriverKind, HostRunner, MachineName, MachineSpec, MachineState, NodeKind, Reporter, Runner,
     StopMode, WaitError,
 };
 
@@ -312,10 +312,9 @@ impl Driver for HyperVDriver {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            container_nodes: false,
+            nodes: NodeKind::Vm,
             needs_admin: true,
             disk_format: Some("vhdx".to_string()),
-            existing_machines: false,
         }
     }
 
@@ -566,13 +565,6 @@ impl Driver for HyperVDriver {
     async fn endpoint(&self, name: &MachineName, port: u16) -> Result<SocketAddr, DriverError> {
         // Guests are reached directly on the switch.
         Ok(SocketAddr::new(self.ip(name).await?, port))
-    }
-
-    async fn access(&self, _name: &MachineName) -> Result<Arc<dyn NodeAccess>, DriverError> {
-        Err(DriverError::Unsupported {
-            driver: "hyperv".to_string(),
-            what: "node access over ssh is not wired yet".to_string(),
-        })
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use timonel_driver::{
     Availability, Capabilities, ClusterName, Driver, DriverError, DriverKind, MachineName,
-    MachineSpec, MachineState, NodeAccess, Reporter, Runner, StopMode,
+    MachineSpec, MachineState, NodeAccess, NodeKind, Reporter, Runner, StopMode,
 };
 
 use crate::options::Accel;
@@ -44,9 +44,6 @@ impl KvmDriver {
     pub fn with_ip_timeout(self, _timeout: Duration) -> Self {
         self
     }
-    pub fn with_ssh_timeout(self, _timeout: Duration) -> Self {
-        self
-    }
     fn unavailable() -> DriverError {
         DriverError::NotAvailable {
             driver: "kvm".to_string(),
@@ -63,10 +60,9 @@ impl Driver for KvmDriver {
     }
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            container_nodes: false,
+            nodes: NodeKind::Vm,
             needs_admin: false,
             disk_format: Some("qcow2".to_string()),
-            existing_machines: false,
         }
     }
     async fn probe(&self) -> Availability {
@@ -97,9 +93,6 @@ impl Driver for KvmDriver {
         Err(Self::unavailable())
     }
     async fn endpoint(&self, _: &MachineName, _: u16) -> Result<SocketAddr, DriverError> {
-        Err(Self::unavailable())
-    }
-    async fn access(&self, _: &MachineName) -> Result<Arc<dyn NodeAccess>, DriverError> {
         Err(Self::unavailable())
     }
 }

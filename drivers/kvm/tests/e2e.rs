@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use timonel_driver::{
     ClusterName, Cmd, Driver, DriverError, FilePlacement, MachineName, MachineSpec, MachineState,
-    NodeRole, Reporter, StopMode, VmDisk,
+    NodeAccess, NodeRole, Reporter, Runner, StopMode, VmDisk,
 };
 use timonel_driver_kvm::options::OPT_ACCEL;
 use timonel_driver_kvm::{KvmDriver, DEFAULT_URI};
@@ -142,9 +142,7 @@ async fn node_lifecycle_on_real_libvirt_with_tcg() {
         .insert(SSH_KEY_DIR.into(), key_dir.display().to_string());
     spec.options.insert(SSH_USER.into(), "debian".into());
 
-    let driver = KvmDriver::new(DEFAULT_URI)
-        .with_ip_timeout(Duration::from_secs(150))
-        .with_ssh_timeout(Duration::from_secs(150));
+    let driver = KvmDriver::new(DEFAULT_URI).with_ip_timeout(Duration::from_secs(150));
     let fail = |what: &str, e: DriverError| -> ! {
         panic!("{what}: {e:?}\n--- console ---\n{}", console_tail(&console))
     };
@@ -156,10 +154,10 @@ async fn node_lifecycle_on_real_libvirt_with_tcg() {
     driver.start(&name).await.unwrap();
     let ip = driver.ip(&name).await.unwrap_or_else(|e| fail("ip", e));
     lap(&mut t, &format!("started, DHCP lease {ip}"));
-    let node = driver
-        .access(&name)
-        .await
-        .unwrap_or_else(|e| fail("ssh", e));
+    let node =
+        timonel_driver_vm::vm_access(&driver, &name, &key_dir, "debian", Duration::from_secs(150))
+            .await
+            .unwrap_or_else(|e| fail("ssh", e));
     lap(&mut t, "ssh answers");
     // Where the boot spent its time (cloud-init prints its uptime at each stage).
     for line in std::fs::read_to_string(&console)
@@ -249,10 +247,15 @@ async fn node_lifecycle_on_real_libvirt_with_tcg() {
     assert_eq!(ip2, ip, "the address must survive a restart");
     // A second boot costs another minute under TCG: SSH after the restart is opt-in.
     if std::env::var("TIMONEL_E2E_SSH_AFTER_RESTART").is_ok_and(|v| v == "1") {
-        let node = driver
-            .access(&name)
-            .await
-            .unwrap_or_else(|e| fail("ssh after restart", e));
+        let node = timonel_driver_vm::vm_access(
+            &driver,
+            &name,
+            &key_dir,
+            "debian",
+            Duration::from_secs(150),
+        )
+        .await
+        .unwrap_or_else(|e| fail("ssh after restart", e));
         assert_eq!(
             node.copy_out("/etc/timonel/hello.txt").await.unwrap(),
             b"hello from the host\n"

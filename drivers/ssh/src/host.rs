@@ -18,11 +18,7 @@ pub struct SshHost {
 impl SshHost {
     /// `host` or `[host]:port` (IPv6 in brackets), the way known_hosts and users write it.
     pub fn address(&self) -> String {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
+        let host = timonel_driver::net::bracket_host(&self.host);
         if self.port == 22 {
             host
         } else {

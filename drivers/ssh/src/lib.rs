@@ -24,7 +24,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use timonel_driver::{
     Availability, Capabilities, ClusterName, Cmd, CommandError, Driver, DriverError, DriverKind,
-    MachineName, MachineSpec, MachineState, NodeAccess, NodeRole, Reporter, Runner, StopMode,
+    MachineFacts, MachineName, MachineSpec, MachineState, NodeAccess, NodeKind, NodeRole,
+    Preflight, Reporter, Runner, StopMode,
 };
 use timonel_driver_vm::{HostKeyPolicy, SshAccess, SshAuth, SshTarget};
 use tokio::sync::Mutex;
@@ -103,19 +104,18 @@ fn dirs_home() -> Option<PathBuf> {
     dirs::home_dir()
 }
 
-/// One node of an SSH cluster: the machine and the part it plays.
+/// One node of an SSH cluster: the machine, the part it plays, and the systemd unit that runs
+/// the distribution there (the distribution names it; the driver stops, starts and reads it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SshNode {
     pub host: SshHost,
     pub role: NodeRole,
+    pub unit: String,
 }
 
 impl SshNode {
-    fn unit(&self) -> &'static str {
-        match self.role {
-            NodeRole::Server => "k3s",
-            NodeRole::Agent => "k3s-agent",
-        }
+    fn unit(&self) -> &str {
+        &self.unit
     }
 }
 
@@ -388,16 +388,7 @@ impl SshDriver {
 
 /// An error's text with its causes.
 fn error_text(e: &DriverError) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
+    let mut text = timonel_driver::error_chain(e);
     if let Some(h) = timonel_driver::Hint::hint(e) {
         text.push_str(&format!(" ({h})"));
     }
@@ -412,8 +403,7 @@ impl Driver for SshDriver {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            container_nodes: false,
-            existing_machines: true,
+            nodes: NodeKind::Machine,
             ..Default::default()
         }
     }
@@ -573,6 +563,10 @@ impl Driver for SshDriver {
         Ok(self.session(name).await?)
     }
 
+    fn as_preflight(&self) -> Option<&dyn Preflight> {
+        Some(self)
+    }
+
     async fn logs(&self, name: &MachineName, tail: usize) -> Result<String, DriverError> {
         let unit = self.node(name)?.unit();
         self.root_script(
@@ -588,6 +582,34 @@ impl Driver for SshDriver {
             ),
         )
         .await
+    }
+}
+
+#[async_trait]
+impl Preflight for SshDriver {
+    async fn preflight(
+        &self,
+        nodes: &[MachineName],
+    ) -> Result<BTreeMap<MachineName, MachineFacts>, DriverError> {
+        let facts = if nodes.is_empty() {
+            SshDriver::preflight(self).await?
+        } else {
+            self.preflight_of(nodes).await?
+        };
+        Ok(facts
+            .into_iter()
+            .map(|(name, f)| {
+                let warnings = f.warnings();
+                (
+                    name,
+                    MachineFacts {
+                        arch: f.machine,
+                        os: f.os,
+                        warnings,
+                    },
+                )
+            })
+            .collect())
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use timonel_driver::{
     Availability, Capabilities, ClusterName, Driver, DriverError, DriverKind, HostRunner,
-    MachineName, MachineSpec, MachineState, NodeAccess, Reporter, Runner, StopMode,
+    MachineName, MachineSpec, MachineState, NodeKind, Reporter, Runner, StopMode,
 };
 use tokio::sync::{Mutex, OnceCell};
 
@@ -213,10 +213,9 @@ impl Driver for VirtualBoxDriver {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            container_nodes: false,
+            nodes: NodeKind::Vm,
             needs_admin: false,
             disk_format: Some("vmdk".into()),
-            existing_machines: false,
         }
     }
 
@@ -281,12 +280,5 @@ impl Driver for VirtualBoxDriver {
 
     async fn endpoint(&self, name: &MachineName, port: u16) -> Result<SocketAddr, DriverError> {
         self.endpoint_of(name.as_str(), port).await
-    }
-
-    async fn access(&self, _name: &MachineName) -> Result<Arc<dyn NodeAccess>, DriverError> {
-        Err(DriverError::Unsupported {
-            driver: "virtualbox".into(),
-            what: "node access over ssh is not wired yet".into(),
-        })
     }
 }

@@ -23,4 +23,4 @@ pub use checksum::{parse_checksums, ChecksumEntry, HashAlgorithm};
 pub use error::VmError;
 pub use keys::{host_key_path, SshKey};
 pub use seed::{CloudConfig, NicMatch, NoCloudSeed};
-pub use ssh::{wait_for_ssh, HostKeyPolicy, SshAccess, SshAuth, SshError, SshTarget};
+pub use ssh::{vm_access, wait_for_ssh, HostKeyPolicy, SshAccess, SshAuth, SshError, SshTarget};

@@ -12,9 +12,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use timonel_driver::{
     poll_until, Availability, Capabilities, ClusterName, Cmd, Driver, DriverError, DriverKind,
-    HostRunner, MachineName, MachineSpec, MachineState, NodeAccess, Reporter, Runner, StopMode,
+    HostRunner, MachineName, MachineSpec, MachineState, NodeKind, Reporter, Runner, StopMode,
 };
-use timonel_driver_vm::{host_key_path, wait_for_ssh, SshKey, SshTarget};
 use virt::sys;
 
 use self::conn::{domain, find_domain, lv, SharedConnect, LIBVIRT_FIX};
@@ -39,7 +38,6 @@ pub struct KvmDriver {
     accel: Option<Accel>,
     ip_source: IpSource,
     ip_timeout: Duration,
-    ssh_timeout: Duration,
     /// Serializes network changes (address reservations) of this process.
     net_lock: tokio::sync::Mutex<()>,
 }
@@ -70,7 +68,6 @@ impl KvmDriver {
             runner: Arc::new(HostRunner),
             accel: None,
             ip_timeout: Duration::from_secs(180),
-            ssh_timeout: Duration::from_secs(300),
             net_lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -99,12 +96,6 @@ impl KvmDriver {
     /// How long `ip` waits for the guest's DHCP lease.
     pub fn with_ip_timeout(mut self, timeout: Duration) -> Self {
         self.ip_timeout = timeout;
-        self
-    }
-
-    /// How long `access` waits for SSH to answer.
-    pub fn with_ssh_timeout(mut self, timeout: Duration) -> Self {
-        self.ssh_timeout = timeout;
         self
     }
 
@@ -218,10 +209,9 @@ impl Driver for KvmDriver {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            container_nodes: false,
+            nodes: NodeKind::Vm,
             needs_admin: false,
             disk_format: Some("qcow2".to_string()),
-            existing_machines: false,
         }
     }
 
@@ -403,34 +393,5 @@ impl Driver for KvmDriver {
 
     async fn endpoint(&self, name: &MachineName, port: u16) -> Result<SocketAddr, DriverError> {
         Ok(SocketAddr::new(self.ip(name).await?, port))
-    }
-
-    async fn access(&self, name: &MachineName) -> Result<Arc<dyn NodeAccess>, DriverError> {
-        let dom_name = domain_name(name.as_str());
-        let (meta, _, _) = self.describe(&dom_name).await?;
-        let key_dir = meta
-            .ssh_key_dir
-            .clone()
-            .ok_or_else(|| DriverError::Unsupported {
-                driver: "kvm".to_string(),
-                what: format!(
-                    "SSH into `{dom_name}`, created without `{}`",
-                    timonel_driver_vm::options::SSH_KEY_DIR
-                ),
-            })?;
-        let ip = self.ip(name).await?;
-        let key = SshKey::load(&key_dir)?;
-        let user = meta
-            .ssh_user
-            .clone()
-            .unwrap_or_else(|| timonel_driver_vm::options::DEFAULT_SSH_USER.to_string());
-        let target = SshTarget::new(
-            ip.to_string(),
-            22,
-            user,
-            key,
-            host_key_path(&key_dir, &meta.node),
-        );
-        Ok(Arc::new(wait_for_ssh(target, self.ssh_timeout).await?))
     }
 }

@@ -192,16 +192,7 @@ impl From<SshError> for DriverError {
     }
 }
 
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
+pub(crate) use timonel_driver::error_chain;
 
 #[cfg(test)]
 mod tests {

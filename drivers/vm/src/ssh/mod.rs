@@ -102,11 +102,7 @@ impl SshTarget {
 
     /// `host:port`, or `[host]:port` for an IPv6 address.
     pub fn addr(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        timonel_driver::net::host_port(&self.host, self.port)
     }
 }
 
@@ -454,6 +450,29 @@ pub async fn wait_for_ssh(target: SshTarget, timeout: Duration) -> Result<SshAcc
         }),
         Err(WaitError::Failed(e)) => Err(e.into()),
     }
+}
+
+/// SSH into a running VM node of `driver`: the one way every VM driver's node is reached. The
+/// driver only reports where port 22 is ([`Driver::endpoint`](timonel_driver::Driver::endpoint):
+/// the VM's address, or a NAT forward on the host); the key and the recorded host key live in
+/// `key_dir`. Waits up to `timeout` for SSH to answer.
+pub async fn vm_access(
+    driver: &dyn timonel_driver::Driver,
+    node: &timonel_driver::MachineName,
+    key_dir: &std::path::Path,
+    user: &str,
+    timeout: Duration,
+) -> Result<SshAccess, DriverError> {
+    let addr = driver.endpoint(node, 22).await?;
+    let key = crate::SshKey::load(key_dir)?;
+    let target = SshTarget::new(
+        addr.ip().to_string(),
+        addr.port(),
+        user,
+        key,
+        crate::host_key_path(key_dir, node.as_str()),
+    );
+    wait_for_ssh(target, timeout).await
 }
 
 #[cfg(test)]

@@ -1,0 +1,141 @@
+//! Step 4, nodes: create (idempotently) and start the first server, then the other servers
+//! and the agents in parallel; record each node's address.
+
+use std::net::IpAddr;
+
+use timonel_driver::{Driver, MachineSpec, MachineState, Reporter};
+
+use super::{Install, Run};
+use crate::cluster::error::{Error, Result};
+use crate::cluster::node::{NodeOps, Prepare};
+use crate::cluster::spec::{cluster_settings, join_url, machine_spec};
+use crate::distro::ClusterSettings;
+use crate::profile::{NodeRecord, Profile};
+
+/// Brings every node of the run's profile up.
+pub(super) async fn run(run: &mut Run<'_>) -> Result<()> {
+    let printer = &run.ctx.printer;
+    let server = run.profile.server().cloned().ok_or_else(|| {
+        Error::internal(format!("profile `{}` has no server node", run.profile.name))
+    })?;
+    let settings = cluster_settings(&run.profile);
+
+    // The first server first: every other node joins it.
+    let step = printer.step(&format!("starting node {}", server.name));
+    let job = NodeJob {
+        nodes: run.nodes.as_ref(),
+        profile: &run.profile,
+        settings: &settings,
+        install: run.install.as_ref(),
+        join: None,
+    };
+    let first = job.up(&server, printer).await?;
+    step.finish(&format!("Node {} running ({})", server.name, first.ip));
+    record(run, &server, first);
+    run.save()?;
+    run.cancel.check()?;
+
+    let others: Vec<NodeRecord> = run
+        .profile
+        .nodes
+        .iter()
+        .filter(|n| n.name != server.name)
+        .cloned()
+        .collect();
+    if others.is_empty() {
+        return Ok(());
+    }
+    let step = printer.step(&format!("starting {} more node(s)", others.len()));
+    let join = join_url(first.ip);
+    let snapshot = run.profile.clone();
+    let job = NodeJob {
+        nodes: run.nodes.as_ref(),
+        profile: &snapshot,
+        settings: &settings,
+        install: run.install.as_ref(),
+        join: Some(&join),
+    };
+    let started = futures_util::future::join_all(
+        others
+            .iter()
+            .map(|node| job.up(node, &timonel_driver::SilentReporter)),
+    )
+    .await;
+    for (node, result) in others.iter().zip(started) {
+        record(run, node, result?);
+    }
+    run.save()?;
+    step.finish(&format!("{} more node(s) running", others.len()));
+    run.cancel.check()?;
+    Ok(())
+}
+
+fn record(run: &mut Run<'_>, node: &NodeRecord, started: Started) {
+    record_ip(&mut run.profile, node, started.ip);
+    if started.fresh {
+        run.fresh.push(node.name.clone());
+    }
+}
+
+/// Sets a node's address in the profile.
+pub(crate) fn record_ip(profile: &mut Profile, node: &NodeRecord, ip: IpAddr) {
+    if let Some(n) = profile.nodes.iter_mut().find(|n| n.name == node.name) {
+        n.ip = Some(ip);
+    }
+}
+
+/// A node that runs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Started {
+    pub ip: IpAddr,
+    /// This command created it.
+    pub fresh: bool,
+}
+
+/// What bringing one node up needs: shared by `start` and `node add`.
+pub(crate) struct NodeJob<'a> {
+    pub nodes: &'a dyn NodeOps,
+    pub profile: &'a Profile,
+    pub settings: &'a ClusterSettings,
+    pub install: Option<&'a Install>,
+    /// The first server's URL, for every node but the first server.
+    pub join: Option<&'a str>,
+}
+
+impl NodeJob<'_> {
+    /// The node's spec as the profile and the install plan make it, completed for its kind.
+    pub fn spec(&self, node: &NodeRecord, fresh: bool) -> Result<MachineSpec> {
+        let airgap = self.install.and_then(|i| i.airgap.as_deref());
+        let mut spec = machine_spec(self.profile, node, self.settings, self.join, airgap)?;
+        let binary = self.install.and_then(|i| i.binary.as_deref());
+        self.nodes
+            .prepare(self.profile, node, &mut spec, Prepare { fresh, binary })?;
+        Ok(spec)
+    }
+
+    /// Creates the node when it does not exist, starts it when it is not running.
+    pub async fn up(&self, node: &NodeRecord, report: &dyn Reporter) -> Result<Started> {
+        let driver = self.nodes.driver().as_ref();
+        let fresh = driver.state(&node.name).await? == MachineState::NotCreated;
+        let spec = self.spec(node, fresh)?;
+        ensure_running(driver, &spec, report).await?;
+        Ok(Started {
+            ip: driver.ip(&node.name).await?,
+            fresh,
+        })
+    }
+}
+
+async fn ensure_running(
+    driver: &dyn Driver,
+    spec: &MachineSpec,
+    report: &dyn Reporter,
+) -> Result<()> {
+    if driver.state(&spec.name).await? == MachineState::NotCreated {
+        driver.create(spec, report).await?;
+    }
+    if !driver.state(&spec.name).await?.is_running() {
+        driver.start(&spec.name).await?;
+    }
+    Ok(())
+}

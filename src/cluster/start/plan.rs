@@ -1,0 +1,232 @@
+//! Step 1, plan: which driver, whether the machines can take k3s (drivers with a preflight),
+//! and the profile — roles, ports, settings — saved before anything is created.
+
+use std::net::IpAddr;
+
+use timonel_driver::{Driver, DriverKind, NodeRole};
+
+use super::artifacts::Fetched;
+use super::StartOptions;
+use crate::artifact::Arch;
+use crate::cluster::cancel::Cancel;
+use crate::cluster::error::{Error, Result};
+use crate::cluster::Ctx;
+use crate::distro::k3s;
+use crate::drivers::Selected;
+use crate::error::UserError;
+use crate::profile::{now_unix, NodeRecord, Phase, Profile, SshSettings, SCHEMA};
+
+/// The driver of a new cluster, with the ssh driver's settings when it is that one.
+pub(super) async fn driver(
+    ctx: &Ctx,
+    opts: &StartOptions,
+) -> Result<(Selected, Option<SshSettings>)> {
+    let Some(ssh) = &opts.ssh else {
+        if opts.driver == Some(DriverKind::Ssh) {
+            return Err(UserError::new(
+                format!("profile `{}` does not exist, and the ssh driver needs the machines to create it on", ctx.profile),
+                "name each machine with --node user@host[:port], servers first",
+            )
+            .into());
+        }
+        return Ok((ctx.select_driver(opts.driver).await?, None));
+    };
+    if opts.node_image.is_some() || opts.vm_image.is_some() {
+        return Err(UserError::new(
+            "--node-image and --vm-image do not apply to the ssh driver: it installs k3s on the machines given with --node",
+            "drop them",
+        )
+        .into());
+    }
+    let settings = ssh.settings();
+    let nodes = ssh
+        .machines
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let i = i as u32 + 1;
+            (ctx.profile.machine(i), m.clone(), role_of(i, opts))
+        })
+        .collect();
+    Ok((ctx.ssh_driver(&settings, nodes), Some(settings)))
+}
+
+/// The role of the `i`th node (1-based): servers first.
+fn role_of(i: u32, opts: &StartOptions) -> NodeRole {
+    if i <= opts.control_planes.max(1) {
+        NodeRole::Server
+    } else {
+        NodeRole::Agent
+    }
+}
+
+/// Checks the machines of drivers that have a preflight, before anything changes on any, and
+/// returns the architecture k3s is fetched for.
+pub(super) async fn preflight(
+    ctx: &Ctx,
+    opts: &StartOptions,
+    driver: &dyn Driver,
+    cancel: &Cancel,
+) -> Result<Arch> {
+    if opts.node_image.is_some() && driver.as_node_images().is_none() {
+        return Err(UserError::new(
+            format!(
+                "--node-image is a container image, and the {} driver runs VMs",
+                driver.kind()
+            ),
+            "use --vm-image for VM drivers",
+        )
+        .into());
+    }
+    let Some(check) = driver.as_preflight() else {
+        return Ok(Arch::host()?);
+    };
+    let step = ctx.printer.step(&format!(
+        "checking {} machine(s)",
+        opts.ssh.as_ref().map_or(0, |s| s.machines.len())
+    ));
+    let facts = cancel.or_cancel(check.preflight(&[])).await??;
+    for (node, f) in &facts {
+        for w in &f.warnings {
+            ctx.printer.warn(&format!("{node}: {w}"));
+        }
+    }
+    let arch: Arch = match facts.values().next() {
+        Some(f) => f.arch.parse()?,
+        None => Arch::host()?,
+    };
+    let oses: std::collections::BTreeSet<&str> = facts.values().map(|f| f.os.as_str()).collect();
+    step.finish(&format!(
+        "{} machine(s) ready for k3s ({}, {})",
+        facts.len(),
+        oses.into_iter().collect::<Vec<_>>().join(", "),
+        arch.as_str()
+    ));
+    cancel.check()?;
+    Ok(arch)
+}
+
+/// The profile of a new cluster: nodes with their roles and ports, and the settings every
+/// resume rebuilds the nodes' specs from.
+pub(super) fn profile(
+    ctx: &Ctx,
+    opts: &StartOptions,
+    driver: DriverKind,
+    arts: &Fetched,
+    node_image: Option<String>,
+    ssh: Option<SshSettings>,
+    ports: &Ports,
+) -> Result<Profile> {
+    let name = ctx.profile.clone();
+    let servers = opts.control_planes.max(1);
+    let total = opts.nodes.max(servers);
+    let kubeconfig = crate::cluster::kubeconfig_target(None, opts.kubeconfig.as_deref())?;
+    let mut env = opts.env.clone();
+    env.extend(crate::cluster::spec::proxy_env(&name, total));
+    Ok(Profile {
+        schema: SCHEMA,
+        name: name.clone(),
+        driver,
+        distribution: "k3s".to_string(),
+        version: arts.version.clone(),
+        node_image,
+        vm_image: arts.vm_image.clone(),
+        disk_mib: opts.disk_mib,
+        ssh_user: None,
+        listen_address: opts.listen_address,
+        cpus: opts.cpus,
+        memory_mib: opts.memory_mib,
+        disable: opts.disable.clone(),
+        env,
+        ports: opts.ports.clone(),
+        ca_certs: opts.ca_certs.clone(),
+        registry_mirrors: opts.registry_mirrors.clone(),
+        embedded_etcd: servers > 1,
+        token: k3s::new_token(),
+        kubeconfig: Some(kubeconfig),
+        nodes: (1..=total)
+            .map(|i| NodeRecord {
+                name: name.machine(i),
+                role: role_of(i, opts),
+                index: i,
+                ip: None,
+                api_port: ports.api.get(i as usize - 1).copied(),
+                ssh_port: ports.ssh.get(i as usize - 1).copied(),
+                api_url: None,
+                machine: opts
+                    .ssh
+                    .as_ref()
+                    .and_then(|s| s.machines.get(i as usize - 1).cloned()),
+            })
+            .collect(),
+        ssh,
+        phase: Phase::Creating,
+        created_at: now_unix(),
+    })
+}
+
+/// The host ports a new cluster publishes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Ports {
+    /// One per server: its API on the listen address.
+    pub api: Vec<u16>,
+    /// One per node, for VMs reached through NAT: SSH forwarded from the host.
+    pub ssh: Vec<u16>,
+}
+
+/// Picks the ports for `opts`'s nodes on a driver whose nodes are `kind`.
+pub(super) fn ports(opts: &StartOptions, kind: timonel_driver::NodeKind) -> Result<Ports> {
+    use timonel_driver::NodeKind;
+    let servers = opts.control_planes.max(1) as usize;
+    let total = (opts.nodes as usize).max(servers);
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |e| Error::io(what, e)
+    };
+    Ok(match kind {
+        // The API is served on the machines themselves.
+        NodeKind::Machine => Ports {
+            api: vec![k3s::API_PORT; servers],
+            ssh: Vec::new(),
+        },
+        NodeKind::Container => Ports {
+            api: free_ports(opts.listen_address, servers, opts.apiserver_port)
+                .map_err(io("cannot find free ports for the API server"))?,
+            ssh: Vec::new(),
+        },
+        NodeKind::Vm => Ports {
+            api: free_ports(opts.listen_address, servers, opts.apiserver_port)
+                .map_err(io("cannot find free ports for the API server"))?,
+            ssh: free_ports(opts.listen_address, total, None)
+                .map_err(io("cannot find free ports for SSH"))?,
+        },
+    })
+}
+
+/// `n` distinct free ports on `listen`, the first being `first` when given. The listeners stay
+/// open until all are picked so none repeats.
+pub(crate) fn free_ports(
+    listen: IpAddr,
+    n: usize,
+    first: Option<u16>,
+) -> std::io::Result<Vec<u16>> {
+    let addr = if listen.is_unspecified() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        listen
+    };
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    if let Some(p) = first {
+        ports.push(p);
+    }
+    while ports.len() < n {
+        let l = std::net::TcpListener::bind((addr, 0))?;
+        let port = l.local_addr()?.port();
+        held.push(l);
+        if !ports.contains(&port) {
+            ports.push(port);
+        }
+    }
+    Ok(ports)
+}

@@ -1,0 +1,122 @@
+//! `start` on an existing profile: the same nodes, ports, addresses and data. A flag that would
+//! change the cluster is refused instead of being ignored.
+
+use timonel_driver::{Availability, NodeRole};
+
+use super::{bring_up, Run, StartOptions};
+use crate::cluster::cancel::Cancel;
+use crate::cluster::error::Result;
+use crate::cluster::Ctx;
+use crate::error::UserError;
+use crate::profile::Profile;
+
+/// The flags of `opts` that would change `profile`, as the user wrote them.
+pub fn conflicts(profile: &Profile, opts: &StartOptions) -> Vec<String> {
+    let mut c = Vec::new();
+    if let Some(d) = opts.driver.filter(|d| *d != profile.driver) {
+        c.push(format!(
+            "--driver {d} (the profile uses {})",
+            profile.driver
+        ));
+    }
+    if let Some(v) = opts
+        .version
+        .as_ref()
+        .filter(|v| **v != profile.version && *v != "stable")
+    {
+        c.push(format!(
+            "--kubernetes-version {v} (the profile runs {})",
+            profile.version
+        ));
+    }
+    if opts.cpus.is_some() && opts.cpus != profile.cpus {
+        c.push("--cpus".to_string());
+    }
+    if opts.memory_mib.is_some() && opts.memory_mib != profile.memory_mib {
+        c.push("--memory".to_string());
+    }
+    let servers = profile
+        .nodes
+        .iter()
+        .filter(|n| n.role == NodeRole::Server)
+        .count();
+    if (opts.nodes as usize != profile.nodes.len() && opts.nodes != 1)
+        || (opts.control_planes > 1 && opts.control_planes as usize != servers)
+    {
+        c.push(format!(
+            "--nodes {} (the profile has {})",
+            opts.nodes,
+            profile.nodes.len()
+        ));
+    }
+    if !opts.disable.is_empty() && opts.disable != profile.disable {
+        c.push("--disable".to_string());
+    }
+    if (!opts.ca_certs.is_empty() && opts.ca_certs != profile.ca_certs)
+        || (!opts.registry_mirrors.is_empty() && opts.registry_mirrors != profile.registry_mirrors)
+    {
+        c.push("--ca-cert/--registry-mirror".to_string());
+    }
+    if opts.env.iter().any(|e| !profile.env.contains(e)) {
+        c.push("--env".to_string());
+    }
+    if let Some(p) = opts.apiserver_port {
+        if Some(p) != profile.server().and_then(|s| s.api_port) {
+            c.push("--apiserver-port".to_string());
+        }
+    }
+    if let Some(image) = &opts.node_image {
+        if Some(image) != profile.node_image.as_ref() {
+            c.push("--node-image".to_string());
+        }
+    }
+    if !opts.ports.is_empty() && opts.ports != profile.ports {
+        c.push("--ports".to_string());
+    }
+    c
+}
+
+/// Resumes `profile`.
+pub(super) async fn run(
+    ctx: &Ctx,
+    profile: Profile,
+    opts: &StartOptions,
+    cancel: &Cancel,
+) -> Result<()> {
+    let name = profile.name.clone();
+    let conflicts = conflicts(&profile, opts);
+    if !conflicts.is_empty() {
+        return Err(UserError::new(
+            format!(
+                "profile `{name}` already exists and these flags would change it: {}",
+                conflicts.join(", ")
+            ),
+            format!("`timonel start -p {name}` without them resumes it as it is; to change it, `timonel delete -p {name}` first, or use another profile (`-p other`)"),
+        )
+        .into());
+    }
+    let driver = ctx.driver_for(&profile)?;
+    if let Availability::Unusable { reason, fix } = driver.probe().await {
+        return Err(UserError::new(
+            format!(
+                "cannot resume profile `{name}`: the {} driver is not usable: {reason}",
+                profile.driver
+            ),
+            fix,
+        )
+        .into());
+    }
+    ctx.printer.info(&format!("Resuming profile `{name}`"));
+    let mut run = Run {
+        ctx,
+        cancel,
+        nodes: crate::cluster::node::ops(driver, &ctx.home),
+        profile,
+        install: None,
+        wait_timeout: opts.wait_timeout,
+        fresh: Vec::new(),
+        creds: None,
+        merged: None,
+    };
+    bring_up(&mut run, opts).await
+}
