@@ -23,7 +23,7 @@ pub enum DriverKind {
     Hyperv,
     Virtualbox,
     Ssh,
-    /// The in-memory driver used by CLI tests (feature `fake`).
+    /// The in-memory driver of the `testing` feature ([`crate::fake::FakeDriver`]).
     Fake,
 }
 

@@ -10,6 +10,8 @@ pub mod capability;
 pub mod contract;
 pub mod driver;
 pub mod error;
+#[cfg(any(test, feature = "testing"))]
+pub mod fake;
 pub mod name;
 pub mod net;
 pub mod runner;

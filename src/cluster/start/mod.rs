@@ -206,3 +206,6 @@ async fn remove_everything(
     ctx.store.remove(&ctx.profile)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
