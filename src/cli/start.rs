@@ -119,6 +119,13 @@ pub struct StartArgs {
 }
 
 pub async fn run(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
+    // First, so an interrupt at any point of this command is seen.
+    let cancel = cluster::Cancel::on_signals(
+        || {
+            eprintln!("interrupted: stopping at the next safe point and cleaning up (Ctrl-C again to quit at once)")
+        },
+        super::quit_now,
+    );
     ctx.printer
         .set_events(args.output == super::OutputFormat::Json);
     // Everything is checked before anything is touched.
@@ -239,12 +246,6 @@ pub async fn run(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
         sources,
         ssh,
     };
-    let cancel = cluster::Cancel::on_signals(
-        || {
-            eprintln!("interrupted: stopping at the next safe point and cleaning up (Ctrl-C again to quit at once)")
-        },
-        super::quit_now,
-    );
     match cluster::start(ctx, opts, &cancel).await {
         Ok(()) => Ok(ExitCode::SUCCESS),
         // What this start created is gone; the exit code says it was interrupted.

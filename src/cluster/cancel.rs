@@ -33,10 +33,13 @@ impl Cancel {
     ) -> Self {
         let cancel = Self::default();
         let tx = cancel.tx.clone();
+        // Listening starts here, not when the task first runs: a signal that comes right after
+        // this call is seen.
+        let mut signals = Signals::listen();
         tokio::spawn(async move {
             let seen = AtomicBool::new(false);
             loop {
-                wait_signal().await;
+                signals.next().await;
                 if seen.swap(true, Ordering::SeqCst) {
                     on_second();
                     continue;
@@ -88,26 +91,63 @@ impl Cancel {
 #[error("interrupted")]
 pub struct Interrupted;
 
+/// The signals that interrupt a command, listened to from creation on.
 #[cfg(unix)]
-async fn wait_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
+struct Signals {
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn listen() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        let streams = match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(int), Ok(term)) => Some((int, term)),
+            _ => None,
+        };
+        Self { streams }
+    }
+
+    async fn next(&mut self) {
+        match &mut self.streams {
+            Some((int, term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
             }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }
 
+/// Ctrl-C and Ctrl-Break in a console.
 #[cfg(not(unix))]
-async fn wait_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+struct Signals {
+    ctrl_c: tokio::signal::windows::CtrlC,
+    ctrl_break: tokio::signal::windows::CtrlBreak,
+}
+
+#[cfg(not(unix))]
+impl Signals {
+    fn listen() -> Self {
+        // Registering a console handler fails only when the process has no console.
+        #[allow(clippy::expect_used)]
+        Self {
+            ctrl_c: tokio::signal::windows::ctrl_c().expect("a console control handler"),
+            ctrl_break: tokio::signal::windows::ctrl_break().expect("a console control handler"),
+        }
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.ctrl_c.recv() => {}
+            _ = self.ctrl_break.recv() => {}
+        }
+    }
 }
