@@ -258,72 +258,10 @@ pub async fn load(ctx: &Ctx, args: &[String]) -> anyhow::Result<Vec<LoadRow>> {
     let ops = super::node::ops(ctx.driver_for(&profile)?, &ctx.home);
     let driver = ops.driver().clone();
 
-    // The running nodes.
-    let mut running: Vec<MachineName> = Vec::new();
-    for node in &profile.nodes {
-        match driver.state(&node.name).await {
-            Ok(s) if s.is_running() => running.push(node.name.clone()),
-            Ok(s) => ctx.printer.warn(&format!(
-                "node {} is {s}: not loaded (images go into running nodes only)",
-                node.name
-            )),
-            Err(e) => ctx
-                .printer
-                .warn(&format!("node {}: {e}; not loaded", node.name)),
-        }
-    }
-    if running.is_empty() {
-        return Err(UserError::new(
-            format!("no node of profile `{name}` is running"),
-            format!("start it with `timonel start -p {name}`, then load the images"),
-        )
-        .into());
-    }
-
-    // Each source's key: the Docker image ID, or the archive's sha256.
+    let running = running_nodes(ctx, &profile, driver.as_ref()).await?;
     // The host's Docker daemon, where images given by name come from.
     let mut docker: Option<Arc<DockerDriver>> = None;
-    let mut sources = Vec::new();
-    for arg in args {
-        let source = ImageSource::classify(arg);
-        let resolved = match &source {
-            ImageSource::Archive(path) => {
-                let sha = hash_archive(path).await?;
-                Resolved {
-                    key: format!("sha256:{sha}"),
-                    tar: Some(HostTar {
-                        path: path.clone(),
-                        sha256: sha,
-                        _temp: None,
-                    }),
-                    source,
-                }
-            }
-            ImageSource::Docker(reference) => {
-                let d = docker.get_or_insert_with(|| Arc::new(DockerDriver::connect()));
-                let image = d
-                    .host_image(reference)
-                    .await
-                    .map_err(|e| {
-                        anyhow::Error::new(e).context(format!(
-                            "cannot read image `{reference}` from the host's Docker daemon"
-                        ))
-                    })?
-                    .ok_or_else(|| {
-                        UserError::new(
-                            format!("`{reference}` is neither a file nor an image in the host's Docker daemon"),
-                            "build or pull it first (`docker images` lists what is there), or give the path of a `docker save` archive",
-                        )
-                    })?;
-                Resolved {
-                    key: image.id,
-                    tar: None,
-                    source,
-                }
-            }
-        };
-        sources.push(resolved);
-    }
+    let mut sources = resolve_sources(args, &mut docker).await?;
 
     // What is already in each node.
     let (ops, profile_ref) = (ops.as_ref(), &profile);
@@ -411,7 +349,105 @@ pub async fn load(ctx: &Ctx, args: &[String]) -> anyhow::Result<Vec<LoadRow>> {
     ))
     .await;
     drop(step);
-    for (node, i, result) in results.into_iter().flatten() {
+    record_results(
+        results.into_iter().flatten(),
+        sources,
+        &mut records,
+        &mut rows,
+    );
+    records.save(&record_path)?;
+    rows.sort_by(|a, b| (&a.node, &a.image).cmp(&(&b.node, &b.image)));
+    Ok(rows)
+}
+
+/// The profile's running nodes; the others are named in a warning.
+async fn running_nodes(
+    ctx: &Ctx,
+    profile: &crate::profile::Profile,
+    driver: &dyn timonel_driver::Driver,
+) -> anyhow::Result<Vec<MachineName>> {
+    let name = &profile.name;
+    let mut running: Vec<MachineName> = Vec::new();
+    for node in &profile.nodes {
+        match driver.state(&node.name).await {
+            Ok(s) if s.is_running() => running.push(node.name.clone()),
+            Ok(s) => ctx.printer.warn(&format!(
+                "node {} is {s}: not loaded (images go into running nodes only)",
+                node.name
+            )),
+            Err(e) => ctx
+                .printer
+                .warn(&format!("node {}: {e}; not loaded", node.name)),
+        }
+    }
+    if running.is_empty() {
+        return Err(UserError::new(
+            format!("no node of profile `{name}` is running"),
+            format!("start it with `timonel start -p {name}`, then load the images"),
+        )
+        .into());
+    }
+    Ok(running)
+}
+
+/// Each source with its key: the Docker image ID, or the archive's sha256. `docker` is
+/// connected when an image is given by name.
+async fn resolve_sources(
+    args: &[String],
+    docker: &mut Option<Arc<DockerDriver>>,
+) -> anyhow::Result<Vec<Resolved>> {
+    let mut sources = Vec::new();
+    for arg in args {
+        let source = ImageSource::classify(arg);
+        let resolved = match &source {
+            ImageSource::Archive(path) => {
+                let sha = hash_archive(path).await?;
+                Resolved {
+                    key: format!("sha256:{sha}"),
+                    tar: Some(HostTar {
+                        path: path.clone(),
+                        sha256: sha,
+                        _temp: None,
+                    }),
+                    source,
+                }
+            }
+            ImageSource::Docker(reference) => {
+                let d = docker.get_or_insert_with(|| Arc::new(DockerDriver::connect()));
+                let image = d
+                    .host_image(reference)
+                    .await
+                    .map_err(|e| {
+                        anyhow::Error::new(e).context(format!(
+                            "cannot read image `{reference}` from the host's Docker daemon"
+                        ))
+                    })?
+                    .ok_or_else(|| {
+                        UserError::new(
+                            format!("`{reference}` is neither a file nor an image in the host's Docker daemon"),
+                            "build or pull it first (`docker images` lists what is there), or give the path of a `docker save` archive",
+                        )
+                    })?;
+                Resolved {
+                    key: image.id,
+                    tar: None,
+                    source,
+                }
+            }
+        };
+        sources.push(resolved);
+    }
+    Ok(sources)
+}
+
+/// One row per import, and the record of what each node now has.
+fn record_results(
+    results: impl Iterator<Item = (MachineName, usize, anyhow::Result<Vec<String>>)>,
+    sources: &[Resolved],
+    records: &mut ImportRecords,
+    rows: &mut Vec<LoadRow>,
+) {
+    for (node, i, result) in results {
         let s = &sources[i];
         let sha = s.tar.as_ref().map(|t| t.sha256.clone());
         match result {
@@ -445,9 +481,6 @@ pub async fn load(ctx: &Ctx, args: &[String]) -> anyhow::Result<Vec<LoadRow>> {
             }),
         }
     }
-    records.save(&record_path)?;
-    rows.sort_by(|a, b| (&a.node, &a.image).cmp(&(&b.node, &b.image)));
-    Ok(rows)
 }
 
 /// The first 12 hex digits, as `docker images` shows IDs.
