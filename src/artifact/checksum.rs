@@ -116,9 +116,7 @@ pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
 
 /// Hex digest (with `algorithm`) and size of a file. Blocking.
 pub fn hash_file_with(path: &Path, algorithm: HashAlgorithm) -> std::io::Result<(String, u64)> {
-    let mut hasher = StreamHasher::new(algorithm);
-    let size = hash_file_into(path, &mut hasher)?;
-    Ok((hasher.finalize_hex(), size))
+    timonel_driver_vm::digest_file(path, algorithm)
 }
 
 #[cfg(test)]

@@ -168,18 +168,7 @@ struct HostTar {
 }
 
 fn sha256_file(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
+    crate::artifact::checksum::hash_file(path).map(|(hex, _)| hex)
 }
 
 async fn hash_archive(path: &Path) -> anyhow::Result<String> {

@@ -140,27 +140,35 @@ pub fn find_checksum(text: &str, file_name: &str) -> Result<ChecksumEntry, VmErr
 
 /// The hex digest of a file, read in 1 MiB chunks (blocking: call it from `spawn_blocking`).
 pub fn hash_file(path: &Path, algorithm: HashAlgorithm) -> Result<String, VmError> {
-    let mut file = std::fs::File::open(path)
-        .map_err(|e| VmError::io(format!("could not open `{}`", path.display()), e))?;
+    digest_file(path, algorithm)
+        .map(|(hex, _)| hex)
+        .map_err(|e| VmError::io(format!("could not read `{}`", path.display()), e))
+}
+
+/// The hex digest and the size of a file, streamed in 1 MiB chunks: the one file hasher of
+/// timonel (blocking: call it from `spawn_blocking`).
+pub fn digest_file(path: &Path, algorithm: HashAlgorithm) -> std::io::Result<(String, u64)> {
+    let mut file = std::fs::File::open(path)?;
     let mut buf = vec![0u8; 1 << 20];
     let mut sha256 = Sha256::new();
     let mut sha512 = Sha512::new();
+    let mut size = 0u64;
     loop {
-        let n = file
-            .read(&mut buf)
-            .map_err(|e| VmError::io(format!("could not read `{}`", path.display()), e))?;
+        let n = file.read(&mut buf)?;
         if n == 0 {
             break;
         }
+        size += n as u64;
         match algorithm {
             HashAlgorithm::Sha256 => sha256.update(&buf[..n]),
             HashAlgorithm::Sha512 => sha512.update(&buf[..n]),
         }
     }
-    Ok(match algorithm {
+    let hex = match algorithm {
         HashAlgorithm::Sha256 => hex::encode(sha256.finalize()),
         HashAlgorithm::Sha512 => hex::encode(sha512.finalize()),
-    })
+    };
+    Ok((hex, size))
 }
 
 /// Checks `path` against `entry` (blocking: call it from `spawn_blocking`).

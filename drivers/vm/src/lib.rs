@@ -19,7 +19,7 @@ pub mod shell;
 pub mod ssh;
 
 pub use catalog::{CloudImage, ImageFile, VmImageCatalog};
-pub use checksum::{parse_checksums, ChecksumEntry, HashAlgorithm};
+pub use checksum::{digest_file, parse_checksums, ChecksumEntry, HashAlgorithm};
 pub use error::VmError;
 pub use keys::{host_key_path, SshKey};
 pub use seed::{CloudConfig, NicMatch, NoCloudSeed};
