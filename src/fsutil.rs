@@ -1,7 +1,7 @@
 //! File writes that never leave a half-written file: temp file in the same directory, fsync,
 //! rename.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
 
@@ -30,7 +30,7 @@ pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
         fs::rename(&tmp, path)?;
         // Make the rename itself durable.
         #[cfg(unix)]
-        if let Ok(d) = File::open(dir) {
+        if let Ok(d) = fs::File::open(dir) {
             let _ = d.sync_all();
         }
         Ok(())
