@@ -1,6 +1,7 @@
 //! [`VirtualBoxDriver`]: the [`Driver`] trait over VBoxManage.
 
-use std::net::{IpAddr, SocketAddr};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +64,9 @@ pub struct VirtualBoxDriver {
     version: OnceCell<VBoxVersion>,
     /// Parallel creates must not each make a host-only interface.
     pub(crate) network_lock: Mutex<()>,
+    /// The host's own address on each host-only network seen (`hostonly:vboxnet0`), so `ip`
+    /// lists the networks once.
+    host_addresses: std::sync::Mutex<HashMap<String, Option<Ipv4Addr>>>,
 }
 
 impl VirtualBoxDriver {
@@ -74,6 +78,7 @@ impl VirtualBoxDriver {
             host_network: HostNetworkMode::Auto,
             version: OnceCell::new(),
             network_lock: Mutex::new(()),
+            host_addresses: std::sync::Mutex::default(),
         }
     }
 
@@ -99,6 +104,14 @@ impl VirtualBoxDriver {
     pub fn with_host_network(mut self, mode: HostNetworkMode) -> Self {
         self.host_network = mode;
         self
+    }
+
+    pub(crate) fn host_addresses(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, Option<Ipv4Addr>>> {
+        self.host_addresses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The VBoxManage this driver runs.

@@ -9,7 +9,8 @@ use timonel_driver::{poll_until, DriverError, Reporter, WaitError};
 
 use crate::error::ErrorKind;
 use crate::parse::{
-    parse_created_interface, parse_hostonlyifs, parse_hostonlynets, HostOnlyIf, VBoxVersion,
+    parse_created_interface, parse_hostonlyifs, parse_hostonlynets, HostOnlyIf, HostOnlyNet,
+    VBoxVersion,
 };
 use crate::vboxmanage::VBoxManage;
 
@@ -93,7 +94,8 @@ impl From<DriverError> for Fallback {
     }
 }
 
-async fn list_ifs(vbox: &VBoxManage) -> Result<Vec<HostOnlyIf>, DriverError> {
+/// `list hostonlyifs`.
+pub(crate) async fn list_hostonly_ifs(vbox: &VBoxManage) -> Result<Vec<HostOnlyIf>, DriverError> {
     let out = vbox
         .call(["list", "hostonlyifs"])
         .await
@@ -107,7 +109,7 @@ async fn ensure_hostonlyif(
     relist_every: Duration,
     report: &dyn Reporter,
 ) -> Result<HostNetwork, Fallback> {
-    let before = list_ifs(vbox).await?;
+    let before = list_hostonly_ifs(vbox).await?;
     if let Some(found) = before
         .iter()
         .find(|i| i.configured() && i.ip.is_some_and(in_allowed_range))
@@ -198,7 +200,7 @@ async fn find_new_interface(
     poll_until("the new host-only interface", timeout, every, || {
         let known = known.clone();
         async move {
-            let now = list_ifs(vbox).await?;
+            let now = list_hostonly_ifs(vbox).await?;
             Ok(now
                 .into_iter()
                 .find(|i| !known.contains(&i.name))
@@ -217,15 +219,20 @@ async fn find_new_interface(
     })
 }
 
-async fn ensure_hostonlynet(
-    vbox: &VBoxManage,
-    report: &dyn Reporter,
-) -> Result<HostNetwork, DriverError> {
+/// `list hostonlynets` (VirtualBox 7).
+pub(crate) async fn list_hostonly_nets(vbox: &VBoxManage) -> Result<Vec<HostOnlyNet>, DriverError> {
     let out = vbox
         .call(["list", "hostonlynets"])
         .await
         .map_err(|e| e.into_driver("host-only networks", "list host-only networks"))?;
-    let nets = parse_hostonlynets(&out.stdout);
+    Ok(parse_hostonlynets(&out.stdout))
+}
+
+async fn ensure_hostonlynet(
+    vbox: &VBoxManage,
+    report: &dyn Reporter,
+) -> Result<HostNetwork, DriverError> {
+    let nets = list_hostonly_nets(vbox).await?;
     if let Some(found) = nets
         .iter()
         .find(|n| n.enabled && n.lower_ip.is_some_and(in_allowed_range))

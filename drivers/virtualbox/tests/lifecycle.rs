@@ -163,7 +163,7 @@ async fn six_one_uses_the_old_spellings_and_rejects_kebab_case() {
 }
 
 #[tokio::test]
-async fn ip_and_state_spawn_exactly_one_process_each() {
+async fn state_spawns_one_process_and_ip_two() {
     let sim = Sim::new(V7, "");
     let driver = sim.driver();
     create_and_start(&sim, &driver).await;
@@ -181,12 +181,14 @@ async fn ip_and_state_spawn_exactly_one_process_each() {
     );
     assert!(sim.calls()[before].contains("showvminfo dev --machinereadable"));
 
+    // ip: the state first (VirtualBox keeps a stopped VM's guest properties), then the
+    // property; the host-only interface's own address was learned by the first call.
     let before = sim.count();
     assert_eq!(driver.ip(&name).await.unwrap(), first);
-    assert_eq!(sim.count(), before + 1, "ip: {:?}", &sim.calls()[before..]);
-    assert!(
-        sim.calls()[before].ends_with("guestproperty get dev /VirtualBox/GuestInfo/Net/1/V4/IP")
-    );
+    assert_eq!(sim.count(), before + 2, "ip: {:?}", &sim.calls()[before..]);
+    assert!(sim.calls()[before].contains("showvminfo dev --machinereadable"));
+    assert!(sim.calls()[before + 1]
+        .ends_with("guestproperty get dev /VirtualBox/GuestInfo/Net/1/V4/IP"));
 }
 
 #[tokio::test]

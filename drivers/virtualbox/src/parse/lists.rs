@@ -85,6 +85,16 @@ pub struct HostOnlyNet {
     pub upper_ip: Option<Ipv4Addr>,
 }
 
+impl HostOnlyNet {
+    /// The host's own address on the network, which `list hostonlynets` does not print: the
+    /// network's first address (the lower bound masked, plus one).
+    pub fn host_address(&self) -> Option<Ipv4Addr> {
+        let lower = u32::from(self.lower_ip?);
+        let mask = u32::from(self.netmask?);
+        Some(Ipv4Addr::from((lower & mask) + 1))
+    }
+}
+
 /// Splits `Key:   value` lines at the first colon into records, each starting at `Name:`.
 /// (Blank lines cannot delimit records: `list hostonlynets` has one inside each block.)
 fn records(text: &str) -> Vec<Vec<(&str, &str)>> {

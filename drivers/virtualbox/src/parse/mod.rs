@@ -8,7 +8,7 @@ pub use lists::{
     parse_created_interface, parse_guestproperty, parse_hostonlyifs, parse_hostonlynets,
     parse_list_vms, HostOnlyIf, HostOnlyNet, VmEntry,
 };
-pub use showvminfo::{parse_showvminfo, NatRule, Nic, VmInfo};
+pub use showvminfo::{parse_human_nat_rules, parse_showvminfo, NatRule, Nic, VmInfo};
 pub use version::{parse_version, VBoxVersion};
 
 /// Output that does not have the shape the parser expects.
