@@ -179,15 +179,49 @@ async fn an_interface_outside_the_range_is_not_used() {
 }
 
 #[tokio::test]
-async fn a_create_that_fails_but_makes_the_interface_is_survived() {
+async fn a_create_that_fails_but_makes_the_interface_removes_it() {
     let sim = Sim::new(V7, r#""hostonlyif_create_fails": true"#);
-    let driver = sim.driver();
-    driver
+    // What VBoxManage does: progress, the error, and an interface left behind.
+    let probe = Sim::new(V7, r#""hostonlyif_create_fails": true"#);
+    let out = probe.vbox(&["hostonlyif", "create"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "0%...10%...20%...30%...40%...50%...60%...70%...80%...90%...100%\n\
+         VBoxManage: error: Failed to create the host-only adapter\n\
+         VBoxManage: error: Code NS_ERROR_FAILURE (0x80004005) - Operation failed (extended info not available)\n\
+         VBoxManage: error: Context: \"RTEXITCODE handleCreate(HandlerArg *)\" at line 95 of file VBoxManageHostonly.cpp\n"
+    );
+    let left = String::from_utf8(probe.vbox(&["list", "hostonlyifs"]).stdout).unwrap();
+    assert!(left.starts_with("Name:            vboxnet0\n"), "{left}");
+
+    let err = sim
+        .driver()
         .create(&sim.spec("dev", 1, 45022), &SilentReporter)
         .await
-        .unwrap();
-    driver.start(&name()).await.unwrap();
-    assert!(driver.ip(&name()).await.is_ok());
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("Failed to create the host-only adapter"),
+        "{text}"
+    );
+    assert!(text.contains("(`vboxnet0`) was removed"), "{text}");
+    assert!(
+        err.hint().unwrap().contains("try again"),
+        "{:?}",
+        err.hint()
+    );
+    let calls = sim.calls();
+    assert!(
+        calls.iter().any(|c| c == "hostonlyif remove vboxnet0"),
+        "{calls:?}"
+    );
+    assert!(
+        !calls.iter().any(|c| c.starts_with("createvm")),
+        "{calls:?}"
+    );
+    let ifs = String::from_utf8(sim.vbox(&["list", "hostonlyifs"]).stdout).unwrap();
+    assert_eq!(ifs, "", "nothing of the failed create is left");
 }
 
 #[tokio::test]

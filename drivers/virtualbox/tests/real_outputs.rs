@@ -218,3 +218,247 @@ async fn the_power_button_on_a_vm_that_just_went_off_is_fine() {
     );
     assert_eq!(driver.state(&name()).await.unwrap(), MachineState::Stopped);
 }
+
+/// A host-only interface made by hand: `hostonlyif create` + `ipconfig`, no DHCP server.
+fn interface_without_dhcp(sim: &Sim, third_octet: u8) {
+    assert!(sim.vbox(&["hostonlyif", "create"]).status.success());
+    let ip = format!("192.168.{third_octet}.1");
+    assert!(sim
+        .vbox(&[
+            "hostonlyif",
+            "ipconfig",
+            "vboxnet0",
+            "--ip",
+            &ip,
+            "--netmask",
+            "255.255.255.0"
+        ])
+        .status
+        .success());
+}
+
+#[tokio::test]
+async fn an_interface_without_a_dhcp_server_gets_one() {
+    let sim = Sim::new(V7, "");
+    interface_without_dhcp(&sim, 57);
+    assert_eq!(stdout(&sim.vbox(&["list", "dhcpservers"])), "");
+    let driver = running(&sim).await;
+    assert!(sim.calls().iter().any(|c| c
+        == "dhcpserver add --netname HostInterfaceNetworking-vboxnet0 --ip 192.168.57.2 --netmask 255.255.255.0 --lowerip 192.168.57.100 --upperip 192.168.57.254 --enable"));
+    // The interface itself is reused, not replaced.
+    assert_eq!(
+        sim.calls()
+            .iter()
+            .filter(|c| *c == "hostonlyif create")
+            .count(),
+        1,
+        "only the test's own create"
+    );
+    assert_eq!(
+        stdout(&sim.vbox(&["list", "dhcpservers"])),
+        "NetworkName:    HostInterfaceNetworking-vboxnet0\n\
+         Dhcpd IP:       192.168.57.2\n\
+         LowerIPAddress: 192.168.57.100\n\
+         UpperIPAddress: 192.168.57.254\n\
+         NetworkMask:    255.255.255.0\n\
+         Enabled:        Yes\n\
+         Global Configuration:\n    \
+             minLeaseTime:     default\n    \
+             defaultLeaseTime: default\n    \
+             maxLeaseTime:     default\n    \
+             Forced options:   None\n    \
+             Suppressed opts.: None\n        \
+                 1/legacy: 255.255.255.0\n\
+         Groups:               None\n\
+         Individual Configs:   None\n"
+    );
+    assert_eq!(
+        driver.ip(&name()).await.unwrap(),
+        IpAddr::V4(Ipv4Addr::new(192, 168, 57, 100))
+    );
+}
+
+#[tokio::test]
+async fn without_a_dhcp_server_the_guest_never_gets_an_address() {
+    // The simulator's guest, like a real one, gets no lease without a DHCP server.
+    let sim = Sim::new(V7, r#""ip_after_polls": 0"#);
+    let driver = running(&sim).await;
+    assert!(sim
+        .vbox(&[
+            "dhcpserver",
+            "remove",
+            "--netname",
+            "HostInterfaceNetworking-vboxnet0"
+        ])
+        .status
+        .success());
+    let driver = driver.with_timings(timonel_driver_virtualbox::Timings {
+        ip_timeout: Duration::from_millis(300),
+        ..Sim::fast_timings()
+    });
+    assert!(matches!(
+        driver.ip(&name()).await,
+        Err(DriverError::Timeout { .. })
+    ));
+    let out = sim.vbox(&[
+        "dhcpserver",
+        "remove",
+        "--netname",
+        "HostInterfaceNetworking-vboxnet0",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "VBoxManage: error: DHCP server does not exist\n"
+    );
+}
+
+#[tokio::test]
+async fn a_disabled_dhcp_server_is_enabled() {
+    let sim = Sim::new(V7, "");
+    interface_without_dhcp(&sim, 58);
+    assert!(sim
+        .vbox(&[
+            "dhcpserver",
+            "add",
+            "--netname",
+            "HostInterfaceNetworking-vboxnet0",
+            "--ip",
+            "192.168.58.100",
+            "--netmask",
+            "255.255.255.0",
+            "--lowerip",
+            "192.168.58.101",
+            "--upperip",
+            "192.168.58.254",
+            "--disable"
+        ])
+        .status
+        .success());
+    let driver = running(&sim).await;
+    assert!(sim.calls().iter().any(|c| c
+        .starts_with("dhcpserver modify --netname HostInterfaceNetworking-vboxnet0")
+        && c.ends_with("--enable")));
+    assert!(driver.ip(&name()).await.unwrap().is_ipv4());
+}
+
+#[tokio::test]
+async fn a_dhcp_range_with_no_usable_address_is_a_clear_error() {
+    let sim = Sim::new(V7, "");
+    interface_without_dhcp(&sim, 59);
+    // The range holds only the server's own address.
+    assert!(sim
+        .vbox(&[
+            "dhcpserver",
+            "add",
+            "--netname",
+            "HostInterfaceNetworking-vboxnet0",
+            "--ip",
+            "192.168.59.2",
+            "--netmask",
+            "255.255.255.0",
+            "--lowerip",
+            "192.168.59.2",
+            "--upperip",
+            "192.168.59.2",
+            "--enable"
+        ])
+        .status
+        .success());
+    let err = sim
+        .driver()
+        .create(&sim.spec("dev", 1, 45022), &SilentReporter)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("host-only interface `vboxnet0`"), "{text}");
+    assert!(text.contains("guests can get no address on it"), "{text}");
+    assert!(text.contains("192.168.59.2–192.168.59.2"), "{text}");
+    let hint = timonel_driver::Hint::hint(&err).unwrap();
+    assert!(
+        hint.contains("VBoxManage dhcpserver modify --netname HostInterfaceNetworking-vboxnet0 --lowerip 192.168.59.100 --upperip 192.168.59.254 --enable"),
+        "{hint}"
+    );
+    assert!(!sim.calls().iter().any(|c| c.starts_with("createvm")));
+}
+
+#[tokio::test]
+async fn a_host_only_network_with_no_usable_address_is_a_clear_error() {
+    let sim = Sim::new(V7, r#""host_os": "darwin""#);
+    // The host takes the network's first address, which is the whole range here.
+    assert!(sim
+        .vbox(&[
+            "hostonlynet",
+            "add",
+            "--name",
+            "tight",
+            "--netmask",
+            "255.255.255.0",
+            "--lower-ip",
+            "192.168.60.1",
+            "--upper-ip",
+            "192.168.60.1",
+            "--enable"
+        ])
+        .status
+        .success());
+    let listed = stdout(&sim.vbox(&["list", "hostonlynets"]));
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines[0], "Name:            tight");
+    assert!(lines[1].starts_with("GUID:            "), "{listed}");
+    assert_eq!(
+        lines[2..],
+        [
+            "",
+            "State:           Enabled",
+            "NetworkMask:     255.255.255.0",
+            "LowerIP:         192.168.60.1",
+            "UpperIP:         192.168.60.1",
+            "VBoxNetworkName: hostonly-tight",
+            "",
+        ]
+    );
+    let err = sim
+        .driver()
+        .create(&sim.spec("dev", 1, 45022), &SilentReporter)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("host-only network `tight`"), "{text}");
+    assert!(text.contains("holds no free address"), "{text}");
+    assert!(timonel_driver::Hint::hint(&err)
+        .unwrap()
+        .contains("VBoxManage hostonlynet remove --name tight"));
+    assert!(!sim.calls().iter().any(|c| c.starts_with("createvm")));
+}
+
+#[tokio::test]
+async fn an_orphan_dhcp_server_of_a_reused_interface_name_is_reconfigured() {
+    // VirtualBox keeps a removed interface's DHCP server; the next `vboxnet0` inherits its name.
+    let sim = Sim::new(V7, "");
+    assert!(sim
+        .vbox(&[
+            "dhcpserver",
+            "add",
+            "--netname",
+            "HostInterfaceNetworking-vboxnet0",
+            "--ip",
+            "10.9.9.2",
+            "--netmask",
+            "255.255.255.0",
+            "--lowerip",
+            "10.9.9.100",
+            "--upperip",
+            "10.9.9.200",
+            "--enable"
+        ])
+        .status
+        .success());
+    let driver = running(&sim).await;
+    assert!(sim.calls().iter().any(|c| c
+        == "dhcpserver modify --netname HostInterfaceNetworking-vboxnet0 --ip 192.168.56.2 --netmask 255.255.255.0 --lowerip 192.168.56.100 --upperip 192.168.56.254 --enable"));
+    assert_eq!(
+        driver.ip(&name()).await.unwrap(),
+        IpAddr::V4(Ipv4Addr::new(192, 168, 56, 100))
+    );
+}
