@@ -16,7 +16,7 @@ use tokio::sync::{Mutex, OnceCell};
 use crate::error::{ErrorKind, KERNEL_MODULE_HINT, NOT_INSTALLED_FIX};
 use crate::locate::locate_vboxmanage;
 use crate::network::HostNetworkMode;
-use crate::parse::{parse_showvminfo, parse_version, VBoxVersion, VmInfo};
+use crate::parse::{parse_showvminfo, parse_version, VBoxVersion, VmInfo, SUPPORTED};
 use crate::state::map_vm_state;
 use crate::vboxmanage::{RetryPolicy, VBoxManage};
 
@@ -162,7 +162,8 @@ impl VirtualBoxDriver {
         if let Some(reason) = version.unsupported_reason() {
             return Err(Availability::Unusable {
                 reason,
-                fix: "upgrade to VirtualBox 7 from https://www.virtualbox.org/wiki/Downloads"
+                fix: "install VirtualBox 7 from https://www.virtualbox.org/wiki/Downloads (6.1 \
+                      works too), or use another driver (`--driver docker`)"
                     .into(),
             });
         }
@@ -237,9 +238,9 @@ impl Driver for VirtualBoxDriver {
         match self.read_version().await {
             Ok(version) => {
                 let mut notes = Vec::new();
-                if version.major > 7 {
+                if version.newer_than_tested() {
                     notes.push(format!(
-                        "VirtualBox {version} is newer than timonel was tested with (6.1, 7.x)"
+                        "VirtualBox {version} is newer than timonel was tested with ({SUPPORTED})"
                     ));
                 }
                 let shown = format!("VirtualBox {version}");

@@ -401,8 +401,29 @@ async fn probe_reports_versions_and_install_problems() {
     assert!(Sim::new(V61, "").driver().probe().await.is_ready());
     match Sim::new("6.0.24r139119", "").driver().probe().await {
         Availability::Unusable { reason, fix } => {
-            assert!(reason.contains("6.0.24 is too old"), "{reason}");
+            assert!(
+                reason.starts_with(
+                    "VirtualBox 6.0.24 is too old: timonel supports VirtualBox 6.1 and 7.x,"
+                ),
+                "{reason}"
+            );
             assert!(fix.contains("VirtualBox 7"), "{fix}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // 6.1.0 is the oldest release accepted; a newer major is accepted with a note.
+    assert!(Sim::new("6.1.0r135406", "")
+        .driver()
+        .probe()
+        .await
+        .is_ready());
+    match Sim::new("8.0.0r170000", "").driver().probe().await {
+        Availability::Ready { version, notes } => {
+            assert_eq!(version, "VirtualBox 8.0.0");
+            assert_eq!(
+                notes,
+                ["VirtualBox 8.0.0 is newer than timonel was tested with (VirtualBox 6.1 and 7.x)"]
+            );
         }
         other => panic!("{other:?}"),
     }

@@ -10,7 +10,7 @@ pub use lists::{
     VmEntry,
 };
 pub use showvminfo::{parse_human_nat_rules, parse_showvminfo, NatRule, Nic, VmInfo};
-pub use version::{parse_version, VBoxVersion};
+pub use version::{parse_version, VBoxVersion, SUPPORTED};
 
 /// Output that does not have the shape the parser expects.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
