@@ -162,6 +162,9 @@ pub struct IpReport {
     pub state: String,
     #[serde(rename = "IPAddresses", default, deserialize_with = "string_list")]
     pub ip_addresses: Vec<String>,
+    /// The virtual switch of the VM's adapter (several joined by `,`), empty when unconnected.
+    #[serde(default)]
+    pub switch_name: String,
 }
 
 /// What the stop scripts print.

@@ -264,10 +264,16 @@ async fn ip_waits_for_the_kvp_daemon() {
     driver.create(&spec, &SilentReporter).await.unwrap();
     driver.start(&spec.name).await.unwrap();
     match driver.ip(&spec.name).await {
-        Err(DriverError::Timeout { last_state, .. }) => {
-            assert!(last_state.contains("hv_kvp_daemon"), "{last_state}")
+        Err(e @ DriverError::Backend { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("on virtual switch `Default Switch` (the Default Switch)"),
+                "{text}"
+            );
+            assert!(text.contains("hv_kvp_daemon"), "{text}");
+            assert!(e.hint().unwrap().contains("hv_kvp_daemon"), "{e:?}");
         }
-        other => panic!("expected a timeout, got {other:?}"),
+        other => panic!("expected the no-address error, got {other:?}"),
     }
 }
 
