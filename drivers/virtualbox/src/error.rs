@@ -331,7 +331,7 @@ VBoxManage: error: Context: \"EnableStaticIPConfig(Bstr(pszIp).raw(), Bstr(pszNe
     }
 
     #[test]
-    fn classifies_the_reference_table() {
+    fn classifies_the_documented_errors() {
         assert_eq!(kind(NOT_FOUND), ErrorKind::NotFound);
         assert_eq!(
             kind(&NOT_FOUND.replace("VBoxManage:", "VBoxManage.exe:")),

@@ -89,7 +89,7 @@ async fn the_host_only_range_refusal_says_how_to_fix_it() {
 }
 
 #[test]
-fn the_simulator_prints_the_reference_error_shapes() {
+fn the_simulator_prints_the_documented_error_shapes() {
     let sim = Sim::new("6.1.50r161033", "");
     assert!(sim.vbox(&["hostonlyif", "create"]).status.success());
     let out = sim.vbox(&[
@@ -284,7 +284,7 @@ async fn vt_x_problems_come_with_a_hint() {
 }
 
 #[tokio::test]
-async fn states_from_the_reference_table_map_through_the_driver() {
+async fn documented_states_map_through_the_driver() {
     let sim = Sim::new(V7, "");
     let driver = sim.driver();
     driver
