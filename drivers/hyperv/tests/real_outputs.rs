@@ -11,7 +11,7 @@ use common::{Recorder, Sim};
 use serde_json::json;
 use timonel_driver::{Availability, Driver, DriverError, Hint, HostRunner, Runner, SilentReporter};
 use timonel_driver_hyperv::script::{self, VmRef};
-use timonel_driver_hyperv::{Timing, SWITCH_OPTION};
+use timonel_driver_hyperv::Timing;
 
 /// Runs a driver script against the simulator, as the driver would.
 async fn run(
@@ -130,9 +130,7 @@ async fn a_switch_without_dhcp_is_named_when_no_address_comes() {
         {"Id": "c08cb7b8-9b3c-408e-8e30-5e16a3aeb444", "Name": "Default Switch", "SwitchType": 1},
         {"Id": "11111111-0000-4000-8000-000000000001", "Name": "minikube", "SwitchType": 1}
     ]}));
-    let mut spec = sim.spec("dev", 1);
-    spec.options
-        .insert(SWITCH_OPTION.to_string(), "minikube".to_string());
+    let spec = sim.spec_on_switch("dev", 1, "minikube");
     let report = Recorder::default();
     let driver = sim.driver().with_timing(Timing {
         ip_timeout: Duration::from_millis(400),

@@ -455,16 +455,12 @@ async fn the_named_switch_wins() {
         {"Id": "c08cb7b8-9b3c-408e-8e30-5e16a3aeb444", "Name": "Default Switch", "SwitchType": 1},
         {"Id": "11111111-0000-4000-8000-000000000002", "Name": "LAN", "SwitchType": 2}
     ]}));
-    let mut spec = sim.spec("dev", 1);
-    spec.options
-        .insert(SWITCH_OPTION.to_string(), "LAN".to_string());
+    let spec = sim.spec_on_switch("dev", 1, "LAN");
     let report = Recorder::default();
     sim.driver().create(&spec, &report).await.unwrap();
     assert_eq!(sim.vms()[0]["SwitchName"], "LAN");
     assert!(report.warnings.lock().unwrap().is_empty());
-    let mut spec = sim.spec("dev", 2);
-    spec.options
-        .insert(SWITCH_OPTION.to_string(), "nope".to_string());
+    let spec = sim.spec_on_switch("dev", 2, "nope");
     let err = sim
         .driver()
         .create(&spec, &SilentReporter)

@@ -74,11 +74,7 @@ async fn a_lock_that_never_clears_fails_typed_after_a_few_tries() {
 async fn the_host_only_range_refusal_says_how_to_fix_it() {
     // A networks.conf that does not allow 192.168.56.0/21.
     let sim = Sim::new(V7, r#""hostonly_allowed": ["10.0.0.0/8"]"#);
-    let err = sim
-        .driver()
-        .create(&sim.spec("dev", 1, 45022), &SilentReporter)
-        .await
-        .unwrap_err();
+    let err = sim.create_error().await;
     assert!(err.to_string().contains("E_ACCESSDENIED"), "{err}");
     let hint = err.hint().unwrap();
     assert!(
@@ -125,38 +121,6 @@ fn the_simulator_prints_the_documented_error_shapes() {
 }
 
 #[tokio::test]
-async fn an_existing_interface_in_range_is_reused() {
-    let sim = Sim::new(V7, "");
-    assert!(sim.vbox(&["hostonlyif", "create"]).status.success());
-    assert!(sim
-        .vbox(&[
-            "hostonlyif",
-            "ipconfig",
-            "vboxnet0",
-            "--ip",
-            "192.168.57.1",
-            "--netmask",
-            "255.255.255.0"
-        ])
-        .status
-        .success());
-    let before = sim.count();
-    let driver = sim.driver();
-    driver
-        .create(&sim.spec("dev", 1, 45022), &SilentReporter)
-        .await
-        .unwrap();
-    driver.start(&name()).await.unwrap();
-    assert!(!sim.calls()[before..]
-        .iter()
-        .any(|c| c.starts_with("hostonlyif")));
-    assert_eq!(
-        driver.ip(&name()).await.unwrap(),
-        IpAddr::V4(Ipv4Addr::new(192, 168, 57, 100))
-    );
-}
-
-#[tokio::test]
 async fn an_interface_outside_the_range_is_not_used() {
     let sim = Sim::new(V7, r#""hostonly_range_check": false"#);
     assert!(sim.vbox(&["hostonlyif", "create"]).status.success());
@@ -195,11 +159,7 @@ async fn a_create_that_fails_but_makes_the_interface_removes_it() {
     let left = String::from_utf8(probe.vbox(&["list", "hostonlyifs"]).stdout).unwrap();
     assert!(left.starts_with("Name:            vboxnet0\n"), "{left}");
 
-    let err = sim
-        .driver()
-        .create(&sim.spec("dev", 1, 45022), &SilentReporter)
-        .await
-        .unwrap_err();
+    let err = sim.create_error().await;
     let text = err.to_string();
     assert!(
         text.contains("Failed to create the host-only adapter"),

@@ -9,8 +9,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use common::{Sim, V7};
-use timonel_driver::{contract, Driver, DriverError, MachineState, SilentReporter, StopMode};
-use timonel_driver_virtualbox::IP_PROPERTY;
+use timonel_driver::{contract, Driver, DriverError, MachineState, StopMode};
+use timonel_driver_virtualbox::{VirtualBoxDriver, IP_PROPERTY};
 
 fn name() -> timonel_driver::MachineName {
     "dev".parse().unwrap()
@@ -24,20 +24,10 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-async fn running(sim: &Sim) -> timonel_driver_virtualbox::VirtualBoxDriver {
-    let driver = sim.driver();
-    driver
-        .create(&sim.spec("dev", 1, 45022), &SilentReporter)
-        .await
-        .unwrap();
-    driver.start(&name()).await.unwrap();
-    driver
-}
-
 #[tokio::test]
 async fn a_stopped_vm_has_no_address_whatever_its_stale_property_says() {
     let sim = Sim::new(V7, "");
-    let driver = running(&sim).await;
+    let driver = sim.running().await;
     let ip = driver.ip(&name()).await.unwrap();
     assert_eq!(ip, IpAddr::V4(Ipv4Addr::new(192, 168, 56, 100)));
     driver.stop(&name(), StopMode::Force).await.unwrap();
@@ -68,7 +58,7 @@ async fn the_host_only_interface_address_is_never_the_guest_address() {
     // The guest reports its address only after 3 polls; until then the property holds the
     // host's own address on vboxnet0 (192.168.56.1).
     let sim = Sim::new(V7, r#""ip_after_polls": 3"#);
-    let driver = running(&sim).await;
+    let driver = sim.running().await;
     let set = sim.vbox(&["guestproperty", "set", "dev", IP_PROPERTY, "192.168.56.1"]);
     assert!(set.status.success());
     assert_eq!(stdout(&set), "");
@@ -89,13 +79,8 @@ async fn the_host_only_interface_address_is_never_the_guest_address() {
 
     // A guest that keeps reporting the host's address times out saying so.
     let sim = Sim::new(V7, r#""ip_after_polls": 100000"#);
-    let driver = running(&sim)
-        .await
-        .with_timings(timonel_driver_virtualbox::Timings {
-            ip_timeout: Duration::from_millis(300),
-            ..Sim::fast_timings()
-        });
-    sim.vbox(&["guestproperty", "set", "dev", IP_PROPERTY, "192.168.56.1"]);
+    let driver = sim.running().await.with_timings(Sim::short_ip_timeout());
+    sim.ok(&["guestproperty", "set", "dev", IP_PROPERTY, "192.168.56.1"]);
     match driver.ip(&name()).await {
         Err(DriverError::Timeout { last_state, .. }) => {
             assert!(last_state.contains("192.168.56.1"), "{last_state}");
@@ -108,7 +93,7 @@ async fn the_host_only_interface_address_is_never_the_guest_address() {
 #[tokio::test]
 async fn seven_zero_zero_port_forwards_come_from_the_human_readable_showvminfo() {
     let sim = Sim::new("7.0.0r154191", "");
-    let driver = running(&sim).await;
+    let driver = sim.running().await;
     let machine = stdout(&sim.vbox(&["showvminfo", "dev", "--machinereadable"]));
     assert!(machine.contains("nic1=\"nat\"\n"), "{machine}");
     assert!(
@@ -134,7 +119,7 @@ async fn seven_zero_zero_port_forwards_come_from_the_human_readable_showvminfo()
 
     // Versions that print the lines need no second look.
     let sim = Sim::new(V7, "");
-    let driver = running(&sim).await;
+    let driver = sim.running().await;
     driver.endpoint(&name(), 22).await.unwrap();
     assert!(!sim.calls().iter().any(|c| c == "showvminfo dev"));
 }
@@ -161,18 +146,27 @@ async fn errors_without_the_prefix_are_classified_the_same() {
     contract::suite(&driver, &sim.spec("dev", 1, 45022)).await;
 }
 
+/// Someone else presses the power button of the running node `dev`, then the driver stops it
+/// gracefully. Returns the driver and the VBoxManage calls of its stop.
+async fn stop_after_another_press(sim: &Sim) -> (VirtualBoxDriver, Vec<String>) {
+    let driver = sim.running().await;
+    sim.ok(&["controlvm", "dev", "acpipowerbutton"]);
+    let before = sim.count();
+    driver
+        .stop(&name(), StopMode::graceful(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(driver.state(&name()).await.unwrap(), MachineState::Stopped);
+    (driver, sim.calls()[before..].to_vec())
+}
+
 #[tokio::test]
 async fn the_power_button_on_a_vm_already_stopping_waits_for_power_off() {
     // Someone else pressed the button: the guest runs on for one look, then is `stopping`.
     let sim = Sim::new(V7, r#""acpi_polls": 1, "stopping_polls": 2"#);
-    let driver = running(&sim).await;
-    assert!(sim
-        .vbox(&["controlvm", "dev", "acpipowerbutton"])
-        .status
-        .success());
     // What VBoxManage says to a second press while the VM is stopping.
     let probe = Sim::new(V7, r#""acpi_polls": 0, "stopping_polls": 5"#);
-    running(&probe).await;
+    probe.running().await;
     probe.vbox(&["controlvm", "dev", "acpipowerbutton"]);
     let out = probe.vbox(&["controlvm", "dev", "acpipowerbutton"]);
     assert_eq!(out.status.code(), Some(1));
@@ -183,34 +177,24 @@ async fn the_power_button_on_a_vm_already_stopping_waits_for_power_off() {
          VBoxManage: error: Context: \"PowerButton()\" at line 1209 of file VBoxManageControlVM.cpp\n"
     );
 
-    let before = sim.count();
-    driver
-        .stop(&name(), StopMode::graceful(Duration::from_secs(5)))
-        .await
-        .unwrap();
-    let calls = sim.calls()[before..].to_vec();
+    let (_, calls) = stop_after_another_press(&sim).await;
     assert_eq!(calls[0], "showvminfo dev --machinereadable", "{calls:?}");
     assert_eq!(calls[1], "controlvm dev acpipowerbutton", "{calls:?}");
     assert!(
         !calls.iter().any(|c| c.ends_with("poweroff")),
         "waited, not forced: {calls:?}"
     );
-    assert_eq!(driver.state(&name()).await.unwrap(), MachineState::Stopped);
 }
 
 #[tokio::test]
 async fn the_power_button_on_a_vm_that_just_went_off_is_fine() {
     // The guest powers off between the driver's look and its press.
     let sim = Sim::new(V7, r#""acpi_polls": 1, "stopping_polls": 0"#);
-    let driver = running(&sim).await;
-    assert!(sim
-        .vbox(&["controlvm", "dev", "acpipowerbutton"])
-        .status
-        .success());
-    driver
-        .stop(&name(), StopMode::graceful(Duration::from_secs(5)))
-        .await
-        .unwrap();
+    let (driver, calls) = stop_after_another_press(&sim).await;
+    assert!(
+        !calls.iter().any(|c| c.ends_with("poweroff")),
+        "waited, not forced: {calls:?}"
+    );
     let out = sim.vbox(&["controlvm", "dev", "acpipowerbutton"]);
     assert_eq!(
         stderr(&out),
@@ -219,41 +203,23 @@ async fn the_power_button_on_a_vm_that_just_went_off_is_fine() {
     assert_eq!(driver.state(&name()).await.unwrap(), MachineState::Stopped);
 }
 
-/// A host-only interface made by hand: `hostonlyif create` + `ipconfig`, no DHCP server.
-fn interface_without_dhcp(sim: &Sim, third_octet: u8) {
-    assert!(sim.vbox(&["hostonlyif", "create"]).status.success());
-    let ip = format!("192.168.{third_octet}.1");
-    assert!(sim
-        .vbox(&[
-            "hostonlyif",
-            "ipconfig",
-            "vboxnet0",
-            "--ip",
-            &ip,
-            "--netmask",
-            "255.255.255.0"
-        ])
-        .status
-        .success());
-}
-
 #[tokio::test]
 async fn an_interface_without_a_dhcp_server_gets_one() {
     let sim = Sim::new(V7, "");
-    interface_without_dhcp(&sim, 57);
+    sim.host_only_interface("192.168.57.1");
     assert_eq!(stdout(&sim.vbox(&["list", "dhcpservers"])), "");
-    let driver = running(&sim).await;
+    let driver = sim.running().await;
     assert!(sim.calls().iter().any(|c| c
         == "dhcpserver add --netname HostInterfaceNetworking-vboxnet0 --ip 192.168.57.2 --netmask 255.255.255.0 --lowerip 192.168.57.100 --upperip 192.168.57.254 --enable"));
-    // The interface itself is reused, not replaced.
-    assert_eq!(
-        sim.calls()
-            .iter()
-            .filter(|c| *c == "hostonlyif create")
-            .count(),
-        1,
-        "only the test's own create"
-    );
+    // The interface itself is reused, not replaced nor reconfigured.
+    let after_setup = sim
+        .calls()
+        .iter()
+        .position(|c| c.starts_with("hostonlyif ipconfig"))
+        .unwrap();
+    assert!(!sim.calls()[after_setup + 1..]
+        .iter()
+        .any(|c| c.starts_with("hostonlyif")));
     assert_eq!(
         stdout(&sim.vbox(&["list", "dhcpservers"])),
         "NetworkName:    HostInterfaceNetworking-vboxnet0\n\
@@ -282,7 +248,7 @@ async fn an_interface_without_a_dhcp_server_gets_one() {
 async fn without_a_dhcp_server_the_guest_never_gets_an_address() {
     // The simulator's guest, like a real one, gets no lease without a DHCP server.
     let sim = Sim::new(V7, r#""ip_after_polls": 0"#);
-    let driver = running(&sim).await;
+    let driver = sim.running().await;
     assert!(sim
         .vbox(&[
             "dhcpserver",
@@ -292,10 +258,7 @@ async fn without_a_dhcp_server_the_guest_never_gets_an_address() {
         ])
         .status
         .success());
-    let driver = driver.with_timings(timonel_driver_virtualbox::Timings {
-        ip_timeout: Duration::from_millis(300),
-        ..Sim::fast_timings()
-    });
+    let driver = driver.with_timings(Sim::short_ip_timeout());
     assert!(matches!(
         driver.ip(&name()).await,
         Err(DriverError::Timeout { .. })
@@ -316,26 +279,9 @@ async fn without_a_dhcp_server_the_guest_never_gets_an_address() {
 #[tokio::test]
 async fn a_disabled_dhcp_server_is_enabled() {
     let sim = Sim::new(V7, "");
-    interface_without_dhcp(&sim, 58);
-    assert!(sim
-        .vbox(&[
-            "dhcpserver",
-            "add",
-            "--netname",
-            "HostInterfaceNetworking-vboxnet0",
-            "--ip",
-            "192.168.58.100",
-            "--netmask",
-            "255.255.255.0",
-            "--lowerip",
-            "192.168.58.101",
-            "--upperip",
-            "192.168.58.254",
-            "--disable"
-        ])
-        .status
-        .success());
-    let driver = running(&sim).await;
+    sim.host_only_interface("192.168.58.1");
+    sim.dhcp_server("192.168.58.100", "192.168.58.101", "192.168.58.254", false);
+    let driver = sim.running().await;
     assert!(sim.calls().iter().any(|c| c
         .starts_with("dhcpserver modify --netname HostInterfaceNetworking-vboxnet0")
         && c.ends_with("--enable")));
@@ -345,31 +291,10 @@ async fn a_disabled_dhcp_server_is_enabled() {
 #[tokio::test]
 async fn a_dhcp_range_with_no_usable_address_is_a_clear_error() {
     let sim = Sim::new(V7, "");
-    interface_without_dhcp(&sim, 59);
+    sim.host_only_interface("192.168.59.1");
     // The range holds only the server's own address.
-    assert!(sim
-        .vbox(&[
-            "dhcpserver",
-            "add",
-            "--netname",
-            "HostInterfaceNetworking-vboxnet0",
-            "--ip",
-            "192.168.59.2",
-            "--netmask",
-            "255.255.255.0",
-            "--lowerip",
-            "192.168.59.2",
-            "--upperip",
-            "192.168.59.2",
-            "--enable"
-        ])
-        .status
-        .success());
-    let err = sim
-        .driver()
-        .create(&sim.spec("dev", 1, 45022), &SilentReporter)
-        .await
-        .unwrap_err();
+    sim.dhcp_server("192.168.59.2", "192.168.59.2", "192.168.59.2", true);
+    let err = sim.create_error().await;
     let text = err.to_string();
     assert!(text.contains("host-only interface `vboxnet0`"), "{text}");
     assert!(text.contains("guests can get no address on it"), "{text}");
@@ -418,11 +343,7 @@ async fn a_host_only_network_with_no_usable_address_is_a_clear_error() {
             "",
         ]
     );
-    let err = sim
-        .driver()
-        .create(&sim.spec("dev", 1, 45022), &SilentReporter)
-        .await
-        .unwrap_err();
+    let err = sim.create_error().await;
     let text = err.to_string();
     assert!(text.contains("host-only network `tight`"), "{text}");
     assert!(text.contains("holds no free address"), "{text}");
@@ -436,25 +357,8 @@ async fn a_host_only_network_with_no_usable_address_is_a_clear_error() {
 async fn an_orphan_dhcp_server_of_a_reused_interface_name_is_reconfigured() {
     // VirtualBox keeps a removed interface's DHCP server; the next `vboxnet0` inherits its name.
     let sim = Sim::new(V7, "");
-    assert!(sim
-        .vbox(&[
-            "dhcpserver",
-            "add",
-            "--netname",
-            "HostInterfaceNetworking-vboxnet0",
-            "--ip",
-            "10.9.9.2",
-            "--netmask",
-            "255.255.255.0",
-            "--lowerip",
-            "10.9.9.100",
-            "--upperip",
-            "10.9.9.200",
-            "--enable"
-        ])
-        .status
-        .success());
-    let driver = running(&sim).await;
+    sim.dhcp_server("10.9.9.2", "10.9.9.100", "10.9.9.200", true);
+    let driver = sim.running().await;
     assert!(sim.calls().iter().any(|c| c
         == "dhcpserver modify --netname HostInterfaceNetworking-vboxnet0 --ip 192.168.56.2 --netmask 255.255.255.0 --lowerip 192.168.56.100 --upperip 192.168.56.254 --enable"));
     assert_eq!(
