@@ -198,7 +198,7 @@ async fn the_power_button_on_a_vm_that_just_went_off_is_fine() {
     let out = sim.vbox(&["controlvm", "dev", "acpipowerbutton"]);
     assert_eq!(
         stderr(&out),
-        "VBoxManage: error: Machine 'dev' is not currently running\n"
+        "VBoxManage: error: Machine 'dev' is not currently running.\n"
     );
     assert_eq!(driver.state(&name()).await.unwrap(), MachineState::Stopped);
 }
