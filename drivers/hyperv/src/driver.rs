@@ -19,7 +19,7 @@ use crate::parse::{
 };
 use crate::record::{failure_error, to_driver_error, Failure, ENABLE_FIX, RIGHTS_FIX};
 use crate::script::{self, CreateParams, PsScript, VmRef};
-use crate::switch::{choose_switch, SWITCH_OPTION};
+use crate::switch::{choose_switch, no_address_error, SWITCH_OPTION};
 
 /// The environment variable naming the PowerShell executable (`powershell.exe`, `pwsh`, or a
 /// simulator in tests).
@@ -118,6 +118,11 @@ impl HyperVDriver {
         self
     }
 
+    /// The PowerShell program, for messages.
+    fn powershell_name(&self) -> &str {
+        self.powershell.as_deref().unwrap_or("powershell.exe")
+    }
+
     fn ids(&self) -> MutexGuard<'_, HashMap<MachineName, String>> {
         self.ids
             .lock()
@@ -158,7 +163,11 @@ impl HyperVDriver {
         }
     }
 
-    async fn ip_once(&self, name: &MachineName) -> Result<Result<IpAddr, String>, DriverError> {
+    async fn ip_once(
+        &self,
+        name: &MachineName,
+        seen: &Mutex<Option<IpReport>>,
+    ) -> Result<Result<IpAddr, String>, DriverError> {
         let what = vm_what(name);
         let out = self
             .run(
@@ -169,7 +178,8 @@ impl HyperVDriver {
             .await?;
         let report: IpReport = parse_json("the VM's addresses", &out)?;
         self.remember(name, &report.vm_id);
-        match parse_vm_state(&report.state) {
+        let state = parse_vm_state(&report.state);
+        let result = match state {
             MachineState::Running => Ok(pick_ipv4(&report.ip_addresses).ok_or_else(|| {
                 if report.ip_addresses.is_empty() {
                     "running, no address reported yet (is hv_kvp_daemon running in the guest?)"
@@ -184,7 +194,55 @@ impl HyperVDriver {
                 state: other.to_string(),
                 action: "reading its IP address".to_string(),
             }),
-        }
+        };
+        *seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(report);
+        result
+    }
+
+    /// The error for a VM that got no IPv4 address in time: it names the VM's switch (and its
+    /// kind, from one more look at the switches) and how to pick another.
+    async fn no_address(
+        &self,
+        name: &MachineName,
+        after: Duration,
+        last: &str,
+        report: Option<IpReport>,
+    ) -> DriverError {
+        let report = report.unwrap_or(IpReport {
+            vm_id: String::new(),
+            state: String::new(),
+            ip_addresses: Vec::new(),
+            switch_name: String::new(),
+        });
+        let switch = report
+            .switch_name
+            .split(',')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let found = if switch.is_empty() {
+            None
+        } else {
+            match self
+                .run("inspect Hyper-V", &vm_what(name), script::inspect(name))
+                .await
+            {
+                Ok(out) => parse_json::<Inspect>("the virtual switches", &out)
+                    .ok()
+                    .and_then(|i| i.switches.into_iter().find(|s| s.name == switch)),
+                Err(_) => None,
+            }
+        };
+        no_address_error(
+            name.as_str(),
+            after,
+            last,
+            &switch,
+            found.as_ref(),
+            &report.ip_addresses,
+        )
     }
 
     /// Removes what a removed VM left behind: its disk (`<name>.vhdx`), the ISOs and the
@@ -228,6 +286,18 @@ impl Default for HyperVDriver {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// What to check when PowerShell does not answer the way PowerShell does: it printed nothing,
+/// or something that is not the check's report, or failed without an error record.
+pub fn powershell_check_fix(program: &str) -> String {
+    format!(
+        "check that `{program}` is Windows PowerShell: `{program} -NoProfile -NonInteractive \
+         -Command \"'ok'\"` must print ok. If it prints nothing, {ENV_POWERSHELL} (or PATH) points \
+         at something else (a stub, an App Execution Alias, a wrapper that drops output), or \
+         security software blocks it: set {ENV_POWERSHELL} to \
+         C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe"
+    )
 }
 
 fn vm_what(name: &MachineName) -> String {
@@ -335,13 +405,35 @@ impl Driver for HyperVDriver {
             }
             Err(DriverError::NotAvailable { reason, fix, .. }) => return unusable(reason, fix),
             Err(e) => {
-                let fix = timonel_driver::Hint::hint(&e).unwrap_or_else(|| RIGHTS_FIX.to_string());
+                // A failure without an error record that explains it (no rights would have
+                // one) is PowerShell misbehaving, not a rights problem.
+                let fix = timonel_driver::Hint::hint(&e)
+                    .unwrap_or_else(|| powershell_check_fix(self.powershell_name()));
                 return unusable(format!("checking Hyper-V failed: {e}"), fix);
             }
         };
         let report: ProbeReport = match parse_json("the Hyper-V check", &out) {
             Ok(r) => r,
-            Err(e) => return unusable(e.to_string(), RIGHTS_FIX.to_string()),
+            Err(_) if out.trim_start_matches('\u{feff}').trim().is_empty() => {
+                return unusable(
+                    format!(
+                        "`{}` printed nothing for the Hyper-V check and exited 0: no PowerShell \
+                         answered",
+                        self.powershell_name()
+                    ),
+                    powershell_check_fix(self.powershell_name()),
+                )
+            }
+            Err(e) => {
+                return unusable(
+                    format!(
+                        "`{}` answered the Hyper-V check with something else than its report \
+                         ({e})",
+                        self.powershell_name()
+                    ),
+                    powershell_check_fix(self.powershell_name()),
+                )
+            }
         };
         probe_verdict(&report)
     }
@@ -473,7 +565,9 @@ impl Driver for HyperVDriver {
         if let (true, StopMode::Graceful { timeout }) = (report.forced, how) {
             tracing::warn!(
                 vm = %name,
-                "Hyper-V could not stop the VM gracefully within {timeout:?}; it was turned off"
+                "the guest did not shut down within {timeout:?} of Hyper-V's shutdown request \
+                 (it ignored it, or runs no Shutdown integration service); turned it off with \
+                 Stop-VM -TurnOff"
             );
         }
         Ok(())
@@ -550,16 +644,29 @@ impl Driver for HyperVDriver {
         }
     }
 
+    /// Polls until the guest reports an IPv4 address, up to `ip_timeout`. Past it, the error
+    /// names the VM's virtual switch: a switch without DHCP (an Internal one other than the
+    /// Default Switch, or an External one on a network without DHCP) never gives an address.
     async fn ip(&self, name: &MachineName) -> Result<IpAddr, DriverError> {
         let what = format!("IPv4 address of {}", vm_what(name));
-        poll_until(
+        let seen = Mutex::new(None);
+        match poll_until(
             &what,
             self.timing.ip_timeout,
             self.timing.poll_interval,
-            || self.ip_once(name),
+            || self.ip_once(name, &seen),
         )
         .await
-        .map_err(DriverError::from)
+        {
+            Ok(ip) => Ok(ip),
+            Err(WaitError::Failed(e)) => Err(e),
+            Err(WaitError::Timeout { after, last, .. }) => {
+                let report = seen
+                    .into_inner()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                Err(self.no_address(name, after, &last, report).await)
+            }
+        }
     }
 
     async fn endpoint(&self, name: &MachineName, port: u16) -> Result<SocketAddr, DriverError> {

@@ -16,9 +16,10 @@ pub mod script;
 pub mod switch;
 
 pub use driver::{
-    even_memory_mib, probe_verdict, vm_notes, whole_cpus, HyperVDriver, Timing, DEFAULT_CPUS,
-    DEFAULT_MEMORY_MIB, ENV_POWERSHELL, VMID_FILE,
+    even_memory_mib, powershell_check_fix, probe_verdict, vm_notes, whole_cpus, HyperVDriver,
+    Timing, DEFAULT_CPUS, DEFAULT_MEMORY_MIB, ENV_POWERSHELL, VMID_FILE,
 };
 pub use switch::{
-    choose_switch, default_switch_warning, SwitchChoice, DEFAULT_SWITCH_ID, SWITCH_OPTION,
+    choose_switch, default_switch_warning, no_address_error, SwitchChoice, DEFAULT_SWITCH_ID,
+    SWITCH_OPTION,
 };

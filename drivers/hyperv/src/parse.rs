@@ -162,6 +162,9 @@ pub struct IpReport {
     pub state: String,
     #[serde(rename = "IPAddresses", default, deserialize_with = "string_list")]
     pub ip_addresses: Vec<String>,
+    /// The virtual switch of the VM's adapter (several joined by `,`), empty when unconnected.
+    #[serde(default)]
+    pub switch_name: String,
 }
 
 /// What the stop scripts print.
@@ -248,7 +251,7 @@ pub fn pick_ipv4(addresses: &[String]) -> Option<IpAddr> {
 mod tests {
     use super::*;
 
-    /// The reference's PowerShell 5.1 layout: 4-space indent, two spaces after the colon,
+    /// PowerShell 5.1's layout (docs/hypervisor-tools.md): 4-space indent, two spaces after the colon,
     /// integer enums.
     const SWITCHES_51: &str = "[\r\n    {\r\n        \"Id\":  \"c08cb7b8-9b3c-408e-8e30-5e16a3aeb444\",\r\n        \"Name\":  \"Default Switch\",\r\n        \"SwitchType\":  1\r\n    },\r\n    {\r\n        \"Id\":  \"1e8e6a0c-4c3a-4d53-9c35-2b6d0e0d2a11\",\r\n        \"Name\":  \"Externo (Wi-Fi)\",\r\n        \"SwitchType\":  2\r\n    }\r\n]\r\n";
 

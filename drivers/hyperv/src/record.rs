@@ -34,14 +34,61 @@ pub struct ErrorRecord {
     pub source: String,
 }
 
-/// Parses the first error record in `stderr`. `None` when there is none (no `CategoryInfo` or
-/// `FullyQualifiedErrorId` line).
-pub fn parse_error_record(stderr: &str) -> Option<ErrorRecord> {
+/// Splits `stderr` into error records and parses each. PowerShell can print several records
+/// for one run (every error that does not stop the script prints its own, the one that stops it
+/// prints last), and a record may lack its `FullyQualifiedErrorId` line, or both id lines (the
+/// one-line `Get-VM: …` view of PowerShell 7). A new record starts at a line that is neither
+/// indented nor a `+` line once the current one has reached its `+` lines, or after a blank
+/// line.
+pub fn parse_error_records(stderr: &str) -> Vec<ErrorRecord> {
     let stderr = stderr.trim_start_matches('\u{feff}').replace('\r', "");
-    let lines: Vec<&str> = stderr.lines().collect();
+    let mut chunks: Vec<Vec<&str>> = Vec::new();
+    let mut current: Vec<&str> = Vec::new();
+    let mut past_message = false;
+    for line in stderr.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() {
+            if !current.is_empty() {
+                chunks.push(std::mem::take(&mut current));
+            }
+            past_message = false;
+            continue;
+        }
+        let starts_record = !line.starts_with(char::is_whitespace) && !trimmed.starts_with('+');
+        if starts_record && past_message && !current.is_empty() {
+            chunks.push(std::mem::take(&mut current));
+            past_message = false;
+        }
+        if trimmed.starts_with('+') {
+            past_message = true;
+        }
+        current.push(line);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks.iter().map(|c| parse_chunk(c)).collect()
+}
+
+/// The first error record in `stderr` that carries a `CategoryInfo` or `FullyQualifiedErrorId`
+/// line, if any.
+pub fn parse_error_record(stderr: &str) -> Option<ErrorRecord> {
+    parse_error_records(stderr)
+        .into_iter()
+        .find(ErrorRecord::has_ids)
+}
+
+impl ErrorRecord {
+    /// Whether the record has a category or an error id (the unlocalized parts).
+    pub fn has_ids(&self) -> bool {
+        !self.category.is_empty() || !self.error_id.is_empty()
+    }
+}
+
+/// One record's lines.
+fn parse_chunk(lines: &[&str]) -> ErrorRecord {
     let mut rec = ErrorRecord::default();
-    let mut found = false;
-    for line in &lines {
+    for line in lines {
         let Some(rest) = line.trim_start().strip_prefix('+') else {
             continue;
         };
@@ -51,7 +98,6 @@ pub fn parse_error_record(stderr: &str) -> Option<ErrorRecord> {
         let value = value.trim();
         match key.trim() {
             "CategoryInfo" if rec.category.is_empty() => {
-                found = true;
                 let (category, rest) = value.split_once(':').unwrap_or((value, ""));
                 rec.category = category.trim().to_string();
                 if let (Some(open), Some(close)) = (rest.rfind('['), rest.rfind(']')) {
@@ -62,7 +108,6 @@ pub fn parse_error_record(stderr: &str) -> Option<ErrorRecord> {
                 }
             }
             "FullyQualifiedErrorId" if rec.error_id.is_empty() => {
-                found = true;
                 let (id, source) = value.split_once(',').unwrap_or((value, ""));
                 rec.error_id = id.trim().to_string();
                 rec.source = source.trim().to_string();
@@ -70,24 +115,26 @@ pub fn parse_error_record(stderr: &str) -> Option<ErrorRecord> {
             _ => {}
         }
     }
-    if !found {
-        return None;
-    }
     // The message is everything before the position line, which is the line just before the
     // first `+ ` line (its wording is localized: `At line:1 char:1`, `En línea: 1 Carácter: 1`).
-    let first_plus = lines
-        .iter()
-        .position(|l| l.trim_start().starts_with('+'))
-        .unwrap_or(lines.len());
-    let message_lines = &lines[..first_plus.saturating_sub(1)];
+    // Without `+` lines the whole record is its message.
+    let message_lines = match lines.iter().position(|l| l.trim_start().starts_with('+')) {
+        Some(first_plus) => &lines[..first_plus.saturating_sub(1)],
+        None => lines,
+    };
     let message = message_lines.join(" ");
     let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
-    // Drop the `Hyper-V\Get-VM : ` prefix.
-    rec.message = match message.split_once(" : ") {
-        Some((head, tail)) if !head.contains(' ') => tail.to_string(),
+    // Drop the `Hyper-V\Get-VM : ` (5.1) or `Get-VM: ` (7.x one-line view) prefix.
+    rec.message = match message.split_once(": ") {
+        Some((head, tail)) if !head.trim().contains(' ') && head.contains('-') => {
+            if rec.activity.is_empty() {
+                rec.activity = head.trim().rsplit('\\').next().unwrap_or("").to_string();
+            }
+            tail.trim().to_string()
+        }
         _ => message,
     };
-    Some(rec)
+    rec
 }
 
 /// What a failed script means, independent of the language of its messages.
@@ -103,6 +150,10 @@ pub enum Failure {
     ModuleMissing,
     /// PowerShell runs in ConstrainedLanguage mode (AppLocker/WDAC).
     ConstrainedLanguage,
+    /// Not allowed to manage Hyper-V at all: a console that is not elevated and a user outside
+    /// Hyper-V Administrators ("You do not have the required permission to complete this
+    /// task…", `AccessDenied` from `Get-VM`).
+    NoRights,
     /// Denied: not elevated, not in Hyper-V Administrators, or files Hyper-V cannot read.
     PermissionDenied,
     /// Hyper-V could not reach its objects: vmms stopped, or not enough rights.
@@ -113,10 +164,21 @@ pub enum Failure {
     Other,
 }
 
-/// Classifies a record by its category and error id only.
+/// The English wordings of Hyper-V's "no rights" message (it has two: "Contact the
+/// administrator of the authorization policy for the computer 'X'" and "Contact the
+/// authorization policy administrator for computer 'X'"), matched when a record has no id that
+/// says so. Other languages are classified by id only.
+fn says_no_rights(message: &str) -> bool {
+    message.contains("You do not have the required permission to complete this task")
+        || message.contains("The requested operation requires elevation")
+}
+
+/// Classifies a record by its category and error id; by its (English) message only when it
+/// has no id that decides.
 pub fn classify(rec: &ErrorRecord) -> Failure {
     let id = rec.error_id.as_str();
     let get_vm = rec.source.ends_with(".GetVM") || rec.activity == "Get-VM";
+    let start_vm = rec.source.ends_with(".StartVM") || rec.activity == "Start-VM";
     match id {
         "timonel:vm-not-found" => return Failure::VmNotFound,
         "timonel:foreign-vm" => return Failure::ForeignVm,
@@ -135,16 +197,62 @@ pub fn classify(rec: &ErrorRecord) -> Failure {
     {
         return Failure::VmNotFound;
     }
-    if rec.category == "PermissionDenied"
+    let denied = rec.category == "PermissionDenied"
         || id == "AccessDenied"
-        || id.starts_with("UnauthorizedAccess")
-    {
+        || id.starts_with("UnauthorizedAccess");
+    if says_no_rights(&rec.message) || (denied && !start_vm) {
+        // Listing or reading VMs denied: the user may not manage Hyper-V at all. (`Start-VM`'s
+        // AccessDenied is often about the VM's files instead.)
+        return Failure::NoRights;
+    }
+    if denied {
         return Failure::PermissionDenied;
     }
     if id == "InvalidParameter" || rec.category == "InvalidArgument" {
         return Failure::InvalidParameter;
     }
+    if id.is_empty() && rec.category.is_empty() {
+        // A record without ids (PowerShell 7's one-line view): English messages only.
+        if rec
+            .message
+            .contains("unable to find a virtual machine with name")
+        {
+            return Failure::VmNotFound;
+        }
+        if rec
+            .message
+            .contains("is not recognized as the name of a cmdlet")
+        {
+            return Failure::ModuleMissing;
+        }
+    }
     Failure::Other
+}
+
+/// The failure of a run that printed `records`: every record is classified and the one that
+/// explains the most wins. A missing-rights record beats a not-found one, which is often its
+/// consequence (a user who may not see VMs finds none).
+pub fn classify_all(records: &[ErrorRecord]) -> Option<(Failure, &ErrorRecord)> {
+    const ORDER: [Failure; 10] = [
+        Failure::NoRights,
+        Failure::ModuleMissing,
+        Failure::ConstrainedLanguage,
+        Failure::ObjectNotFound,
+        Failure::PermissionDenied,
+        Failure::ForeignVm,
+        Failure::DuplicateVm,
+        Failure::VmNotFound,
+        Failure::InvalidParameter,
+        Failure::Other,
+    ];
+    let classified: Vec<(Failure, &ErrorRecord)> =
+        records.iter().map(|r| (classify(r), r)).collect();
+    ORDER.iter().find_map(|want| {
+        classified
+            .iter()
+            .find(|(f, r)| f == want && (*f != Failure::Other || r.has_ids()))
+            .map(|(f, r)| (f.clone(), *r))
+    })
 }
 
 /// What the fix is when rights are missing.
@@ -153,10 +261,12 @@ pub const RIGHTS_FIX: &str = "run timonel from an elevated console (Run as admin
 /// The fix when the Hyper-V module or feature is missing.
 pub const ENABLE_FIX: &str = "enable Hyper-V in an elevated PowerShell: `Enable-WindowsOptionalFeature -Online -FeatureName Microsoft-Hyper-V -All`, then reboot (Windows 10/11 Pro, Enterprise or Education); or use `--driver docker` / `--driver virtualbox`";
 
-/// A failed PowerShell run of `op` on `what` (e.g. ``VM `dev` ``), as a typed [`DriverError`].
-/// Errors without a parseable record stay [`DriverError::Command`].
+/// A failed PowerShell run of `op` on `what` (e.g. ``VM `dev` ``), as a typed [`DriverError`],
+/// classified on all the error records it printed. Errors without a record that says anything
+/// stay [`DriverError::Command`], with their output.
 pub fn to_driver_error(op: &str, what: &str, err: CommandError) -> DriverError {
-    let Some(rec) = parse_error_record(err.stderr()) else {
+    let records = parse_error_records(err.stderr());
+    let Some((failure, rec)) = classify_all(&records) else {
         return DriverError::Command(err);
     };
     let message = if rec.message.is_empty() {
@@ -164,12 +274,11 @@ pub fn to_driver_error(op: &str, what: &str, err: CommandError) -> DriverError {
     } else {
         rec.message.clone()
     };
-    let failure = classify(&rec);
     if failure == Failure::Other
         && rec.category == "NotSpecified"
         && rec.reason.contains("Virtualization")
     {
-        // minikube#6732: "You do not have the required permission" is NotSpecified/Unspecified.
+        // minikube#6732 in another language: "no rights" is NotSpecified/Unspecified.
         return DriverError::Backend {
             op: op.to_string(),
             message,
@@ -212,6 +321,10 @@ pub fn failure_error(failure: &Failure, op: &str, what: &str, message: &str) -> 
             "PowerShell runs in ConstrainedLanguage mode (AppLocker/WDAC policy)",
             "ask your administrator to allow FullLanguage mode for timonel's PowerShell, or use `--driver docker`",
         ),
+        Failure::NoRights => unusable(
+            &format!("Hyper-V refused: you may not manage its VMs from this console ({message})"),
+            RIGHTS_FIX,
+        ),
         Failure::PermissionDenied => backend(Some(&format!(
             "Hyper-V denied access: {RIGHTS_FIX}; also check that the VM's disk and seed ISO are on a local drive the Hyper-V service can read"
         ))),
@@ -239,6 +352,10 @@ mod tests {
 
     /// minikube#6732: not allowed, the message wrapped at the console width.
     const NO_RIGHTS: &str = "Hyper-V\\Get-VM : You do not have the required permission to complete this task. Contact the administrator of the\r\nauthorization policy for the computer 'DESKTOP-1CILTF5'.\r\nAt line:1 char:3\r\n+ ( Hyper-V\\Get-VM minikube ).state\r\n+   ~~~~~~~~~~~~~~~~~~~~~~~\r\n    + CategoryInfo          : NotSpecified: (:) [Get-VM], VirtualizationException\r\n    + FullyQualifiedErrorId : Unspecified,Microsoft.HyperV.PowerShell.Commands.GetVM\r\n";
+
+    /// A non-elevated `Get-VM` on newer Windows: the other wording, `InvalidOperation` /
+    /// `AccessDenied`.
+    const NO_RIGHTS_ACCESS_DENIED: &str = "Hyper-V\\Get-VM : You do not have the required permission to complete this task. Contact the authorization policy\r\nadministrator for computer 'DESKTOP-1CILTF5'.\r\nAt line:1 char:1\r\n+ Hyper-V\\Get-VM\r\n+ ~~~~~~~~~~~~~~\r\n    + CategoryInfo          : InvalidOperation: (:) [Get-VM], VirtualizationException\r\n    + FullyQualifiedErrorId : AccessDenied,Microsoft.HyperV.PowerShell.Commands.GetVM\r\n \r\n";
 
     const START_DENIED: &str = "Hyper-V\\Start-VM : 'minikube' failed to start. (Virtual machine ID D43F)\r\nAt line:1 char:1\r\n+ Hyper-V\\Start-VM minikube\r\n+ ~~~~~~~~~~~~~~~~~~~~~~~~~\r\n    + CategoryInfo          : PermissionDenied: (:) [Start-VM], VirtualizationException\r\n    + FullyQualifiedErrorId : AccessDenied,Microsoft.HyperV.PowerShell.Commands.StartVM\r\n";
 
@@ -293,7 +410,8 @@ mod tests {
             (VMMS_DOWN, Failure::ObjectNotFound),
             (NO_MODULE, Failure::ModuleMissing),
             (THROWN, Failure::ForeignVm),
-            (NO_RIGHTS, Failure::Other),
+            (NO_RIGHTS, Failure::NoRights),
+            (NO_RIGHTS_ACCESS_DENIED, Failure::NoRights),
         ];
         for (stderr, want) in cases {
             assert_eq!(
@@ -305,6 +423,49 @@ mod tests {
     }
 
     #[test]
+    fn splits_several_records_and_classifies_on_all_of_them() {
+        // A not-found record first, the permission record after it: the permission problem is
+        // the cause, whichever record comes first.
+        let both = format!("{NOT_FOUND}{NO_RIGHTS_ACCESS_DENIED}");
+        let records = parse_error_records(&both);
+        assert_eq!(records.len(), 2, "{records:?}");
+        assert_eq!(records[0].error_id, "InvalidParameter");
+        assert_eq!(records[1].error_id, "AccessDenied");
+        assert_eq!(records[1].category, "InvalidOperation");
+        assert_eq!(
+            records[1].message,
+            "You do not have the required permission to complete this task. Contact the authorization policy administrator for computer 'DESKTOP-1CILTF5'."
+        );
+        let (failure, rec) = classify_all(&records).unwrap();
+        assert_eq!(failure, Failure::NoRights);
+        assert_eq!(rec.error_id, "AccessDenied");
+        let reversed = format!("{NO_RIGHTS_ACCESS_DENIED}{NOT_FOUND}");
+        assert_eq!(
+            classify_all(&parse_error_records(&reversed)).unwrap().0,
+            Failure::NoRights
+        );
+        let e = to_driver_error("state", "VM `dev`", exited(&both));
+        assert!(!e.is_not_found(), "{e:?}");
+        assert!(matches!(e, DriverError::NotAvailable { .. }), "{e:?}");
+        let hint = e.hint().unwrap();
+        assert!(hint.contains("elevated console"), "{hint}");
+        assert!(hint.contains("Hyper-V Administrators"), "{hint}");
+        // Records without a FullyQualifiedErrorId line, or without any id line.
+        let no_fqid = "Hyper-V\\Get-VM : You do not have the required permission to complete this task.\r\nAt line:1 char:1\r\n+ Hyper-V\\Get-VM\r\n+ ~~~~~~~~~~~~~~\r\n    + CategoryInfo          : InvalidOperation: (:) [Get-VM], VirtualizationException\r\n";
+        let r = parse_error_records(no_fqid);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].error_id, "");
+        assert_eq!(r[0].category, "InvalidOperation");
+        assert_eq!(classify(&r[0]), Failure::NoRights);
+        let concise = "Get-VM: Hyper-V was unable to find a virtual machine with name \"dev\".\n";
+        let r = parse_error_records(concise);
+        assert_eq!(r[0].activity, "Get-VM");
+        assert_eq!(classify(&r[0]), Failure::VmNotFound);
+        assert!(to_driver_error("state", "VM `dev`", exited(concise)).is_not_found());
+        assert!(parse_error_records("").is_empty());
+    }
+
+    #[test]
     fn maps_to_typed_driver_errors_with_hints() {
         assert!(to_driver_error("state", "VM `minikube`", exited(NOT_FOUND_ES)).is_not_found());
         let e = to_driver_error("start", "VM `minikube`", exited(START_DENIED));
@@ -312,7 +473,22 @@ mod tests {
         assert!(e.hint().unwrap().contains("S-1-5-32-578"));
         assert!(e.to_string().contains("failed to start"), "{e}");
         let e = to_driver_error("state", "VM `x`", exited(NO_RIGHTS));
+        assert!(matches!(e, DriverError::NotAvailable { .. }), "{e:?}");
         assert!(e.hint().unwrap().contains("elevated"), "{e:?}");
+        // The same text in a language timonel does not read: a hint, not a verdict.
+        let e = to_driver_error(
+            "state",
+            "VM `x`",
+            exited(&NO_RIGHTS.replace(
+                "You do not have the required permission to complete this task.",
+                "Sie haben nicht die erforderliche Berechtigung.",
+            )),
+        );
+        assert!(matches!(e, DriverError::Backend { .. }), "{e:?}");
+        assert!(e
+            .hint()
+            .unwrap()
+            .contains("if this is a permission problem"));
         let e = to_driver_error("state", "VM `x`", exited(NO_MODULE));
         assert!(matches!(e, DriverError::NotAvailable { .. }), "{e:?}");
         let e = to_driver_error("state", "VM `x`", exited(VMMS_DOWN));

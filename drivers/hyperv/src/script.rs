@@ -226,13 +226,17 @@ pub fn state(vm: &VmRef) -> PsScript {
     PsScript::with_lookup(vm, &[EMIT_VM])
 }
 
-/// `{VMId, State, IPAddresses}`: the state and every address the guest's KVP daemon reported.
+/// `{VMId, State, IPAddresses, SwitchName}`: the state, every address the guest's KVP daemon
+/// reported, and the virtual switch the adapter is connected to (several joined by `,`; empty
+/// when unconnected), so a VM that never gets an address can be blamed on its switch.
 pub fn ip(vm: &VmRef) -> PsScript {
     PsScript::with_lookup(
         vm,
         &[
-            "$ips = @(Hyper-V\\Get-VMNetworkAdapter -VM $vm | ForEach-Object { $_.IPAddresses } | Where-Object { $_ })",
-            "[pscustomobject]@{ VMId = $vm.VMId.ToString(); State = $vm.State.ToString(); IPAddresses = $ips } | ConvertTo-Json -Compress",
+            "$nics = @(Hyper-V\\Get-VMNetworkAdapter -VM $vm)",
+            "$ips = @($nics | ForEach-Object { $_.IPAddresses } | Where-Object { $_ })",
+            "$sw = @($nics | ForEach-Object { $_.SwitchName } | Where-Object { $_ }) -join ','",
+            "[pscustomobject]@{ VMId = $vm.VMId.ToString(); State = $vm.State.ToString(); IPAddresses = $ips; SwitchName = $sw } | ConvertTo-Json -Compress",
         ],
     )
 }

@@ -1,5 +1,7 @@
 //! Choosing the virtual switch the VM's network adapter connects to.
 
+use std::time::Duration;
+
 use timonel_driver::DriverError;
 
 use crate::parse::{SwitchType, VmSwitch};
@@ -120,6 +122,69 @@ pub fn choose_switch(
     }
 }
 
+/// How a switch is described in the no-address error.
+fn kind_of(found: Option<&VmSwitch>) -> String {
+    match found {
+        None => "a switch timonel could not look up".to_string(),
+        Some(s) if is_default(s) => "the Default Switch".to_string(),
+        Some(s) => match s.switch_type {
+            SwitchType::External => {
+                "External: addresses come from the DHCP server of the network it is bridged to"
+                    .to_string()
+            }
+            SwitchType::Internal => {
+                "Internal: no DHCP server unless you set up NAT and one yourself".to_string()
+            }
+            SwitchType::Private => "Private: no DHCP, and the host cannot reach it".to_string(),
+            other => other.to_string(),
+        },
+    }
+}
+
+/// The error when a VM got no IPv4 address before the deadline: it names the VM's switch and
+/// says how to pick another. A guest that reported only link-local addresses (`fe80::…`,
+/// `169.254.…`) is up and reporting through KVP, so the switch gave it no lease; a guest that
+/// reported nothing may also lack `hv_kvp_daemon`.
+pub fn no_address_error(
+    vm: &str,
+    after: Duration,
+    last: &str,
+    switch: &str,
+    found: Option<&VmSwitch>,
+    reported: &[String],
+) -> DriverError {
+    let pick = "pick a switch that hands out addresses with `--hyperv-virtual-switch <name>`: the Default Switch, or an External switch on a network with a DHCP server (`Get-VMSwitch | Select-Object Name, SwitchType` lists them)";
+    if switch.is_empty() {
+        return DriverError::Backend {
+            op: format!("wait for the IPv4 address of Hyper-V VM `{vm}`"),
+            message: format!(
+                "none after {after:?}: its network adapter is not connected to any virtual switch (last seen: {last})"
+            ),
+            hint: Some(format!("connect it, or delete the node and create it again; {pick}")),
+        };
+    }
+    let on = format!("virtual switch `{switch}` ({})", kind_of(found));
+    let (message, hint) = if reported.is_empty() {
+        (
+            format!("none after {after:?} on {on}; the guest reported no address at all (last seen: {last})"),
+            format!("if the switch is the problem, {pick}; otherwise the guest may not run hv_kvp_daemon, which reports its addresses to Hyper-V (install hyperv-daemons or linux-cloud-tools in the image)"),
+        )
+    } else {
+        (
+            format!(
+                "none after {after:?} on {on}: the guest is up but reported only {} (no DHCP lease)",
+                reported.join(", ")
+            ),
+            format!("the switch gave the VM no address: {pick}"),
+        )
+    };
+    DriverError::Backend {
+        op: format!("wait for the IPv4 address of Hyper-V VM `{vm}`"),
+        message,
+        hint: Some(hint),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,6 +262,34 @@ mod tests {
         assert!(hint.contains("External"));
         let e = choose_switch(None, &[]).unwrap_err();
         assert!(e.to_string().contains("no virtual switch exists"), "{e}");
+    }
+
+    #[test]
+    fn no_address_names_the_switch_and_how_to_pick_another() {
+        let internal = sw("1", "minikube", SwitchType::Internal);
+        let e = no_address_error(
+            "dev",
+            Duration::from_secs(300),
+            "running, only fe80::215:5dff:fe45:3110",
+            "minikube",
+            Some(&internal),
+            &["fe80::215:5dff:fe45:3110".to_string()],
+        );
+        assert_eq!(
+            e.to_string(),
+            "wait for the IPv4 address of Hyper-V VM `dev` failed: none after 300s on virtual switch `minikube` (Internal: no DHCP server unless you set up NAT and one yourself): the guest is up but reported only fe80::215:5dff:fe45:3110 (no DHCP lease)"
+        );
+        let hint = e.hint().unwrap();
+        assert!(hint.starts_with("the switch gave the VM no address: pick a switch that hands out addresses with `--hyperv-virtual-switch <name>`"), "{hint}");
+        let silent = no_address_error("dev", Duration::from_secs(5), "running", "LAN", None, &[]);
+        assert!(silent
+            .to_string()
+            .contains("`LAN` (a switch timonel could not look up)"));
+        assert!(silent.hint().unwrap().contains("hv_kvp_daemon"));
+        let unplugged = no_address_error("dev", Duration::from_secs(5), "running", "", None, &[]);
+        assert!(unplugged
+            .to_string()
+            .contains("not connected to any virtual switch"));
     }
 
     #[test]

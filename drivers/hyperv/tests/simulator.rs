@@ -264,10 +264,16 @@ async fn ip_waits_for_the_kvp_daemon() {
     driver.create(&spec, &SilentReporter).await.unwrap();
     driver.start(&spec.name).await.unwrap();
     match driver.ip(&spec.name).await {
-        Err(DriverError::Timeout { last_state, .. }) => {
-            assert!(last_state.contains("hv_kvp_daemon"), "{last_state}")
+        Err(e @ DriverError::Backend { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("on virtual switch `Default Switch` (the Default Switch)"),
+                "{text}"
+            );
+            assert!(text.contains("hv_kvp_daemon"), "{text}");
+            assert!(e.hint().unwrap().contains("hv_kvp_daemon"), "{e:?}");
         }
-        other => panic!("expected a timeout, got {other:?}"),
+        other => panic!("expected the no-address error, got {other:?}"),
     }
 }
 
@@ -449,16 +455,12 @@ async fn the_named_switch_wins() {
         {"Id": "c08cb7b8-9b3c-408e-8e30-5e16a3aeb444", "Name": "Default Switch", "SwitchType": 1},
         {"Id": "11111111-0000-4000-8000-000000000002", "Name": "LAN", "SwitchType": 2}
     ]}));
-    let mut spec = sim.spec("dev", 1);
-    spec.options
-        .insert(SWITCH_OPTION.to_string(), "LAN".to_string());
+    let spec = sim.spec_on_switch("dev", 1, "LAN");
     let report = Recorder::default();
     sim.driver().create(&spec, &report).await.unwrap();
     assert_eq!(sim.vms()[0]["SwitchName"], "LAN");
     assert!(report.warnings.lock().unwrap().is_empty());
-    let mut spec = sim.spec("dev", 2);
-    spec.options
-        .insert(SWITCH_OPTION.to_string(), "nope".to_string());
+    let spec = sim.spec_on_switch("dev", 2, "nope");
     let err = sim
         .driver()
         .create(&spec, &SilentReporter)

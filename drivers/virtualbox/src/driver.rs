@@ -1,6 +1,7 @@
 //! [`VirtualBoxDriver`]: the [`Driver`] trait over VBoxManage.
 
-use std::net::{IpAddr, SocketAddr};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use tokio::sync::{Mutex, OnceCell};
 use crate::error::{ErrorKind, KERNEL_MODULE_HINT, NOT_INSTALLED_FIX};
 use crate::locate::locate_vboxmanage;
 use crate::network::HostNetworkMode;
-use crate::parse::{parse_showvminfo, parse_version, VBoxVersion, VmInfo};
+use crate::parse::{parse_showvminfo, parse_version, VBoxVersion, VmInfo, SUPPORTED};
 use crate::state::map_vm_state;
 use crate::vboxmanage::{RetryPolicy, VBoxManage};
 
@@ -63,6 +64,9 @@ pub struct VirtualBoxDriver {
     version: OnceCell<VBoxVersion>,
     /// Parallel creates must not each make a host-only interface.
     pub(crate) network_lock: Mutex<()>,
+    /// The host's own address on each host-only network seen (`hostonly:vboxnet0`), so `ip`
+    /// lists the networks once.
+    host_addresses: std::sync::Mutex<HashMap<String, Option<Ipv4Addr>>>,
 }
 
 impl VirtualBoxDriver {
@@ -74,6 +78,7 @@ impl VirtualBoxDriver {
             host_network: HostNetworkMode::Auto,
             version: OnceCell::new(),
             network_lock: Mutex::new(()),
+            host_addresses: std::sync::Mutex::default(),
         }
     }
 
@@ -99,6 +104,14 @@ impl VirtualBoxDriver {
     pub fn with_host_network(mut self, mode: HostNetworkMode) -> Self {
         self.host_network = mode;
         self
+    }
+
+    pub(crate) fn host_addresses(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, Option<Ipv4Addr>>> {
+        self.host_addresses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The VBoxManage this driver runs.
@@ -149,7 +162,8 @@ impl VirtualBoxDriver {
         if let Some(reason) = version.unsupported_reason() {
             return Err(Availability::Unusable {
                 reason,
-                fix: "upgrade to VirtualBox 7 from https://www.virtualbox.org/wiki/Downloads"
+                fix: "install VirtualBox 7 from https://www.virtualbox.org/wiki/Downloads (6.1 \
+                      works too), or use another driver (`--driver docker`)"
                     .into(),
             });
         }
@@ -223,9 +237,9 @@ impl Driver for VirtualBoxDriver {
         match self.read_version().await {
             Ok(version) => {
                 let mut notes = Vec::new();
-                if version.major > 7 {
+                if version.newer_than_tested() {
                     notes.push(format!(
-                        "VirtualBox {version} is newer than timonel was tested with (6.1, 7.x)"
+                        "VirtualBox {version} is newer than timonel was tested with ({SUPPORTED})"
                     ));
                 }
                 let shown = format!("VirtualBox {version}");

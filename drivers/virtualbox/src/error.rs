@@ -1,5 +1,9 @@
-//! Classifying VBoxManage failures from their `VBoxManage: error:` lines (reference §2.9), and
-//! turning them into typed [`DriverError`]s with hints.
+//! Classifying VBoxManage failures from their error lines (docs/hypervisor-tools.md, "VBoxManage
+//! errors"), and turning them into typed [`DriverError`]s with hints.
+//!
+//! Most errors come as `VBoxManage: error: <text>` lines, but some are printed bare (`Could not
+//! find a registered machine named 'x'` with no prefix); a failed call is classified from its bare
+//! lines too, so both shapes mean the same thing.
 
 use timonel_driver::{CommandError, DriverError};
 
@@ -69,8 +73,8 @@ pub fn classify(stderr: &str) -> Option<VBoxError> {
         .filter_map(error_text)
         .map(str::to_string)
         .collect();
-    let lower = stderr.to_ascii_lowercase();
     if lines.is_empty() {
+        let lower = stderr.to_ascii_lowercase();
         if lower.contains("/dev/vboxnetctl") || lower.contains("vboxdrv kernel module") {
             return Some(VBoxError {
                 kind: ErrorKind::KernelModule,
@@ -80,7 +84,49 @@ pub fn classify(stderr: &str) -> Option<VBoxError> {
         }
         return None;
     }
+    Some(classify_lines(lines))
+}
+
+/// Classifies the output of a call that failed (non-zero exit): its `error:` lines (on stderr,
+/// else stdout), else every line of stderr that is not a progress bar or blank, since some
+/// errors are printed without the `VBoxManage: error:` prefix.
+pub fn classify_failed(stderr: &str, stdout: &str) -> Option<VBoxError> {
+    classify(stderr).or_else(|| classify(stdout)).or_else(|| {
+        let lines: Vec<String> = stderr
+            .lines()
+            .map(bare_text)
+            .filter(|l| !l.is_empty() && !is_progress(l))
+            .map(str::to_string)
+            .collect();
+        (!lines.is_empty()).then(|| classify_lines(lines))
+    })
+}
+
+/// A line without a leading program name (`VBoxManage:`, `VBoxManage.exe:`) or `error:`.
+fn bare_text(line: &str) -> &str {
+    let mut l = line.trim_end_matches('\r').trim();
+    if let Some(rest) = l.strip_prefix("VBoxManage") {
+        if let Some((name, after)) = rest.split_once(':') {
+            if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') {
+                l = after.trim();
+            }
+        }
+    }
+    l.strip_prefix("error:").map_or(l, str::trim)
+}
+
+/// `0%...10%...100%`, VBoxManage's progress bar.
+fn is_progress(line: &str) -> bool {
+    line.contains('%')
+        && line
+            .chars()
+            .all(|c| c.is_ascii_digit() || "%. ".contains(c))
+}
+
+/// The kind of an error from its lines (prefix already removed).
+fn classify_lines(lines: Vec<String>) -> VBoxError {
     let all = lines.join("\n");
+    let lower = all.to_ascii_lowercase();
     let has = |s: &str| all.contains(s);
     let kind = if has("Could not find a registered machine") || has("VBOX_E_OBJECT_NOT_FOUND") {
         ErrorKind::NotFound
@@ -134,11 +180,11 @@ pub fn classify(stderr: &str) -> Option<VBoxError> {
     } else {
         ErrorKind::Other
     };
-    Some(VBoxError {
+    VBoxError {
         kind,
         message: lines[0].clone(),
         lines,
-    })
+    }
 }
 
 /// `PoweredOff` from `Invalid machine state: PoweredOff (must be …)`, `Saved` from
@@ -285,7 +331,7 @@ VBoxManage: error: Context: \"EnableStaticIPConfig(Bstr(pszIp).raw(), Bstr(pszNe
     }
 
     #[test]
-    fn classifies_the_reference_table() {
+    fn classifies_the_documented_errors() {
         assert_eq!(kind(NOT_FOUND), ErrorKind::NotFound);
         assert_eq!(
             kind(&NOT_FOUND.replace("VBoxManage:", "VBoxManage.exe:")),
@@ -368,6 +414,44 @@ VBoxManage: error: Context: \"EnableStaticIPConfig(Bstr(pszIp).raw(), Bstr(pszNe
             "Code E_ACCESSDENIED (0x80070005) - Access denied (extended info not available)"
         );
         assert_eq!(e.lines.len(), 2);
+    }
+
+    /// The not-found error as some VBoxManage builds print it: no `VBoxManage: error:` prefix.
+    const NOT_FOUND_BARE: &str = "Could not find a registered machine named 'x'\n\
+Details: code VBOX_E_OBJECT_NOT_FOUND (0x80bb0001), component VirtualBoxWrap, interface IVirtualBox, callee nsISupports\n\
+Context: \"FindMachine(Bstr(a->argv[0]).raw(), machine.asOutParam())\" at line 2621 of file VBoxManageInfo.cpp\n";
+
+    #[test]
+    fn bare_errors_of_a_failed_call_classify_like_prefixed_ones() {
+        // On its own (exit 0) bare text is not an error line...
+        assert_eq!(classify(NOT_FOUND_BARE), None);
+        // ...but a failed call is classified from it, the same as with the prefix.
+        let e = classify_failed(NOT_FOUND_BARE, "").unwrap();
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        assert_eq!(e.message, "Could not find a registered machine named 'x'");
+        assert_eq!(e.lines.len(), 3);
+        assert_eq!(
+            classify_failed("0%...10%...100%\nInvalid machine state: Stopping\n", "")
+                .unwrap()
+                .kind,
+            ErrorKind::InvalidState {
+                state: Some("Stopping".into())
+            }
+        );
+        // An `error:` word without the program name is stripped too.
+        assert_eq!(
+            classify_failed("error: Machine 'dev' is not currently running\n", "")
+                .unwrap()
+                .message,
+            "Machine 'dev' is not currently running"
+        );
+        // Prefixed lines win; stdout is looked at when stderr has none.
+        assert_eq!(
+            classify_failed("", NOT_FOUND).unwrap().kind,
+            ErrorKind::NotFound
+        );
+        assert_eq!(classify_failed("", ""), None);
+        assert_eq!(classify_failed("0%...10%...100%\n\n", ""), None);
     }
 
     fn call(stderr: &str) -> CallError {

@@ -8,7 +8,8 @@ use timonel_driver::{poll_until, DriverError, MachineState, StopMode, WaitError}
 
 use crate::create::cluster_of;
 use crate::driver::{machine, VirtualBoxDriver, CLUSTER_KEY, CONTROLLER, IP_PROPERTY};
-use crate::parse::{parse_guestproperty, parse_list_vms, VmInfo};
+use crate::network::{list_hostonly_ifs, list_hostonly_nets};
+use crate::parse::{parse_guestproperty, parse_human_nat_rules, parse_list_vms, NatRule, VmInfo};
 use crate::state::{classify_vm_state, map_vm_state, VmStateKind};
 
 fn kind_of(info: &VmInfo) -> VmStateKind {
@@ -115,8 +116,17 @@ impl VirtualBoxDriver {
     }
 
     /// The power button, then polling until off; past the deadline, `poweroff` with a warning.
+    /// A VM that is already stopping or off by the time the button is pressed (the guest shut
+    /// down between the look and the press) refuses the button with `Invalid machine state:
+    /// Stopping` or `Machine '…' is not currently running`: then it is only waited for.
     async fn acpi_shutdown(&self, name: &str, timeout: Duration) -> Result<(), DriverError> {
-        self.controlvm(name, "acpipowerbutton").await?;
+        match self.controlvm(name, "acpipowerbutton").await {
+            Ok(()) => {}
+            Err(DriverError::InvalidState { state, .. }) => {
+                tracing::debug!(machine = name, %state, "already shutting down; waiting for it");
+            }
+            Err(e) => return Err(e),
+        }
         let waited = poll_until(
             &format!("{} to shut down", machine(name)),
             timeout,
@@ -124,7 +134,7 @@ impl VirtualBoxDriver {
             || async {
                 let info = self.existing(name).await?;
                 Ok(match kind_of(&info) {
-                    VmStateKind::Off => Ok(()),
+                    VmStateKind::Off | VmStateKind::Saved => Ok(()),
                     _ => Err(info.vm_state().unwrap_or("").to_string()),
                 })
             },
@@ -214,14 +224,32 @@ impl VirtualBoxDriver {
         Ok(removed)
     }
 
-    /// Polls `guestproperty get <vm> .../Net/1/V4/IP` (one process when the address is known);
-    /// while there is none, checks the VM still runs.
+    /// Polls the VM's state, then `guestproperty get <vm> .../Net/1/V4/IP`, until the guest
+    /// reports its host-only address.
+    ///
+    /// The state comes first because VirtualBox keeps guest properties after the VM powers off:
+    /// a stopped VM still "has" the address of its last run, which is nobody's address now. A
+    /// property equal to the host's own address on the host-only network is not the guest's
+    /// either, and is waited past.
     pub(crate) async fn wait_for_ip(&self, name: &str) -> Result<IpAddr, DriverError> {
         poll_until(
             &format!("the address of {}", machine(name)),
             self.timings.ip_timeout,
             self.timings.poll_interval,
             || async {
+                let info = self.existing(name).await?;
+                let state = info.vm_state().unwrap_or("").to_string();
+                match kind_of(&info) {
+                    VmStateKind::Running => {}
+                    VmStateKind::Starting => return Ok(Err(format!("{state}, no address yet"))),
+                    _ => {
+                        return Err(DriverError::InvalidState {
+                            what: machine(name),
+                            state: map_vm_state(info.vm_state()).to_string(),
+                            action: "reading its address".into(),
+                        })
+                    }
+                }
                 let seen = match self
                     .vbox
                     .call(["guestproperty", "get", name, IP_PROPERTY])
@@ -230,30 +258,58 @@ impl VirtualBoxDriver {
                     Ok(out) => parse_guestproperty(&out.stdout)?,
                     Err(e) => return Err(e.into_driver(&machine(name), "read its address")),
                 };
-                if let Some(ip) = seen
+                let reported = seen
                     .as_deref()
                     .and_then(|v| v.trim().parse::<Ipv4Addr>().ok())
-                    .filter(|ip| !ip.is_unspecified())
-                {
-                    return Ok(Ok(IpAddr::V4(ip)));
-                }
-                let info = self.existing(name).await?;
-                match kind_of(&info) {
-                    VmStateKind::Running | VmStateKind::Starting => Ok(Err(format!(
-                        "{}, no address yet ({})",
-                        info.vm_state().unwrap_or(""),
+                    .filter(|ip| !ip.is_unspecified());
+                let Some(ip) = reported else {
+                    return Ok(Err(format!(
+                        "{state}, no address yet ({})",
                         seen.unwrap_or_else(|| "No value set!".into())
-                    ))),
-                    _ => Err(DriverError::InvalidState {
-                        what: machine(name),
-                        state: map_vm_state(info.vm_state()).to_string(),
-                        action: "reading its address".into(),
-                    }),
+                    )));
+                };
+                if self.host_side_address(&info).await? == Some(ip) {
+                    return Ok(Err(format!(
+                        "{state}; {IP_PROPERTY} is {ip}, the host's own address on the host-only \
+                         network, not the guest's"
+                    )));
                 }
+                Ok(Ok(IpAddr::V4(ip)))
             },
         )
         .await
         .map_err(DriverError::from)
+    }
+
+    /// The host's own address on the host-only network of NIC 2, looked up once per network
+    /// (`list hostonlyifs`, or `list hostonlynets` where the host takes the network's first
+    /// address).
+    async fn host_side_address(&self, info: &VmInfo) -> Result<Option<Ipv4Addr>, DriverError> {
+        let Some(nic) = info.nics.get(&2) else {
+            return Ok(None);
+        };
+        let Some(network) = nic.attachment.clone() else {
+            return Ok(None);
+        };
+        let key = format!("{}:{network}", nic.kind);
+        if let Some(known) = self.host_addresses().get(&key) {
+            return Ok(*known);
+        }
+        let found = match nic.kind.as_str() {
+            "hostonly" => list_hostonly_ifs(&self.vbox)
+                .await?
+                .into_iter()
+                .find(|i| i.name == network)
+                .and_then(|i| i.ip),
+            "hostonlynetwork" => list_hostonly_nets(&self.vbox)
+                .await?
+                .into_iter()
+                .find(|n| n.name == network)
+                .and_then(|n| n.host_address()),
+            _ => None,
+        };
+        self.host_addresses().insert(key, found);
+        Ok(found)
     }
 
     /// 127.0.0.1:<host port> for a forwarded port, else `<ip>:<port>`.
@@ -263,11 +319,10 @@ impl VirtualBoxDriver {
         port: u16,
     ) -> Result<SocketAddr, DriverError> {
         let info = self.existing(name).await?;
-        let forwarded = info.nics.get(&1).and_then(|nat| {
-            nat.forwarding
-                .iter()
-                .find(|r| r.guest_port == port && r.protocol.eq_ignore_ascii_case("tcp"))
-        });
+        let rules = self.nat_rules(name, &info).await?;
+        let forwarded = rules
+            .iter()
+            .find(|r| r.guest_port == port && r.protocol.eq_ignore_ascii_case("tcp"));
         if let Some(rule) = forwarded {
             let host: IpAddr = rule
                 .host_ip
@@ -283,6 +338,29 @@ impl VirtualBoxDriver {
             });
         }
         Ok(SocketAddr::new(self.wait_for_ip(name).await?, port))
+    }
+}
+
+impl VirtualBoxDriver {
+    /// The port forwards of NIC 1. VirtualBox 7.0.0 leaves the `Forwarding(i)` lines out of
+    /// `showvminfo --machinereadable`; when a NAT adapter shows none, they are read from the
+    /// human-readable `showvminfo` (`NIC 1 Rule(0):   name = …, protocol = …, …`), which that
+    /// release still prints.
+    async fn nat_rules(&self, name: &str, info: &VmInfo) -> Result<Vec<NatRule>, DriverError> {
+        let Some(nat) = info.nics.get(&1).filter(|n| n.kind == "nat") else {
+            return Ok(Vec::new());
+        };
+        if !nat.forwarding.is_empty() {
+            return Ok(nat.forwarding.clone());
+        }
+        let out = self
+            .vbox
+            .call(["showvminfo", name])
+            .await
+            .map_err(|e| e.into_driver(&machine(name), "read its port forwards"))?;
+        Ok(parse_human_nat_rules(&out.stdout)
+            .remove(&1)
+            .unwrap_or_default())
     }
 }
 

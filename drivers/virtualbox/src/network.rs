@@ -9,7 +9,8 @@ use timonel_driver::{poll_until, DriverError, Reporter, WaitError};
 
 use crate::error::ErrorKind;
 use crate::parse::{
-    parse_created_interface, parse_hostonlyifs, parse_hostonlynets, HostOnlyIf, VBoxVersion,
+    parse_created_interface, parse_dhcpservers, parse_hostonlyifs, parse_hostonlynets, DhcpServer,
+    HostOnlyIf, HostOnlyNet, VBoxVersion,
 };
 use crate::vboxmanage::VBoxManage;
 
@@ -93,12 +94,123 @@ impl From<DriverError> for Fallback {
     }
 }
 
-async fn list_ifs(vbox: &VBoxManage) -> Result<Vec<HostOnlyIf>, DriverError> {
+/// `list hostonlyifs`.
+pub(crate) async fn list_hostonly_ifs(vbox: &VBoxManage) -> Result<Vec<HostOnlyIf>, DriverError> {
     let out = vbox
         .call(["list", "hostonlyifs"])
         .await
         .map_err(|e| e.into_driver("host-only interfaces", "list host-only interfaces"))?;
     Ok(parse_hostonlyifs(&out.stdout))
+}
+
+/// `list dhcpservers`.
+async fn list_dhcp_servers(vbox: &VBoxManage) -> Result<Vec<DhcpServer>, DriverError> {
+    let out = vbox
+        .call(["list", "dhcpservers"])
+        .await
+        .map_err(|e| e.into_driver("DHCP servers", "list DHCP servers"))?;
+    Ok(parse_dhcpservers(&out.stdout))
+}
+
+/// The DHCP server timonel gives a host-only interface at `host` / `netmask`: the server on the
+/// subnet's first address that is not the host's, leases from `.100` (or the middle of a
+/// smaller subnet) to the last address before the broadcast. `None` for a subnet too small.
+fn dhcp_plan(host: Ipv4Addr, netmask: Ipv4Addr) -> Option<(Ipv4Addr, Ipv4Addr, Ipv4Addr)> {
+    let mask = u32::from(netmask);
+    let network = u32::from(host) & mask;
+    let size = (!mask).checked_add(1)?;
+    if size < 8 {
+        return None;
+    }
+    let server = if network + 1 == u32::from(host) {
+        network + 2
+    } else {
+        network + 1
+    };
+    let lower = network + (size / 2).min(100).max(server - network + 1);
+    let upper = network + size - 2;
+    (lower <= upper).then(|| {
+        (
+            Ipv4Addr::from(server),
+            Ipv4Addr::from(lower),
+            Ipv4Addr::from(upper),
+        )
+    })
+}
+
+/// `dhcpserver add|modify --netname … --ip … --netmask … --lowerip … --upperip … --enable`.
+async fn configure_dhcp(
+    vbox: &VBoxManage,
+    verb: &str,
+    interface: &str,
+    host: Ipv4Addr,
+    netmask: Ipv4Addr,
+) -> Result<(), DriverError> {
+    let Some((server, lower, upper)) = dhcp_plan(host, netmask) else {
+        return Err(DriverError::Backend {
+            op: format!("add a DHCP server to {}", what_if(interface)),
+            message: format!("its subnet {host}/{netmask} is too small to lease addresses"),
+            hint: Some(format!(
+                "give `{interface}` a /24 (`VBoxManage hostonlyif ipconfig {interface} --ip \
+                 192.168.56.1 --netmask 255.255.255.0`), or remove it"
+            )),
+        });
+    };
+    vbox.call([
+        "dhcpserver".to_string(),
+        verb.into(),
+        "--netname".into(),
+        DhcpServer::network_name_of(interface),
+        "--ip".into(),
+        server.to_string(),
+        "--netmask".into(),
+        netmask.to_string(),
+        "--lowerip".into(),
+        lower.to_string(),
+        "--upperip".into(),
+        upper.to_string(),
+        "--enable".into(),
+    ])
+    .await
+    .map(|_| ())
+    .map_err(|e| e.into_driver(&what_if(interface), "set up its DHCP server"))
+}
+
+/// What an existing host-only interface needs before guests get addresses on it.
+enum Lease {
+    /// An enabled DHCP server with free addresses.
+    Ready,
+    /// No DHCP server: timonel adds one.
+    NoServer,
+    /// A server with free addresses, switched off: timonel enables it.
+    Disabled,
+    /// A server whose range has no address to give (the reason).
+    Empty(String),
+}
+
+fn lease_state(interface: &HostOnlyIf, servers: &[DhcpServer]) -> Lease {
+    let (Some(host), Some(mask)) = (interface.ip, interface.netmask) else {
+        return Lease::NoServer;
+    };
+    let wanted = DhcpServer::network_name_of(&interface.name);
+    let Some(server) = servers.iter().find(|s| s.network_name == wanted) else {
+        return Lease::NoServer;
+    };
+    if server.usable_leases(host, mask) == 0 {
+        let show = |ip: Option<Ipv4Addr>| ip.map_or_else(|| "?".to_string(), |ip| ip.to_string());
+        return Lease::Empty(format!(
+            "its DHCP server `{wanted}` leases {}–{}, which holds no free address of {host}/{mask} \
+             (the host's address {host} and the server's {} are not leased)",
+            show(server.lower_ip),
+            show(server.upper_ip),
+            show(server.ip)
+        ));
+    }
+    if server.enabled {
+        Lease::Ready
+    } else {
+        Lease::Disabled
+    }
 }
 
 async fn ensure_hostonlyif(
@@ -107,13 +219,14 @@ async fn ensure_hostonlyif(
     relist_every: Duration,
     report: &dyn Reporter,
 ) -> Result<HostNetwork, Fallback> {
-    let before = list_ifs(vbox).await?;
-    if let Some(found) = before
+    let before = list_hostonly_ifs(vbox).await?;
+    let candidates: Vec<&HostOnlyIf> = before
         .iter()
-        .find(|i| i.configured() && i.ip.is_some_and(in_allowed_range))
-    {
-        tracing::debug!(interface = %found.name, "using existing host-only interface");
-        return Ok(HostNetwork::Interface(found.name.clone()));
+        .filter(|i| i.configured() && i.ip.is_some_and(in_allowed_range))
+        .collect();
+    let servers = list_dhcp_servers(vbox).await?;
+    if !candidates.is_empty() {
+        return Ok(use_existing_interface(vbox, &candidates, &servers, report).await?);
     }
     report.step("creating a VirtualBox host-only interface");
     let name = match vbox.call(["hostonlyif", "create"]).await {
@@ -122,19 +235,7 @@ async fn ensure_hostonlyif(
             None => find_new_interface(vbox, &before, relist_timeout, relist_every).await?,
         },
         Err(e) if e.is(&ErrorKind::KernelModule) => return Err(Fallback::ToNetwork),
-        Err(e) => {
-            // Creation can fail and still create the interface (VirtualBox ticket 14040).
-            tracing::debug!(error = ?e.error, "hostonlyif create failed; looking for the interface");
-            match find_new_interface(vbox, &before, relist_timeout, relist_every).await {
-                Ok(name) => name,
-                Err(_) => {
-                    return Err(Fallback::Error(e.into_driver(
-                        "host-only interface",
-                        "create a host-only interface",
-                    )))
-                }
-            }
-        }
+        Err(e) => return Err(Fallback::Error(failed_create(vbox, &before, e).await)),
     };
     let used: Vec<u8> = before
         .iter()
@@ -142,50 +243,160 @@ async fn ensure_hostonlyif(
         .filter(|ip| in_allowed_range(*ip))
         .map(|ip| ip.octets()[2])
         .collect();
-    let Some(x) = free_subnet(&used) else {
-        return Err(Fallback::Error(DriverError::Backend {
+    let configured = match free_subnet(&used) {
+        None => Err(DriverError::Backend {
             op: "configure a host-only interface".into(),
             message: "every /24 of 192.168.56.0/21 is taken by another host-only interface".into(),
             hint: Some(crate::error::HOST_ONLY_RANGE_HINT.into()),
-        }));
+        }),
+        Some(x) => configure_new_interface(vbox, &name, x, &servers).await,
     };
+    if let Err(e) = configured {
+        // Leave nothing of this create behind: the server (if it got one), then the interface.
+        let _ = vbox
+            .call([
+                "dhcpserver".to_string(),
+                "remove".into(),
+                "--netname".into(),
+                DhcpServer::network_name_of(&name),
+            ])
+            .await;
+        let _ = vbox.call(["hostonlyif", "remove", name.as_str()]).await;
+        return Err(Fallback::Error(e));
+    }
+    Ok(HostNetwork::Interface(name))
+}
+
+/// The first in-range interface guests can get an address on: one whose DHCP server is ready,
+/// else one that only lacks a server (one is added) or has it switched off (it is enabled).
+/// When every candidate's server has an empty range, that is an error saying how to fix it.
+async fn use_existing_interface(
+    vbox: &VBoxManage,
+    candidates: &[&HostOnlyIf],
+    servers: &[DhcpServer],
+    report: &dyn Reporter,
+) -> Result<HostNetwork, DriverError> {
+    let states: Vec<(&HostOnlyIf, Lease)> = candidates
+        .iter()
+        .map(|i| (*i, lease_state(i, servers)))
+        .collect();
+    if let Some((i, _)) = states.iter().find(|(_, l)| matches!(l, Lease::Ready)) {
+        tracing::debug!(interface = %i.name, "using existing host-only interface");
+        return Ok(HostNetwork::Interface(i.name.clone()));
+    }
+    for (i, lease) in &states {
+        let (Some(host), Some(mask)) = (i.ip, i.netmask) else {
+            continue;
+        };
+        let verb = match lease {
+            Lease::NoServer => "add",
+            Lease::Disabled => "modify",
+            _ => continue,
+        };
+        report.step(&format!(
+            "giving VirtualBox host-only interface `{}` a DHCP server",
+            i.name
+        ));
+        configure_dhcp(vbox, verb, &i.name, host, mask).await?;
+        return Ok(HostNetwork::Interface(i.name.clone()));
+    }
+    let (i, why) = states
+        .iter()
+        .find_map(|(i, l)| match l {
+            Lease::Empty(why) => Some((*i, why.clone())),
+            _ => None,
+        })
+        .ok_or_else(|| DriverError::backend("choose a host-only interface", "no candidate"))?;
+    let netname = DhcpServer::network_name_of(&i.name);
+    let fix =
+        i.ip.zip(i.netmask)
+            .and_then(|(host, mask)| dhcp_plan(host, mask))
+            .map_or_else(String::new, |(_, lower, upper)| {
+                format!(" --lowerip {lower} --upperip {upper}")
+            });
+    Err(DriverError::Backend {
+        op: format!("use {}", what_if(&i.name)),
+        message: format!("guests can get no address on it: {why}"),
+        hint: Some(format!(
+            "widen the range: `VBoxManage dhcpserver modify --netname {netname}{fix} --enable`, \
+             or remove the server (`VBoxManage dhcpserver remove --netname {netname}`) and \
+             timonel adds one"
+        )),
+    })
+}
+
+/// A new interface at `192.168.<x>.1/24` with a DHCP server leasing `.100`–`.254`. An orphan
+/// server of an earlier interface of the same name (VirtualBox keeps them) is reused.
+async fn configure_new_interface(
+    vbox: &VBoxManage,
+    name: &str,
+    x: u8,
+    servers: &[DhcpServer],
+) -> Result<(), DriverError> {
     let host_ip = Ipv4Addr::new(192, 168, x, 1);
+    let netmask = Ipv4Addr::new(255, 255, 255, 0);
     vbox.call([
         "hostonlyif".to_string(),
         "ipconfig".into(),
-        name.clone(),
+        name.to_string(),
         "--ip".into(),
         host_ip.to_string(),
         "--netmask".into(),
-        "255.255.255.0".into(),
+        netmask.to_string(),
     ])
     .await
-    .map_err(|e| e.into_driver(&what_if(&name), "configure the host-only interface"))?;
-    // A DHCP server hands the guests their addresses (.100 and up).
-    let dhcp = vbox
-        .call([
-            "dhcpserver".to_string(),
-            "add".into(),
-            "--netname".into(),
-            format!("HostInterfaceNetworking-{name}"),
-            "--ip".into(),
-            format!("192.168.{x}.2"),
-            "--netmask".into(),
-            "255.255.255.0".into(),
-            "--lowerip".into(),
-            format!("192.168.{x}.100"),
-            "--upperip".into(),
-            format!("192.168.{x}.254"),
-            "--enable".into(),
-        ])
-        .await;
-    if let Err(e) = dhcp {
-        report.warn(&format!(
-            "could not add a DHCP server to `{name}`; VMs may get no address on it ({})",
-            e.error.map(|e| e.message).unwrap_or_default()
-        ));
+    .map_err(|e| e.into_driver(&what_if(name), "configure the host-only interface"))?;
+    let orphan = servers
+        .iter()
+        .any(|s| s.network_name == DhcpServer::network_name_of(name));
+    let verb = if orphan { "modify" } else { "add" };
+    configure_dhcp(vbox, verb, name, host_ip, netmask).await
+}
+
+/// `hostonlyif create` failed. It can fail and still leave an interface behind (VirtualBox
+/// ticket 14040): whatever appeared since `before` is removed, and the error says so.
+async fn failed_create(
+    vbox: &VBoxManage,
+    before: &[HostOnlyIf],
+    e: crate::error::CallError,
+) -> DriverError {
+    let known: Vec<&str> = before.iter().map(|i| i.name.as_str()).collect();
+    let mut removed = Vec::new();
+    if let Ok(now) = list_hostonly_ifs(vbox).await {
+        for i in now.iter().filter(|i| !known.contains(&i.name.as_str())) {
+            if vbox
+                .call(["hostonlyif", "remove", i.name.as_str()])
+                .await
+                .is_ok()
+            {
+                removed.push(format!("`{}`", i.name));
+            }
+        }
     }
-    Ok(HostNetwork::Interface(name))
+    let message = e
+        .error
+        .as_ref()
+        .map(|x| x.lines.join("; "))
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| e.stderr.trim().to_string());
+    let cleanup = if removed.is_empty() {
+        "it left no interface behind".to_string()
+    } else {
+        format!(
+            "the interface it left behind ({}) was removed",
+            removed.join(", ")
+        )
+    };
+    DriverError::Backend {
+        op: "create a host-only interface".into(),
+        message: format!("`VBoxManage hostonlyif create` failed: {message}; {cleanup}"),
+        hint: Some(
+            "try again; if it keeps failing, create one yourself (`VBoxManage hostonlyif create`, \
+             on Windows from an elevated console, accepting the network driver prompt) or \
+             reinstall VirtualBox"
+                .into(),
+        ),
+    }
 }
 
 async fn find_new_interface(
@@ -198,7 +409,7 @@ async fn find_new_interface(
     poll_until("the new host-only interface", timeout, every, || {
         let known = known.clone();
         async move {
-            let now = list_ifs(vbox).await?;
+            let now = list_hostonly_ifs(vbox).await?;
             Ok(now
                 .into_iter()
                 .find(|i| !known.contains(&i.name))
@@ -217,20 +428,46 @@ async fn find_new_interface(
     })
 }
 
-async fn ensure_hostonlynet(
-    vbox: &VBoxManage,
-    report: &dyn Reporter,
-) -> Result<HostNetwork, DriverError> {
+/// `list hostonlynets` (VirtualBox 7).
+pub(crate) async fn list_hostonly_nets(vbox: &VBoxManage) -> Result<Vec<HostOnlyNet>, DriverError> {
     let out = vbox
         .call(["list", "hostonlynets"])
         .await
         .map_err(|e| e.into_driver("host-only networks", "list host-only networks"))?;
-    let nets = parse_hostonlynets(&out.stdout);
-    if let Some(found) = nets
+    Ok(parse_hostonlynets(&out.stdout))
+}
+
+async fn ensure_hostonlynet(
+    vbox: &VBoxManage,
+    report: &dyn Reporter,
+) -> Result<HostNetwork, DriverError> {
+    let nets = list_hostonly_nets(vbox).await?;
+    let in_range: Vec<&HostOnlyNet> = nets
         .iter()
-        .find(|n| n.enabled && n.lower_ip.is_some_and(in_allowed_range))
-    {
+        .filter(|n| n.enabled && n.lower_ip.is_some_and(in_allowed_range))
+        .collect();
+    if let Some(found) = in_range.iter().find(|n| n.usable_leases() > 0) {
         return Ok(HostNetwork::Network(found.name.clone()));
+    }
+    if let Some(empty) = in_range.first() {
+        let show = |ip: Option<Ipv4Addr>| ip.map_or_else(|| "?".to_string(), |ip| ip.to_string());
+        let host = show(empty.host_address());
+        return Err(DriverError::Backend {
+            op: format!("use host-only network `{}`", empty.name),
+            message: format!(
+                "guests can get no address on it: its range {}–{} (netmask {}) holds no free \
+                 address (the host takes {host})",
+                show(empty.lower_ip),
+                show(empty.upper_ip),
+                show(empty.netmask)
+            ),
+            hint: Some(format!(
+                "widen it (`VBoxManage hostonlynet modify --name {name} --lower-ip <first> \
+                 --upper-ip <last>`), or remove it (`VBoxManage hostonlynet remove --name \
+                 {name}`) and timonel creates one",
+                name = empty.name
+            )),
+        });
     }
     let used: Vec<u8> = nets
         .iter()
@@ -282,5 +519,30 @@ mod tests {
         assert_eq!(free_subnet(&[]), Some(56));
         assert_eq!(free_subnet(&[56, 57]), Some(58));
         assert_eq!(free_subnet(&[56, 57, 58, 59, 60, 61, 62, 63]), None);
+    }
+
+    #[test]
+    fn plans_a_dhcp_server_for_a_subnet() {
+        let ip = |c: u8, d: u8| Ipv4Addr::new(192, 168, c, d);
+        let mask24 = Ipv4Addr::new(255, 255, 255, 0);
+        assert_eq!(
+            dhcp_plan(ip(57, 1), mask24),
+            Some((ip(57, 2), ip(57, 100), ip(57, 254)))
+        );
+        // A host that is not on .1 leaves .1 to the server.
+        assert_eq!(
+            dhcp_plan(ip(57, 10), mask24),
+            Some((ip(57, 1), ip(57, 100), ip(57, 254)))
+        );
+        // A /28: leases from the middle.
+        let mask28 = Ipv4Addr::new(255, 255, 255, 240);
+        assert_eq!(
+            dhcp_plan(ip(57, 1), mask28),
+            Some((ip(57, 2), ip(57, 8), ip(57, 14)))
+        );
+        assert_eq!(
+            dhcp_plan(ip(57, 1), Ipv4Addr::new(255, 255, 255, 252)),
+            None
+        );
     }
 }

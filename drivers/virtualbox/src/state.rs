@@ -1,4 +1,5 @@
-//! VirtualBox's `VMState` values (reference §2.6) and how they map to [`MachineState`].
+//! VirtualBox's `VMState` values (docs/hypervisor-tools.md, "`showvminfo`") and how they map to
+//! [`MachineState`].
 
 use timonel_driver::MachineState;
 
@@ -69,7 +70,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn maps_every_state_of_the_reference_table() {
+    fn maps_every_documented_state() {
         let cases: &[(&str, MachineState)] = &[
             ("running", MachineState::Running),
             ("paused", MachineState::Paused),

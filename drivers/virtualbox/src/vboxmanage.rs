@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use timonel_driver::{Cmd, CommandError, Output, Runner};
 
-use crate::error::{classify, CallError, ErrorKind};
+use crate::error::{classify, classify_failed, CallError, ErrorKind};
 
 /// How transient errors (session locks, "object is not ready") are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +106,7 @@ impl VBoxManage {
                         stderr,
                     });
                 }
-                let error = classify(&stderr).or_else(|| classify(&stdout));
+                let error = classify_failed(&stderr, &stdout);
                 return Err(CallError {
                     argv,
                     code,

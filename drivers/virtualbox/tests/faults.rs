@@ -74,11 +74,7 @@ async fn a_lock_that_never_clears_fails_typed_after_a_few_tries() {
 async fn the_host_only_range_refusal_says_how_to_fix_it() {
     // A networks.conf that does not allow 192.168.56.0/21.
     let sim = Sim::new(V7, r#""hostonly_allowed": ["10.0.0.0/8"]"#);
-    let err = sim
-        .driver()
-        .create(&sim.spec("dev", 1, 45022), &SilentReporter)
-        .await
-        .unwrap_err();
+    let err = sim.create_error().await;
     assert!(err.to_string().contains("E_ACCESSDENIED"), "{err}");
     let hint = err.hint().unwrap();
     assert!(
@@ -89,7 +85,7 @@ async fn the_host_only_range_refusal_says_how_to_fix_it() {
 }
 
 #[test]
-fn the_simulator_prints_the_reference_error_shapes() {
+fn the_simulator_prints_the_documented_error_shapes() {
     let sim = Sim::new("6.1.50r161033", "");
     assert!(sim.vbox(&["hostonlyif", "create"]).status.success());
     let out = sim.vbox(&[
@@ -125,38 +121,6 @@ fn the_simulator_prints_the_reference_error_shapes() {
 }
 
 #[tokio::test]
-async fn an_existing_interface_in_range_is_reused() {
-    let sim = Sim::new(V7, "");
-    assert!(sim.vbox(&["hostonlyif", "create"]).status.success());
-    assert!(sim
-        .vbox(&[
-            "hostonlyif",
-            "ipconfig",
-            "vboxnet0",
-            "--ip",
-            "192.168.57.1",
-            "--netmask",
-            "255.255.255.0"
-        ])
-        .status
-        .success());
-    let before = sim.count();
-    let driver = sim.driver();
-    driver
-        .create(&sim.spec("dev", 1, 45022), &SilentReporter)
-        .await
-        .unwrap();
-    driver.start(&name()).await.unwrap();
-    assert!(!sim.calls()[before..]
-        .iter()
-        .any(|c| c.starts_with("hostonlyif")));
-    assert_eq!(
-        driver.ip(&name()).await.unwrap(),
-        IpAddr::V4(Ipv4Addr::new(192, 168, 57, 100))
-    );
-}
-
-#[tokio::test]
 async fn an_interface_outside_the_range_is_not_used() {
     let sim = Sim::new(V7, r#""hostonly_range_check": false"#);
     assert!(sim.vbox(&["hostonlyif", "create"]).status.success());
@@ -179,15 +143,45 @@ async fn an_interface_outside_the_range_is_not_used() {
 }
 
 #[tokio::test]
-async fn a_create_that_fails_but_makes_the_interface_is_survived() {
+async fn a_create_that_fails_but_makes_the_interface_removes_it() {
     let sim = Sim::new(V7, r#""hostonlyif_create_fails": true"#);
-    let driver = sim.driver();
-    driver
-        .create(&sim.spec("dev", 1, 45022), &SilentReporter)
-        .await
-        .unwrap();
-    driver.start(&name()).await.unwrap();
-    assert!(driver.ip(&name()).await.is_ok());
+    // What VBoxManage does: progress, the error, and an interface left behind.
+    let probe = Sim::new(V7, r#""hostonlyif_create_fails": true"#);
+    let out = probe.vbox(&["hostonlyif", "create"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "0%...10%...20%...30%...40%...50%...60%...70%...80%...90%...100%\n\
+         VBoxManage: error: Failed to create the host-only adapter\n\
+         VBoxManage: error: Code NS_ERROR_FAILURE (0x80004005) - Operation failed (extended info not available)\n\
+         VBoxManage: error: Context: \"RTEXITCODE handleCreate(HandlerArg *)\" at line 95 of file VBoxManageHostonly.cpp\n"
+    );
+    let left = String::from_utf8(probe.vbox(&["list", "hostonlyifs"]).stdout).unwrap();
+    assert!(left.starts_with("Name:            vboxnet0\n"), "{left}");
+
+    let err = sim.create_error().await;
+    let text = err.to_string();
+    assert!(
+        text.contains("Failed to create the host-only adapter"),
+        "{text}"
+    );
+    assert!(text.contains("(`vboxnet0`) was removed"), "{text}");
+    assert!(
+        err.hint().unwrap().contains("try again"),
+        "{:?}",
+        err.hint()
+    );
+    let calls = sim.calls();
+    assert!(
+        calls.iter().any(|c| c == "hostonlyif remove vboxnet0"),
+        "{calls:?}"
+    );
+    assert!(
+        !calls.iter().any(|c| c.starts_with("createvm")),
+        "{calls:?}"
+    );
+    let ifs = String::from_utf8(sim.vbox(&["list", "hostonlyifs"]).stdout).unwrap();
+    assert_eq!(ifs, "", "nothing of the failed create is left");
 }
 
 #[tokio::test]
@@ -250,7 +244,7 @@ async fn vt_x_problems_come_with_a_hint() {
 }
 
 #[tokio::test]
-async fn states_from_the_reference_table_map_through_the_driver() {
+async fn documented_states_map_through_the_driver() {
     let sim = Sim::new(V7, "");
     let driver = sim.driver();
     driver

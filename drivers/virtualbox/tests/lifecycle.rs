@@ -34,12 +34,6 @@ async fn contract_suite_on_windows_prefix_and_exit_zero_errors() {
     contract::suite(&sim.driver(), &sim.spec("dev", 1, 45022)).await;
 }
 
-async fn create_and_start(sim: &Sim, driver: &timonel_driver_virtualbox::VirtualBoxDriver) {
-    let spec = sim.spec("dev", 1, 45022);
-    driver.create(&spec, &SilentReporter).await.unwrap();
-    driver.start(&spec.name).await.unwrap();
-}
-
 #[tokio::test]
 async fn create_builds_the_vm_from_the_spec() {
     let sim = Sim::new(V7, "");
@@ -163,10 +157,9 @@ async fn six_one_uses_the_old_spellings_and_rejects_kebab_case() {
 }
 
 #[tokio::test]
-async fn ip_and_state_spawn_exactly_one_process_each() {
+async fn state_spawns_one_process_and_ip_two() {
     let sim = Sim::new(V7, "");
-    let driver = sim.driver();
-    create_and_start(&sim, &driver).await;
+    let driver = sim.running().await;
     let name = "dev".parse().unwrap();
     let first = driver.ip(&name).await.unwrap();
     assert_eq!(first, IpAddr::V4(Ipv4Addr::new(192, 168, 56, 100)));
@@ -181,19 +174,20 @@ async fn ip_and_state_spawn_exactly_one_process_each() {
     );
     assert!(sim.calls()[before].contains("showvminfo dev --machinereadable"));
 
+    // ip: the state first (VirtualBox keeps a stopped VM's guest properties), then the
+    // property; the host-only interface's own address was learned by the first call.
     let before = sim.count();
     assert_eq!(driver.ip(&name).await.unwrap(), first);
-    assert_eq!(sim.count(), before + 1, "ip: {:?}", &sim.calls()[before..]);
-    assert!(
-        sim.calls()[before].ends_with("guestproperty get dev /VirtualBox/GuestInfo/Net/1/V4/IP")
-    );
+    assert_eq!(sim.count(), before + 2, "ip: {:?}", &sim.calls()[before..]);
+    assert!(sim.calls()[before].contains("showvminfo dev --machinereadable"));
+    assert!(sim.calls()[before + 1]
+        .ends_with("guestproperty get dev /VirtualBox/GuestInfo/Net/1/V4/IP"));
 }
 
 #[tokio::test]
 async fn ip_waits_for_the_guest_then_fails_typed_once_stopped() {
     let sim = Sim::new(V7, r#""ip_after_polls": 4"#);
-    let driver = sim.driver();
-    create_and_start(&sim, &driver).await;
+    let driver = sim.running().await;
     let name = "dev".parse().unwrap();
     let before = sim.count();
     driver.ip(&name).await.unwrap();
@@ -213,13 +207,7 @@ async fn ip_waits_for_the_guest_then_fails_typed_once_stopped() {
 #[tokio::test]
 async fn ip_times_out_with_a_typed_error_when_the_guest_never_reports() {
     let sim = Sim::new(V7, r#""ip_after_polls": 100000"#);
-    let driver = sim
-        .driver()
-        .with_timings(timonel_driver_virtualbox::Timings {
-            ip_timeout: Duration::from_millis(300),
-            ..Sim::fast_timings()
-        });
-    create_and_start(&sim, &driver).await;
+    let driver = sim.running().await.with_timings(Sim::short_ip_timeout());
     match driver.ip(&"dev".parse().unwrap()).await {
         Err(DriverError::Timeout { last_state, .. }) => {
             assert!(last_state.contains("No value set!"), "{last_state}")
@@ -231,8 +219,7 @@ async fn ip_times_out_with_a_typed_error_when_the_guest_never_reports() {
 #[tokio::test]
 async fn endpoint_uses_the_forwarded_port_else_the_host_only_address() {
     let sim = Sim::new(V7, "");
-    let driver = sim.driver();
-    create_and_start(&sim, &driver).await;
+    let driver = sim.running().await;
     let name = "dev".parse().unwrap();
     assert_eq!(
         driver.endpoint(&name, 22).await.unwrap(),
@@ -251,8 +238,7 @@ async fn endpoint_uses_the_forwarded_port_else_the_host_only_address() {
 #[tokio::test]
 async fn graceful_stop_uses_acpi_and_force_does_not() {
     let sim = Sim::new(V7, r#""acpi_polls": 3"#);
-    let driver = sim.driver();
-    create_and_start(&sim, &driver).await;
+    let driver = sim.running().await;
     let name = "dev".parse().unwrap();
     let before = sim.count();
     driver
@@ -287,8 +273,7 @@ async fn graceful_stop_uses_acpi_and_force_does_not() {
 #[tokio::test]
 async fn a_guest_that_ignores_acpi_is_powered_off_after_the_deadline() {
     let sim = Sim::new(V7, r#""ignore_acpi": true"#);
-    let driver = sim.driver();
-    create_and_start(&sim, &driver).await;
+    let driver = sim.running().await;
     let name = "dev".parse().unwrap();
     driver
         .stop(&name, StopMode::graceful(Duration::from_millis(200)))
@@ -310,8 +295,7 @@ async fn a_guest_that_ignores_acpi_is_powered_off_after_the_deadline() {
 #[tokio::test]
 async fn delete_removes_the_vm_and_its_files() {
     let sim = Sim::new(V7, "");
-    let driver = sim.driver();
-    create_and_start(&sim, &driver).await;
+    let driver = sim.running().await;
     let name = "dev".parse().unwrap();
     driver.delete(&name).await.unwrap();
     let calls = sim.calls();
@@ -399,8 +383,29 @@ async fn probe_reports_versions_and_install_problems() {
     assert!(Sim::new(V61, "").driver().probe().await.is_ready());
     match Sim::new("6.0.24r139119", "").driver().probe().await {
         Availability::Unusable { reason, fix } => {
-            assert!(reason.contains("6.0.24 is too old"), "{reason}");
+            assert!(
+                reason.starts_with(
+                    "VirtualBox 6.0.24 is too old: timonel supports VirtualBox 6.1 and 7.x,"
+                ),
+                "{reason}"
+            );
             assert!(fix.contains("VirtualBox 7"), "{fix}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // 6.1.0 is the oldest release accepted; a newer major is accepted with a note.
+    assert!(Sim::new("6.1.0r135406", "")
+        .driver()
+        .probe()
+        .await
+        .is_ready());
+    match Sim::new("8.0.0r170000", "").driver().probe().await {
+        Availability::Ready { version, notes } => {
+            assert_eq!(version, "VirtualBox 8.0.0");
+            assert_eq!(
+                notes,
+                ["VirtualBox 8.0.0 is newer than timonel was tested with (VirtualBox 6.1 and 7.x)"]
+            );
         }
         other => panic!("{other:?}"),
     }

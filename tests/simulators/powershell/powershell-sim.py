@@ -57,6 +57,19 @@ DEFAULTS = {
     "empty_array": "brackets",
     # Prefix stdout with a UTF-8 BOM.
     "bom": False,
+    # The record of a user who may not manage Hyper-V: "unspecified" (NotSpecified /
+    # `Unspecified,...`, "Contact the administrator of the authorization policy for the computer")
+    # or "access_denied" (InvalidOperation / `AccessDenied,...`, "Contact the authorization
+    # policy administrator for computer").
+    "rights_record": "unspecified",
+    # Records printed before the one that stops the script: ["not_found"] prints Get-VM's
+    # not-found record first (what a user who may not see VMs also gets).
+    "records_before": [],
+    # How records are shown: "normal" (Windows PowerShell 5.1), "no_fqid" (no
+    # FullyQualifiedErrorId line), "concise" (PowerShell 7: one `Cmdlet: message` line).
+    "error_view": "normal",
+    # No PowerShell answers: every run prints nothing at all and exits 0.
+    "silent": False,
     "computer": "DESKTOP-1CILTF5",
 }
 
@@ -80,6 +93,8 @@ MESSAGES = {
         "not_found": 'Hyper-V was unable to find a virtual machine with name "{name}".',
         "no_rights": "You do not have the required permission to complete this task. Contact the "
                      "administrator of the authorization policy for the computer '{computer}'.",
+        "no_rights_2": "You do not have the required permission to complete this task. Contact the "
+                       "authorization policy administrator for computer '{computer}'.",
         "object": "Hyper-V encountered an error trying to access an object on computer '{computer}' "
                   "because the object was not found. The object might have been deleted, or you "
                   "might not have permission to perform the task. Verify that the Virtual Machine "
@@ -103,6 +118,9 @@ MESSAGES = {
         "no_rights": "No tiene el permiso necesario para completar esta tarea. P\u00f3ngase en "
                      "contacto con el administrador de la directiva de autorizaci\u00f3n del equipo "
                      "'{computer}'.",
+        "no_rights_2": "No tiene el permiso necesario para completar esta tarea. P\u00f3ngase en "
+                       "contacto con el administrador de la directiva de autorizaci\u00f3n del "
+                       "equipo '{computer}'.",
         "object": "Hyper-V encontr\u00f3 un error al intentar obtener acceso a un objeto en el equipo "
                   "'{computer}' porque no se encontr\u00f3 el objeto.",
         "no_term": "El t\u00e9rmino '{cmd}' no se reconoce como nombre de un cmdlet, funci\u00f3n, "
@@ -130,6 +148,7 @@ class PsError(Exception):
         self.reason = reason
         self.fqid = fqid
         self.prefix = prefix
+        self.before = []
 
 
 class SimBug(Exception):
@@ -344,6 +363,11 @@ def pretty51(obj, level):
     return json.dumps(obj, ensure_ascii=False)
 
 
+def render_errors(script, err, scenario):
+    """Every record of a failed run: the ones printed before it, then the one that stopped it."""
+    return "".join(render_error(script, e, scenario) for e in err.before + [err])
+
+
 def render_error(script, err, scenario):
     loc = MESSAGES.get(scenario["locale"], MESSAGES["en"])
     pos = script.find(err.needle) if err.needle else -1
@@ -361,6 +385,11 @@ def render_error(script, err, scenario):
     message = err.message
     if err.prefix and err.activity:
         message = f"Hyper-V\\{err.activity} : {message}" if err.activity in HYPERV_CMDLETS else f"{err.activity} : {message}"
+    view = scenario.get("error_view", "normal")
+    if view == "concise":
+        # PowerShell 7's ConciseView: `Cmdlet: message`, no position, category or id.
+        head = err.activity + ": " if err.prefix and err.activity else ""
+        return head + err.message + "\n"
     if scenario.get("wrap"):
         message = "\n".join(textwrap.wrap(message, int(scenario["wrap"])))
     lines = [
@@ -373,6 +402,8 @@ def render_error(script, err, scenario):
         " ",
         "",
     ]
+    if view == "no_fqid":
+        lines = [l for l in lines if "FullyQualifiedErrorId" not in l]
     return "\n".join(lines)
 
 
@@ -432,8 +463,19 @@ class Sim:
             raise PsError(qualified, self.fmt("object"), "ObjectNotFound", ":", cmdlet,
                           "VirtualizationException", "ObjectNotFound," + cls)
         if not self.scenario["admin"] and not self.scenario["hyperv_admin"]:
-            raise PsError(qualified, self.fmt("no_rights"), "NotSpecified", ":", cmdlet,
-                          "VirtualizationException", "Unspecified," + cls)
+            if self.scenario["rights_record"] == "access_denied":
+                err = PsError(qualified, self.fmt("no_rights_2"), "InvalidOperation", ":", cmdlet,
+                              "VirtualizationException", "AccessDenied," + cls)
+            else:
+                err = PsError(qualified, self.fmt("no_rights"), "NotSpecified", ":", cmdlet,
+                              "VirtualizationException", "Unspecified," + cls)
+            if "not_found" in self.scenario["records_before"]:
+                name = os.environ.get("TIMONEL_VM_NAME", "") or "*"
+                err.before.append(PsError(
+                    "Hyper-V\\Get-VM", self.fmt("not_found", name=name), "InvalidArgument",
+                    f"{name}:String", "Get-VM", "VirtualizationException",
+                    "InvalidParameter,Microsoft.HyperV.PowerShell.Commands.GetVM"))
+            raise err
 
     def throw(self, fqid):
         return PsError(f"throw '{fqid}'", fqid, "OperationStopped", fqid + ":String", "",
@@ -598,11 +640,27 @@ class Sim:
             v4 = self.scenario["ipv4_prefix"] + str(index)
             if vm["ip_polls"] <= k:
                 ips = []
-            elif vm["ip_polls"] <= k + n:
+            elif vm["ip_polls"] <= k + n or not self.switch_has_dhcp(vm.get("SwitchName")):
+                # Without a DHCP server on its switch the guest only ever has its link-local
+                # IPv6 address, which KVP reports like any other.
                 ips = [v6]
             else:
                 ips = [v6, v4] if self.scenario["ipv6_first"] else [v4, v6]
-        return self.json_out({"VMId": vm["VMId"], "State": vm["State"], "IPAddresses": ips})
+        out = {"VMId": vm["VMId"], "State": vm["State"], "IPAddresses": ips}
+        if "SwitchName" in self.script:
+            out["SwitchName"] = vm.get("SwitchName") or ""
+        return self.json_out(out)
+
+    def switch_has_dhcp(self, name):
+        """Whether guests on switch `name` get a DHCP lease: a switch's `Dhcp` key, else true for
+        the Default Switch (Windows' NAT and DHCP) and External switches (the LAN's DHCP, assumed),
+        false for other Internal and Private switches."""
+        sw = next((x for x in self.scenario["switches"] if x["Name"] == name), None)
+        if sw is None:
+            return False
+        if "Dhcp" in sw:
+            return bool(sw["Dhcp"])
+        return sw["Id"] == DEFAULT_SWITCH_ID or sw["SwitchType"] == 2
 
     def op_start(self):
         vm = self.find_vm()
@@ -708,6 +766,11 @@ def main():
     try:
         script = parse_argv(sys.argv[1:])
         sim = Sim(state_dir, script)
+        if sim.scenario.get("silent"):
+            # A PowerShell that answers nothing at all: no output on either stream, exit 0.
+            with open(os.path.join(state_dir, "calls.log"), "a", encoding="utf-8") as f:
+                f.write("silent lookup=-\n")
+            return 0
         if "[Console]::OutputEncoding" not in script or "$ErrorActionPreference = 'Stop'" not in script:
             raise SimBug("the script must pin [Console]::OutputEncoding and set $ErrorActionPreference = 'Stop'")
         unq = unqualified_cmdlet(script)
@@ -731,7 +794,7 @@ def main():
         code = 0
     except PsError as e:
         out = ""
-        write(sys.stderr, render_error(script, e, sim.scenario))
+        write(sys.stderr, render_errors(script, e, sim.scenario))
         code = 1
     except SimBug as e:
         out = ""

@@ -99,6 +99,16 @@ impl Sim {
         self.spec_in(cluster, index, &dir)
     }
 
+    /// [`spec`](Self::spec) asking for virtual switch `switch` (`--hyperv-virtual-switch`).
+    pub fn spec_on_switch(&self, cluster: &str, index: u32, switch: &str) -> MachineSpec {
+        let mut spec = self.spec(cluster, index);
+        spec.options.insert(
+            timonel_driver_hyperv::SWITCH_OPTION.to_string(),
+            switch.to_string(),
+        );
+        spec
+    }
+
     pub fn scenario(&self, scenario: Value) {
         std::fs::write(self.state.join("scenario.json"), scenario.to_string()).unwrap();
     }

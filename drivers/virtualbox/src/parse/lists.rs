@@ -1,4 +1,5 @@
-//! `list vms`, `guestproperty get`, `list hostonlyifs`, `list hostonlynets`, `hostonlyif create`.
+//! `list vms`, `guestproperty get`, `list hostonlyifs`, `list hostonlynets`, `list dhcpservers`,
+//! `hostonlyif create`.
 
 use std::net::Ipv4Addr;
 
@@ -85,16 +86,127 @@ pub struct HostOnlyNet {
     pub upper_ip: Option<Ipv4Addr>,
 }
 
-/// Splits `Key:   value` lines at the first colon into records, each starting at `Name:`.
-/// (Blank lines cannot delimit records: `list hostonlynets` has one inside each block.)
-fn records(text: &str) -> Vec<Vec<(&str, &str)>> {
+impl HostOnlyNet {
+    /// How many addresses guests can get from the network's `LowerIP`..`UpperIP`, without the
+    /// host's own address.
+    pub fn usable_leases(&self) -> u32 {
+        match (
+            self.lower_ip,
+            self.upper_ip,
+            self.netmask,
+            self.host_address(),
+        ) {
+            (Some(lower), Some(upper), Some(mask), Some(host)) => {
+                usable_in_range(lower, upper, lower, mask, &[host])
+            }
+            _ => 0,
+        }
+    }
+
+    /// The host's own address on the network, which `list hostonlynets` does not print: the
+    /// network's first address (the lower bound masked, plus one).
+    pub fn host_address(&self) -> Option<Ipv4Addr> {
+        let lower = u32::from(self.lower_ip?);
+        let mask = u32::from(self.netmask?);
+        Some(Ipv4Addr::from((lower & mask) + 1))
+    }
+}
+
+/// A DHCP server (`list dhcpservers`), in the 6.1+ layout (`Dhcpd IP:`, `LowerIPAddress:`, …)
+/// or the older one (`IP:`, `lowerIPAddress:`, …).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DhcpServer {
+    /// `HostInterfaceNetworking-<interface>` for a host-only interface's server.
+    pub network_name: String,
+    /// The server's own address.
+    pub ip: Option<Ipv4Addr>,
+    pub lower_ip: Option<Ipv4Addr>,
+    pub upper_ip: Option<Ipv4Addr>,
+    pub netmask: Option<Ipv4Addr>,
+    pub enabled: bool,
+}
+
+impl DhcpServer {
+    /// The name of the server of host-only interface `interface`.
+    pub fn network_name_of(interface: &str) -> String {
+        format!("HostInterfaceNetworking-{interface}")
+    }
+
+    /// How many addresses the server can lease on the subnet of `host` / `netmask`: its range
+    /// inside the subnet, without the network and broadcast addresses, the host's own address
+    /// and the server's.
+    pub fn usable_leases(&self, host: Ipv4Addr, netmask: Ipv4Addr) -> u32 {
+        let (Some(lower), Some(upper)) = (self.lower_ip, self.upper_ip) else {
+            return 0;
+        };
+        let taken: Vec<Ipv4Addr> = std::iter::once(host).chain(self.ip).collect();
+        usable_in_range(lower, upper, host, netmask, &taken)
+    }
+}
+
+/// The addresses of `lower..=upper` that a guest on the subnet of `any` / `netmask` can get:
+/// inside the subnet, neither its network nor broadcast address, and not in `taken`.
+pub fn usable_in_range(
+    lower: Ipv4Addr,
+    upper: Ipv4Addr,
+    any: Ipv4Addr,
+    netmask: Ipv4Addr,
+    taken: &[Ipv4Addr],
+) -> u32 {
+    let mask = u32::from(netmask);
+    let network = u32::from(any) & mask;
+    let broadcast = network | !mask;
+    let first = u32::from(lower).max(network.saturating_add(1));
+    let last = u32::from(upper).min(broadcast.saturating_sub(1));
+    if first > last {
+        return 0;
+    }
+    let inside = taken
+        .iter()
+        .map(|t| u32::from(*t))
+        .filter(|t| (first..=last).contains(t))
+        .collect::<std::collections::BTreeSet<_>>()
+        .len() as u32;
+    (last - first + 1).saturating_sub(inside)
+}
+
+/// Parses `list dhcpservers`, either layout. The indented `Global Configuration:` block and the
+/// `Groups:` / `Individual Configs:` lines of 6.1+ are skipped.
+pub fn parse_dhcpservers(text: &str) -> Vec<DhcpServer> {
+    records(text, "NetworkName")
+        .into_iter()
+        .map(|r| {
+            let either = |new: &str, old: &str| {
+                let v = field(&r, new);
+                if v.is_empty() {
+                    field(&r, old)
+                } else {
+                    v
+                }
+            };
+            DhcpServer {
+                network_name: field(&r, "NetworkName").to_string(),
+                ip: either("Dhcpd IP", "IP").parse().ok(),
+                lower_ip: either("LowerIPAddress", "lowerIPAddress").parse().ok(),
+                upper_ip: either("UpperIPAddress", "upperIPAddress").parse().ok(),
+                netmask: field(&r, "NetworkMask").parse().ok(),
+                enabled: field(&r, "Enabled").eq_ignore_ascii_case("yes"),
+            }
+        })
+        .collect()
+}
+
+/// Splits `Key:   value` lines at the first colon into records, each starting at `first` (the
+/// key of a record's first line). Blank lines cannot delimit records: `list hostonlynets` has
+/// one inside each block.
+fn records<'a>(text: &'a str, first: &str) -> Vec<Vec<(&'a str, &'a str)>> {
     let mut out: Vec<Vec<(&str, &str)>> = Vec::new();
     for line in lines(text) {
         let Some((key, value)) = line.split_once(':') else {
             continue;
         };
         let (key, value) = (key.trim(), value.trim());
-        if key == "Name" {
+        if key == first {
             out.push(Vec::new());
         }
         if let Some(record) = out.last_mut() {
@@ -114,7 +226,7 @@ fn field<'a>(record: &[(&str, &'a str)], key: &str) -> &'a str {
 /// Parses `list hostonlyifs`: the 6.1 layout and the 7.x one (which adds `Wireless:`), with
 /// CRLF or not. Unknown fields are ignored.
 pub fn parse_hostonlyifs(text: &str) -> Vec<HostOnlyIf> {
-    records(text)
+    records(text, "Name")
         .into_iter()
         .map(|r| HostOnlyIf {
             name: field(&r, "Name").to_string(),
@@ -129,7 +241,7 @@ pub fn parse_hostonlyifs(text: &str) -> Vec<HostOnlyIf> {
 
 /// Parses `list hostonlynets` (VirtualBox 7).
 pub fn parse_hostonlynets(text: &str) -> Vec<HostOnlyNet> {
-    records(text)
+    records(text, "Name")
         .into_iter()
         .map(|r| HostOnlyNet {
             name: field(&r, "Name").to_string(),
@@ -225,6 +337,70 @@ mod tests {
         assert_eq!(nets[0].lower_ip, Some(Ipv4Addr::new(192, 168, 57, 100)));
         assert_eq!(nets[1].upper_ip, Some(Ipv4Addr::new(192, 168, 61, 254)));
         assert!(!nets[1].enabled);
+    }
+
+    #[test]
+    fn reads_dhcpservers_in_both_layouts() {
+        let servers = parse_dhcpservers(&fixture("list-dhcpservers-7.0.txt"));
+        assert_eq!(servers.len(), 2);
+        let first = &servers[0];
+        assert_eq!(first.network_name, "HostInterfaceNetworking-vboxnet0");
+        assert_eq!(first.ip, Some(Ipv4Addr::new(192, 168, 56, 100)));
+        assert_eq!(first.lower_ip, Some(Ipv4Addr::new(192, 168, 56, 101)));
+        assert_eq!(first.upper_ip, Some(Ipv4Addr::new(192, 168, 56, 254)));
+        assert_eq!(first.netmask, Some(Ipv4Addr::new(255, 255, 255, 0)));
+        assert!(first.enabled);
+        let host = Ipv4Addr::new(192, 168, 56, 1);
+        let mask = Ipv4Addr::new(255, 255, 255, 0);
+        assert_eq!(first.usable_leases(host, mask), 154);
+        // A range holding only the server's own address has nothing to lease.
+        let second = &servers[1];
+        assert!(!second.enabled);
+        assert_eq!(
+            second.usable_leases(Ipv4Addr::new(192, 168, 57, 1), mask),
+            0
+        );
+        let old = parse_dhcpservers(&fixture("list-dhcpservers-6.0.txt"));
+        assert_eq!(old.len(), 1);
+        assert_eq!(old[0].ip, Some(Ipv4Addr::new(192, 168, 56, 100)));
+        assert_eq!(old[0].lower_ip, Some(Ipv4Addr::new(192, 168, 56, 101)));
+        assert_eq!(old[0].upper_ip, Some(Ipv4Addr::new(192, 168, 56, 254)));
+        assert!(old[0].enabled);
+        assert!(parse_dhcpservers("").is_empty());
+        assert_eq!(
+            DhcpServer::network_name_of("vboxnet3"),
+            "HostInterfaceNetworking-vboxnet3"
+        );
+    }
+
+    #[test]
+    fn counts_usable_addresses_of_a_range() {
+        let ip = |d: u8| Ipv4Addr::new(192, 168, 56, d);
+        let mask = Ipv4Addr::new(255, 255, 255, 0);
+        assert_eq!(
+            usable_in_range(ip(100), ip(254), ip(1), mask, &[ip(1)]),
+            155
+        );
+        // The broadcast and network addresses are never leased.
+        assert_eq!(usable_in_range(ip(0), ip(255), ip(1), mask, &[]), 254);
+        // Backwards, outside the subnet, or only taken addresses: nothing.
+        assert_eq!(usable_in_range(ip(200), ip(100), ip(1), mask, &[]), 0);
+        let other = Ipv4Addr::new(192, 168, 99, 100);
+        assert_eq!(usable_in_range(other, other, ip(1), mask, &[]), 0);
+        assert_eq!(
+            usable_in_range(ip(1), ip(2), ip(1), mask, &[ip(1), ip(2)]),
+            0
+        );
+        // A host-only network's host takes its first address.
+        let net = HostOnlyNet {
+            name: "n".into(),
+            enabled: true,
+            netmask: Some(mask),
+            lower_ip: Some(ip(1)),
+            upper_ip: Some(ip(1)),
+        };
+        assert_eq!(net.host_address(), Some(ip(1)));
+        assert_eq!(net.usable_leases(), 0);
     }
 
     #[test]

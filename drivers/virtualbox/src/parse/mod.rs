@@ -5,11 +5,12 @@ mod showvminfo;
 mod version;
 
 pub use lists::{
-    parse_created_interface, parse_guestproperty, parse_hostonlyifs, parse_hostonlynets,
-    parse_list_vms, HostOnlyIf, HostOnlyNet, VmEntry,
+    parse_created_interface, parse_dhcpservers, parse_guestproperty, parse_hostonlyifs,
+    parse_hostonlynets, parse_list_vms, usable_in_range, DhcpServer, HostOnlyIf, HostOnlyNet,
+    VmEntry,
 };
-pub use showvminfo::{parse_showvminfo, NatRule, Nic, VmInfo};
-pub use version::{parse_version, VBoxVersion};
+pub use showvminfo::{parse_human_nat_rules, parse_showvminfo, NatRule, Nic, VmInfo};
+pub use version::{parse_version, VBoxVersion, SUPPORTED};
 
 /// Output that does not have the shape the parser expects.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -38,6 +38,64 @@ impl NatRule {
     }
 }
 
+/// The NAT port forwards in the human-readable `showvminfo <vm>` (no `--machinereadable`), by
+/// adapter slot. VBoxManage prints one line per rule, right after the adapter's line:
+///
+/// ```text
+/// NIC 1 Rule(0):   name = tcp-22-45022, protocol = tcp, host ip = 127.0.0.1, host port = 45022, guest ip = , guest port = 22
+/// ```
+///
+/// Lines of any other shape are ignored.
+pub fn parse_human_nat_rules(text: &str) -> BTreeMap<u8, Vec<NatRule>> {
+    let mut out: BTreeMap<u8, Vec<NatRule>> = BTreeMap::new();
+    for line in super::lines(text) {
+        let Some((slot, rule)) = human_rule(line) else {
+            continue;
+        };
+        out.entry(slot).or_default().push(rule);
+    }
+    out
+}
+
+/// One `NIC <n> Rule(<i>):   name = …` line.
+fn human_rule(line: &str) -> Option<(u8, NatRule)> {
+    let rest = line.trim().strip_prefix("NIC ")?;
+    let (slot, rest) = rest.split_once(" Rule(")?;
+    let slot: u8 = slot.trim().parse().ok()?;
+    let (_, fields) = rest.split_once("):")?;
+    // The values sit between known labels; a value may be empty (`guest ip = ,`).
+    const LABELS: [&str; 6] = [
+        "name = ",
+        ", protocol = ",
+        ", host ip = ",
+        ", host port = ",
+        ", guest ip = ",
+        ", guest port = ",
+    ];
+    let mut values = Vec::with_capacity(LABELS.len());
+    let mut rest = fields.trim_start();
+    for (i, label) in LABELS.iter().enumerate() {
+        rest = rest.strip_prefix(label)?;
+        let end = match LABELS.get(i + 1) {
+            Some(next) => rest.find(next)?,
+            None => rest.len(),
+        };
+        values.push(rest[..end].trim());
+        rest = &rest[end..];
+    }
+    Some((
+        slot,
+        NatRule {
+            name: values[0].to_string(),
+            protocol: values[1].to_string(),
+            host_ip: values[2].to_string(),
+            host_port: values[3].parse().ok()?,
+            guest_ip: values[4].to_string(),
+            guest_port: values[5].parse().ok()?,
+        },
+    ))
+}
+
 /// One network adapter (`nicN`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Nic {
@@ -344,6 +402,45 @@ mod tests {
             parse_showvminfo("name=\"x\"\ndescription=\"VMState=\\\"running\\\"\"\n").unwrap();
         assert_eq!(none.vm_state(), None);
         assert_eq!(none.description(), Some("VMState=\"running\""));
+    }
+
+    #[test]
+    fn reads_port_forwards_from_the_human_readable_form() {
+        // VirtualBox 7.0.0 prints no `Forwarding(i)` lines with --machinereadable; the plain
+        // `showvminfo` still lists the rules.
+        let rules = parse_human_nat_rules(&fixture("showvminfo-human-7.0.0.txt"));
+        assert_eq!(rules.len(), 2, "{rules:?}");
+        assert_eq!(
+            rules[&1],
+            [
+                NatRule {
+                    name: "tcp-22-45022".into(),
+                    protocol: "tcp".into(),
+                    host_ip: "127.0.0.1".into(),
+                    host_port: 45022,
+                    guest_ip: String::new(),
+                    guest_port: 22,
+                },
+                NatRule {
+                    name: "tcp-6443-46022".into(),
+                    protocol: "tcp".into(),
+                    host_ip: "127.0.0.1".into(),
+                    host_port: 46022,
+                    guest_ip: String::new(),
+                    guest_port: 6443,
+                },
+            ]
+        );
+        assert_eq!(rules[&3][0].host_ip, "");
+        assert_eq!(rules[&3][0].guest_ip, "10.0.2.15");
+        assert_eq!(rules[&3][0].protocol, "udp");
+        // CRLF, and lines that only look similar.
+        let crlf = "NIC 1 Rule(0):   name = ssh, protocol = tcp, host ip = , host port = 2222, guest ip = , guest port = 22\r\n\
+                    NIC 1 Settings:  MTU: 0\r\nNIC 2 Rule(0):   name = x\r\n";
+        let rules = parse_human_nat_rules(crlf);
+        assert_eq!(rules[&1][0].host_port, 2222);
+        assert!(!rules.contains_key(&2));
+        assert!(parse_human_nat_rules("").is_empty());
     }
 
     #[test]

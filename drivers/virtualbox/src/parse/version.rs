@@ -35,17 +35,28 @@ impl VBoxVersion {
             w.contains("vboxdrv") || w.contains("kernel modules are not loaded")
         })
     }
-    /// Why timonel refuses this version, if it does: it supports 6.1 and 7.x.
+    /// Why timonel refuses this version, if it does. Supported: VirtualBox 6.1 and 7.x (see
+    /// [`SUPPORTED`]); anything older is refused, with the reason.
     pub fn unsupported_reason(&self) -> Option<String> {
         if (self.major, self.minor) < (6, 1) {
             Some(format!(
-                "VirtualBox {self} is too old; timonel supports VirtualBox 6.1 and 7.x"
+                "VirtualBox {self} is too old: timonel supports {SUPPORTED}, the releases whose \
+                 VBoxManage options and outputs it is written and tested against (before 6.1, \
+                 `list dhcpservers` for one prints another layout)"
             ))
         } else {
             None
         }
     }
+
+    /// Newer than what timonel was tested with (8.0 and later): usable, with a note.
+    pub fn newer_than_tested(&self) -> bool {
+        self.major > 7
+    }
 }
+
+/// The VirtualBox versions timonel supports, as said to users.
+pub const SUPPORTED: &str = "VirtualBox 6.1 and 7.x";
 
 impl fmt::Display for VBoxVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -137,7 +148,14 @@ mod tests {
         }
         let old = parse_version("6.0.12r133076").unwrap();
         let why = old.unsupported_reason().unwrap();
-        assert!(why.contains("6.0.12 is too old"), "{why}");
+        assert_eq!(
+            why,
+            "VirtualBox 6.0.12 is too old: timonel supports VirtualBox 6.1 and 7.x, the releases \
+             whose VBoxManage options and outputs it is written and tested against (before 6.1, \
+             `list dhcpservers` for one prints another layout)"
+        );
+        assert!(parse_version("8.0.0r1").unwrap().newer_than_tested());
+        assert!(!parse_version("7.2.4r1").unwrap().newer_than_tested());
         assert!(parse_version("5.2.44r139111")
             .unwrap()
             .unsupported_reason()

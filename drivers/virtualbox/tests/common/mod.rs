@@ -99,6 +99,23 @@ impl Sim {
         }
     }
 
+    /// [`fast_timings`](Self::fast_timings) with `ip` giving up after 300 ms.
+    pub fn short_ip_timeout() -> Timings {
+        Timings {
+            ip_timeout: Duration::from_millis(300),
+            ..Self::fast_timings()
+        }
+    }
+
+    /// The error of creating node `dev` (which must fail).
+    pub async fn create_error(&self) -> timonel_driver::DriverError {
+        use timonel_driver::Driver;
+        self.driver()
+            .create(&self.spec("dev", 1, 45022), &timonel_driver::SilentReporter)
+            .await
+            .expect_err("create must fail")
+    }
+
     pub fn driver(&self) -> VirtualBoxDriver {
         VirtualBoxDriver::with_runner(
             Arc::new(SimRunner {
@@ -118,6 +135,71 @@ impl Sim {
             .env("LANG", "C")
             .output()
             .unwrap()
+    }
+
+    /// Runs the simulator directly and insists that it succeeds (setting up a world by hand).
+    pub fn ok(&self, args: &[&str]) -> std::process::Output {
+        let out = self.vbox(args);
+        assert!(
+            out.status.success(),
+            "VBoxManage {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// A host-only interface made by hand (`hostonlyif create` + `ipconfig`): `vboxnet<n>` at
+    /// `ip`/24, without a DHCP server.
+    pub fn host_only_interface(&self, ip: &str) {
+        let out = self.ok(&["hostonlyif", "create"]);
+        let created = String::from_utf8_lossy(&out.stdout);
+        let name = created
+            .split('\'')
+            .nth(1)
+            .expect("Interface '<name>' was successfully created")
+            .to_string();
+        self.ok(&[
+            "hostonlyif",
+            "ipconfig",
+            &name,
+            "--ip",
+            ip,
+            "--netmask",
+            "255.255.255.0",
+        ]);
+    }
+
+    /// `dhcpserver add` for `vboxnet0` with this server address and range, `--enable` or
+    /// `--disable`d.
+    pub fn dhcp_server(&self, server: &str, lower: &str, upper: &str, enabled: bool) {
+        self.ok(&[
+            "dhcpserver",
+            "add",
+            "--netname",
+            "HostInterfaceNetworking-vboxnet0",
+            "--ip",
+            server,
+            "--netmask",
+            "255.255.255.0",
+            "--lowerip",
+            lower,
+            "--upperip",
+            upper,
+            if enabled { "--enable" } else { "--disable" },
+        ]);
+    }
+
+    /// A driver whose node `dev` (cluster `dev`, ssh on 45022) is created and started.
+    pub async fn running(&self) -> VirtualBoxDriver {
+        use timonel_driver::Driver;
+        let driver = self.driver();
+        let spec = self.spec("dev", 1, 45022);
+        driver
+            .create(&spec, &timonel_driver::SilentReporter)
+            .await
+            .unwrap();
+        driver.start(&spec.name).await.unwrap();
+        driver
     }
 
     /// One line per VBoxManage process so far.
