@@ -62,11 +62,37 @@ struct Event<'a> {
     time_ms: u128,
 }
 
+/// Writes data to stdout and flushes it. A reader that went away (`timonel … | head -1`) comes
+/// back as an `io::ErrorKind::BrokenPipe` error for the caller to return with `?`: the command
+/// stops there and `main` ends it quietly with exit code 0. Unlike `print!`, this never panics.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    write_stdout_bytes(args.to_string().as_bytes())
+}
+
+/// [`write_stdout`] for bytes (logs, command output, completion scripts).
+pub fn write_stdout_bytes(bytes: &[u8]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()
+}
+
+/// `println!` for command data: `outln!("{ip}")?;`. See [`write_stdout`].
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Writes one event line. A closed stdout is not reported here: the event stream is a side
+/// channel of a command that goes on (or is already failing), and nothing here panics.
 fn emit(event: Event<'_>) {
-    if let Ok(line) = serde_json::to_string(&event) {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
+    if let Ok(mut line) = serde_json::to_string(&event) {
+        line.push('\n');
+        let _ = write_stdout_bytes(line.as_bytes());
     }
 }
 

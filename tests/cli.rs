@@ -142,3 +142,84 @@ fn commands_on_a_missing_profile_say_how_to_create_it() {
         assert!(err.contains("timonel start -p ghost"), "{cmd:?}: {err}");
     }
 }
+
+/// Runs `timonel ARGS` with stdout a pipe whose reading end is already closed, as when the
+/// reader (`| head -1`) has gone away before timonel writes.
+fn timonel_into_closed_pipe(home: &std::path::Path, args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let child = Command::new(env!("CARGO_BIN_EXE_timonel"))
+        .args(args)
+        .env("TIMONEL_HOME", home)
+        .env_remove("TIMONEL_PROFILE")
+        .env("NO_COLOR", "1")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_every_printing_command_quietly() {
+    let home = tempfile::tempdir().unwrap();
+    // Something for each listing command to print.
+    let profile = home.path().join("profiles/dev");
+    std::fs::create_dir_all(&profile).unwrap();
+    std::fs::write(
+        profile.join("profile.json"),
+        serde_json::json!({
+            "schema": 1, "name": "dev", "driver": "docker", "distribution": "k3s",
+            "version": "v1.31.2+k3s1", "listen_address": "127.0.0.1", "token": "t",
+            "nodes": [{"name": "dev", "role": "server", "index": 1}],
+            "phase": "stopped", "created_at": 0
+        })
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(profile.join("kubeconfig.yaml"), "apiVersion: v1\n").unwrap();
+    let cached = home.path().join("cache/k3s/v1.31.2+k3s1/amd64");
+    std::fs::create_dir_all(&cached).unwrap();
+    std::fs::write(cached.join("k3s"), "binary").unwrap();
+    assert!(timonel(home.path(), &["config", "set", "memory", "4g"])
+        .status
+        .success());
+
+    let commands: &[&[&str]] = &[
+        &["--help"],
+        &["--version"],
+        &["help", "start"],
+        &["start", "--help"],
+        &["version"],
+        &["version", "-o", "json"],
+        &["completion", "bash"],
+        &["completion", "zsh"],
+        &["completion", "fish"],
+        &["completion", "powershell"],
+        &["completion", "elvish"],
+        &["config", "view"],
+        &["config", "view", "-o", "json"],
+        &["config", "get", "memory"],
+        &["profile", "list"],
+        &["profile", "list", "-o", "json"],
+        &["cache", "list"],
+        &["cache", "list", "-o", "json"],
+        &["addons", "list", "-p", "dev"],
+        &["addons", "list", "-p", "dev", "-o", "json"],
+        &["kubeconfig", "-p", "dev"],
+    ];
+    for args in commands {
+        // The command does print something when someone reads it...
+        let read = timonel(home.path(), args);
+        assert!(read.status.success(), "{args:?}: {}", text(&read.stderr));
+        assert!(!read.stdout.is_empty(), "{args:?} printed nothing");
+        // ...and ends quietly when nobody does.
+        let out = timonel_into_closed_pipe(home.path(), args);
+        let err = text(&out.stderr);
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace") && !err.contains("error"),
+            "{args:?} complained about the closed pipe:\n{err}"
+        );
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    }
+}

@@ -2,7 +2,6 @@
 //! container's command, so its log is the container's output; on VMs and machines, the
 //! service's journal).
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -48,9 +47,7 @@ pub async fn run(ctx: &Ctx, args: LogsArgs) -> anyhow::Result<ExitCode> {
             }
             other => other?,
         };
-        let mut out = std::io::stdout().lock();
-        out.write_all(text.as_bytes())?;
-        out.flush()?;
+        crate::output::write_stdout_bytes(text.as_bytes())?;
         return Ok(ExitCode::SUCCESS);
     }
     let docker = selected.docker.as_ref().ok_or_else(|| {
@@ -74,10 +71,7 @@ pub async fn run(ctx: &Ctx, args: LogsArgs) -> anyhow::Result<ExitCode> {
             _ = &mut interrupted => break,
             chunk = stream.next() => match chunk {
                 Some(bytes) => {
-                    let bytes = bytes?;
-                    let mut out = std::io::stdout().lock();
-                    out.write_all(&bytes)?;
-                    out.flush()?;
+                    crate::output::write_stdout_bytes(&bytes?)?;
                 }
                 // The container stopped: nothing more will be written.
                 None => {

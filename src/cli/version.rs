@@ -30,8 +30,10 @@ pub fn run(_ctx: &Ctx, args: VersionArgs) -> anyhow::Result<ExitCode> {
         drivers: crate::drivers::compiled_in(),
     };
     match args.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&info)?),
-        OutputFormat::Text => println!("timonel {} ({}/{})", info.version, info.os, info.arch),
+        OutputFormat::Json => crate::outln!("{}", serde_json::to_string_pretty(&info)?)?,
+        OutputFormat::Text => {
+            crate::outln!("timonel {} ({}/{})", info.version, info.os, info.arch)?
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
