@@ -64,14 +64,13 @@ pub fn acquire(
         path: path.clone(),
         source,
     };
-    std::fs::create_dir_all(locks_dir).map_err(io)?;
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(io)?;
+    // The lock files name the commands that hold them: for the owner's eyes only.
+    crate::fsutil::create_private_dir(locks_dir).map_err(io)?;
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&path).map_err(io)?;
     let started = Instant::now();
     let mut told = false;
     loop {
@@ -150,6 +149,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let _a = acquire(dir.path(), "a", Duration::ZERO, &mut |_| {}).unwrap();
         let _b = acquire(dir.path(), "b", Duration::ZERO, &mut |_| {}).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_locks_folder_and_files_are_the_owners_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let locks = dir.path().join("home/locks");
+        let _held = acquire(&locks, "dev", Duration::ZERO, &mut |_| {}).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&locks), 0o700);
+        assert_eq!(mode(&dir.path().join("home")), 0o700);
+        assert_eq!(mode(&locks.join("dev.lock")), 0o600);
     }
 
     /// Not a test on its own: the child process of the two-process tests below. It takes the

@@ -223,3 +223,56 @@ fn a_reader_that_goes_away_ends_every_printing_command_quietly() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn timonel_home_and_its_cache_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // A release to cache, served from a file:// mirror.
+    let release = tmp.path().join("release/v1.31.2+k3s1");
+    std::fs::create_dir_all(&release).unwrap();
+    std::fs::write(release.join("k3s"), b"k3s binary").unwrap();
+    std::fs::write(
+        release.join("sha256sum-amd64.txt"),
+        format!("{}  k3s\n", sha256_hex(b"k3s binary")),
+    )
+    .unwrap();
+    let home = tmp.path().join("home");
+
+    let set = timonel(&home, &["config", "set", "memory", "4g"]);
+    assert!(set.status.success(), "{}", text(&set.stderr));
+    assert_eq!(mode(&home), 0o700);
+    let mirror = format!("file://{}", tmp.path().join("release").display());
+    let download = timonel(
+        &home,
+        &[
+            "cache",
+            "download",
+            "--kubernetes-version",
+            "v1.31.2+k3s1",
+            "--arch",
+            "amd64",
+            "--no-airgap",
+            "--binary-mirror",
+            &mirror,
+        ],
+    );
+    assert!(download.status.success(), "{}", text(&download.stderr));
+    let cached = home.join("cache/k3s/v1.31.2+k3s1/amd64/k3s");
+    assert_eq!(std::fs::read(&cached).unwrap(), b"k3s binary");
+    for dir in cached.ancestors().skip(1) {
+        assert_eq!(mode(dir), 0o700, "{}", dir.display());
+        if dir == home {
+            break;
+        }
+    }
+    // Files may be readable by others: nobody else can reach them.
+    assert_eq!(mode(&cached) & 0o022, 0, "{:o}", mode(&cached));
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}

@@ -60,6 +60,7 @@ pub fn prepare(
             let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755));
         }
     }
+    crate::fsutil::let_others_traverse(home.root(), &[dir.as_path(), base.as_path()])?;
     let keys = key_dir(home, profile);
     crate::fsutil::create_private_dir(&keys)?;
     let key = SshKey::ensure(&keys, &format!("timonel-{}", profile.name))?;
