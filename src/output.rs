@@ -116,15 +116,24 @@ pub fn emit_error(message: &str, reason: &str, hint: Option<&str>) {
     });
 }
 
+fn env_set(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| !v.is_empty())
+}
+
+/// Whether what goes to stderr (step lines, log lines) is coloured: `--color always`, or
+/// `auto` with stderr a terminal and `NO_COLOR` unset.
+pub fn stderr_color(choice: ColorChoice) -> bool {
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => std::io::stderr().is_terminal() && !env_set(env::NO_COLOR),
+    }
+}
+
 impl Printer {
     pub fn new(verbosity: Verbosity, color: ColorChoice, no_progress: bool) -> Self {
         let stderr_tty = std::io::stderr().is_terminal();
-        let env_set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
-        let color = match color {
-            ColorChoice::Always => true,
-            ColorChoice::Never => false,
-            ColorChoice::Auto => stderr_tty && !env_set(env::NO_COLOR),
-        };
+        let color = stderr_color(color);
         let progress = stderr_tty
             && verbosity == Verbosity::Normal
             && !no_progress

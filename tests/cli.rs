@@ -276,3 +276,32 @@ fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
 }
+
+#[test]
+fn debug_logs_are_coloured_only_on_a_terminal_or_when_asked() {
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_timonel"))
+            .args(args)
+            .env("TIMONEL_HOME", home.path())
+            .env_remove("NO_COLOR")
+            .env_remove("TIMONEL_LOG")
+            .output()
+            .unwrap()
+    };
+    // stderr is a pipe here, not a terminal.
+    let piped = run(&["-vv", "version"]);
+    assert!(piped.status.success());
+    let log = text(&piped.stderr);
+    assert!(
+        log.contains("DEBUG") && log.contains("timonel starting"),
+        "{log}"
+    );
+    assert!(
+        !log.contains('\x1b'),
+        "escape codes in a piped log: {log:?}"
+    );
+
+    let forced = text(&run(&["-vv", "--color", "always", "version"]).stderr);
+    assert!(forced.contains('\x1b'), "--color always: {forced:?}");
+}
