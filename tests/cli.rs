@@ -164,19 +164,7 @@ fn timonel_into_closed_pipe(home: &std::path::Path, args: &[&str]) -> Output {
 fn a_reader_that_goes_away_ends_every_printing_command_quietly() {
     let home = tempfile::tempdir().unwrap();
     // Something for each listing command to print.
-    let profile = home.path().join("profiles/dev");
-    std::fs::create_dir_all(&profile).unwrap();
-    std::fs::write(
-        profile.join("profile.json"),
-        serde_json::json!({
-            "schema": 1, "name": "dev", "driver": "docker", "distribution": "k3s",
-            "version": "v1.31.2+k3s1", "listen_address": "127.0.0.1", "token": "t",
-            "nodes": [{"name": "dev", "role": "server", "index": 1}],
-            "phase": "stopped", "created_at": 0
-        })
-        .to_string(),
-    )
-    .unwrap();
+    let profile = write_profile(home.path(), "dev");
     std::fs::write(profile.join("kubeconfig.yaml"), "apiVersion: v1\n").unwrap();
     let cached = home.path().join("cache/k3s/v1.31.2+k3s1/amd64");
     std::fs::create_dir_all(&cached).unwrap();
@@ -304,4 +292,56 @@ fn debug_logs_are_coloured_only_on_a_terminal_or_when_asked() {
 
     let forced = text(&run(&["-vv", "--color", "always", "version"]).stderr);
     assert!(forced.contains('\x1b'), "--color always: {forced:?}");
+}
+
+/// Writes a stopped docker profile `name` into `home`, as `start` would have left it.
+fn write_profile(home: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let dir = home.join("profiles").join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("profile.json"),
+        serde_json::json!({
+            "schema": 1, "name": name, "driver": "docker", "distribution": "k3s",
+            "version": "v1.31.2+k3s1", "listen_address": "127.0.0.1", "token": "t",
+            "nodes": [{"name": name, "role": "server", "index": 1}],
+            "phase": "stopped", "created_at": 0
+        })
+        .to_string(),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn a_lock_timeout_says_how_long_this_command_waited_and_for_whom() {
+    let home = tempfile::tempdir().unwrap();
+    write_profile(home.path(), "dev");
+    // This test process holds the profile's lock, as a running `timonel start` would.
+    let _held = timonel::lock::acquire(
+        &home.path().join("locks"),
+        "dev",
+        std::time::Duration::ZERO,
+        &mut |_| {},
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_timonel"))
+        .args(["kubeconfig", "--merge", "-p", "dev"])
+        .env("TIMONEL_HOME", home.path())
+        .env("TIMONEL_LOCK_TIMEOUT", "200ms")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            "profile `dev` is busy: this command waited 200ms for another timonel command"
+        ) && err.contains(&format!("(pid {}: ", std::process::id())),
+        "{err}"
+    );
+    assert!(!err.contains("longer than 200ms for"), "{err}");
+    assert!(
+        err.contains("hint:") && err.contains("TIMONEL_LOCK_TIMEOUT=10m"),
+        "{err}"
+    );
 }
