@@ -345,3 +345,35 @@ fn a_lock_timeout_says_how_long_this_command_waited_and_for_whom() {
         "{err}"
     );
 }
+
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    let home = tempfile::tempdir().unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&timonel(home.path(), &["version", "-o", "json"]).stdout).unwrap();
+    let commit = json["commit"].as_str().unwrap().to_string();
+    let line = text(&timonel(home.path(), &["version"]).stdout);
+    assert!(line.contains(&format!("(commit {commit}, ")), "{line}");
+
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output();
+    match head {
+        Ok(out) if out.status.success() => {
+            // Built from this checkout: its HEAD, marked dirty when the build saw local
+            // changes (which the tree may or may not still have).
+            let head = text(&out.stdout).trim().to_string();
+            assert_eq!(head.len(), 12, "{head}");
+            assert!(
+                commit == head || commit == format!("{head}-dirty"),
+                "`timonel version` says {commit}, HEAD is {head}"
+            );
+        }
+        // No git here: the fallback.
+        _ => assert!(
+            commit == "unknown" || std::env::var("TIMONEL_COMMIT").is_ok_and(|c| c == commit),
+            "{commit}"
+        ),
+    }
+}
