@@ -14,15 +14,20 @@ fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
     println!("cargo:rerun-if-env-changed={FALLBACK_ENV}");
     println!("cargo:rerun-if-changed=build.rs");
-    let commit = match git_commit(&manifest_dir) {
-        Some(commit) => commit,
-        None => std::env::var(FALLBACK_ENV)
-            .ok()
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| "unknown".to_string()),
+    let (commit, time) = match git_commit(&manifest_dir) {
+        Some(found) => found,
+        None => (
+            std::env::var(FALLBACK_ENV)
+                .ok()
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| "unknown".to_string()),
+            "0".to_string(),
+        ),
     };
     println!("cargo:rustc-env=TIMONEL_GIT_COMMIT={commit}");
+    // Unix seconds of the commit (0: unknown), for `doctor`'s clock check.
+    println!("cargo:rustc-env=TIMONEL_GIT_COMMIT_TIME={time}");
 }
 
 /// Runs git in `dir`; its trimmed stdout when it succeeds.
@@ -37,9 +42,10 @@ fn git(dir: &Path, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// The commit of the repository whose top is `dir`, or `None` when `dir` is not the top of a
-/// git work tree (e.g. an unpacked crate inside someone else's repository).
-fn git_commit(dir: &Path) -> Option<String> {
+/// The commit of the repository whose top is `dir`, and its time (Unix seconds), or `None`
+/// when `dir` is not the top of a git work tree (e.g. an unpacked crate inside someone else's
+/// repository).
+fn git_commit(dir: &Path) -> Option<(String, String)> {
     let top = git(dir, &["rev-parse", "--show-toplevel"])?;
     let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
@@ -51,11 +57,13 @@ fn git_commit(dir: &Path) -> Option<String> {
     watch(dir);
     let hash = git(dir, &["rev-parse", "--short=12", "HEAD"])?;
     let status = git(dir, &["status", "--porcelain", "--untracked-files=no"])?;
-    Some(if status.is_empty() {
+    let time = git(dir, &["log", "-1", "--format=%ct", "HEAD"]).unwrap_or_else(|| "0".into());
+    let commit = if status.is_empty() {
         hash
     } else {
         format!("{hash}-dirty")
-    })
+    };
+    Some((commit, time))
 }
 
 /// Tells cargo what to watch: the files that move with HEAD (worktrees keep HEAD and the

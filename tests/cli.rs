@@ -35,6 +35,7 @@ fn help_lists_the_commands() {
         "profile",
         "version",
         "completion",
+        "doctor",
     ] {
         assert!(
             help.contains(&format!("\n  {cmd} ")),
@@ -376,4 +377,97 @@ fn version_names_the_commit_it_was_built_from() {
             "{commit}"
         ),
     }
+}
+
+#[test]
+fn doctor_reports_every_check_with_a_verdict_and_a_fix_when_not_ok() {
+    let home = tempfile::tempdir().unwrap();
+    let doctor = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_timonel"))
+            .args(args)
+            .env("TIMONEL_HOME", home.path())
+            .env("NO_COLOR", "1")
+            .env("HTTPS_PROXY", "http://127.0.0.1:3128")
+            .env_remove("https_proxy")
+            .output()
+            .unwrap()
+    };
+    let out = doctor(&["doctor", "-o", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)));
+    let checks = report["checks"].as_array().unwrap();
+    let rank = |v: &str| match v {
+        "ok" => 0,
+        "warn" => 1,
+        "fail" => 2,
+        other => panic!("unknown verdict {other}"),
+    };
+    let mut worst = 0;
+    for c in checks {
+        let (name, verdict) = (c["name"].as_str().unwrap(), c["verdict"].as_str().unwrap());
+        assert!(
+            !name.is_empty() && !c["detail"].as_str().unwrap().is_empty(),
+            "{c}"
+        );
+        worst = worst.max(rank(verdict));
+        match (verdict, c["fix"].as_str()) {
+            ("ok", None) => {}
+            ("ok", Some(_)) => panic!("an ok check with a fix: {c}"),
+            (_, Some(fix)) => assert!(!fix.trim().is_empty(), "{c}"),
+            (_, None) => panic!("a check that is not ok has no fix: {c}"),
+        }
+    }
+    assert_eq!(rank(report["verdict"].as_str().unwrap()), worst);
+    // Exit code by severity: 1 only when a check failed.
+    assert_eq!(
+        out.status.code(),
+        Some(if worst == 2 { 1 } else { 0 }),
+        "{report}"
+    );
+
+    let names: Vec<&str> = checks.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let mut expected = vec![
+        "driver docker",
+        "usable driver",
+        "disk space",
+        "clock",
+        "proxy",
+    ];
+    if cfg!(target_os = "linux") {
+        expected.extend([
+            "cgroups",
+            "module br_netfilter",
+            "module overlay",
+            "fs.inotify.max_user_instances",
+            "fs.inotify.max_user_watches",
+        ]);
+    }
+    for name in expected {
+        assert!(names.contains(&name), "`{name}` missing from {names:?}");
+    }
+    // The proxy setting of this run is read: a loopback proxy is useless inside the nodes.
+    let proxy = checks.iter().find(|c| c["name"] == "proxy").unwrap();
+    assert_eq!(proxy["verdict"], "warn", "{proxy}");
+
+    // The table for people: a row per check, its verdict, the fix under each row that is not
+    // ok, and the exit code its own verdicts call for. (A second run reads the host again, so
+    // a slow driver may answer differently: only the checks' names must match.)
+    let run = doctor(&["doctor"]);
+    let table = text(&run.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("CHECK "), "{table}");
+    let mut failed = false;
+    for name in &names {
+        let i = lines
+            .iter()
+            .position(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no row for `{name}` in\n{table}"));
+        let verdict = lines[i][name.len()..].split_whitespace().next().unwrap();
+        failed |= rank(verdict) == 2;
+        let fix_below = lines
+            .get(i + 1)
+            .is_some_and(|l| l.starts_with(' ') && l.trim_start().starts_with("fix: "));
+        assert_eq!(fix_below, verdict != "ok", "`{name}` in\n{table}");
+    }
+    assert_eq!(run.status.code(), Some(i32::from(failed)), "{table}");
 }
