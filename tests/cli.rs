@@ -3,16 +3,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
 
+mod support;
+
 use std::process::{Command, Output};
 
-fn timonel(home: &std::path::Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_timonel"))
-        .args(args)
+/// `timonel ARGS` with its own home, the default profile and no colour.
+fn command(home: &std::path::Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_timonel"));
+    cmd.args(args)
         .env("TIMONEL_HOME", home)
         .env_remove("TIMONEL_PROFILE")
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+fn timonel(home: &std::path::Path, args: &[&str]) -> Output {
+    command(home, args).output().unwrap()
 }
 
 fn text(b: &[u8]) -> String {
@@ -85,19 +91,7 @@ fn profile_list_reads_the_state_files() {
         serde_json::json!([])
     );
 
-    let dir = home.path().join("profiles/dev");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("profile.json"),
-        serde_json::json!({
-            "schema": 1, "name": "dev", "driver": "docker", "distribution": "k3s",
-            "version": "v1.31.2+k3s1", "listen_address": "127.0.0.1", "token": "t",
-            "nodes": [{"name": "dev", "role": "server", "index": 1}],
-            "phase": "stopped", "created_at": 0
-        })
-        .to_string(),
-    )
-    .unwrap();
+    write_profile(home.path(), "dev");
     let broken = home.path().join("profiles/broken");
     std::fs::create_dir_all(&broken).unwrap();
     std::fs::write(broken.join("profile.json"), "{").unwrap();
@@ -149,11 +143,7 @@ fn commands_on_a_missing_profile_say_how_to_create_it() {
 fn timonel_into_closed_pipe(home: &std::path::Path, args: &[&str]) -> Output {
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let child = Command::new(env!("CARGO_BIN_EXE_timonel"))
-        .args(args)
-        .env("TIMONEL_HOME", home)
-        .env_remove("TIMONEL_PROFILE")
-        .env("NO_COLOR", "1")
+    let child = command(home, args)
         .stdout(writer)
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -220,14 +210,11 @@ fn timonel_home_and_its_cache_are_private() {
     let tmp = tempfile::tempdir().unwrap();
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     // A release to cache, served from a file:// mirror.
-    let release = tmp.path().join("release/v1.31.2+k3s1");
-    std::fs::create_dir_all(&release).unwrap();
-    std::fs::write(release.join("k3s"), b"k3s binary").unwrap();
-    std::fs::write(
-        release.join("sha256sum-amd64.txt"),
-        format!("{}  k3s\n", sha256_hex(b"k3s binary")),
-    )
-    .unwrap();
+    support::publish(
+        &tmp.path().join("release"),
+        "v1.31.2+k3s1",
+        &[("k3s", b"k3s binary")],
+    );
     let home = tmp.path().join("home");
 
     let set = timonel(&home, &["config", "set", "memory", "4g"]);
@@ -261,18 +248,11 @@ fn timonel_home_and_its_cache_are_private() {
     assert_eq!(mode(&cached) & 0o022, 0, "{:o}", mode(&cached));
 }
 
-fn sha256_hex(data: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(data))
-}
-
 #[test]
 fn debug_logs_are_coloured_only_on_a_terminal_or_when_asked() {
     let home = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_timonel"))
-            .args(args)
-            .env("TIMONEL_HOME", home.path())
+        command(home.path(), args)
             .env_remove("NO_COLOR")
             .env_remove("TIMONEL_LOG")
             .output()
@@ -325,11 +305,8 @@ fn a_lock_timeout_says_how_long_this_command_waited_and_for_whom() {
         &mut |_| {},
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_timonel"))
-        .args(["kubeconfig", "--merge", "-p", "dev"])
-        .env("TIMONEL_HOME", home.path())
+    let out = command(home.path(), &["kubeconfig", "--merge", "-p", "dev"])
         .env("TIMONEL_LOCK_TIMEOUT", "200ms")
-        .env("NO_COLOR", "1")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -383,10 +360,7 @@ fn version_names_the_commit_it_was_built_from() {
 fn doctor_reports_every_check_with_a_verdict_and_a_fix_when_not_ok() {
     let home = tempfile::tempdir().unwrap();
     let doctor = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_timonel"))
-            .args(args)
-            .env("TIMONEL_HOME", home.path())
-            .env("NO_COLOR", "1")
+        command(home.path(), args)
             .env("HTTPS_PROXY", "http://127.0.0.1:3128")
             .env_remove("https_proxy")
             .output()

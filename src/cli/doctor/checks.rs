@@ -412,13 +412,7 @@ pub fn proxies(get: impl Fn(&str) -> Option<String>) -> Check {
             let _ = url.set_username("***");
             let _ = url.set_password(None);
         }
-        let loopback = match url.host() {
-            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            None => false,
-        };
-        if loopback {
+        if crate::artifact::sources::is_loopback(&url) {
             return Check::not_ok(
                 NAME,
                 Verdict::Warn,
