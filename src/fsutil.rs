@@ -79,9 +79,19 @@ pub fn let_others_traverse(root: &Path, targets: &[&Path]) -> io::Result<()> {
                 if !dir.starts_with(root) {
                     break;
                 }
-                let mode = fs::metadata(dir)?.permissions().mode();
+                let named = |e: io::Error| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "cannot let other users pass through `{}`: {e}",
+                            dir.display()
+                        ),
+                    )
+                };
+                let mode = fs::metadata(dir).map_err(named)?.permissions().mode();
                 if mode & 0o011 != 0o011 {
-                    fs::set_permissions(dir, fs::Permissions::from_mode(mode | 0o011))?;
+                    fs::set_permissions(dir, fs::Permissions::from_mode(mode | 0o011))
+                        .map_err(named)?;
                 }
             }
         }
