@@ -10,7 +10,7 @@ pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
-    fs::create_dir_all(dir)?;
+    create_dir_all_private(dir)?;
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
     let result = (|| {
@@ -41,14 +41,63 @@ pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
-/// Creates a directory (and parents) that only the owner can read, on unix.
+/// Creates a directory and its missing parents; on unix, every folder it creates is 0700
+/// (only the owner may enter it). Folders that already exist keep their mode.
+pub fn create_dir_all_private(path: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(path)
+}
+
+/// Creates a directory (and parents, see [`create_dir_all_private`]) and makes it 0700 even if
+/// it existed, on unix.
 pub fn create_private_dir(path: &Path) -> io::Result<()> {
-    fs::create_dir_all(path)?;
+    create_dir_all_private(path)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
     }
+    Ok(())
+}
+
+/// Lets other users pass through (not list) the folders between `root` and each of `targets`
+/// (`root` included, the targets themselves not), on unix: a hypervisor running as its own user
+/// (libvirt's qemu) must reach VM disks kept under timonel's private home. Paths outside `root`
+/// are left alone.
+pub fn let_others_traverse(root: &Path, targets: &[&Path]) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for target in targets {
+            for dir in target.ancestors().skip(1) {
+                if !dir.starts_with(root) {
+                    break;
+                }
+                let named = |e: io::Error| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "cannot let other users pass through `{}`: {e}",
+                            dir.display()
+                        ),
+                    )
+                };
+                let mode = fs::metadata(dir).map_err(named)?.permissions().mode();
+                if mode & 0o011 != 0o011 {
+                    fs::set_permissions(dir, fs::Permissions::from_mode(mode | 0o011))
+                        .map_err(named)?;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (root, targets);
     Ok(())
 }
 
@@ -74,6 +123,48 @@ mod tests {
             let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
         }
+    }
+
+    #[cfg(unix)]
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn new_folders_are_private_and_existing_ones_keep_their_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o755)).unwrap();
+        let file = open.join("home/profiles/dev/state.json");
+        atomic_write(&file, b"{}", 0o600).unwrap();
+        assert_eq!(mode(&open), 0o755);
+        assert_eq!(mode(&open.join("home")), 0o700);
+        assert_eq!(mode(&open.join("home/profiles")), 0o700);
+        assert_eq!(mode(&open.join("home/profiles/dev")), 0o700);
+        assert_eq!(mode(&file), 0o600);
+        create_private_dir(&open).unwrap();
+        assert_eq!(mode(&open), 0o700);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn others_may_pass_through_to_a_target_but_not_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("home");
+        let disk = root.join("machines/dev/disk.qcow2");
+        create_dir_all_private(disk.parent().unwrap()).unwrap();
+        fs::write(&disk, b"").unwrap();
+        let outside = dir.path().join("elsewhere/base.qcow2");
+        create_dir_all_private(outside.parent().unwrap()).unwrap();
+        let_others_traverse(&root, &[&disk, &outside]).unwrap();
+        for d in ["", "machines", "machines/dev"] {
+            assert_eq!(mode(&root.join(d)), 0o711, "{d}");
+        }
+        assert_eq!(mode(outside.parent().unwrap()), 0o700);
     }
 
     #[test]

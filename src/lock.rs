@@ -12,10 +12,15 @@ use std::time::{Duration, Instant};
 /// Why the lock could not be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("profile `{profile}` is busy: {holder} has held it for longer than {waited:?}")]
+    #[error(
+        "profile `{profile}` is busy: this command waited {} for {holder} to finish with it",
+        humantime::format_duration(*waited)
+    )]
     Timeout {
         profile: String,
+        /// Who holds the lock, as [`acquire`]'s `on_wait` is told.
         holder: String,
+        /// How long this command waited (the timeout it was given).
         waited: Duration,
     },
     #[error("cannot use the lock file `{}`", path.display())]
@@ -29,10 +34,12 @@ pub enum LockError {
 impl timonel_driver::Hint for LockError {
     fn hint(&self) -> Option<String> {
         match self {
-            Self::Timeout { .. } => Some(
-                "wait for the other timonel command to finish, or raise the wait with TIMONEL_LOCK_TIMEOUT (e.g. `10m`)"
-                    .to_string(),
-            ),
+            Self::Timeout { waited, .. } => Some(format!(
+                "run this command again once that one has ended (stopping it frees the lock at once), \
+                 or let it wait longer than {} with {}=10m",
+                humantime::format_duration(*waited),
+                crate::env::TIMONEL_LOCK_TIMEOUT
+            )),
             Self::Io { .. } => None,
         }
     }
@@ -64,14 +71,13 @@ pub fn acquire(
         path: path.clone(),
         source,
     };
-    std::fs::create_dir_all(locks_dir).map_err(io)?;
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(io)?;
+    // The lock files name the commands that hold them: for the owner's eyes only.
+    crate::fsutil::create_private_dir(locks_dir).map_err(io)?;
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&path).map_err(io)?;
     let started = Instant::now();
     let mut told = false;
     loop {
@@ -96,7 +102,7 @@ pub fn acquire(
         }
     }
     let me = format!(
-        "pid {} ({})",
+        "pid {}: {}",
         std::process::id(),
         std::env::args().collect::<Vec<_>>().join(" ")
     );
@@ -114,7 +120,7 @@ fn describe_holder(file: &mut File) -> String {
     if text.is_empty() {
         "another timonel command".to_string()
     } else {
-        format!("another timonel command, {text},")
+        format!("another timonel command ({text})")
     }
 }
 
@@ -137,6 +143,19 @@ mod tests {
             holder.contains(&format!("pid {}", std::process::id())),
             "{holder}"
         );
+        // The message says how long *this* command waited, and for whom.
+        let message = err.to_string();
+        assert_eq!(
+            message,
+            format!(
+                "profile `dev` is busy: this command waited 300ms for {holder} to finish with it"
+            )
+        );
+        let hint = timonel_driver::Hint::hint(&err).unwrap();
+        assert!(
+            hint.contains("longer than 300ms") && hint.contains("TIMONEL_LOCK_TIMEOUT=10m"),
+            "{hint}"
+        );
         drop(held);
         // Released on drop: the next taker gets it at once.
         acquire(dir.path(), "dev", Duration::from_millis(300), &mut |_| {
@@ -150,6 +169,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let _a = acquire(dir.path(), "a", Duration::ZERO, &mut |_| {}).unwrap();
         let _b = acquire(dir.path(), "b", Duration::ZERO, &mut |_| {}).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_locks_folder_and_files_are_the_owners_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let locks = dir.path().join("home/locks");
+        let _held = acquire(&locks, "dev", Duration::ZERO, &mut |_| {}).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&locks), 0o700);
+        assert_eq!(mode(&dir.path().join("home")), 0o700);
+        assert_eq!(mode(&locks.join("dev.lock")), 0o600);
     }
 
     /// Not a test on its own: the child process of the two-process tests below. It takes the

@@ -5,7 +5,16 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = timonel::cli::Cli::parse();
-    init_tracing(cli.global.verbose);
+    init_tracing(
+        cli.global.verbose,
+        timonel::output::stderr_color(cli.global.color),
+    );
+    tracing::debug!(
+        version = env!("CARGO_PKG_VERSION"),
+        os = std::env::consts::OS,
+        arch = std::env::consts::ARCH,
+        "timonel starting"
+    );
     let events = cli.streams_events();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -45,7 +54,9 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
-fn init_tracing(verbose: u8) {
+/// Logs go to stderr, coloured only when the printer's lines are (`--color`, `NO_COLOR`, a
+/// terminal): escape codes in a log file or a CI log are noise.
+fn init_tracing(verbose: u8, color: bool) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
         0 | 1 => "warn",
@@ -59,6 +70,7 @@ fn init_tracing(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(color)
         .without_time()
         .try_init();
 }

@@ -62,11 +62,37 @@ struct Event<'a> {
     time_ms: u128,
 }
 
+/// Writes data to stdout and flushes it. A reader that went away (`timonel … | head -1`) comes
+/// back as an `io::ErrorKind::BrokenPipe` error for the caller to return with `?`: the command
+/// stops there and `main` ends it quietly with exit code 0. Unlike `print!`, this never panics.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    write_stdout_bytes(args.to_string().as_bytes())
+}
+
+/// [`write_stdout`] for bytes (logs, command output, completion scripts).
+pub fn write_stdout_bytes(bytes: &[u8]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()
+}
+
+/// `println!` for command data: `outln!("{ip}")?;`. See [`write_stdout`].
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Writes one event line. A closed stdout is not reported here: the event stream is a side
+/// channel of a command that goes on (or is already failing), and nothing here panics.
 fn emit(event: Event<'_>) {
-    if let Ok(line) = serde_json::to_string(&event) {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
+    if let Ok(mut line) = serde_json::to_string(&event) {
+        line.push('\n');
+        let _ = write_stdout_bytes(line.as_bytes());
     }
 }
 
@@ -90,15 +116,24 @@ pub fn emit_error(message: &str, reason: &str, hint: Option<&str>) {
     });
 }
 
+fn env_set(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| !v.is_empty())
+}
+
+/// Whether what goes to stderr (step lines, log lines) is coloured: `--color always`, or
+/// `auto` with stderr a terminal and `NO_COLOR` unset.
+pub fn stderr_color(choice: ColorChoice) -> bool {
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => std::io::stderr().is_terminal() && !env_set(env::NO_COLOR),
+    }
+}
+
 impl Printer {
     pub fn new(verbosity: Verbosity, color: ColorChoice, no_progress: bool) -> Self {
         let stderr_tty = std::io::stderr().is_terminal();
-        let env_set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
-        let color = match color {
-            ColorChoice::Always => true,
-            ColorChoice::Never => false,
-            ColorChoice::Auto => stderr_tty && !env_set(env::NO_COLOR),
-        };
+        let color = stderr_color(color);
         let progress = stderr_tty
             && verbosity == Verbosity::Normal
             && !no_progress

@@ -802,3 +802,69 @@ async fn cache_list_download_and_clean() {
     assert!(f.cached(BIN).exists());
     let _ = &f.tmp;
 }
+
+/// Where the redirect tests send downloads: a host that cannot resolve (`.invalid`), so a
+/// client that followed the redirect would fail with a lookup error instead of the refusal.
+const FOREIGN: &str = "http://timonel-redirect-test.invalid/download";
+
+fn refused_redirect_to(err: &ArtifactError) -> String {
+    match err {
+        ArtifactError::RedirectRefused { refusal, .. } => refusal.to.to_string(),
+        other => panic!("expected a refused redirect, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_redirect_of_the_binary_to_plain_http_elsewhere_is_refused() {
+    let f = fixture().await;
+    let target = format!("{FOREIGN}/{V}/{BIN}");
+    f.mirror
+        .fault_always(&asset_path(V, BIN), Fault::Redirect(target.clone()));
+    let err = f.ensure(&f.sources(), false).await.unwrap_err();
+    let to = refused_redirect_to(&err);
+    assert!(
+        to.starts_with("http://timonel-redirect-test.invalid/"),
+        "{to}"
+    );
+    // The message names the URL asked for and, in its cause, the refused one and why.
+    let cause = std::error::Error::source(&err).unwrap().to_string();
+    assert!(
+        err.to_string().contains("/download/v1.31.2%2Bk3s1/k3s") && cause.contains(&to),
+        "{err} / {cause}"
+    );
+    assert!(
+        cause.contains("plain http to a host other than this machine"),
+        "{cause}"
+    );
+    assert!(err.hint().unwrap().contains("--insecure-mirror"));
+    // Refused for good: not retried, nothing kept.
+    assert_eq!(f.mirror.requests(&asset_path(V, BIN)), 1);
+    assert!(!f.cached(BIN).exists() && !f.partial(BIN).exists());
+}
+
+#[tokio::test]
+async fn a_redirect_of_the_checksum_file_to_plain_http_elsewhere_is_refused() {
+    let f = fixture().await;
+    f.mirror.fault_always(
+        &asset_path(V, SUMS),
+        Fault::Redirect(format!("{FOREIGN}/{V}/{SUMS}")),
+    );
+    let err = f.ensure(&f.sources(), false).await.unwrap_err();
+    let to = refused_redirect_to(&err);
+    assert!(to.ends_with(&format!("/{SUMS}")), "{to}");
+    assert_eq!(f.mirror.requests(&asset_path(V, BIN)), 0);
+    assert!(!f.cached(BIN).exists());
+}
+
+#[tokio::test]
+async fn a_redirect_from_loopback_to_loopback_is_followed() {
+    let f = fixture().await;
+    let other = Mirror::start(&f.release).await;
+    let target = format!("{}/v1.31.2%2Bk3s1/{BIN}", other.download_base());
+    f.mirror
+        .fault_always(&asset_path(V, BIN), Fault::Redirect(target));
+    let got = f.ensure(&f.sources(), false).await.unwrap();
+    assert_eq!(std::fs::read(got.binary).unwrap(), f.binary);
+    assert_eq!(f.mirror.requests(&asset_path(V, BIN)), 1);
+    assert_eq!(other.requests(&asset_path(V, BIN)), 1);
+}

@@ -186,7 +186,7 @@ pub(crate) fn write_meta(path: &Path, meta: &AssetMeta) -> Result<(), ArtifactEr
 /// unix) fsyncs the directory. Blocking.
 pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ArtifactError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| ArtifactError::io("could not create", dir, e))?;
+    create_cache_dir(dir)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -205,6 +205,13 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ArtifactError
     }
     sync_dir(dir);
     Ok(())
+}
+
+/// Creates a folder of the cache and its missing parents, the cache itself and timonel's home
+/// included: 0700 on unix (the files inside may stay 0644). Blocking.
+pub(crate) fn create_cache_dir(dir: &Path) -> Result<(), ArtifactError> {
+    crate::fsutil::create_dir_all_private(dir)
+        .map_err(|e| ArtifactError::io("could not create", dir, e))
 }
 
 /// Makes a rename durable. Directories cannot be opened for sync on Windows; NTFS journals the
@@ -231,9 +238,8 @@ pub(crate) async fn lock_artifact(
 ) -> Result<ArtifactLock, ArtifactError> {
     let lock_path = with_suffix(path, LOCK_SUFFIX);
     if let Some(dir) = lock_path.parent() {
-        tokio::fs::create_dir_all(dir)
-            .await
-            .map_err(|e| ArtifactError::io("could not create", dir, e))?;
+        let dir = dir.to_path_buf();
+        blocking(move || create_cache_dir(&dir)).await?;
     }
     let file = OpenOptions::new()
         .read(true)

@@ -159,7 +159,7 @@ async fn resolve_channel(
             }),
         };
     }
-    let fetcher = Fetcher::new(&sources.network)?;
+    let fetcher = Fetcher::new(sources)?;
     match query_channel(cache, &fetcher, sources, name).await {
         Ok(version) => {
             remember(cache, sources, [(name.to_string(), version.clone())]).await;

@@ -473,7 +473,7 @@ async fn fetch_image(
     cached_entry: Option<ChecksumEntry>,
     report: &dyn Reporter,
 ) -> Result<ImageMeta, ArtifactError> {
-    let fetcher = Fetcher::new(&sources.network)?;
+    let fetcher = Fetcher::new(sources)?;
     // `fresh`: the checksum file fetched now, cached together with the image.
     let (mut entry, mut fresh) = match cached_entry {
         Some(e) => (e, None),

@@ -19,7 +19,7 @@ use super::cache::{
 };
 use super::checksum::{hash_file_into, StreamHasher};
 use super::error::ArtifactError;
-use super::sources::NetworkSettings;
+use super::sources::{check_redirect, NetworkSettings, RedirectRefusal, Sources};
 
 /// How often progress is reported while streaming.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
@@ -33,6 +33,21 @@ pub(crate) struct Fetcher {
     /// Does not follow redirects: the channel server's answer *is* the redirect.
     no_redirect: Client,
     net: NetworkSettings,
+}
+
+/// The refusal [`redirect_policy`] gave, if that is why `e` happened.
+fn take_refusal(e: &reqwest::Error) -> Option<Box<RedirectRefusal>> {
+    if !e.is_redirect() {
+        return None;
+    }
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(r) = c.downcast_ref::<RedirectRefusal>() {
+            return Some(Box::new(r.clone()));
+        }
+        cause = c.source();
+    }
+    None
 }
 
 struct Attempt {
@@ -49,8 +64,32 @@ pub(crate) struct Verified {
     pub(crate) digest: String,
 }
 
+/// Redirects followed before giving up (reqwest's default too).
+const MAX_REDIRECTS: usize = 10;
+
+/// Follows redirects that [`check_redirect`] allows; refuses the others before any lookup of
+/// or connection to the new host.
+fn redirect_policy(insecure: bool) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+        }
+        let checked = match attempt.previous().last() {
+            Some(from) => check_redirect(from, attempt.url(), insecure),
+            None => Ok(()),
+        };
+        match checked {
+            Ok(()) => attempt.follow(),
+            Err(refusal) => attempt.error(*refusal),
+        }
+    })
+}
+
 impl Fetcher {
-    pub(crate) fn new(net: &NetworkSettings) -> Result<Self, ArtifactError> {
+    /// Clients for `sources`: their timeouts, and their rules for plain http applied to every
+    /// redirect.
+    pub(crate) fn new(sources: &Sources) -> Result<Self, ArtifactError> {
+        let net = &sources.network;
         let build = |policy| {
             Client::builder()
                 .connect_timeout(net.connect_timeout)
@@ -61,7 +100,7 @@ impl Fetcher {
                 .map_err(|source| ArtifactError::Client { source })
         };
         Ok(Self {
-            client: build(reqwest::redirect::Policy::limited(10))?,
+            client: build(redirect_policy(sources.insecure_mirror))?,
             no_redirect: build(reqwest::redirect::Policy::none())?,
             net: net.clone(),
         })
@@ -114,7 +153,12 @@ impl Fetcher {
     }
 
     pub(crate) fn map_error(&self, url: &Url, e: reqwest::Error) -> ArtifactError {
-        if e.is_connect() {
+        if let Some(refusal) = take_refusal(&e) {
+            ArtifactError::RedirectRefused {
+                url: url.to_string(),
+                refusal,
+            }
+        } else if e.is_connect() {
             ArtifactError::Unreachable {
                 url: url.to_string(),
                 source: e,

@@ -165,7 +165,7 @@ async fn fetch_missing(
     assets: &[String],
     reporter: &dyn Reporter,
 ) -> Result<Checksums, ArtifactError> {
-    let fetcher = Fetcher::new(&sources.network)?;
+    let fetcher = Fetcher::new(sources)?;
     let sums = match cached_sums {
         Some(s) => s,
         None => fetch_checksums(cache, sources, &fetcher, version, arch, reporter).await?,

@@ -26,6 +26,13 @@ pub enum ArtifactError {
     #[error("refusing plain-http {what} `{url}`")]
     InsecureMirror { what: &'static str, url: String },
 
+    #[error("refused a redirect while fetching `{url}`")]
+    RedirectRefused {
+        url: String,
+        #[source]
+        refusal: Box<super::sources::RedirectRefusal>,
+    },
+
     #[error("unknown channel `{channel}` at `{url}`")]
     UnknownChannel {
         channel: String,
@@ -238,6 +245,15 @@ impl Hint for ArtifactError {
                 "use an `https://` URL, or accept an unverified transport with \
                  `--insecure-mirror` ({ENV_INSECURE_MIRROR}=1); downloads are still checked by sha256"
             )),
+            Self::RedirectRefused { refusal, .. } if refusal.insecure_helps => Some(format!(
+                "point the mirror at a server that answers over https (or on this machine) \
+                 without sending you elsewhere, or accept plain http with `--insecure-mirror` \
+                 ({ENV_INSECURE_MIRROR}=1); downloads are still checked by sha256"
+            )),
+            Self::RedirectRefused { .. } => Some(
+                "point the mirror at the file's final https:// (or this machine's http://) address"
+                    .to_string(),
+            ),
             Self::UnknownChannel { known, .. } if !known.is_empty() => Some(format!(
                 "known channels: {}; {pin}",
                 known.join(", ")

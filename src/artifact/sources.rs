@@ -150,7 +150,8 @@ pub fn parse_url(what: &'static str, text: &str) -> Result<Url, ArtifactError> {
     }
 }
 
-fn is_loopback(url: &Url) -> bool {
+/// Whether `url`'s host is this machine (`localhost` or a loopback address).
+pub(crate) fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         Some(Host::Ipv4(ip)) => ip.is_loopback(),
@@ -184,6 +185,52 @@ pub(crate) fn check_url(
             url: url.to_string(),
             reason: format!("the scheme `{other}` is not supported"),
         }),
+    }
+}
+
+/// A redirect the download client will not follow (see [`check_redirect`]).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("`{from}` redirects to `{to}`: {reason}")]
+pub struct RedirectRefusal {
+    /// The address that answered with the redirect.
+    pub from: Url,
+    /// Where it pointed: the refused URL.
+    pub to: Url,
+    pub reason: &'static str,
+    /// Whether `--insecure-mirror` would let it through.
+    pub insecure_helps: bool,
+}
+
+/// Checks a redirect before it is followed (so before any lookup of or connection to the new
+/// host), with the rules of a mirror the user names: https, or plain http to this machine or
+/// with `insecure`. A redirect never steps down from https to plain http, not even to this
+/// machine, unless `insecure`.
+pub(crate) fn check_redirect(
+    from: &Url,
+    to: &Url,
+    insecure: bool,
+) -> Result<(), Box<RedirectRefusal>> {
+    let refuse = |reason, insecure_helps| {
+        Err(Box::new(RedirectRefusal {
+            from: from.clone(),
+            to: to.clone(),
+            reason,
+            insecure_helps,
+        }))
+    };
+    match to.scheme() {
+        "https" => Ok(()),
+        "http" if insecure => Ok(()),
+        "http" if from.scheme() == "https" => refuse(
+            "timonel refuses to step down from https to plain http",
+            true,
+        ),
+        "http" if is_loopback(to) => Ok(()),
+        "http" => refuse(
+            "timonel refuses plain http to a host other than this machine",
+            true,
+        ),
+        _ => refuse("timonel follows redirects to http(s) addresses only", false),
     }
 }
 
@@ -241,6 +288,44 @@ mod tests {
         s.validate().unwrap();
         assert!(parse_url("binary mirror", "ftp://x/y").is_err());
         assert!(parse_url("binary mirror", "not a url").is_err());
+    }
+
+    #[test]
+    fn redirects_follow_the_mirror_rules_and_never_step_down() {
+        let url = |s: &str| Url::parse(s).unwrap();
+        let loopback = url("http://127.0.0.1:8080/download/v1/k3s");
+        let remote_tls = url("https://mirror.example.com/k3s");
+        for (from, to, insecure, ok) in [
+            (&loopback, "http://localhost:9/k3s", false, true),
+            (&loopback, "https://cdn.example.com/k3s", false, true),
+            (
+                &loopback,
+                "http://timonel-redirect-test.invalid/k3s",
+                false,
+                false,
+            ),
+            (
+                &loopback,
+                "http://timonel-redirect-test.invalid/k3s",
+                true,
+                true,
+            ),
+            (&remote_tls, "https://cdn.example.com/k3s", false, true),
+            (&remote_tls, "http://cdn.example.com/k3s", false, false),
+            (&remote_tls, "http://127.0.0.1/k3s", false, false),
+            (&remote_tls, "http://cdn.example.com/k3s", true, true),
+            (&loopback, "file:///etc/passwd", true, false),
+        ] {
+            let result = check_redirect(from, &url(to), insecure);
+            assert_eq!(result.is_ok(), ok, "{from} -> {to} (insecure: {insecure})");
+            if let Err(refusal) = result {
+                let text = refusal.to_string();
+                assert!(
+                    text.contains(&format!("`{from}`")) && text.contains(to),
+                    "{text}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -41,16 +41,16 @@ pub async fn run(ctx: &Ctx, cmd: AddonsCommand) -> anyhow::Result<ExitCode> {
             let profile = ctx.store.load(&ctx.profile)?;
             let rows = cluster::addon_rows(&profile);
             match a.output {
-                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                OutputFormat::Json => crate::outln!("{}", serde_json::to_string_pretty(&rows)?)?,
                 OutputFormat::Text => {
-                    println!("{:<16} {:<9} DESCRIPTION", "ADDON", "STATE");
+                    crate::outln!("{:<16} {:<9} DESCRIPTION", "ADDON", "STATE")?;
                     for r in rows {
-                        println!(
+                        crate::outln!(
                             "{:<16} {:<9} {}",
                             r.name,
                             if r.enabled { "enabled" } else { "disabled" },
                             r.description
-                        );
+                        )?;
                     }
                 }
             }

@@ -81,7 +81,7 @@ pub fn human_size(bytes: u64) -> String {
 async fn list(ctx: &Ctx, cache: &ArtifactCache, output: OutputFormat) -> anyhow::Result<ExitCode> {
     let versions = commands::list(cache).await?;
     if output == OutputFormat::Json {
-        println!("{}", serde_json::to_string_pretty(&versions)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&versions)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     if versions.is_empty() {
@@ -91,10 +91,13 @@ async fn list(ctx: &Ctx, cache: &ArtifactCache, output: OutputFormat) -> anyhow:
         ));
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    crate::outln!(
         "{:<20} {:<8} {:>10}  {:<26} FILES",
-        "VERSION", "ARCH", "SIZE", "LAST USED"
-    );
+        "VERSION",
+        "ARCH",
+        "SIZE",
+        "LAST USED"
+    )?;
     for v in &versions {
         for (i, arch) in v.arches.iter().enumerate() {
             let files: Vec<String> = arch
@@ -108,7 +111,7 @@ async fn list(ctx: &Ctx, cache: &ArtifactCache, output: OutputFormat) -> anyhow:
                     }
                 })
                 .collect();
-            println!(
+            crate::outln!(
                 "{:<20} {:<8} {:>10}  {:<26} {}",
                 if i == 0 {
                     v.version.to_string()
@@ -127,16 +130,16 @@ async fn list(ctx: &Ctx, cache: &ArtifactCache, output: OutputFormat) -> anyhow:
                     ""
                 },
                 files.join(", ")
-            );
+            )?;
         }
         if v.arches.is_empty() {
-            println!(
+            crate::outln!(
                 "{:<20} {:<8} {:>10}  {:<26} -",
                 v.version.to_string(),
                 "-",
                 human_size(v.size),
                 v.last_used.as_deref().unwrap_or("-")
-            );
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -164,11 +167,11 @@ async fn download(ctx: &Ctx, cache: &ArtifactCache, a: DownloadArgs) -> anyhow::
         ctx.printer.warn(note);
     }
     match a.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&got)?),
+        OutputFormat::Json => crate::outln!("{}", serde_json::to_string_pretty(&got)?)?,
         OutputFormat::Text => {
-            println!("{}", got.artifacts.binary.display());
+            crate::outln!("{}", got.artifacts.binary.display())?;
             if let Some(airgap) = &got.artifacts.airgap {
-                println!("{}", airgap.display());
+                crate::outln!("{}", airgap.display())?;
             }
         }
     }
@@ -197,13 +200,13 @@ async fn clean(ctx: &Ctx, cache: &ArtifactCache, output: OutputFormat) -> anyhow
     let in_use = versions_in_use(ctx);
     let report = commands::clean(cache, &in_use).await?;
     match output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Json => crate::outln!("{}", serde_json::to_string_pretty(&report)?)?,
         OutputFormat::Text => {
             for r in &report.removed {
-                println!("removed {} ({})", r.version, human_size(r.size));
+                crate::outln!("removed {} ({})", r.version, human_size(r.size))?;
             }
             for k in &report.kept {
-                println!("kept    {} ({})", k.version, k.reason);
+                crate::outln!("kept    {} ({})", k.version, k.reason)?;
             }
             ctx.printer.done(
                 &format!(

@@ -63,7 +63,7 @@ pub async fn run(ctx: &Ctx, cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
             let key: Key = a.key.parse()?;
             let settings = Settings::load(home)?;
             match settings.get(key) {
-                Some(v) => println!("{v}"),
+                Some(v) => crate::outln!("{v}")?,
                 None => {
                     return Err(UserError::new(
                         format!("`{key}` is not set"),
@@ -94,13 +94,13 @@ pub async fn run(ctx: &Ctx, cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
                         .iter()
                         .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
                         .collect();
-                    println!("{}", serde_json::to_string_pretty(&map)?);
+                    crate::outln!("{}", serde_json::to_string_pretty(&map)?)?;
                 }
                 OutputFormat::Text => {
                     let mut any = false;
                     for (k, v) in settings.iter() {
                         any = true;
-                        println!("{k} = {v}");
+                        crate::outln!("{k} = {v}")?;
                     }
                     if !any {
                         ctx.printer.info(

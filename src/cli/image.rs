@@ -31,7 +31,7 @@ pub async fn run(ctx: &Ctx, cmd: ImageCommand) -> anyhow::Result<ExitCode> {
     let ImageCommand::Load(args) = cmd;
     let rows = cluster::load_images(ctx, &args.images).await?;
     if args.output == OutputFormat::Json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&rows)?)?;
     }
     let mut failed = 0;
     for r in &rows {

@@ -2,7 +2,6 @@
 //! container's command, so its log is the container's output; on VMs and machines, the
 //! service's journal).
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -30,9 +29,7 @@ pub async fn run(ctx: &Ctx, args: LogsArgs) -> anyhow::Result<ExitCode> {
     let nodes = crate::cluster::node::ops(ctx.driver_for(&profile)?, &ctx.home);
     if !args.follow {
         let text = nodes.logs(&profile, node, args.tail).await?;
-        let mut out = std::io::stdout().lock();
-        out.write_all(text.as_bytes())?;
-        out.flush()?;
+        crate::output::write_stdout_bytes(text.as_bytes())?;
         return Ok(ExitCode::SUCCESS);
     }
     let follower = nodes.driver().as_follow_logs().ok_or_else(|| {
@@ -56,10 +53,7 @@ pub async fn run(ctx: &Ctx, args: LogsArgs) -> anyhow::Result<ExitCode> {
             _ = &mut interrupted => break,
             chunk = stream.next() => match chunk {
                 Some(bytes) => {
-                    let bytes = bytes?;
-                    let mut out = std::io::stdout().lock();
-                    out.write_all(&bytes)?;
-                    out.flush()?;
+                    crate::output::write_stdout_bytes(&bytes?)?;
                 }
                 // The container stopped: nothing more will be written.
                 None => {

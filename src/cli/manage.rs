@@ -59,7 +59,7 @@ pub struct IpArgs {
 }
 
 pub async fn ip(ctx: &Ctx, args: IpArgs) -> anyhow::Result<ExitCode> {
-    println!("{}", cluster::ip(ctx, args.node.as_deref()).await?);
+    crate::outln!("{}", cluster::ip(ctx, args.node.as_deref()).await?)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -73,12 +73,12 @@ pub struct StatusArgs {
 pub async fn status(ctx: &Ctx, args: StatusArgs) -> anyhow::Result<ExitCode> {
     let report = cluster::status(ctx).await?;
     match args.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Json => crate::outln!("{}", serde_json::to_string_pretty(&report)?)?,
         OutputFormat::Text => {
-            println!("profile: {}", report.profile);
-            println!("driver:  {}", report.driver);
-            println!("version: {}", report.version);
-            println!(
+            crate::outln!("profile: {}", report.profile)?;
+            crate::outln!("driver:  {}", report.driver)?;
+            crate::outln!("version: {}", report.version)?;
+            crate::outln!(
                 "api:     {}{}",
                 report.api,
                 report
@@ -86,13 +86,17 @@ pub async fn status(ctx: &Ctx, args: StatusArgs) -> anyhow::Result<ExitCode> {
                     .as_deref()
                     .map(|s| format!(" ({s})"))
                     .unwrap_or_default()
-            );
-            println!(
+            )?;
+            crate::outln!(
                 "{:<24} {:<7} {:<12} {:<8} {:<16} KUBERNETES",
-                "NODE", "ROLE", "HOST", "K3S", "IP"
-            );
+                "NODE",
+                "ROLE",
+                "HOST",
+                "K3S",
+                "IP"
+            )?;
             for n in &report.nodes {
-                println!(
+                crate::outln!(
                     "{:<24} {:<7} {:<12} {:<8} {:<16} {}",
                     n.name,
                     n.role,
@@ -100,7 +104,7 @@ pub async fn status(ctx: &Ctx, args: StatusArgs) -> anyhow::Result<ExitCode> {
                     n.k3s,
                     n.ip.as_deref().unwrap_or("-"),
                     n.kubernetes
-                );
+                )?;
             }
         }
     }
@@ -128,6 +132,6 @@ pub async fn kubeconfig(ctx: &Ctx, args: KubeconfigArgs) -> anyhow::Result<ExitC
         args.keep_context,
     )
     .await?;
-    print!("{text}");
+    crate::output::write_stdout_bytes(text.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }

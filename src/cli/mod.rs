@@ -10,6 +10,7 @@ mod addons;
 mod cache;
 mod completion;
 mod config_cmd;
+mod doctor;
 mod image;
 mod logs;
 mod manage;
@@ -139,6 +140,8 @@ pub enum Command {
     /// The download cache of k3s releases: list, download ahead of time, clean.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    /// Check this machine: drivers, cgroups, kernel modules, inotify limits, disk, clock, proxy (exit 1 when a check fails).
+    Doctor(doctor::DoctorArgs),
 }
 
 impl Cli {
@@ -187,5 +190,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Service(args) => service::run(&ctx, args).await,
         Command::Config(cmd) => config_cmd::run(&ctx, cmd).await,
         Command::Cache(cmd) => cache::run(&ctx, cmd).await,
+        Command::Doctor(args) => doctor::run(&ctx, args).await,
     }
 }

@@ -62,20 +62,23 @@ pub async fn run(ctx: &Ctx, cmd: NodeCommand) -> anyhow::Result<ExitCode> {
                 },
             )
             .await?;
-            println!("{name}");
+            crate::outln!("{name}")?;
         }
         NodeCommand::Delete(d) => cluster::node_delete(ctx, &d.name).await?,
         NodeCommand::List(l) => {
             let rows = cluster::node_list(ctx).await?;
             match l.output {
-                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                OutputFormat::Json => crate::outln!("{}", serde_json::to_string_pretty(&rows)?)?,
                 OutputFormat::Text => {
-                    println!(
+                    crate::outln!(
                         "{:<24} {:<7} {:<12} {:<16} API PORT",
-                        "NAME", "ROLE", "STATE", "IP"
-                    );
+                        "NAME",
+                        "ROLE",
+                        "STATE",
+                        "IP"
+                    )?;
                     for r in rows {
-                        println!(
+                        crate::outln!(
                             "{:<24} {:<7} {:<12} {:<16} {}",
                             r.name,
                             r.role,
@@ -84,7 +87,7 @@ pub async fn run(ctx: &Ctx, cmd: NodeCommand) -> anyhow::Result<ExitCode> {
                             r.api_port
                                 .map(|p| p.to_string())
                                 .unwrap_or_else(|| "-".into())
-                        );
+                        )?;
                     }
                 }
             }

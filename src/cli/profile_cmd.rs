@@ -72,18 +72,21 @@ pub async fn run(ctx: &Ctx, cmd: ProfileCommand) -> anyhow::Result<ExitCode> {
         }
     }
     match args.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        OutputFormat::Json => crate::outln!("{}", serde_json::to_string_pretty(&rows)?)?,
         OutputFormat::Text => {
             if rows.is_empty() {
                 ctx.printer
                     .info("no profiles yet: `timonel start` creates one");
             } else {
-                println!(
+                crate::outln!(
                     "{:<20} {:<10} {:<16} {:>5}  STATE",
-                    "PROFILE", "DRIVER", "VERSION", "NODES"
-                );
+                    "PROFILE",
+                    "DRIVER",
+                    "VERSION",
+                    "NODES"
+                )?;
                 for r in rows {
-                    println!(
+                    crate::outln!(
                         "{:<20} {:<10} {:<16} {:>5}  {}",
                         r.name,
                         r.driver.as_deref().unwrap_or("-"),
@@ -93,7 +96,7 @@ pub async fn run(ctx: &Ctx, cmd: ProfileCommand) -> anyhow::Result<ExitCode> {
                             Some(live) if *live != r.state => format!("{live} (last {})", r.state),
                             _ => r.state.clone(),
                         }
-                    );
+                    )?;
                 }
             }
         }

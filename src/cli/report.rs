@@ -10,9 +10,14 @@ use crate::error::UserError;
 fn causes(err: &anyhow::Error) -> Vec<&(dyn std::error::Error + 'static)> {
     err.chain()
         .map(|c| {
-            c.downcast_ref::<crate::cluster::Error>()
-                .and_then(crate::cluster::Error::inner)
-                .unwrap_or(c)
+            if let Some(e) = c.downcast_ref::<crate::cluster::Error>() {
+                return e.inner().unwrap_or(c);
+            }
+            match c.downcast_ref::<crate::drivers::ChoiceError>() {
+                Some(crate::drivers::ChoiceError::User(u)) => u,
+                Some(crate::drivers::ChoiceError::Driver(d)) => d,
+                None => c,
+            }
         })
         .collect()
 }

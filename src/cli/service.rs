@@ -206,19 +206,23 @@ pub async fn run(ctx: &Ctx, args: ServiceArgs) -> anyhow::Result<ExitCode> {
             .into());
         }
         for u in urls {
-            println!("{u}");
+            crate::outln!("{u}")?;
         }
         return Ok(ExitCode::SUCCESS);
     }
     match args.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+        OutputFormat::Json => crate::outln!("{}", serde_json::to_string_pretty(&r)?)?,
         OutputFormat::Text => {
-            println!(
+            crate::outln!(
                 "{:<16} {:<24} {:<13} {:<12} {:<9} URL",
-                "NAMESPACE", "NAME", "TYPE", "PORT", "NODEPORT"
-            );
+                "NAMESPACE",
+                "NAME",
+                "TYPE",
+                "PORT",
+                "NODEPORT"
+            )?;
             for p in &r.ports {
-                println!(
+                crate::outln!(
                     "{:<16} {:<24} {:<13} {:<12} {:<9} {}",
                     r.namespace,
                     r.name,
@@ -228,7 +232,7 @@ pub async fn run(ctx: &Ctx, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                         .map(|n| n.to_string())
                         .unwrap_or_else(|| "-".into()),
                     p.url.as_deref().unwrap_or("-")
-                );
+                )?;
             }
             for p in r.ports.iter().filter(|p| p.url.is_none()) {
                 explain(ctx, &r, p);

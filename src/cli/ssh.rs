@@ -66,8 +66,9 @@ pub async fn run(ctx: &Ctx, args: SshArgs) -> anyhow::Result<ExitCode> {
         }) => (code, stdout, stderr),
         Err(e) => return Err(e.into()),
     };
-    print!("{stdout}");
-    eprint!("{stderr}");
+    crate::output::write_stdout_bytes(stdout.as_bytes())?;
+    // The node's stderr is passed on as it is; a closed stderr is no reason to panic.
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), stderr.as_bytes());
     Ok(ExitCode::from(
         u8::try_from(code.clamp(0, 255)).unwrap_or(1),
     ))

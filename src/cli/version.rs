@@ -24,14 +24,21 @@ struct VersionInfo {
 pub fn run(_ctx: &Ctx, args: VersionArgs) -> anyhow::Result<ExitCode> {
     let info = VersionInfo {
         version: env!("CARGO_PKG_VERSION"),
-        commit: option_env!("TIMONEL_GIT_COMMIT").unwrap_or("unknown"),
+        // Set by build.rs at build time: a constant, nothing is asked at run time.
+        commit: env!("TIMONEL_GIT_COMMIT"),
         os: std::env::consts::OS,
         arch: std::env::consts::ARCH,
         drivers: crate::drivers::compiled_in(),
     };
     match args.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&info)?),
-        OutputFormat::Text => println!("timonel {} ({}/{})", info.version, info.os, info.arch),
+        OutputFormat::Json => crate::outln!("{}", serde_json::to_string_pretty(&info)?)?,
+        OutputFormat::Text => crate::outln!(
+            "timonel {} (commit {}, {}/{})",
+            info.version,
+            info.commit,
+            info.os,
+            info.arch
+        )?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -94,7 +94,7 @@ impl Ctx {
             timeout,
             &mut |holder| {
                 self.printer.warn(&format!(
-                    "profile `{}` is in use by {holder} waiting up to {}",
+                    "profile `{}` is in use by {holder}; waiting up to {}",
                     self.profile,
                     humantime::format_duration(timeout)
                 ))

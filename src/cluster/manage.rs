@@ -115,7 +115,7 @@ pub async fn delete_all(ctx: &Ctx, purge: bool) -> anyhow::Result<()> {
             Duration::from_secs(300),
             &mut |h| {
                 ctx.printer
-                    .warn(&format!("profile `{name}` is in use by {h} waiting"))
+                    .warn(&format!("profile `{name}` is in use by {h}; waiting"))
             },
         )?;
         delete_one(ctx, name, None).await?;

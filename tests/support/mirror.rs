@@ -6,7 +6,7 @@
 //!   /v1-release/channels/<name>` answers `302` to `https://github.com/k3s-io/k3s/releases/tag/
 //!   <latest>` (literal `+`) or `404` for an unknown channel.
 //! - Every request is logged (decoded path and `Range` header); faults are injected per path,
-//!   once (a queue, one per request) or always.
+//!   once (a queue, one per request) or always; a fault may be a `302` to anywhere.
 //!
 //! The same `<root>` works as a `file://` binary mirror.
 //!
@@ -44,6 +44,8 @@ pub enum Fault {
     IgnoreRange,
     /// Send the body in chunks of `chunk` bytes with `delay` between them.
     Slow { chunk: usize, delay: Duration },
+    /// Answer `302` with this `Location`.
+    Redirect(String),
 }
 
 /// One request as the mirror saw it.
@@ -342,6 +344,9 @@ fn route(state: &State, head: &Head, fault: Option<Fault>) -> Answer {
                 delivery: Delivery::Never,
                 ..Answer::new(200, Vec::new())
             }
+        }
+        Some(Fault::Redirect(location)) => {
+            return Answer::new(302, Vec::new()).header("location", location)
         }
         _ => {}
     }

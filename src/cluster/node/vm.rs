@@ -71,6 +71,10 @@ impl NodeOps for Vms {
             .ok_or_else(|| Error::internal("the profile has no VM base image"))?;
         let dir = machine_dir(&self.home, &profile.name, node);
         make_readable_dir(&dir)?;
+        // The hypervisor's user (libvirt's qemu) must reach the disk and the base image
+        // through the private home: pass-through only, no listing.
+        crate::fsutil::let_others_traverse(self.home.root(), &[dir.as_path(), base.as_path()])
+            .map_err(|e| Error::io("cannot open the VM's folders to the hypervisor", e))?;
         let keys = key_dir(&self.home, &profile.name);
         crate::fsutil::create_private_dir(&keys)
             .map_err(|e| Error::io(format!("cannot create `{}`", keys.display()), e))?;
