@@ -137,13 +137,7 @@ impl Sandbox {
 
     pub fn run(&self, args: &[&str]) -> Output {
         let out = self.cmd(args).output().expect("run timonel");
-        eprintln!(
-            "$ timonel {} -> {}\n{}{}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        log_output("timonel", args, &out);
         out
     }
 
@@ -173,13 +167,7 @@ impl Sandbox {
             .env("KUBECONFIG", &self.kubeconfig)
             .output()
             .expect("run kubectl");
-        eprintln!(
-            "$ kubectl {} -> {}\n{}{}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        log_output("kubectl", args, &out);
         out
     }
 
@@ -207,6 +195,18 @@ impl Drop for Sandbox {
         let _ = self.cmd(&["delete"]).output();
         cleanup_label(&self.profile);
     }
+}
+
+/// Shows a command and what it printed in the test's output: `$ <program> <args> -> <status>`,
+/// then its stdout and stderr.
+fn log_output(program: &str, args: &[&str], out: &Output) {
+    eprintln!(
+        "$ {program} {} -> {}\n{}{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Every container, volume and network labelled `dev.timonel.cluster=<profile>`.
