@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds a small bootable Debian 12 qcow2 image with cloud-init, sshd, sudo and systemd-networkd,
 # for the KVM driver's end-to-end test (drivers/kvm/tests/e2e.rs). Needs root and the Debian
-# mirror configured for apt (debootstrap). See shared reference vm-test-image.md.
+# mirror configured for apt (debootstrap).
 #
 # The image is cached under $TIMONEL_TEST_CACHE (default /var/cache/timonel-test), keyed by the
 # hash of this script, so reruns (and CI on the same machine) reuse it. Prints the image's path
@@ -57,6 +57,8 @@ trap cleanup EXIT
 
 root="$work/rootfs"
 log "debootstrap bookworm from $mirror (about 2 minutes)"
+# python3-cffi-backend must be listed: without it cloud-init's python3-cryptography fails to
+# configure in a minbase bootstrap.
 debootstrap --variant=minbase \
     --include=systemd-sysv,openssh-server,cloud-init,python3-cffi-backend,iproute2,ca-certificates,linux-image-amd64,sudo,udev,kmod,dbus \
     bookworm "$root" "$mirror" >"$work/debootstrap.log" 2>&1 || {
@@ -100,6 +102,8 @@ log "making the disk"
 raw="$work/disk.raw"
 truncate -s 2G "$raw"
 echo 'start=2048, type=83, bootable' | sfdisk -q "$raw" >&2
+# `losetup -P` makes no partition nodes without udev: attach the partition alone by its offset
+# (and the whole disk separately, for GRUB).
 part_dev=$(losetup -f --show -o $((2048 * 512)) "$raw")
 mkfs.ext4 -q -L root -d "$root" "$part_dev"
 mkdir -p "$work/mnt"

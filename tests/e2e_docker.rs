@@ -4,12 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
 
-mod common;
+mod support;
 
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use support::sandbox::*;
 
 const OTHER_KUBECONFIG: &str = r#"apiVersion: v1
 kind: Config

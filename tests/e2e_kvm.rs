@@ -4,12 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
 
-mod common;
+mod support;
 
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::*;
+use support::sandbox::*;
 
 /// The test image (built and cached by scripts/build-test-vm-image.sh), when libvirt answers.
 /// Under CI=true anything missing fails the test; elsewhere it skips with the reason.

@@ -2,11 +2,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
 
-mod common;
+mod support;
 
 use std::process::Command;
 
-use common::*;
+use support::sandbox::*;
 
 fn node_ips(sb: &Sandbox) -> Vec<(String, String)> {
     let v: serde_json::Value =

@@ -6,12 +6,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
 
-mod common;
 mod support;
 
 use std::path::{Path, PathBuf};
 
-use common::*;
+use support::sandbox::*;
 use support::ssh_hosts::{assert_as_before, snapshot_diff as diff, TestHost, TestHosts};
 
 /// A login key for the test hosts, and a known_hosts file of our own (the user's

@@ -6,7 +6,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
 
-mod common;
 mod support;
 
 use std::io::{BufRead, BufReader, Read};
@@ -16,7 +15,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use support::sandbox::*;
 use support::ssh_hosts::{assert_as_before, snapshot_diff as diff, TestHost, TestHosts};
 
 // ---------------------------------------------------------------------------------------------

@@ -5,13 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
 
-mod common;
 mod support;
 
 use std::process::{Command, Output};
 use std::time::Instant;
 
-use common::require_docker;
+use support::sandbox::require_docker;
 use support::ssh_hosts::{require_test_host_image, TestHosts};
 
 fn show(what: &str, out: &Output) -> String {

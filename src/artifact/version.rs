@@ -33,11 +33,6 @@ impl K3sVersion {
         format!("v{}.{}.{}", self.major, self.minor, self.patch)
     }
 
-    /// The per-minor channel this release belongs to, e.g. `v1.31`.
-    pub fn minor_channel(&self) -> String {
-        format!("v{}.{}", self.major, self.minor)
-    }
-
     /// The version as it appears in a URL path: `+` percent-encoded as `%2B`.
     pub fn url_segment(&self) -> String {
         self.to_string().replace('+', "%2B")

@@ -1,5 +1,5 @@
 //! k3s: the install plan (config.yaml + `k3s server|agent`), where it writes its kubeconfig,
-//! and the ports it serves. Facts from reference/k3s.md §2–§3.
+//! and the ports it serves. Facts from docs/k3s-contract.md §3–§5 and §7.3.
 
 use std::path::Path;
 use std::time::Duration;
@@ -24,7 +24,7 @@ pub const AIRGAP_DIR: &str = "/var/lib/rancher/k3s/agent/images";
 /// The binary, as the rancher/k3s image lays it out.
 pub const BINARY_PATH: &str = "/bin/k3s";
 
-/// Components `--disable` accepts (reference/k3s.md §2.2).
+/// Components `--disable` accepts (docs/k3s-contract.md §3.7).
 pub const DISABLEABLE: &[&str] = &[
     "coredns",
     "servicelb",

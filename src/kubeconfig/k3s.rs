@@ -26,14 +26,6 @@ pub struct ClusterCredentials {
     pub client_key_data: String,
 }
 
-impl ClusterCredentials {
-    /// The same credentials for another API server address.
-    pub fn with_server(mut self, server: impl Into<String>) -> Self {
-        self.server = server.into();
-        self
-    }
-}
-
 impl fmt::Debug for ClusterCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClusterCredentials")

@@ -1,7 +1,9 @@
-//! Shared test helpers: a local release mirror, fake releases, a recording reporter.
+//! Shared test helpers: a local release mirror, fake releases, a recording reporter; a
+//! sandboxed timonel for the end-to-end tests ([`sandbox`]) and SSH test hosts ([`ssh_hosts`]).
 #![allow(dead_code)]
 
 pub mod mirror;
+pub mod sandbox;
 pub mod ssh_hosts;
 
 use std::path::Path;

@@ -28,9 +28,6 @@ pub enum MachineState {
 }
 
 impl MachineState {
-    pub fn can_start(&self) -> bool {
-        matches!(self, Self::Stopped | Self::Suspended | Self::Paused)
-    }
     pub fn can_stop(&self) -> bool {
         matches!(self, Self::Running | Self::Starting | Self::Paused)
     }

@@ -11,7 +11,7 @@ pub const MARKER_DIR: &str = "/etc/timonel";
 
 /// Free space k3s needs under /var/lib (binary data, images, the datastore).
 pub const MIN_DISK_KIB: u64 = 2 * 1024 * 1024;
-/// Memory below which k3s does not run usefully: a server, an agent (reference/k3s.md §5.3).
+/// Memory below which k3s does not run usefully: a server, an agent (docs/k3s-contract.md §7.5).
 pub const MIN_SERVER_MEM_KIB: u64 = 1024 * 1024;
 pub const MIN_AGENT_MEM_KIB: u64 = 512 * 1024;
 

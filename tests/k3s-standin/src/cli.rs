@@ -60,7 +60,7 @@ const fn fse(name: &'static str, short: &'static str, kind: Kind, env: &'static 
 
 use Kind::{Bool, List, Str};
 
-/// Flags shared by `server` and `agent` (the node-level flags of k3s.md §2.3).
+/// Flags shared by `server` and `agent` (the node-level flags of docs/k3s-contract.md §3.5).
 const NODE_FLAGS: &[FlagSpec] = &[
     fse("config", "c", Str, "K3S_CONFIG_FILE"),
     fe("debug", Bool, "K3S_DEBUG"),
@@ -100,7 +100,7 @@ const NODE_FLAGS: &[FlagSpec] = &[
     f("airgap-extra-registry", List),
 ];
 
-/// Flags only `server` accepts (k3s.md §2.2).
+/// Flags only `server` accepts (docs/k3s-contract.md §3.4).
 const SERVER_ONLY_FLAGS: &[FlagSpec] = &[
     fe("agent-token", Str, "K3S_AGENT_TOKEN"),
     fe("agent-token-file", Str, "K3S_AGENT_TOKEN_FILE"),

@@ -1,4 +1,4 @@
-//! What a joining node does first (k3s.md §3.2): fetch `/cacerts` without verifying
+//! What a joining node does first (docs/k3s-contract.md §6.1): fetch `/cacerts` without verifying
 //! the server, compare its sha256 with the token's `K10` hash, and from then on trust
 //! only that CA.
 

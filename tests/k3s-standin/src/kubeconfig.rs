@@ -1,4 +1,4 @@
-//! The admin kubeconfig k3s writes (k3s.md §3.1): cluster, context and user all named
+//! The admin kubeconfig k3s writes (docs/k3s-contract.md §4.4): cluster, context and user all named
 //! `default`, credentials embedded as base64 data.
 
 use base64::engine::general_purpose::STANDARD;

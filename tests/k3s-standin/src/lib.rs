@@ -1,6 +1,6 @@
 //! `k3s-standin`: a **test double** of k3s for timonel's test suite. It is not k3s and
 //! runs no Kubernetes component. It reproduces the bootstrap contract a local-cluster
-//! tool relies on (see `shared/reference/k3s.md` §7): `--version`, a strict `server`
+//! tool relies on (see `docs/k3s-contract.md` §8): `--version`, a strict `server`
 //! CLI and config file, CAs and token under the data dir, the admin kubeconfig, the
 //! supervisor/API port answering `/ping`, `/cacerts`, health, discovery, nodes and
 //! system pods well enough for a real kubectl, an `agent` that joins with the token's

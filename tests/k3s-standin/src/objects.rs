@@ -170,7 +170,7 @@ pub fn roles_of(labels: &BTreeMap<String, String>) -> String {
     }
 }
 
-/// The labels k3s nodes carry (k3s.md §3.7) plus the user's `--node-label`s.
+/// The labels k3s nodes carry (docs/k3s-contract.md §5.6) plus the user's `--node-label`s.
 pub fn node_labels(rec: &NodeRecord) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::new();
     for (k, v) in [

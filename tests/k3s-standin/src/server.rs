@@ -508,7 +508,7 @@ fn is_dns_name(name: &str) -> bool {
         })
 }
 
-/// Writes the kubeconfig per §3.1 and returns the path written.
+/// Writes the kubeconfig per docs/k3s-contract.md §4.4 and returns the path written.
 fn write_kubeconfig(settings: &Settings, server_dir: &Path, yaml: &str) -> Result<PathBuf, String> {
     let mode = match settings.str("write-kubeconfig-mode") {
         Some(m) => u32::from_str_radix(m.trim(), 8)

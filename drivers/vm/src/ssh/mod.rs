@@ -203,10 +203,6 @@ impl SshAccess {
         }
     }
 
-    pub fn target_info(&self) -> &SshTarget {
-        &self.target
-    }
-
     /// Connects now (or checks the open connection): the first connect records the host key.
     pub async fn connect(&self) -> Result<(), SshError> {
         self.session().await.map(|_| ())

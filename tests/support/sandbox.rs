@@ -1,6 +1,6 @@
-//! Shared by the end-to-end tests: a sandboxed timonel (its own home and kubeconfig), a local
-//! k3s release mirror serving the stand-in, daemon checks, and leftover checks by label.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! For the end-to-end tests: a sandboxed timonel (its own home and kubeconfig), a local k3s
+//! release mirror serving the stand-in, daemon checks, and leftover checks by label.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -58,33 +58,26 @@ pub fn standin_binary() -> PathBuf {
     .clone()
 }
 
-fn sha256_hex(data: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(data))
-}
-
-/// A `file://` mirror with the real release layout: `<dir>/<version>/{k3s, sha256sum-amd64.txt,
-/// k3s-airgap-images-amd64.tar.zst}`.
-pub struct Mirror {
+/// A `file://` mirror with the real release layout, serving the stand-in as [`VERSION`]:
+/// `<dir>/<version>/{k3s, sha256sum-amd64.txt, k3s-airgap-images-amd64.tar.zst}`.
+pub struct StandinMirror {
     pub dir: tempfile::TempDir,
 }
 
-impl Mirror {
+impl StandinMirror {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let release = dir.path().join(VERSION);
-        std::fs::create_dir_all(&release).unwrap();
         let binary = std::fs::read(standin_binary()).unwrap();
         // A stand-in airgap tarball: k3s would import it; the stand-in ignores it.
         let airgap = b"not really images: a test stand-in airgap tarball".to_vec();
-        std::fs::write(release.join("k3s"), &binary).unwrap();
-        std::fs::write(release.join("k3s-airgap-images-amd64.tar.zst"), &airgap).unwrap();
-        let sums = format!(
-            "{}  k3s-airgap-images-amd64.tar.zst\n{}  k3s\n",
-            sha256_hex(&airgap),
-            sha256_hex(&binary)
+        super::publish(
+            dir.path(),
+            VERSION,
+            &[
+                ("k3s", &binary),
+                ("k3s-airgap-images-amd64.tar.zst", &airgap),
+            ],
         );
-        std::fs::write(release.join("sha256sum-amd64.txt"), sums).unwrap();
         Self { dir }
     }
 
@@ -99,7 +92,7 @@ pub struct Sandbox {
     pub home: tempfile::TempDir,
     pub profile: String,
     pub kubeconfig: PathBuf,
-    pub mirror: Mirror,
+    pub mirror: StandinMirror,
 }
 
 impl Sandbox {
@@ -119,7 +112,7 @@ impl Sandbox {
             home,
             profile,
             kubeconfig,
-            mirror: Mirror::new(),
+            mirror: StandinMirror::new(),
         }
     }
 
@@ -144,13 +137,7 @@ impl Sandbox {
 
     pub fn run(&self, args: &[&str]) -> Output {
         let out = self.cmd(args).output().expect("run timonel");
-        eprintln!(
-            "$ timonel {} -> {}\n{}{}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        log_output("timonel", args, &out);
         out
     }
 
@@ -180,13 +167,7 @@ impl Sandbox {
             .env("KUBECONFIG", &self.kubeconfig)
             .output()
             .expect("run kubectl");
-        eprintln!(
-            "$ kubectl {} -> {}\n{}{}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        log_output("kubectl", args, &out);
         out
     }
 
@@ -214,6 +195,18 @@ impl Drop for Sandbox {
         let _ = self.cmd(&["delete"]).output();
         cleanup_label(&self.profile);
     }
+}
+
+/// Shows a command and what it printed in the test's output: `$ <program> <args> -> <status>`,
+/// then its stdout and stderr.
+fn log_output(program: &str, args: &[&str], out: &Output) {
+    eprintln!(
+        "$ {program} {} -> {}\n{}{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Every container, volume and network labelled `dev.timonel.cluster=<profile>`.
