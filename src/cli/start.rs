@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use timonel_driver::DriverKind;
+use timonel_driver::{DriverKind, PortMapping};
 
 use timonel_driver_ssh::SshHost;
 
@@ -129,6 +129,26 @@ pub async fn run(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
     ctx.printer
         .set_events(args.output == super::OutputFormat::Json);
     // Everything is checked before anything is touched.
+    let (ca_certs, ports) = check(ctx, &args)?;
+    let ssh = ssh_options(&args)?;
+    let sources = args.mirror.sources(args.offline)?;
+    let opts = options(ctx, args, (ca_certs, ports), ssh, sources)?;
+    match cluster::start(ctx, opts, &cancel).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        // What this start created is gone; the exit code says it was interrupted.
+        Err(cluster::Error::Interrupted) => {
+            if ctx.printer.events() {
+                crate::output::emit_error("interrupted", "INTERRUPTED", None);
+            }
+            Ok(ExitCode::from(130))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Checks the flags that need no driver, warns about the odd ones, and reads the CA files.
+/// Returns the CA certificates and the port mappings.
+fn check(ctx: &Ctx, args: &StartArgs) -> anyhow::Result<(Vec<String>, Vec<PortMapping>)> {
     k3s::validate_disable(&args.disable).map_err(|e| {
         UserError::new(
             e,
@@ -199,11 +219,18 @@ pub async fn run(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
                 "use HOST_PORT:NODE_PORT, e.g. `--ports 8080:80`",
             )
         })?;
-    let ssh = ssh_options(&args)?;
-    let sources = args.mirror.sources(args.offline)?;
-    // Persistent defaults (`timonel config`) apply to new profiles only: an existing profile is
-    // resumed as it is.
-    let mut args = args;
+    Ok((ca_certs, ports))
+}
+
+/// `start`'s options: the flags, with the persistent defaults (`timonel config`) for a new
+/// profile (an existing profile is resumed as it is).
+fn options(
+    ctx: &Ctx,
+    mut args: StartArgs,
+    (ca_certs, ports): (Vec<String>, Vec<PortMapping>),
+    ssh: Option<SshStart>,
+    sources: crate::artifact::Sources,
+) -> anyhow::Result<StartOptions> {
     if !ctx.store.exists(&ctx.profile) {
         let defaults = crate::config::load_defaults(&ctx.home)?;
         args.driver = args.driver.or(defaults.driver);
@@ -213,7 +240,7 @@ pub async fn run(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
         args.memory = args.memory.or(defaults.memory_mib);
         args.wait_timeout = args.wait_timeout.or(defaults.wait_timeout);
     }
-    let opts = StartOptions {
+    Ok(StartOptions {
         driver: if ssh.is_some() {
             Some(DriverKind::Ssh)
         } else {
@@ -245,18 +272,7 @@ pub async fn run(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
         preload: args.preload,
         sources,
         ssh,
-    };
-    match cluster::start(ctx, opts, &cancel).await {
-        Ok(()) => Ok(ExitCode::SUCCESS),
-        // What this start created is gone; the exit code says it was interrupted.
-        Err(cluster::Error::Interrupted) => {
-            if ctx.printer.events() {
-                crate::output::emit_error("interrupted", "INTERRUPTED", None);
-            }
-            Ok(ExitCode::from(130))
-        }
-        Err(e) => Err(e.into()),
-    }
+    })
 }
 
 fn parse_machine(s: &str) -> Result<SshHost, String> {

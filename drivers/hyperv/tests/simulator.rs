@@ -707,12 +707,13 @@ async fn empty_results_printed_as_nothing_and_with_a_bom() {
 }
 
 #[tokio::test]
-async fn access_is_honestly_unsupported_for_now() {
+/// VM drivers report where SSH answers (`endpoint(node, 22)`); the host side does SSH.
+async fn node_access_is_ssh_to_the_endpoint_not_the_driver() {
     let sim = Sim::default();
     match sim.driver().access(&name("dev")).await {
         Err(DriverError::Unsupported { driver, what }) => {
             assert_eq!(driver, "hyperv");
-            assert!(what.contains("ssh"));
+            assert!(what.contains("SSH"), "{what}");
         }
         Err(e) => panic!("{e:?}"),
         Ok(_) => panic!("access must not pretend to work"),

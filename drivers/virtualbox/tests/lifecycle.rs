@@ -460,12 +460,13 @@ async fn new_finds_vboxmanage_through_the_env_var() {
 }
 
 #[tokio::test]
-async fn access_is_honestly_unsupported_for_now() {
+/// VM drivers report where SSH answers (`endpoint(node, 22)`); the host side does SSH.
+async fn node_access_is_ssh_to_the_endpoint_not_the_driver() {
     let sim = Sim::new(V7, "");
     match sim.driver().access(&"dev".parse().unwrap()).await {
         Err(DriverError::Unsupported { driver, what }) => {
             assert_eq!(driver, "virtualbox");
-            assert!(what.contains("ssh"));
+            assert!(what.contains("SSH"), "{what}");
         }
         Err(other) => panic!("{other:?}"),
         Ok(_) => panic!("access must not be Ok yet"),
