@@ -16,29 +16,25 @@ pub struct Checksums {
 }
 
 impl Checksums {
-    /// Parses GNU `sha256sum` output: `<64 hex>  <name>` (text mode) or `<64 hex> *<name>`
-    /// (binary mode). Lines that do not fit are skipped; names lose any leading directory so
+    /// Parses `sha256sum` output: `<64 hex>  <name>` (text mode), `<64 hex> *<name>` (binary
+    /// mode) or BSD's `SHA256 (<name>) = <64 hex>`. Lines that do not fit are skipped; names lose any leading directory so
     /// `dist/artifacts/k3s` matches `k3s`. Order does not matter.
     pub fn parse(text: &str) -> Self {
-        let mut by_name = BTreeMap::new();
-        for line in text.lines() {
-            let line = line.trim_end_matches('\r');
-            let Some((hash, rest)) = line.split_once(' ') else {
-                continue;
-            };
-            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-                continue;
-            }
-            let name = rest
-                .strip_prefix(' ')
-                .or_else(|| rest.strip_prefix('*'))
-                .unwrap_or(rest)
-                .trim();
-            let name = name.rsplit('/').next().unwrap_or(name);
-            if !name.is_empty() {
-                by_name.insert(name.to_string(), hash.to_ascii_lowercase());
-            }
-        }
+        let by_name = text
+            .lines()
+            .filter_map(|line| timonel_driver_vm::checksum::parse_line(line).ok().flatten())
+            .filter(|e| e.algorithm == HashAlgorithm::Sha256)
+            .filter_map(|e| {
+                let name = e
+                    .file
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or(&e.file)
+                    .trim()
+                    .to_string();
+                (!name.is_empty()).then_some((name, e.hex))
+            })
+            .collect();
         Self { by_name }
     }
 

@@ -61,7 +61,10 @@ fn is_hex(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn parse_line(line: &str) -> Result<Option<ChecksumEntry>, String> {
+/// One line of a checksum file in any of the accepted formats: `None` for blank and comment
+/// lines, an error saying what is wrong with a malformed one. The one checksum-line parser of
+/// timonel (k3s's `sha256sum-<arch>.txt` and the cloud images' files alike).
+pub fn parse_line(line: &str) -> Result<Option<ChecksumEntry>, String> {
     let line = line.trim_end_matches(['\r', '\n']);
     let trimmed = line.trim();
     if trimmed.is_empty() || trimmed.starts_with('#') {
