@@ -1,12 +1,10 @@
 //! Existing machines (the ssh driver): the driver places the spec's files — the binary and the
 //! systemd unit added here — and enables the unit at create; it reaches the machine itself.
 
-use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use timonel_driver::{Driver, MachineSpec, NodeAccess};
+use timonel_driver::{Driver, MachineSpec};
 
 use super::{endpoint_url, NodeOps, Prepare};
 use crate::cluster::error::Result;
@@ -54,30 +52,6 @@ impl NodeOps for Machines {
             .into()),
             None => Ok(()),
         }
-    }
-
-    async fn install(
-        &self,
-        _: &Profile,
-        _: &NodeRecord,
-        _: &InstallPlan,
-        _: Option<&Path>,
-        _: Duration,
-    ) -> Result<()> {
-        Ok(())
-    }
-
-    async fn access(
-        &self,
-        _: &Profile,
-        node: &NodeRecord,
-        _: Duration,
-    ) -> Result<Arc<dyn NodeAccess>> {
-        Ok(self.driver.access(&node.name).await?)
-    }
-
-    async fn logs(&self, _: &Profile, node: &NodeRecord, tail: usize) -> Result<String> {
-        Ok(self.driver.logs(&node.name, tail).await?)
     }
 
     async fn api_url(&self, node: &NodeRecord) -> Result<Option<String>> {
