@@ -201,49 +201,27 @@ impl StatusReport {
 pub async fn status(ctx: &Ctx) -> anyhow::Result<StatusReport> {
     let profile = ctx.store.load(&ctx.profile)?;
     let driver = ctx.driver_for(&profile)?;
-    let states = futures_util::future::join_all(profile.nodes.iter().map(|n| {
+    let mut creds = saved_credentials(&ctx.store, &profile.name).ok();
+    // The nodes' states and the API server, asked at once.
+    let node_states = futures_util::future::join_all(profile.nodes.iter().map(|n| {
         let driver = driver.clone();
         let name = n.name.clone();
         async move { driver.state(&name).await }
-    }))
-    .await;
-    let mut creds = saved_credentials(&ctx.store, &profile.name).ok();
-    let live = match &creds {
-        Some(c) => super::live_api(&profile, c).await,
-        None => None,
-    };
-    let (api, api_state) = match live {
-        Some((api, url)) => {
-            if let Some(c) = creds.as_mut() {
-                c.server = url;
-            }
-            (Some(api), "ready")
-        }
-        None => {
-            // Nothing answers ready: tell "not ready" (answers) from "unreachable".
-            let first = creds
-                .as_ref()
-                .and_then(|c| ApiClient::new(c, &c.server).ok());
-            let state = match &first {
-                Some(a) => match a.api_ready().await {
-                    Ok(_) => "not ready",
-                    Err(_) => "unreachable",
-                },
-                None => "unreachable",
-            };
-            (None, state)
-        }
-    };
+    }));
+    let (states, (api_state, server, ready)) =
+        tokio::join!(node_states, api_status(&profile, creds.as_ref()));
+    if let (Some(c), Some(url)) = (creds.as_mut(), server) {
+        c.server = url;
+    }
     let mut nodes = Vec::new();
     for (record, state) in profile.nodes.iter().zip(states) {
         let state = state.unwrap_or_else(|e| MachineState::Unknown { raw: e.to_string() });
         let running = state.is_running();
-        let kubernetes = match (&api, running, api_state) {
-            (Some(a), true, "ready") => match a.node_ready(record.name.as_str()).await {
-                Ok(Some(true)) => "Ready".to_string(),
-                Ok(Some(false)) => "NotReady".to_string(),
-                Ok(None) => "not registered".to_string(),
-                Err(_) => "unknown".to_string(),
+        let kubernetes = match (&ready, running) {
+            (Some(Ok(ready)), true) => match ready.get(record.name.as_str()) {
+                Some(true) => "Ready".to_string(),
+                Some(false) => "NotReady".to_string(),
+                None => "not registered".to_string(),
             },
             _ => "unknown".to_string(),
         };
@@ -327,6 +305,34 @@ pub async fn kubeconfig_cmd(
             format!("`timonel start -p {}` writes it", profile.name),
         ))
     })
+}
+
+/// What the API server says: `ready` (with the URL that answered and the nodes' readiness),
+/// `not ready`, or `unreachable`.
+async fn api_status(
+    profile: &crate::profile::Profile,
+    creds: Option<&crate::kubeconfig::ClusterCredentials>,
+) -> (
+    &'static str,
+    Option<String>,
+    Option<Result<std::collections::BTreeMap<String, bool>, String>>,
+) {
+    let Some(creds) = creds else {
+        return ("unreachable", None, None);
+    };
+    if let Some((api, url)) = super::live_api(profile, creds).await {
+        return ("ready", Some(url), Some(api.nodes_ready().await));
+    }
+    // Nothing answers ready: tell "not ready" (answers) from "unreachable".
+    let answers = match ApiClient::new(creds, &creds.server) {
+        Ok(a) => a.api_ready().await.is_ok(),
+        Err(_) => false,
+    };
+    (
+        if answers { "not ready" } else { "unreachable" },
+        None,
+        None,
+    )
 }
 
 /// Stops every node of `profile`, agents first.

@@ -136,6 +136,26 @@ impl ApiClient {
         Ok(Some(is_ready(&node)))
     }
 
+    /// `Ready` of every registered node, by name, from one list request.
+    pub async fn nodes_ready(&self) -> Result<std::collections::BTreeMap<String, bool>, String> {
+        let (status, body) = self.get("/api/v1/nodes").await?;
+        if status != 200 {
+            return Err(format!("HTTP {status}"));
+        }
+        let list: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        Ok(list["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|n| {
+                        Some((n["metadata"]["name"].as_str()?.to_string(), is_ready(n)))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// Whether `/readyz` answers `ok`.
     pub async fn api_ready(&self) -> Result<bool, String> {
         let (status, body) = self.get("/readyz").await?;
