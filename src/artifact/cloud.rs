@@ -387,17 +387,14 @@ async fn ensure_with(
             if sources.offline {
                 return Err(not_cached(None));
             }
-            let fetched = fetch_image(
+            let job = Job {
                 cache,
                 sources,
                 image,
-                &layout,
-                &url,
-                &sums_url,
-                cached_entry,
+                layout: &layout,
                 report,
-            )
-            .await;
+            };
+            let fetched = fetch_image(&job, &url, &sums_url, cached_entry).await;
             match fetched {
                 Ok(meta) => meta,
                 // No connection at all: behave as offline and say what is missing.
@@ -411,19 +408,25 @@ async fn ensure_with(
     match target {
         None => Ok(layout.image),
         Some(format) => {
-            convert(
+            let job = Job {
                 cache,
-                &layout,
+                sources,
                 image,
-                &meta,
-                &source_format,
-                &format,
-                converter,
+                layout: &layout,
                 report,
-            )
-            .await
+            };
+            convert(&job, &meta, (&source_format, &format), converter).await
         }
     }
+}
+
+/// What fetching and converting one cloud image share.
+struct Job<'a> {
+    cache: &'a ArtifactCache,
+    sources: &'a Sources,
+    image: &'a ImageFile,
+    layout: &'a Layout,
+    report: &'a dyn Reporter,
 }
 
 /// A checksum file that was fetched and has a line for the image. It is written into the cache
@@ -462,17 +465,19 @@ impl FetchedSums {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn fetch_image(
-    cache: &ArtifactCache,
-    sources: &Sources,
-    image: &ImageFile,
-    layout: &Layout,
+    job: &Job<'_>,
     url: &Url,
     sums_url: &Url,
     cached_entry: Option<ChecksumEntry>,
-    report: &dyn Reporter,
 ) -> Result<ImageMeta, ArtifactError> {
+    let Job {
+        cache,
+        sources,
+        image,
+        layout,
+        report,
+    } = *job;
     let fetcher = Fetcher::new(sources)?;
     // `fresh`: the checksum file fetched now, cached together with the image.
     let (mut entry, mut fresh) = match cached_entry {
@@ -619,17 +624,19 @@ fn remove_stale_temps(dir: &Path, prefix: &str) {
 }
 
 /// Converts the verified download to `format` once, atomically (temporary name, then rename).
-#[allow(clippy::too_many_arguments)]
 async fn convert(
-    cache: &ArtifactCache,
-    layout: &Layout,
-    image: &ImageFile,
+    job: &Job<'_>,
     source: &ImageMeta,
-    source_format: &str,
-    format: &str,
+    (source_format, format): (&str, &str),
     converter: &str,
-    report: &dyn Reporter,
 ) -> Result<PathBuf, ArtifactError> {
+    let Job {
+        cache,
+        image,
+        layout,
+        report,
+        ..
+    } = *job;
     let dest = layout.converted(&image.file_name, format);
     if converted_ok(cache, &dest, source, format).await? {
         return Ok(dest);
