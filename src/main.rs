@@ -26,7 +26,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(timonel::cli::run(cli)) {
+    match runtime.block_on(async {
+        // Before anything else: an interrupt at any point is seen.
+        timonel::cluster::listen_for_interrupts(timonel::cli::quit_interrupted);
+        timonel::cli::run(cli).await
+    }) {
         Ok(code) => code,
         Err(err) => {
             // A closed stdout (`timonel status | head`) is not a failure.

@@ -46,7 +46,9 @@ pub async fn run(ctx: &Ctx, args: LogsArgs) -> anyhow::Result<ExitCode> {
     })?;
     let tail = (args.tail > 0).then_some(args.tail);
     let mut stream = follower.follow_logs(&node.name, tail).await?;
-    let interrupted = tokio::signal::ctrl_c();
+    // Ctrl-C ends the follow quietly (a second one quits at once).
+    let cancel = crate::cluster::Cancel::on_signals(|| {}, super::quit_now);
+    let interrupted = cancel.cancelled();
     tokio::pin!(interrupted);
     loop {
         tokio::select! {

@@ -154,6 +154,11 @@ impl Cli {
 
 pub use crate::cluster::Ctx;
 
+/// An interrupt no command took charge of: quit at once, as if nothing listened.
+pub fn quit_interrupted() {
+    std::process::exit(130);
+}
+
 /// A second Ctrl-C: quit at once, with the status of an interrupted command.
 pub(crate) fn quit_now() {
     eprintln!("interrupted again: quitting without cleaning up");

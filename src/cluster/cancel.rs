@@ -2,9 +2,35 @@
 //! point and clean up; a second one quits at once.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::watch;
+
+/// How many interrupts the process has had, once [`listen`] started counting.
+static COUNT: OnceLock<watch::Receiver<u32>> = OnceLock::new();
+/// Whether a command took charge of interrupts ([`Cancel::on_signals`]).
+static CLAIMED: AtomicBool = AtomicBool::new(false);
+
+/// Starts listening for interrupts for the whole process, as early as the runtime allows, so a
+/// Ctrl-C that comes before a command is ready for it is not lost. Until a command claims them
+/// with [`Cancel::on_signals`], an interrupt calls `unclaimed` (the command line quits with the
+/// status of an interrupted command, as if nothing listened).
+pub fn listen(unclaimed: fn()) {
+    let (tx, rx) = watch::channel(0u32);
+    if COUNT.set(rx).is_err() {
+        return;
+    }
+    let mut signals = Signals::listen();
+    tokio::spawn(async move {
+        loop {
+            signals.next().await;
+            if !CLAIMED.load(Ordering::SeqCst) {
+                unclaimed();
+            }
+            tx.send_modify(|n| *n += 1);
+        }
+    });
+}
 
 /// A cancellation flag shared by a command and its signal handler.
 #[derive(Debug, Clone)]
@@ -33,19 +59,42 @@ impl Cancel {
     ) -> Self {
         let cancel = Self::default();
         let tx = cancel.tx.clone();
-        // Listening starts here, not when the task first runs: a signal that comes right after
-        // this call is seen.
-        let mut signals = Signals::listen();
-        tokio::spawn(async move {
-            let seen = AtomicBool::new(false);
-            loop {
-                signals.next().await;
-                if seen.swap(true, Ordering::SeqCst) {
-                    on_second();
-                    continue;
+        let Some(count) = COUNT.get() else {
+            // Nothing listens for the process (tests): listen from here on.
+            let mut signals = Signals::listen();
+            tokio::spawn(async move {
+                let seen = AtomicBool::new(false);
+                loop {
+                    signals.next().await;
+                    if seen.swap(true, Ordering::SeqCst) {
+                        on_second();
+                        continue;
+                    }
+                    on_first();
+                    let _ = tx.send(true);
                 }
-                on_first();
-                let _ = tx.send(true);
+            });
+            return cancel;
+        };
+        CLAIMED.store(true, Ordering::SeqCst);
+        let mut count = count.clone();
+        tokio::spawn(async move {
+            // Interrupts that came before this command was ready count too.
+            let mut handled = 0u32;
+            loop {
+                let n = *count.borrow_and_update();
+                while handled < n {
+                    handled += 1;
+                    if handled == 1 {
+                        on_first();
+                        let _ = tx.send(true);
+                    } else {
+                        on_second();
+                    }
+                }
+                if count.changed().await.is_err() {
+                    return;
+                }
             }
         });
         cancel

@@ -14,7 +14,7 @@ pub(crate) mod spec;
 mod start;
 
 pub use addons::{addon_rows, set_addon, AddonRow, ADDONS};
-pub use cancel::{Cancel, Interrupted};
+pub use cancel::{listen as listen_for_interrupts, Cancel, Interrupted};
 pub use ctx::Ctx;
 pub use error::{Error, Result};
 pub use images::{load as load_images, short as images_short, ImageSource, LoadRow};
