@@ -11,25 +11,27 @@
 //! - `delete` uninstalls: services, processes, mounts, interfaces and firewall chains k3s made,
 //!   the files timonel placed, and the k3s folders that did not exist before.
 
+mod credentials;
 pub mod facts;
 pub mod host;
+mod preflight;
 pub mod uninstall;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use timonel_driver::{
     Availability, Capabilities, ClusterName, Cmd, CommandError, Driver, DriverError, DriverKind,
-    MachineFacts, MachineName, MachineSpec, MachineState, NodeAccess, NodeKind, NodeRole,
-    Preflight, Reporter, Runner, StopMode,
+    MachineName, MachineSpec, MachineState, NodeAccess, NodeKind, NodeRole, Preflight, Reporter,
+    Runner, StopMode,
 };
-use timonel_driver_vm::{HostKeyPolicy, SshAccess, SshAuth, SshTarget};
+use timonel_driver_vm::{HostKeyPolicy, SshAccess, SshTarget};
 use tokio::sync::Mutex;
 
+pub use credentials::Credentials;
 pub use facts::{HostFacts, Marker, Problem};
 pub use host::SshHost;
 
@@ -37,72 +39,6 @@ pub use host::SshHost;
 pub const PASSWORD_ENV: &str = "TIMONEL_SSH_PASSWORD";
 /// Environment variable holding the passphrase of an encrypted `--ssh-key` (never stored).
 pub const PASSPHRASE_ENV: &str = "TIMONEL_SSH_KEY_PASSPHRASE";
-
-/// How timonel logs in to the machines, shared by every node of a cluster.
-#[derive(Debug, Clone, Default)]
-pub struct Credentials {
-    /// `--ssh-key`: a private key file. Without it, the agent and the default key files
-    /// (~/.ssh/id_ed25519, id_ecdsa, id_rsa) are tried, as `ssh` does.
-    pub key_file: Option<PathBuf>,
-    /// The known_hosts file host keys are checked against (default ~/.ssh/known_hosts).
-    pub known_hosts: Option<PathBuf>,
-    /// Trust an unknown host's key on first use and record it in `known_hosts`.
-    pub accept_new_host_keys: bool,
-    /// From [`PASSWORD_ENV`].
-    pub password: Option<String>,
-    /// From [`PASSPHRASE_ENV`].
-    pub key_passphrase: Option<String>,
-    pub connect_timeout: Option<Duration>,
-}
-
-impl Credentials {
-    /// Reads the password and passphrase from the environment.
-    pub fn with_env(mut self) -> Self {
-        self.password = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty());
-        self.key_passphrase = std::env::var(PASSPHRASE_ENV).ok().filter(|p| !p.is_empty());
-        self
-    }
-
-    /// The known_hosts file in use.
-    pub fn known_hosts_file(&self) -> Option<PathBuf> {
-        self.known_hosts
-            .clone()
-            .or_else(|| dirs_home().map(|h| h.join(".ssh").join("known_hosts")))
-    }
-
-    fn auth(&self) -> Vec<SshAuth> {
-        let mut auth = Vec::new();
-        match &self.key_file {
-            Some(path) => auth.push(SshAuth::KeyFile {
-                path: path.clone(),
-                passphrase: self.key_passphrase.clone(),
-            }),
-            None => {
-                auth.push(SshAuth::Agent);
-                if let Some(home) = dirs_home() {
-                    for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
-                        let path = home.join(".ssh").join(name);
-                        if path.is_file() {
-                            auth.push(SshAuth::KeyFile {
-                                path,
-                                passphrase: self.key_passphrase.clone(),
-                            });
-                        }
-                    }
-                }
-            }
-        }
-        if let Some(p) = &self.password {
-            auth.push(SshAuth::Password(p.clone()));
-        }
-        auth
-    }
-}
-
-/// The user's home folder, where `ssh` keeps `.ssh/`.
-fn dirs_home() -> Option<PathBuf> {
-    dirs::home_dir()
-}
 
 /// One node of an SSH cluster: the machine, the part it plays, and the systemd unit that runs
 /// the distribution there (the distribution names it; the driver stops, starts and reads it).
@@ -238,113 +174,6 @@ impl SshDriver {
         Ok(HostFacts::parse(
             &self.root_script(name, &facts::script()).await?,
         ))
-    }
-
-    /// Checks every machine before anything is changed on any: the login (host key, user,
-    /// credentials), root through sudo, OS and architecture, systemd, disk, memory, ports, and
-    /// an existing k3s. Returns each node's facts, or one error naming every problem found.
-    pub async fn preflight(&self) -> Result<BTreeMap<MachineName, HostFacts>, DriverError> {
-        let all: Vec<MachineName> = self.nodes.keys().cloned().collect();
-        self.preflight_of(&all).await
-    }
-
-    /// [`preflight`](Self::preflight) of some nodes only (a node being added).
-    pub async fn preflight_of(
-        &self,
-        names: &[MachineName],
-    ) -> Result<BTreeMap<MachineName, HostFacts>, DriverError> {
-        let mut seen: BTreeMap<(String, u16), &MachineName> = BTreeMap::new();
-        for (name, node) in &self.nodes {
-            if let Some(other) = seen.insert((node.host.host.clone(), node.host.port), name) {
-                return Err(DriverError::Backend {
-                    op: "preflight".into(),
-                    message: format!(
-                        "nodes `{other}` and `{name}` are the same machine ({})",
-                        node.host.address()
-                    ),
-                    hint: Some("give each --node a different machine".into()),
-                });
-            }
-        }
-        let checks = self
-            .nodes
-            .iter()
-            .filter(|(name, _)| names.contains(name))
-            .map(|(name, node)| async move {
-            let result = async {
-                // The login first: host key, user, credentials.
-                if let Err(e) = self.session(name).await {
-                    return Err(vec![Problem {
-                        what: e.to_string(),
-                        fix: timonel_driver::Hint::hint(&e).unwrap_or_default(),
-                    }]);
-                }
-                self.check_sudo(name).await.map_err(|e| {
-                    vec![Problem {
-                        what: e,
-                        fix: format!(
-                            "allow it in sudoers (`{} ALL=(ALL) NOPASSWD: ALL` in /etc/sudoers.d/), or log in as root",
-                            node.host.user
-                        ),
-                    }]
-                })?;
-                let facts = self.inspect(name).await.map_err(|e| {
-                    vec![Problem {
-                        what: error_text(&e),
-                        fix: String::new(),
-                    }]
-                })?;
-                let problems = facts.problems(node.role, self.adopt, &self.cluster_id);
-                if problems.is_empty() {
-                    Ok(facts)
-                } else {
-                    Err(problems)
-                }
-            }
-            .await;
-            (name.clone(), node, result)
-        });
-        let results = futures_util::future::join_all(checks).await;
-        let mut facts = BTreeMap::new();
-        let mut failed = Vec::new();
-        let mut fixes: Vec<String> = Vec::new();
-        for (name, node, result) in results {
-            match result {
-                Ok(f) => {
-                    facts.insert(name, f);
-                }
-                Err(problems) => {
-                    for p in problems {
-                        failed.push(format!("  {} ({name}): {}", node.host, p.what));
-                        if !p.fix.is_empty() && !fixes.contains(&p.fix) {
-                            fixes.push(p.fix);
-                        }
-                    }
-                }
-            }
-        }
-        if !failed.is_empty() {
-            return Err(DriverError::Backend {
-                op: "preflight".into(),
-                message: format!(
-                    "the machines are not ready for k3s; nothing was changed on any of them:\n{}",
-                    failed.join("\n")
-                ),
-                hint: (!fixes.is_empty()).then(|| fixes.join("; ")),
-            });
-        }
-        let arches: Vec<&str> = facts.values().filter_map(HostFacts::arch).collect();
-        if arches.windows(2).any(|w| w[0] != w[1]) {
-            return Err(DriverError::Backend {
-                op: "preflight".into(),
-                message: format!(
-                    "the machines have different architectures ({}); nothing was changed",
-                    arches.join(", ")
-                ),
-                hint: Some("use machines of one architecture per cluster".into()),
-            });
-        }
-        Ok(facts)
     }
 
     /// Uninstalls k3s from the node's machine when it is this cluster's node; a machine that is
@@ -585,54 +414,9 @@ impl Driver for SshDriver {
     }
 }
 
-#[async_trait]
-impl Preflight for SshDriver {
-    async fn preflight(
-        &self,
-        nodes: &[MachineName],
-    ) -> Result<BTreeMap<MachineName, MachineFacts>, DriverError> {
-        let facts = if nodes.is_empty() {
-            SshDriver::preflight(self).await?
-        } else {
-            self.preflight_of(nodes).await?
-        };
-        Ok(facts
-            .into_iter()
-            .map(|(name, f)| {
-                let warnings = f.warnings();
-                (
-                    name,
-                    MachineFacts {
-                        arch: f.machine,
-                        os: f.os,
-                        warnings,
-                    },
-                )
-            })
-            .collect())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn credentials_try_the_key_file_given_then_the_password() {
-        let c = Credentials {
-            key_file: Some("/keys/id".into()),
-            password: Some("pw".into()),
-            ..Default::default()
-        };
-        let auth = c.auth();
-        assert!(
-            matches!(&auth[0], SshAuth::KeyFile { path, .. } if path == &PathBuf::from("/keys/id"))
-        );
-        assert!(matches!(&auth[1], SshAuth::Password(p) if p == "pw"));
-        assert_eq!(auth.len(), 2);
-        let none = Credentials::default();
-        assert!(matches!(none.auth().first(), Some(SshAuth::Agent)));
-    }
 
     #[tokio::test]
     async fn a_driver_without_machines_says_what_to_do() {

@@ -20,19 +20,18 @@
 //! the cached one is removed.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use timonel_driver::{Cmd, CommandError, HostRunner, Reporter, Runner};
+use timonel_driver::Reporter;
 use timonel_driver_vm::checksum::parse_checksums;
 use timonel_driver_vm::{ChecksumEntry, HashAlgorithm, ImageFile};
 use url::Url;
 
 use super::cache::{
-    blocking, lock_artifact, now, read_meta, rfc3339, sync_dir, with_suffix, write_atomic,
-    write_meta, ArtifactCache, AssetMeta, META_SUFFIX,
+    blocking, lock_artifact, now, read_meta, rfc3339, with_suffix, write_atomic, write_meta,
+    ArtifactCache, AssetMeta, META_SUFFIX,
 };
-use super::checksum::{hash_file, hash_file_with, sha256_hex};
+use super::checksum::{hash_file_with, sha256_hex};
 use super::download::Fetcher;
 use super::error::{ArtifactError, MissingFile};
 use super::sources::{check_url, parse_url, Sources};
@@ -41,8 +40,6 @@ use super::sources::{check_url, parse_url, Sources};
 pub const QEMU_IMG: &str = "qemu-img";
 /// Disk formats `qemu-img` reads and writes that timonel's drivers use.
 pub const DISK_FORMATS: [&str; 6] = ["qcow2", "raw", "vmdk", "vdi", "vhdx", "vpc"];
-/// A conversion writes a few GB; slow disks need time.
-const CONVERT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
 /// What is recorded next to a verified cloud image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,20 +53,6 @@ pub struct ImageMeta {
     pub checksum_url: String,
     pub fetched_at: String,
     /// The file's modification time when it was last verified; a change triggers a rehash.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub modified: Option<String>,
-}
-
-/// What is recorded next to a converted image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConvertedMeta {
-    pub size: u64,
-    pub format: String,
-    pub sha256: String,
-    /// The verified download it was converted from, and that file's digest.
-    pub source_file: String,
-    pub source_digest: String,
-    pub converted_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modified: Option<String>,
 }
@@ -555,305 +538,9 @@ async fn fetch_image(
     }
 }
 
-/// The conversion of `source`, if it is in the cache and intact.
-async fn converted_ok(
-    cache: &ArtifactCache,
-    dest: &Path,
-    source: &ImageMeta,
-    format: &str,
-) -> Result<bool, ArtifactError> {
-    let (full, dest, digest, format) = (
-        cache.full_verify(),
-        dest.to_path_buf(),
-        source.digest.clone(),
-        format.to_string(),
-    );
-    blocking(move || {
-        let Some(mut meta) = read_json::<ConvertedMeta>(&dest)? else {
-            return Ok(false);
-        };
-        if meta.format != format || !meta.source_digest.eq_ignore_ascii_case(&digest) {
-            return Ok(false);
-        }
-        let stat = match std::fs::metadata(&dest) {
-            Ok(s) => s,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(ArtifactError::io("could not read", &dest, e)),
-        };
-        if stat.len() != meta.size {
-            return Ok(false);
-        }
-        let modified = stat.modified().ok().map(rfc3339);
-        if full || modified.is_none() || modified != meta.modified {
-            let (sha, size) =
-                hash_file(&dest).map_err(|e| ArtifactError::io("could not read", &dest, e))?;
-            if size != meta.size || !sha.eq_ignore_ascii_case(&meta.sha256) {
-                tracing::warn!(path = %dest.display(), "converted image changed; converting again");
-                return Ok(false);
-            }
-            if modified != meta.modified {
-                meta.modified = modified;
-                write_json(&dest, &meta)?;
-            }
-        }
-        Ok(true)
-    })
-    .await
-}
-
-fn utf8_path(path: &Path) -> Result<String, ArtifactError> {
-    path.to_str().map(str::to_string).ok_or_else(|| {
-        ArtifactError::io(
-            "the path is not valid UTF-8:",
-            path,
-            std::io::Error::from(std::io::ErrorKind::InvalidInput),
-        )
-    })
-}
-
-/// Removes temporary files an interrupted conversion left (the caller holds the lock).
-fn remove_stale_temps(dir: &Path, prefix: &str) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(prefix) {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
-}
-
-/// Converts the verified download to `format` once, atomically (temporary name, then rename).
-async fn convert(
-    job: &Job<'_>,
-    source: &ImageMeta,
-    (source_format, format): (&str, &str),
-    converter: &str,
-) -> Result<PathBuf, ArtifactError> {
-    let Job {
-        cache,
-        image,
-        layout,
-        report,
-        ..
-    } = *job;
-    let dest = layout.converted(&image.file_name, format);
-    if converted_ok(cache, &dest, source, format).await? {
-        return Ok(dest);
-    }
-    let _lock = lock_artifact(&dest, report).await?;
-    if converted_ok(cache, &dest, source, format).await? {
-        return Ok(dest);
-    }
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let prefix = format!(".{name}.tmp-");
-    {
-        let (dir, prefix) = (layout.dir.clone(), prefix.clone());
-        blocking(move || {
-            remove_stale_temps(&dir, &prefix);
-            Ok(())
-        })
-        .await?;
-    }
-    let tmp = layout
-        .dir
-        .join(format!("{prefix}{:08x}", rand::random::<u32>()));
-    report.step(&format!(
-        "converting `{}` to {format} with {converter}",
-        image.file_name
-    ));
-    let cmd = Cmd::new(converter)
-        .args(["convert", "-f", source_format, "-O", format])
-        .arg(utf8_path(&layout.image)?)
-        .arg(utf8_path(&tmp)?)
-        .timeout(CONVERT_TIMEOUT);
-    if let Err(e) = HostRunner.run(&cmd).await {
-        let _ = tokio::fs::remove_file(&tmp).await;
-        return Err(match e {
-            CommandError::NotFound { program } => ArtifactError::ConverterMissing {
-                tool: program,
-                file: image.file_name.clone(),
-                format: format.to_string(),
-            },
-            source => ArtifactError::ConvertFailed {
-                path: layout.image.clone(),
-                format: format.to_string(),
-                source: Box::new(source),
-            },
-        });
-    }
-    let meta = ConvertedMeta {
-        size: 0,
-        format: format.to_string(),
-        sha256: String::new(),
-        source_file: image.file_name.clone(),
-        source_digest: source.digest.clone(),
-        converted_at: now(),
-        modified: None,
-    };
-    let (tmp_c, dest_c) = (tmp.clone(), dest.clone());
-    let finished = blocking(move || {
-        let (sha256, size) =
-            hash_file(&tmp_c).map_err(|e| ArtifactError::io("could not read", &tmp_c, e))?;
-        std::fs::rename(&tmp_c, &dest_c)
-            .map_err(|e| ArtifactError::io("could not move into the cache", &dest_c, e))?;
-        if let Some(dir) = dest_c.parent() {
-            sync_dir(dir);
-        }
-        let meta = ConvertedMeta {
-            size,
-            sha256,
-            modified: mtime(&dest_c),
-            ..meta
-        };
-        write_json(&dest_c, &meta)
-    })
-    .await;
-    if finished.is_err() {
-        let _ = tokio::fs::remove_file(&tmp).await;
-    }
-    finished.map(|()| dest)
-}
-
+mod convert;
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use timonel_driver::{Hint, SilentReporter};
+mod tests;
 
-    const H256: &str = "6f0c8fd4dc2bb5ab2f2d86a5ec7cd30fcef3bc1d1d2f0a1d14c09f1d9d2a7b01";
-
-    fn image(algorithm: HashAlgorithm) -> ImageFile {
-        ImageFile {
-            image_id: "ubuntu-24.04".into(),
-            file_name: "noble.img".into(),
-            url: "https://example.com/noble/noble.img".into(),
-            checksum_url: "https://example.com/noble/SHA256SUMS".into(),
-            algorithm,
-            format: "qcow2".into(),
-            convert_to: None,
-            default_user: "ubuntu".into(),
-        }
-    }
-
-    #[test]
-    fn finds_the_line_in_any_format_and_skips_odd_lines() {
-        let img = image(HashAlgorithm::Sha256);
-        for text in [
-            format!("{H256} *noble.img\n"),
-            format!("garbage line\n{H256}  ./noble.img\n"),
-            format!("SHA256 (noble.img) = {H256}\n"),
-        ] {
-            let e = entry_for(&text, &img, "u").unwrap();
-            assert_eq!(e.hex, H256, "{text}");
-        }
-        let err = entry_for(&format!("{H256} *other.img\n"), &img, "u").unwrap_err();
-        assert!(
-            matches!(err, ArtifactError::ImageChecksumMissing { .. }),
-            "{err}"
-        );
-        let err = entry_for("<html>not found</html>\n", &img, "u").unwrap_err();
-        assert!(
-            matches!(err, ArtifactError::BadChecksumFile { .. }),
-            "{err}"
-        );
-        let err = entry_for(
-            &format!("{H256} *noble.img\n"),
-            &image(HashAlgorithm::Sha512),
-            "u",
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("sha256"), "{err}");
-    }
-
-    #[test]
-    fn layout_is_keyed_by_url_and_names_conversions_by_stem() {
-        let cache = ArtifactCache::new("/c");
-        let img = image(HashAlgorithm::Sha256);
-        let sums = Url::parse(&img.checksum_url).unwrap();
-        let l = Layout::new(&cache, &img, &sums).unwrap();
-        assert!(l.dir.starts_with("/c/images"));
-        let dir_name = l.dir.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(dir_name.starts_with("ubuntu-24.04-"), "{dir_name}");
-        assert_eq!(dir_name.len(), "ubuntu-24.04-".len() + 16);
-        assert_eq!(l.image, l.dir.join("noble.img"));
-        assert_eq!(l.sums, l.dir.join("SHA256SUMS"));
-        assert_eq!(l.converted("noble.img", "vhdx"), l.dir.join("noble.vhdx"));
-        assert_eq!(l.converted("disk", "vdi"), l.dir.join("disk.vdi"));
-        let other = ImageFile {
-            url: "https://example.com/other/noble.img".into(),
-            ..img.clone()
-        };
-        assert_ne!(image_dir(&cache, &other), l.dir);
-        for bad in ["../x", "a/b", "", "..", "c:x"] {
-            let f = ImageFile {
-                file_name: bad.into(),
-                ..img.clone()
-            };
-            assert!(Layout::new(&cache, &f, &sums).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn only_known_disk_formats() {
-        assert_eq!(disk_format("VHDX").unwrap(), "vhdx");
-        let err = disk_format("-o=evil").unwrap_err();
-        assert!(err.hint().is_some());
-    }
-
-    #[tokio::test]
-    async fn a_missing_converter_is_a_clear_error_with_the_install_hint() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        std::fs::create_dir_all(&src).unwrap();
-        std::fs::write(src.join("noble.img"), b"not really qcow2").unwrap();
-        let digest = sha256_hex(b"not really qcow2");
-        std::fs::write(src.join("SHA256SUMS"), format!("{digest} *noble.img\n")).unwrap();
-        let img = ImageFile {
-            url: Url::from_file_path(src.join("noble.img"))
-                .unwrap()
-                .to_string(),
-            checksum_url: Url::from_file_path(src.join("SHA256SUMS"))
-                .unwrap()
-                .to_string(),
-            convert_to: Some("vhdx".into()),
-            ..image(HashAlgorithm::Sha256)
-        };
-        let cache = ArtifactCache::new(dir.path().join("cache"));
-        let err = ensure_with(
-            &cache,
-            &Sources::default(),
-            &img,
-            "timonel-no-such-qemu-img",
-            &SilentReporter,
-        )
-        .await
-        .unwrap_err();
-        assert!(
-            matches!(&err, ArtifactError::ConverterMissing { tool, format, .. }
-                if tool == "timonel-no-such-qemu-img" && format == "vhdx"),
-            "{err:?}"
-        );
-        assert!(err.to_string().contains("noble.img"), "{err}");
-        assert!(err.hint().unwrap().contains("QEMU"), "{:?}", err.hint());
-        // The verified download stays; no converted file or temporary is left.
-        let dir = image_dir(&cache, &img);
-        let mut names: Vec<String> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.ends_with(".lock"))
-            .collect();
-        names.sort();
-        assert_eq!(
-            names,
-            [
-                "SHA256SUMS",
-                "SHA256SUMS.meta.json",
-                "noble.img",
-                "noble.img.meta.json"
-            ]
-        );
-    }
-}
+use convert::convert;
+pub use convert::ConvertedMeta;
