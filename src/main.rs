@@ -1,10 +1,8 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = timonel::cli::Cli::parse();
+    let cli = timonel::cli::Cli::parse_args();
     init_tracing(
         cli.global.verbose,
         timonel::output::stderr_color(cli.global.color),

@@ -17,6 +17,7 @@ mod manage;
 mod node;
 mod profile_cmd;
 pub mod report;
+mod run;
 mod service;
 mod ssh;
 mod start;
@@ -50,6 +51,10 @@ pub struct GlobalArgs {
     /// No spinners or progress bars (also TIMONEL_NO_PROGRESS, CI, TERM=dumb).
     #[arg(long, global = true)]
     pub no_progress: bool,
+    /// Whether the profile was given (`-p`, TIMONEL_PROFILE) rather than the default
+    /// ([`Cli::parse_args`] sets it).
+    #[arg(skip)]
+    pub profile_given: bool,
 }
 
 fn parse_profile(s: &str) -> Result<ClusterName, String> {
@@ -140,11 +145,34 @@ pub enum Command {
     /// The download cache of k3s releases: list, download ahead of time, clean.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    /// Run one command against a fresh cluster, then delete it (`timonel run -- make test`): for
+    /// CI. KUBECONFIG points at the cluster's own kubeconfig; yours is untouched.
+    Run(Box<run::RunArgs>),
     /// Check this machine: drivers, cgroups, kernel modules, inotify limits, disk, clock, proxy (exit 1 when a check fails).
     Doctor(doctor::DoctorArgs),
 }
 
 impl Cli {
+    /// Parses the process's arguments, noting whether the profile was given rather than
+    /// defaulted (`timonel run` makes a fresh one otherwise).
+    pub fn parse_args() -> Self {
+        use clap::parser::ValueSource;
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Self::command().get_matches();
+        let mut cli = Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        let mut level = Some(&matches);
+        while let Some(m) = level {
+            if matches!(
+                m.value_source("profile"),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            ) {
+                cli.global.profile_given = true;
+            }
+            level = m.subcommand().map(|(_, sub)| sub);
+        }
+        cli
+    }
+
     /// Whether the command streams JSON events on stdout (`start -o json`), so `main` reports a
     /// failure as an event too.
     pub fn streams_events(&self) -> bool {
@@ -176,7 +204,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     };
     let printer = Printer::new(verbosity, cli.global.color, cli.global.no_progress);
     let home = Home::from_env()?;
-    let ctx = Ctx::new(printer, home, cli.global.profile.clone());
+    let profile = match &cli.command {
+        Command::Run(_) if !cli.global.profile_given => run::fresh_profile()?,
+        _ => cli.global.profile.clone(),
+    };
+    let ctx = Ctx::new(printer, home, profile);
     match cli.command {
         Command::Start(args) => start::run(&ctx, *args).await,
         Command::Stop(args) => manage::stop(&ctx, args).await,
@@ -196,5 +228,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Config(cmd) => config_cmd::run(&ctx, cmd).await,
         Command::Cache(cmd) => cache::run(&ctx, cmd).await,
         Command::Doctor(args) => doctor::run(&ctx, args).await,
+        Command::Run(args) => run::run(&ctx, *args, cli.global.profile_given).await,
     }
 }

@@ -128,11 +128,7 @@ pub async fn run(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
     );
     ctx.printer
         .set_events(args.output == super::OutputFormat::Json);
-    // Everything is checked before anything is touched.
-    let (ca_certs, ports) = check(ctx, &args)?;
-    let ssh = ssh_options(&args)?;
-    let sources = args.mirror.sources(args.offline)?;
-    let opts = options(ctx, args, (ca_certs, ports), ssh, sources)?;
+    let opts = prepare(ctx, args)?;
     match cluster::start(ctx, opts, &cancel).await {
         Ok(()) => Ok(ExitCode::SUCCESS),
         // What this start created is gone; the exit code says it was interrupted.
@@ -144,6 +140,14 @@ pub async fn run(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The flags checked (everything before anything is touched) and turned into options.
+pub(super) fn prepare(ctx: &Ctx, args: StartArgs) -> anyhow::Result<StartOptions> {
+    let (ca_certs, ports) = check(ctx, &args)?;
+    let ssh = ssh_options(&args)?;
+    let sources = args.mirror.sources(args.offline)?;
+    options(ctx, args, (ca_certs, ports), ssh, sources)
 }
 
 /// Checks the flags that need no driver, warns about the odd ones, and reads the CA files.
@@ -258,6 +262,7 @@ fn options(
         wait_timeout: args.wait_timeout.unwrap_or(Duration::from_secs(300)),
         keep_context: args.keep_context,
         kubeconfig: args.kubeconfig,
+        standalone: false,
         disable: args.disable,
         env: args.env,
         node_image: args.node_image,

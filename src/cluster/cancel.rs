@@ -1,7 +1,7 @@
 //! Interrupts: the first Ctrl-C (or SIGTERM) asks the running command to stop at the next safe
 //! point and clean up; a second one quits at once.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use tokio::sync::watch;
@@ -10,6 +10,21 @@ use tokio::sync::watch;
 static COUNT: OnceLock<watch::Receiver<u32>> = OnceLock::new();
 /// Whether a command took charge of interrupts ([`Cancel::on_signals`]).
 static CLAIMED: AtomicBool = AtomicBool::new(false);
+/// The number of the first interrupting signal (SIGINT 2, SIGTERM 15), 0 before any.
+static FIRST: AtomicI32 = AtomicI32::new(0);
+
+/// The first signal that interrupted the process: 2 (SIGINT, Ctrl-C and Ctrl-Break on
+/// Windows) or 15 (SIGTERM); `None` before any. An interrupted command exits with 128 + it.
+pub fn first_signal() -> Option<i32> {
+    match FIRST.load(Ordering::SeqCst) {
+        0 => None,
+        n => Some(n),
+    }
+}
+
+fn record(signal: i32) {
+    let _ = FIRST.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
+}
 
 /// Starts listening for interrupts for the whole process, as early as the runtime allows, so a
 /// Ctrl-C that comes before a command is ready for it is not lost. Until a command claims them
@@ -23,7 +38,7 @@ pub fn listen(unclaimed: fn()) {
     let mut signals = Signals::listen();
     tokio::spawn(async move {
         loop {
-            signals.next().await;
+            record(signals.next().await);
             if !CLAIMED.load(Ordering::SeqCst) {
                 unclaimed();
             }
@@ -65,7 +80,7 @@ impl Cancel {
             tokio::spawn(async move {
                 let seen = AtomicBool::new(false);
                 loop {
-                    signals.next().await;
+                    record(signals.next().await);
                     if seen.swap(true, Ordering::SeqCst) {
                         on_second();
                         continue;
@@ -160,16 +175,18 @@ impl Signals {
         Self { streams }
     }
 
-    async fn next(&mut self) {
+    /// Waits for the next signal; returns its number.
+    async fn next(&mut self) -> i32 {
         match &mut self.streams {
             Some((int, term)) => {
                 tokio::select! {
-                    _ = int.recv() => {}
-                    _ = term.recv() => {}
+                    _ = int.recv() => 2,
+                    _ = term.recv() => 15,
                 }
             }
             None => {
                 let _ = tokio::signal::ctrl_c().await;
+                2
             }
         }
     }
@@ -193,10 +210,12 @@ impl Signals {
         }
     }
 
-    async fn next(&mut self) {
+    /// Waits for the next Ctrl-C or Ctrl-Break; both count as SIGINT (2).
+    async fn next(&mut self) -> i32 {
         tokio::select! {
             _ = self.ctrl_c.recv() => {}
             _ = self.ctrl_break.recv() => {}
         }
+        2
     }
 }

@@ -34,13 +34,22 @@ pub async fn stop(ctx: &Ctx, timeout: Duration) -> anyhow::Result<()> {
 /// profile folder. Works when the profile file is missing or damaged.
 pub async fn delete(ctx: &Ctx, kubeconfig_flag: Option<&Path>) -> anyhow::Result<()> {
     let _lock = ctx.lock_profile()?;
-    delete_one(ctx, &ctx.profile, kubeconfig_flag).await
+    delete_one(ctx, &ctx.profile, Some(kubeconfig_flag)).await
 }
 
+/// Deletes a cluster that was never merged into a kubeconfig (`timonel run`): its nodes,
+/// everything labelled with it and its profile; no kubeconfig file is read or written.
+pub async fn delete_standalone(ctx: &Ctx) -> anyhow::Result<()> {
+    let _lock = ctx.lock_profile()?;
+    delete_one(ctx, &ctx.profile, None).await
+}
+
+/// `kubeconfig`: `Some(--kubeconfig)` removes our entries from that file (default: the one
+/// `start` used); `None` touches no kubeconfig.
 async fn delete_one(
     ctx: &Ctx,
     name: &ClusterName,
-    kubeconfig_flag: Option<&Path>,
+    kubeconfig: Option<Option<&Path>>,
 ) -> anyhow::Result<()> {
     let profile = match ctx.store.try_load(name) {
         Ok(p) => p,
@@ -66,8 +75,13 @@ async fn delete_one(
         let nodes = super::node::ops(driver, &ctx.home);
         removed.extend(nodes.remove_cluster(name).await?);
     }
-    let path = super::kubeconfig_target(profile.as_ref(), kubeconfig_flag)?;
-    let outcome = kubeconfig::remove(&path, name.as_str(), &Default::default())?;
+    let outcome = match kubeconfig {
+        Some(flag) => {
+            let path = super::kubeconfig_target(profile.as_ref(), flag)?;
+            kubeconfig::remove(&path, name.as_str(), &Default::default())?
+        }
+        None => kubeconfig::RemoveOutcome::nothing(),
+    };
     let existed = profile.is_some() || ctx.store.dir(name).exists();
     // VM nodes' disks and seeds live outside the profile folder (a profile whose driver could
     // not be asked leaves them too).
@@ -118,7 +132,7 @@ pub async fn delete_all(ctx: &Ctx, purge: bool) -> anyhow::Result<()> {
                     .warn(&format!("profile `{name}` is in use by {h}; waiting"))
             },
         )?;
-        delete_one(ctx, name, None).await?;
+        delete_one(ctx, name, Some(None)).await?;
     }
     if names.is_empty() {
         ctx.printer.info("no profiles to delete");

@@ -115,7 +115,7 @@ impl RemoveOutcome {
         self.removed.is_empty()
     }
 
-    fn nothing() -> Self {
+    pub fn nothing() -> Self {
         Self {
             removed: Vec::new(),
             kept_foreign: Vec::new(),

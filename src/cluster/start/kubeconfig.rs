@@ -1,8 +1,10 @@
 //! Step 8, kubeconfig: the context merged into the user's kubeconfig (current unless
-//! `--keep-context`), the profile marked running, and the summary.
+//! `--keep-context`), the profile marked running, and the summary. A standalone cluster
+//! (`timonel run`) has no kubeconfig of the user's: only the profile's own file.
 
 use super::Run;
 use crate::cluster::error::{Error, Result};
+use crate::cluster::KUBECONFIG_FILE;
 use crate::kubeconfig::{self, MergeOptions};
 use crate::profile::Phase;
 
@@ -12,11 +14,19 @@ pub(super) fn run(run: &mut Run<'_>, keep_context: bool) -> Result<()> {
         .creds
         .as_ref()
         .ok_or_else(|| Error::internal("the credentials were not fetched"))?;
-    let path = run
-        .profile
-        .kubeconfig
-        .clone()
-        .ok_or_else(|| Error::internal(format!("profile `{name}` has no kubeconfig path")))?;
+    let printer = &run.ctx.printer;
+    let Some(path) = run.profile.kubeconfig.clone() else {
+        let own = run.ctx.store.dir(&name).join(KUBECONFIG_FILE);
+        printer.info(&format!(
+            "\nCluster `{name}` is up: k3s {} on {} node(s), API at {}.\nIts kubeconfig: {} (yours is untouched; `timonel kubeconfig -p {name} --merge` merges it)",
+            run.profile.version,
+            run.profile.nodes.len(),
+            creds.server,
+            own.display()
+        ));
+        run.profile.phase = Phase::Running;
+        return run.save();
+    };
     kubeconfig::merge(
         &path,
         name.as_str(),
@@ -27,7 +37,6 @@ pub(super) fn run(run: &mut Run<'_>, keep_context: bool) -> Result<()> {
         },
     )?;
     run.merged = Some(path.clone());
-    let printer = &run.ctx.printer;
     printer.done(
         &format!(
             "Context `{name}` in {}{}",

@@ -26,6 +26,9 @@ pub struct StartOptions {
     pub wait_timeout: Duration,
     pub keep_context: bool,
     pub kubeconfig: Option<PathBuf>,
+    /// Only the profile's standalone kubeconfig: no kubeconfig of the user's is read or
+    /// written (`timonel run`).
+    pub standalone: bool,
     pub disable: Vec<String>,
     /// `KEY=VALUE` for the distribution's service in every node.
     pub env: Vec<String>,

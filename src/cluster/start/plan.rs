@@ -120,7 +120,13 @@ pub(super) fn profile(
     let name = ctx.profile.clone();
     let servers = opts.control_planes.max(1);
     let total = opts.nodes.max(servers);
-    let kubeconfig = crate::cluster::kubeconfig_target(None, opts.kubeconfig.as_deref())?;
+    let kubeconfig = match opts.standalone {
+        true => None,
+        false => Some(crate::cluster::kubeconfig_target(
+            None,
+            opts.kubeconfig.as_deref(),
+        )?),
+    };
     let mut env = opts.env.clone();
     env.extend(crate::cluster::spec::proxy_env(&name, total));
     Ok(Profile {
@@ -143,7 +149,7 @@ pub(super) fn profile(
         registry_mirrors: opts.registry_mirrors.clone(),
         embedded_etcd: servers > 1,
         token: k3s::new_token(),
-        kubeconfig: Some(kubeconfig),
+        kubeconfig,
         nodes: (1..=total)
             .map(|i| NodeRecord {
                 name: name.machine(i),

@@ -71,6 +71,7 @@ fn opts(w: &World, nodes: u32, control_planes: u32) -> StartOptions {
         wait_timeout: Duration::from_secs(2),
         keep_context: false,
         kubeconfig: Some(w.kubeconfig.clone()),
+        standalone: false,
         disable: Vec::new(),
         env: Vec::new(),
         // An image of the user's: nothing is downloaded.
