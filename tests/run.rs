@@ -30,13 +30,7 @@ fn timonel(sb: &Sandbox, args: &[&str]) -> Command {
 }
 
 /// `run`'s start flags for the stand-in.
-const START: [&str; 5] = [
-    "run",
-    "--driver",
-    "docker",
-    "--kubernetes-version",
-    VERSION,
-];
+const START: [&str; 5] = ["run", "--driver", "docker", "--kubernetes-version", VERSION];
 
 fn show(args: &[&str], out: &Output) {
     eprintln!(
@@ -67,7 +61,11 @@ fn profiles(sb: &Sandbox) -> Vec<String> {
 
 /// Nothing of cluster `profile` is left, and the user's kubeconfig is as it was.
 fn assert_nothing_left(sb: &Sandbox, profile: &str, kubeconfig: &[u8]) {
-    assert_eq!(leftovers(profile), Vec::<String>::new(), "docker objects left");
+    assert_eq!(
+        leftovers(profile),
+        Vec::<String>::new(),
+        "docker objects left"
+    );
     assert_eq!(profiles(sb), Vec::<String>::new(), "profiles left");
     assert_eq!(
         std::fs::read(&sb.kubeconfig).unwrap(),
@@ -147,7 +145,13 @@ fn sigterm_while_the_command_runs_stops_it_and_deletes_everything() {
     let sb = Sandbox::new("runterm");
     let before = user_kubeconfig(&sb);
     let marker = sb.home.path().join("cmd.pid");
-    let script = format!("echo $$ > {}.tmp && mv {0}.tmp {0} && exec sleep 600", marker.display());
+    let got = sb.home.path().join("cmd.signal");
+    // The command records the SIGTERM it is sent on, and its pid once it is running.
+    let script = format!(
+        "trap 'kill $sleeper; echo TERM > {got}; exit 143' TERM; sleep 600 & sleeper=$!; echo $$ > {pid}.tmp && mv {pid}.tmp {pid}; wait",
+        got = got.display(),
+        pid = marker.display()
+    );
     let mut args = START.to_vec();
     args.extend(["--", "sh", "-c", &script]);
     let mut child = sb
@@ -169,6 +173,11 @@ fn sigterm_while_the_command_runs_stops_it_and_deletes_everything() {
     let out = child.wait_with_output().unwrap();
     show(&args, &out);
     assert_eq!(out.status.code(), Some(143));
+    assert_eq!(
+        std::fs::read_to_string(&got).unwrap_or_default().trim(),
+        "TERM",
+        "the command was not sent SIGTERM"
+    );
     assert!(
         !Path::new(&format!("/proc/{cmd_pid}")).exists(),
         "the command (pid {cmd_pid}) is still running"
@@ -193,7 +202,10 @@ fn keep_on_failure_keeps_the_cluster_and_says_how_to_delete_it() {
         err.contains(&format!("timonel delete -p {}", sb.profile)),
         "{err}"
     );
-    assert!(!leftovers(&sb.profile).is_empty(), "the cluster was not kept");
+    assert!(
+        !leftovers(&sb.profile).is_empty(),
+        "the cluster was not kept"
+    );
     assert_eq!(profiles(&sb), vec![sb.profile.clone()]);
     assert_eq!(std::fs::read(&sb.kubeconfig).unwrap(), before);
 

@@ -48,7 +48,11 @@ enum Outcome {
 pub async fn run(ctx: &Ctx, args: RunArgs, profile_given: bool) -> anyhow::Result<ExitCode> {
     // First, so an interrupt at any point of this command is seen.
     let cancel = cluster::Cancel::on_signals(
-        || eprintln!("interrupted: stopping, then deleting the cluster (Ctrl-C again to quit at once)"),
+        || {
+            eprintln!(
+                "interrupted: stopping, then deleting the cluster (Ctrl-C again to quit at once)"
+            )
+        },
         super::quit_now,
     );
     check(ctx, &args.start, profile_given)?;
@@ -158,7 +162,8 @@ async fn run_command(
 /// The exit code of a process that ended: its code, or 128 + the signal that killed it.
 fn exit_code(status: &ExitStatus) -> u8 {
     if let Some(code) = status.code() {
-        return code.clamp(0, 255) as u8;
+        // Unix codes are 0-255; a Windows code beyond that (an NTSTATUS) is a failure.
+        return u8::try_from(code).unwrap_or(1);
     }
     #[cfg(unix)]
     {

@@ -18,7 +18,9 @@ pub use cancel::{first_signal, listen as listen_for_interrupts, Cancel, Interrup
 pub use ctx::Ctx;
 pub use error::{Error, Result};
 pub use images::{load as load_images, short as images_short, ImageSource, LoadRow};
-pub use manage::{delete, delete_all, delete_standalone, ip, kubeconfig_cmd, status, stop, StatusReport};
+pub use manage::{
+    delete, delete_all, delete_standalone, ip, kubeconfig_cmd, status, stop, StatusReport,
+};
 pub use nodes::{node_add, node_delete, node_list, NodeAdd, NodeRow};
 pub use start::{conflicts as start_conflicts, start, SshStart, StartOptions};
 
