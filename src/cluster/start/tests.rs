@@ -124,6 +124,31 @@ async fn a_fresh_start_creates_every_node_and_merges_the_context() {
 }
 
 #[tokio::test]
+async fn a_standalone_start_and_delete_touch_no_kubeconfig_of_the_user_s() {
+    let w = world();
+    let mut o = opts(&w, 2, 1);
+    o.standalone = true;
+    start(&w.ctx, o, &Cancel::default()).await.unwrap();
+    assert!(!w.kubeconfig.exists(), "the user's kubeconfig was written");
+    let profile = w.ctx.store.load(&w.ctx.profile).unwrap();
+    assert_eq!(profile.phase, Phase::Running);
+    assert_eq!(profile.kubeconfig, None);
+    let own = w
+        .ctx
+        .store
+        .dir(&w.ctx.profile)
+        .join(crate::cluster::KUBECONFIG_FILE);
+    assert!(std::fs::read_to_string(own)
+        .unwrap()
+        .contains("current-context: dev"));
+
+    crate::cluster::delete_standalone(&w.ctx).await.unwrap();
+    assert!(w.fake.nodes().is_empty());
+    assert!(!w.ctx.store.exists(&w.ctx.profile));
+    assert!(!w.kubeconfig.exists());
+}
+
+#[tokio::test]
 async fn roles_and_ports_are_planned_per_node_kind() {
     let w = world();
     let o = opts(&w, 4, 2);
