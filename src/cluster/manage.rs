@@ -206,8 +206,12 @@ pub struct NodeStatus {
     pub k3s: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
-    /// Kubernetes' view of the node: Ready, NotReady, unknown.
+    /// Kubernetes' view of the node: Ready, NotReady, unknown; for a node an interrupted
+    /// `node add` left, what finishes it.
     pub kubernetes: String,
+    /// An interrupted `node add` left the node unfinished.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 /// What `status` reports.
@@ -265,6 +269,11 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<StatusReport> {
             },
             _ => "unknown".to_string(),
         };
+        let kubernetes = if record.pending {
+            format!("{kubernetes}; pending: `timonel node add` finishes it")
+        } else {
+            kubernetes
+        };
         nodes.push(NodeStatus {
             name: record.name.to_string(),
             role: record.role.to_string(),
@@ -281,6 +290,7 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<StatusReport> {
             },
             ip: record.ip.map(|i| i.to_string()),
             kubernetes,
+            pending: record.pending,
         });
     }
     Ok(StatusReport {

@@ -385,6 +385,13 @@ pub async fn node_list(ctx: &Ctx) -> anyhow::Result<Vec<NodeRow>> {
             role: n.role.to_string(),
             state: s
                 .map(|s| s.to_string())
+                .map(|s| {
+                    if n.pending {
+                        format!("{s}, pending")
+                    } else {
+                        s
+                    }
+                })
                 .unwrap_or_else(|e| format!("unknown ({e})")),
             ip: n.ip.map(|i| i.to_string()),
             api_port: n.api_port,

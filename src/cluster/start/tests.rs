@@ -311,3 +311,29 @@ async fn what_the_host_has_starts() {
     assert_eq!(w.fake.calls()[0], "host_resources -");
     assert_eq!(w.fake.nodes().len(), 2);
 }
+
+#[tokio::test]
+async fn a_resume_removes_a_node_an_interrupted_node_add_left() {
+    let w = world();
+    start(&w.ctx, opts(&w, 1, 1), &Cancel::default())
+        .await
+        .unwrap();
+    // What a `node add` killed after recording its node leaves: the record, pending.
+    let mut p = w.ctx.store.load(&w.ctx.profile).unwrap();
+    let mut half = p.nodes[0].clone();
+    half.name = m("dev-m02");
+    half.index = 2;
+    half.role = NodeRole::Agent;
+    half.api_port = None;
+    half.pending = true;
+    p.nodes.push(half);
+    p.phase = crate::profile::Phase::Stopped;
+    w.ctx.store.save(&p).unwrap();
+    start(&w.ctx, opts(&w, 1, 1), &Cancel::default())
+        .await
+        .unwrap();
+    let p = w.ctx.store.load(&w.ctx.profile).unwrap();
+    assert_eq!(p.nodes.len(), 1, "{:?}", p.nodes);
+    assert!(w.fake.calls().contains(&"delete dev-m02".to_string()));
+    assert_eq!(w.fake.nodes().len(), 1);
+}
