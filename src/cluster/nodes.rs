@@ -39,25 +39,7 @@ pub async fn node_add(ctx: &Ctx, add: NodeAdd) -> Result<MachineName> {
         Some(_) => check_running(&profile)?,
         None => check_add(&profile, &add)?,
     }
-    // Join a server whose API answers (with several servers, the first may be down).
-    let name = profile.name.clone();
-    let creds =
-        saved_credentials(&ctx.store, &name).map_err(|e| Error::internal(format!("{e:#}")))?;
-    let Some((api, url)) = super::live_api(&profile, &creds).await else {
-        return Err(UserError::new(
-            format!("no API server of profile `{name}` answers"),
-            format!("`timonel status -p {name}` shows what is down; `timonel start -p {name}` brings it back"),
-        )
-        .into());
-    };
-    let server_ip = profile
-        .nodes
-        .iter()
-        .find(|n| profile.api_url(n).as_deref() == Some(url.as_str()))
-        .and_then(|n| n.ip)
-        .ok_or_else(|| {
-            Error::internal(format!("the address of the server at {url} is not known"))
-        })?;
+    let (api, server_ip) = join_target(ctx, &profile).await?;
     let record = match pending {
         Some(p) => p,
         None => new_record(&profile, &add)?,
@@ -114,6 +96,30 @@ pub async fn node_add(ctx: &Ctx, add: NodeAdd) -> Result<MachineName> {
             Err(e)
         }
     }
+}
+
+/// A server whose API answers (with several servers, the first may be down), and its address
+/// on the cluster network, which the new node joins.
+async fn join_target(ctx: &Ctx, profile: &Profile) -> Result<(ApiClient, std::net::IpAddr)> {
+    let name = &profile.name;
+    let creds =
+        saved_credentials(&ctx.store, name).map_err(|e| Error::internal(format!("{e:#}")))?;
+    let Some((api, url)) = super::live_api(profile, &creds).await else {
+        return Err(UserError::new(
+            format!("no API server of profile `{name}` answers"),
+            format!("`timonel status -p {name}` shows what is down; `timonel start -p {name}` brings it back"),
+        )
+        .into());
+    };
+    let server_ip = profile
+        .nodes
+        .iter()
+        .find(|n| profile.api_url(n).as_deref() == Some(url.as_str()))
+        .and_then(|n| n.ip)
+        .ok_or_else(|| {
+            Error::internal(format!("the address of the server at {url} is not known"))
+        })?;
+    Ok((api, server_ip))
 }
 
 /// Creates (or starts) the node, installs the distribution where the driver did not, and

@@ -305,6 +305,40 @@ mod tests {
     }
 
     #[test]
+    fn only_another_homes_label_is_foreign() {
+        let labels = |home: Option<&str>| {
+            let mut l = HashMap::from([(LABEL_CLUSTER.to_string(), "dev".to_string())]);
+            if let Some(h) = home {
+                l.insert(LABEL_HOME.to_string(), h.to_string());
+            }
+            l
+        };
+        assert!(foreign(Some(&labels(Some("a"))), Some("b")));
+        assert!(!foreign(Some(&labels(Some("a"))), Some("a")));
+        // Unlabelled (older) objects, and specs without an owner, are not refused here.
+        assert!(!foreign(Some(&labels(None)), Some("a")));
+        assert!(!foreign(Some(&labels(Some("a"))), None));
+        let spec = MachineSpec {
+            owner: Some("b".into()),
+            ..MachineSpec::new(
+                "dev".parse().unwrap(),
+                "dev".parse().unwrap(),
+                timonel_driver::NodeRole::Server,
+                1,
+            )
+        };
+        let theirs = ContainerInspectResponse {
+            config: Some(bollard::models::ContainerConfig {
+                labels: Some(labels(Some("a"))),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let err = DockerDriver::check_existing(&spec, &theirs).unwrap_err();
+        assert!(err.to_string().contains("another timonel home"), "{err}");
+    }
+
+    #[test]
     fn container_states_map_to_machine_states() {
         use ContainerStateStatusEnum as S;
         assert_eq!(
