@@ -7,8 +7,6 @@
 //! privileges before it looks for the program, so "no such file" means the privileges were
 //! accepted and "unable to apply caps" means they were refused.
 
-use std::collections::HashMap;
-
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 
