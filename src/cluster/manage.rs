@@ -103,13 +103,14 @@ pub async fn delete_all(ctx: &Ctx, purge: bool, include_foreign: bool) -> anyhow
         .into_iter()
         .filter_map(|(n, _)| n.parse().ok())
         .collect();
-    let home = ctx.home.id()?;
+    // A home whose id cannot be read or made (read-only) owns no orphans: they are only listed.
+    let home = ctx.home.id().ok();
     let mut left = Vec::new();
     for (cluster, homes) in drivers::clusters_by_home().await {
         if names.contains(&cluster) {
             continue;
         }
-        let ours = homes.iter().all(|h| h.as_deref() == Some(home.as_str()));
+        let ours = home.is_some() && homes.iter().all(|h| *h == home);
         if ours {
             ctx.printer
                 .info(&format!("found cluster `{cluster}` with no profile"));
