@@ -163,7 +163,7 @@ async fn check_resources(ctx: &Ctx, nodes: &dyn NodeOps, with_new: &Profile) -> 
         cpus: with_new.cpus,
         memory_mib: with_new.memory_mib,
         disk_mib: vm.then(|| with_new.disk_mib.unwrap_or(super::node::DEFAULT_DISK_MIB)),
-        fewer_nodes: "remove a node first (`timonel node delete`)",
+        adding: true,
     };
     super::resources::check(ctx, driver, &request).await
 }

@@ -24,8 +24,8 @@ pub struct Request {
     pub memory_mib: Option<u64>,
     /// VM drivers: each node's disk (`--disk-size`, else the default).
     pub disk_mib: Option<u64>,
-    /// What lowers the request, for the hint (`--nodes`, or "fewer nodes").
-    pub fewer_nodes: &'static str,
+    /// `node add`: the nodes' CPUs and memory are the profile's, so the way out is fewer nodes.
+    pub adding: bool,
 }
 
 /// Why the host cannot take the request (an error) and what it can take but should be told
@@ -62,8 +62,7 @@ pub fn judge(req: &Request, have: &HostCapacity, disk_dir: &Path) -> Verdict {
             ));
             let per_node = host / u64::from(nodes) / MIB;
             v.hints.push(format!(
-                "lower --memory (at most {per_node}m per node for {nodes} node(s)) or {}",
-                req.fewer_nodes
+                "lower --memory (at most {per_node}m per node for {nodes} node(s)) or --nodes"
             ));
         }
     }
@@ -106,7 +105,13 @@ pub async fn check(ctx: &Ctx, driver: &dyn Driver, req: &Request) -> Result<()> 
     if driver.capabilities().nodes == NodeKind::Vm && have.free_disk_bytes.is_none() {
         have.free_disk_bytes = crate::fsutil::free_space(&dir);
     }
-    let verdict = judge(req, &have, &dir);
+    let mut verdict = judge(req, &have, &dir);
+    if req.adding && !verdict.refusals.is_empty() {
+        verdict.hints = vec![format!(
+            "every node of profile `{}` gets the same CPUs, memory and disk: remove a node first (`timonel node delete`), or make the cluster again with less",
+            ctx.profile
+        )];
+    }
     for w in &verdict.warnings {
         ctx.printer.warn(w);
     }
@@ -153,7 +158,7 @@ mod tests {
             cpus: None,
             memory_mib: None,
             disk_mib: None,
-            fewer_nodes: "--nodes",
+            adding: false,
         }
     }
 

@@ -147,7 +147,7 @@ pub(super) async fn resources(ctx: &Ctx, opts: &StartOptions, driver: &dyn Drive
             opts.disk_mib
                 .unwrap_or(crate::cluster::node::DEFAULT_DISK_MIB)
         }),
-        fewer_nodes: "--nodes",
+        adding: false,
     };
     crate::cluster::resources::check(ctx, driver, &request).await
 }
