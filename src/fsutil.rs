@@ -5,6 +5,22 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
 
+/// Free bytes on the file system holding `path` (or its nearest existing parent); `None` where
+/// it cannot be measured (not unix).
+#[cfg(unix)]
+#[allow(clippy::unnecessary_cast)] // the field types differ between Linux and macOS
+pub fn free_space(path: &Path) -> Option<u64> {
+    let existing = path.ancestors().find(|p| p.exists())?;
+    let s = rustix::fs::statvfs(existing).ok()?;
+    Some((s.f_bavail as u64).saturating_mul(s.f_frsize as u64))
+}
+
+/// Free bytes on the file system holding `path`; not measured off unix.
+#[cfg(not(unix))]
+pub fn free_space(_path: &Path) -> Option<u64> {
+    None
+}
+
 /// Writes `data` to `path` atomically. On unix the file gets `mode`.
 pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let dir = path
@@ -39,6 +55,28 @@ pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Writes `data` to `path` only if `path` does not exist, never leaving it half-written: the
+/// data goes to a temp file first, which is then linked in place (a link fails when the name is
+/// taken, so of two writers exactly one wins). `Ok(false)` when `path` already existed.
+pub fn write_new(path: &Path, data: &[u8], mode: u32) -> io::Result<bool> {
+    let tmp = path.with_file_name(format!(
+        ".{}.{}.{:08x}.new",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    atomic_write(&tmp, data, mode)?;
+    let linked = match fs::hard_link(&tmp, path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        // File systems without hard links: a rename, unless the name is taken by now.
+        Err(_) if !path.exists() => fs::rename(&tmp, path).map(|()| true),
+        Err(_) => Ok(false),
+    };
+    let _ = fs::remove_file(&tmp);
+    linked
 }
 
 /// Creates a directory and its missing parents; on unix, every folder it creates is 0700

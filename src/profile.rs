@@ -87,6 +87,10 @@ pub struct NodeRecord {
     /// The SSH driver: the machine this node is (`user@host[:port]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine: Option<timonel_driver_ssh::SshHost>,
+    /// `node add` recorded the node before creating it and has not seen it Ready: a `node add`
+    /// that was killed leaves it so, and the next `node add` finishes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 /// The SSH driver's settings of a profile: how to log in (never a password: that comes from
@@ -353,6 +357,7 @@ mod tests {
                 ssh_port: None,
                 api_url: None,
                 machine: None,
+                pending: false,
             }],
             ssh: None,
             name,

@@ -23,9 +23,14 @@ pub async fn stop(ctx: &Ctx, args: StopArgs) -> anyhow::Result<ExitCode> {
 
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
-    /// Delete every profile, and clusters whose profile files are gone.
+    /// Delete every profile of this home, and clusters this home created whose profile files are
+    /// gone. Clusters of other homes sharing the Docker daemon are listed and left alone.
     #[arg(long)]
     pub all: bool,
+    /// With --all: also delete the clusters other timonel homes (users, CI jobs) made on this
+    /// Docker daemon, and unlabelled ones from older timonel versions.
+    #[arg(long, requires = "all")]
+    pub include_foreign: bool,
     /// With --all: also remove timonel's home folder (the artifact cache included).
     #[arg(long, requires = "all")]
     pub purge: bool,
@@ -44,7 +49,7 @@ pub async fn delete(ctx: &Ctx, args: DeleteArgs) -> anyhow::Result<ExitCode> {
         super::quit_now,
     );
     if args.all {
-        cluster::delete_all(ctx, args.purge).await?;
+        cluster::delete_all(ctx, args.purge, args.include_foreign).await?;
     } else {
         cluster::delete(ctx, args.kubeconfig.as_deref()).await?;
     }

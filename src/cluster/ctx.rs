@@ -82,6 +82,12 @@ impl Ctx {
         }
     }
 
+    /// This home's id, made on first use: what the nodes this command creates are labelled
+    /// with (see [`Home::id`]).
+    pub fn home_id(&self) -> Result<String, crate::error::UserError> {
+        self.home.id()
+    }
+
     /// Takes the profile lock for the rest of the command, telling the user if it must wait.
     pub fn lock_profile(&self) -> Result<crate::lock::ProfileLock, crate::lock::LockError> {
         let timeout = std::env::var(crate::env::TIMONEL_LOCK_TIMEOUT)

@@ -107,20 +107,37 @@ async fn delete_one(
     Ok(())
 }
 
-/// Deletes every profile, and clusters left by profiles whose files are gone (by label).
-pub async fn delete_all(ctx: &Ctx, purge: bool) -> anyhow::Result<()> {
+/// Deletes every profile of this home, and clusters this home created whose profile files are
+/// gone (by label). Clusters other homes created on a shared Docker daemon, and unlabelled ones
+/// from older versions, are listed and left unless `include_foreign`.
+pub async fn delete_all(ctx: &Ctx, purge: bool, include_foreign: bool) -> anyhow::Result<()> {
     let mut names: Vec<ClusterName> = ctx
         .store
         .list()
         .into_iter()
         .filter_map(|(n, _)| n.parse().ok())
         .collect();
-    for orphan in drivers::orphaned_clusters().await {
-        if !names.contains(&orphan) {
-            ctx.printer
-                .info(&format!("found cluster `{orphan}` with no profile"));
-            names.push(orphan);
+    // A home whose id cannot be read or made (read-only) owns no orphans: they are only listed.
+    let home = ctx.home.id().ok();
+    let mut left = Vec::new();
+    for (cluster, homes) in drivers::clusters_by_home().await {
+        if names.contains(&cluster) {
+            continue;
         }
+        let ours = home.is_some() && homes.iter().all(|h| *h == home);
+        if ours {
+            ctx.printer
+                .info(&format!("found cluster `{cluster}` with no profile"));
+        } else if include_foreign {
+            ctx.printer.info(&format!(
+                "found cluster `{cluster}` of {} (--include-foreign)",
+                describe_homes(&homes)
+            ));
+        } else {
+            left.push(format!("`{cluster}` ({})", describe_homes(&homes)));
+            continue;
+        }
+        names.push(cluster);
     }
     for name in &names {
         let _lock = crate::lock::acquire(
@@ -137,6 +154,13 @@ pub async fn delete_all(ctx: &Ctx, purge: bool) -> anyhow::Result<()> {
     if names.is_empty() {
         ctx.printer.info("no profiles to delete");
     }
+    if !left.is_empty() {
+        ctx.printer.info(&format!(
+            "left {} cluster(s) this home did not create: {}; `timonel delete -p NAME` removes one, `timonel delete --all --include-foreign` all of them",
+            left.len(),
+            left.join(", ")
+        ));
+    }
     if purge {
         match std::fs::remove_dir_all(ctx.home.root()) {
             Ok(()) => ctx
@@ -147,6 +171,23 @@ pub async fn delete_all(ctx: &Ctx, purge: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Who made a cluster found on the daemon, for people.
+fn describe_homes(homes: &std::collections::BTreeSet<Option<String>>) -> String {
+    let ids: Vec<&str> = homes
+        .iter()
+        .flatten()
+        .map(|h| &h[..h.len().min(8)])
+        .collect();
+    match (ids.is_empty(), homes.contains(&None)) {
+        (true, _) => "unlabelled: made by an older timonel".to_string(),
+        (false, false) => format!("another timonel home, id {}…", ids.join("…, ")),
+        (false, true) => format!(
+            "another timonel home, id {}…, and unlabelled objects",
+            ids.join("…, ")
+        ),
+    }
 }
 
 /// The address of a node on its network.
@@ -180,8 +221,12 @@ pub struct NodeStatus {
     pub k3s: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
-    /// Kubernetes' view of the node: Ready, NotReady, unknown.
+    /// Kubernetes' view of the node: Ready, NotReady, unknown; for a node an interrupted
+    /// `node add` left, what finishes it.
     pub kubernetes: String,
+    /// An interrupted `node add` left the node unfinished.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 /// What `status` reports.
@@ -239,6 +284,11 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<StatusReport> {
             },
             _ => "unknown".to_string(),
         };
+        let kubernetes = if record.pending {
+            format!("{kubernetes}; pending: `timonel node add` finishes it")
+        } else {
+            kubernetes
+        };
         nodes.push(NodeStatus {
             name: record.name.to_string(),
             role: record.role.to_string(),
@@ -255,6 +305,7 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<StatusReport> {
             },
             ip: record.ip.map(|i| i.to_string()),
             kubernetes,
+            pending: record.pending,
         });
     }
     Ok(StatusReport {

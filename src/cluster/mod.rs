@@ -10,6 +10,7 @@ mod images;
 mod manage;
 pub mod node;
 mod nodes;
+mod resources;
 pub(crate) mod spec;
 mod start;
 

@@ -28,75 +28,58 @@ pub struct NodeAdd {
 }
 
 /// Adds a node (an agent, or a server with `control_plane`) and waits until it is Ready. On a
-/// failure the node is removed again and the profile is as it was.
+/// failure the node is removed again and the profile is as it was. The node is recorded as
+/// pending before it is created; when a killed `node add` left one so, this one finishes that
+/// node (made again from scratch) instead of adding another.
 pub async fn node_add(ctx: &Ctx, add: NodeAdd) -> Result<MachineName> {
     let _lock = ctx.lock_profile()?;
     let mut profile = ctx.store.load(&ctx.profile)?;
-    check_add(&profile, &add)?;
-    // Join a server whose API answers (with several servers, the first may be down).
-    let name = profile.name.clone();
-    let creds =
-        saved_credentials(&ctx.store, &name).map_err(|e| Error::internal(format!("{e:#}")))?;
-    let Some((api, url)) = super::live_api(&profile, &creds).await else {
-        return Err(UserError::new(
-            format!("no API server of profile `{name}` answers"),
-            format!("`timonel status -p {name}` shows what is down; `timonel start -p {name}` brings it back"),
-        )
-        .into());
+    let pending = profile.nodes.iter().find(|n| n.pending).cloned();
+    match &pending {
+        Some(_) => check_running(&profile)?,
+        None => check_add(&profile, &add)?,
+    }
+    let (api, server_ip) = join_target(ctx, &profile).await?;
+    let record = match pending {
+        Some(p) => p,
+        None => new_record(&profile, &add)?,
     };
-    let server_ip = profile
-        .nodes
-        .iter()
-        .find(|n| profile.api_url(n).as_deref() == Some(url.as_str()))
-        .and_then(|n| n.ip)
-        .ok_or_else(|| {
-            Error::internal(format!("the address of the server at {url} is not known"))
-        })?;
-    let record = new_record(&profile, &add)?;
     // The driver knows the new node (ssh: its machine).
     let mut with_new = profile.clone();
-    with_new.nodes.push(record.clone());
+    if !record.pending {
+        with_new.nodes.push(record.clone());
+    }
     let nodes = super::node::ops(ctx.driver_for(&with_new)?, &ctx.home);
+    check_resources(ctx, nodes.as_ref(), &with_new).await?;
+    if record.pending {
+        restart_pending(ctx, &api, nodes.as_ref(), &profile, &record, &add).await?;
+    }
     let install = artifacts_for(ctx, &profile, &add, nodes.as_ref(), &record).await?;
+    let record = NodeRecord {
+        pending: true,
+        ..record
+    };
+    // Recorded before it is created: a command killed from here on leaves it pending.
+    profile.nodes.retain(|n| n.name != record.name);
     profile.nodes.push(record.clone());
     ctx.store.save(&profile)?;
     let step = ctx.printer.step(&format!("adding node {}", record.name));
     let join = spec::join_url(server_ip);
-    let added = async {
-        let job = NodeJob {
-            nodes: nodes.as_ref(),
-            profile: &profile,
-            settings: &spec::cluster_settings(&with_new),
-            install: install.as_ref(),
-            join: Some(&join),
-        };
-        let started = job.up(&record, &ctx.printer).await?;
-        if started.fresh {
-            if let Some(install) = &install {
-                super::start::node_install(
-                    nodes.as_ref(),
-                    &profile,
-                    &record,
-                    (install, Some(&join)),
-                    add.wait_timeout,
-                )
-                .await?;
-            }
-        }
-        ready::wait(
-            &api,
-            WaitFor::Ready,
-            &[record.name.to_string()],
-            add.wait_timeout,
-            &mut |_| {},
-        )
-        .await?;
-        Ok::<_, Error>(started.ip)
-    }
-    .await;
+    let job = NodeJob {
+        nodes: nodes.as_ref(),
+        profile: &profile,
+        settings: &spec::cluster_settings(&with_new),
+        install: install.as_ref(),
+        join: Some(&join),
+        owner: &ctx.home_id()?,
+    };
+    let added = bring_up(&job, &record, &api, &add).await;
     match added {
         Ok(ip) => {
             record_ip(&mut profile, &record, ip);
+            if let Some(n) = profile.nodes.iter_mut().find(|n| n.name == record.name) {
+                n.pending = false;
+            }
             ctx.store.save(&profile)?;
             step.finish(&format!(
                 "Node {} ({}) joined, Ready ({ip})",
@@ -113,6 +96,109 @@ pub async fn node_add(ctx: &Ctx, add: NodeAdd) -> Result<MachineName> {
             Err(e)
         }
     }
+}
+
+/// A server whose API answers (with several servers, the first may be down), and its address
+/// on the cluster network, which the new node joins.
+async fn join_target(ctx: &Ctx, profile: &Profile) -> Result<(ApiClient, std::net::IpAddr)> {
+    let name = &profile.name;
+    let creds =
+        saved_credentials(&ctx.store, name).map_err(|e| Error::internal(format!("{e:#}")))?;
+    let Some((api, url)) = super::live_api(profile, &creds).await else {
+        return Err(UserError::new(
+            format!("no API server of profile `{name}` answers"),
+            format!("`timonel status -p {name}` shows what is down; `timonel start -p {name}` brings it back"),
+        )
+        .into());
+    };
+    let server_ip = profile
+        .nodes
+        .iter()
+        .find(|n| profile.api_url(n).as_deref() == Some(url.as_str()))
+        .and_then(|n| n.ip)
+        .ok_or_else(|| {
+            Error::internal(format!("the address of the server at {url} is not known"))
+        })?;
+    Ok((api, server_ip))
+}
+
+/// Creates (or starts) the node, installs the distribution where the driver did not, and
+/// waits until it is Ready. Returns its address.
+async fn bring_up(
+    job: &NodeJob<'_>,
+    record: &NodeRecord,
+    api: &ApiClient,
+    add: &NodeAdd,
+) -> Result<std::net::IpAddr> {
+    let started = job.up(record, &timonel_driver::SilentReporter).await?;
+    if started.fresh {
+        if let Some(install) = job.install {
+            super::start::node_install(
+                job.nodes,
+                job.profile,
+                record,
+                (install, job.join),
+                add.wait_timeout,
+            )
+            .await?;
+        }
+    }
+    ready::wait(
+        api,
+        WaitFor::Ready,
+        &[record.name.to_string()],
+        add.wait_timeout,
+        &mut |_| {},
+    )
+    .await?;
+    Ok(started.ip)
+}
+
+/// Refuses a node the host's CPUs, memory or disk cannot take beside the cluster's others.
+async fn check_resources(ctx: &Ctx, nodes: &dyn NodeOps, with_new: &Profile) -> Result<()> {
+    let driver = nodes.driver().as_ref();
+    let vm = driver.capabilities().nodes == NodeKind::Vm;
+    let request = super::resources::Request {
+        nodes: u32::try_from(with_new.nodes.len()).unwrap_or(u32::MAX),
+        cpus: with_new.cpus,
+        memory_mib: with_new.memory_mib,
+        disk_mib: vm.then(|| with_new.disk_mib.unwrap_or(super::node::DEFAULT_DISK_MIB)),
+        adding: true,
+    };
+    super::resources::check(ctx, driver, &request).await
+}
+
+/// A node an interrupted `node add` left: its Node object and machine are removed, so it is
+/// made again from scratch (a half-created node is never taken for a good one).
+async fn restart_pending(
+    ctx: &Ctx,
+    api: &ApiClient,
+    nodes: &dyn NodeOps,
+    profile: &Profile,
+    record: &NodeRecord,
+    add: &NodeAdd,
+) -> Result<()> {
+    let mut note = format!(
+        "finishing node {} ({}), which an interrupted `node add` left; it is made again",
+        record.name, record.role
+    );
+    if add
+        .machine
+        .as_ref()
+        .is_some_and(|m| Some(m) != record.machine.as_ref())
+    {
+        note.push_str(
+            "; the machine given with --node was not added (run `node add` again for it)",
+        );
+    } else if add.control_plane != (record.role == NodeRole::Server) {
+        note.push_str(&format!(
+            "; no {} was added (run `node add` again for it)",
+            if add.control_plane { "server" } else { "agent" }
+        ));
+    }
+    ctx.printer.warn(&note);
+    let _ = api.delete_node(record.name.as_str()).await;
+    nodes.remove(profile, record).await
 }
 
 /// What must hold before a node is added.
@@ -152,17 +238,23 @@ fn check_add(profile: &Profile, add: &NodeAdd) -> Result<()> {
         }
         (None, false) => {}
     }
-    if profile.phase != Phase::Running {
-        return Err(UserError::new(
-            format!("profile `{name}` is not running"),
-            format!("start it first with `timonel start -p {name}`"),
-        )
-        .into());
-    }
+    check_running(profile)?;
     if add.control_plane && !profile.embedded_etcd {
         return Err(UserError::new(
             format!("profile `{name}` has a single server with its own datastore, which more servers cannot join"),
             "create the cluster with `--control-planes 3` to be able to add servers; agents can be added to any cluster",
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn check_running(profile: &Profile) -> Result<()> {
+    let name = &profile.name;
+    if profile.phase != Phase::Running {
+        return Err(UserError::new(
+            format!("profile `{name}` is not running"),
+            format!("start it first with `timonel start -p {name}`"),
         )
         .into());
     }
@@ -197,6 +289,7 @@ fn new_record(profile: &Profile, add: &NodeAdd) -> Result<NodeRecord> {
         ssh_port: if vm { free("SSH")? } else { None },
         api_url: None,
         machine: add.machine.clone(),
+        pending: false,
     })
 }
 
@@ -298,6 +391,13 @@ pub async fn node_list(ctx: &Ctx) -> anyhow::Result<Vec<NodeRow>> {
             role: n.role.to_string(),
             state: s
                 .map(|s| s.to_string())
+                .map(|s| {
+                    if n.pending {
+                        format!("{s}, pending")
+                    } else {
+                        s
+                    }
+                })
                 .unwrap_or_else(|e| format!("unknown ({e})")),
             ip: n.ip.map(|i| i.to_string()),
             api_port: n.api_port,

@@ -60,3 +60,60 @@ pub trait FollowLogs: Send + Sync {
         tail: Option<usize>,
     ) -> Result<LogStream, DriverError>;
 }
+
+/// What the machine that runs a driver's nodes has (the host, the Docker daemon's machine or VM,
+/// the hypervisor), for the checks `start` and `node add` make before anything is created.
+/// `None` where the backend cannot say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostCapacity {
+    /// What was measured, for messages (`the Docker daemon's host (docker-desktop)`).
+    pub source: String,
+    /// Logical CPUs.
+    pub cpus: Option<u32>,
+    /// Total memory, in bytes.
+    pub memory_bytes: Option<u64>,
+    /// Free disk where the nodes' disks go, in bytes.
+    pub free_disk_bytes: Option<u64>,
+}
+
+/// Drivers that can tell what their nodes' host has.
+#[async_trait]
+pub trait HostResources: Send + Sync {
+    /// The CPUs, memory and (where known) free disk of the machine the nodes run on.
+    async fn host_resources(&self) -> Result<HostCapacity, DriverError>;
+}
+
+/// This machine's CPUs and memory (memory from `/proc/meminfo`, so only on Linux; `None`
+/// elsewhere), for drivers whose hypervisor runs here.
+pub fn local_host(source: &str) -> HostCapacity {
+    HostCapacity {
+        source: source.to_string(),
+        cpus: std::thread::available_parallelism()
+            .ok()
+            .and_then(|n| u32::try_from(n.get()).ok()),
+        memory_bytes: std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|t| mem_total(&t)),
+        free_disk_bytes: None,
+    }
+}
+
+/// `MemTotal` of a `/proc/meminfo` text, in bytes.
+fn mem_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_mem_total() {
+        let text = "MemTotal:       16314504 kB\nMemFree:          123 kB\n";
+        assert_eq!(mem_total(text), Some(16_314_504 * 1024));
+        assert_eq!(mem_total("MemFree: 1 kB\n"), None);
+        assert!(local_host("here").cpus.unwrap_or(0) >= 1);
+    }
+}

@@ -169,6 +169,10 @@ pub struct MachineSpec {
     pub service: Option<ServiceSpec>,
     /// Driver-specific settings (`docker.network`, `hyperv.switch`, …).
     pub options: BTreeMap<String, String>,
+    /// The identity of the timonel home that creates the node. Drivers whose backend several
+    /// homes share (a Docker daemon) label what they create with it; it is not a setting of the
+    /// node (it does not make a spec differ).
+    pub owner: Option<String>,
 }
 
 impl MachineSpec {
@@ -187,6 +191,7 @@ impl MachineSpec {
             files: Vec::new(),
             service: None,
             options: BTreeMap::new(),
+            owner: None,
         }
     }
 }
@@ -263,6 +268,10 @@ pub trait Driver: Send + Sync {
     }
     /// Following a node's log as it is written, when the driver can.
     fn as_follow_logs(&self) -> Option<&dyn crate::capability::FollowLogs> {
+        None
+    }
+    /// What the nodes' host has (CPUs, memory, disk), when the driver can tell.
+    fn as_host_resources(&self) -> Option<&dyn crate::capability::HostResources> {
         None
     }
 }

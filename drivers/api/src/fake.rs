@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use crate::access::{FilePlacement, FileSource, NodeAccess};
-use crate::capability::NodeImages;
+use crate::capability::{HostCapacity, HostResources, NodeImages};
 use crate::driver::{
     Availability, Capabilities, Driver, DriverKind, MachineSpec, NodeKind, NodeRole, Reporter,
 };
@@ -37,6 +37,8 @@ struct State {
     /// Files a server gets when it starts (what the distribution would write).
     on_server_start: BTreeMap<String, Vec<u8>>,
     calls: Vec<String>,
+    /// What `host_resources` reports; no such capability when `None`.
+    host: Option<HostCapacity>,
 }
 
 /// The fake driver. Clones share their state.
@@ -64,6 +66,11 @@ impl FakeDriver {
         self.lock()
             .on_server_start
             .insert(path.to_string(), content.to_vec());
+    }
+
+    /// The driver reports `host` as its nodes' host (CPUs, memory, disk).
+    pub fn set_host(&self, host: HostCapacity) {
+        self.lock().host = Some(host);
     }
 
     /// The nodes that exist, with whether they run.
@@ -244,6 +251,22 @@ impl Driver for FakeDriver {
 
     fn as_node_images(&self) -> Option<&dyn NodeImages> {
         Some(self)
+    }
+
+    fn as_host_resources(&self) -> Option<&dyn HostResources> {
+        if self.lock().host.is_some() {
+            Some(self)
+        } else {
+            None
+        }
+    }
+}
+
+#[async_trait]
+impl HostResources for FakeDriver {
+    async fn host_resources(&self) -> Result<HostCapacity, DriverError> {
+        self.record("host_resources", "-");
+        Ok(self.lock().host.clone().unwrap_or_default())
     }
 }
 

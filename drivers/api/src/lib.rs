@@ -21,7 +21,10 @@ pub mod state;
 pub mod wait;
 
 pub use access::{FilePlacement, FileSource, NodeAccess};
-pub use capability::{FollowLogs, LogStream, MachineFacts, NodeImages, Preflight};
+pub use capability::{
+    local_host, FollowLogs, HostCapacity, HostResources, LogStream, MachineFacts, NodeImages,
+    Preflight,
+};
 pub use driver::{
     Availability, Capabilities, Driver, DriverKind, MachineSpec, NodeKind, NodeRole, PortMapping,
     Reporter, ServiceSpec, SilentReporter, VmDisk,

@@ -148,13 +148,17 @@ pub fn spec_digest(spec: &MachineSpec) -> String {
 
 /// The labels of a machine's container.
 pub fn container_labels(spec: &MachineSpec, security: SecurityProfile) -> HashMap<String, String> {
-    HashMap::from([
+    let mut labels = HashMap::from([
         (LABEL_CLUSTER.to_string(), spec.cluster.to_string()),
         (LABEL_NODE.to_string(), spec.name.to_string()),
         (LABEL_ROLE.to_string(), spec.role.to_string()),
         (LABEL_SPEC.to_string(), spec_digest(spec)),
         (LABEL_SECURITY.to_string(), security.as_str().to_string()),
-    ])
+    ]);
+    if let Some(owner) = &spec.owner {
+        labels.insert(crate::LABEL_HOME.to_string(), owner.clone());
+    }
+    labels
 }
 
 /// The container for `spec`, attached to its cluster network at `node_ip`, run with `security`.
@@ -339,6 +343,15 @@ mod tests {
         assert_eq!(labels[LABEL_NODE], "dev-m02");
         assert_eq!(labels[LABEL_ROLE], "agent");
         assert_eq!(labels[LABEL_SECURITY], "privileged");
+        assert!(!labels.contains_key(crate::LABEL_HOME));
+        let mut owned = spec();
+        owned.owner = Some("0123abcd".into());
+        assert_eq!(
+            container_labels(&owned, SecurityProfile::Privileged)[crate::LABEL_HOME],
+            "0123abcd"
+        );
+        // The home is not a setting: the same node from another home is not "different".
+        assert_eq!(spec_digest(&owned), spec_digest(&spec()));
         assert_eq!(c.exposed_ports, Some(vec!["6443/tcp".to_string()]));
 
         let h = c.host_config.as_ref().unwrap();

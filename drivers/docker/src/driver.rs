@@ -12,8 +12,8 @@ use bollard::query_parameters::{
 
 use timonel_driver::{
     poll_until, Availability, Capabilities, ClusterName, Driver, DriverError, DriverKind,
-    FollowLogs, LogStream, MachineName, MachineSpec, MachineState, NodeAccess, NodeImages,
-    NodeKind, Reporter, StopMode,
+    FollowLogs, HostCapacity, HostResources, LogStream, MachineName, MachineSpec, MachineState,
+    NodeAccess, NodeImages, NodeKind, Reporter, StopMode,
 };
 
 use crate::client::{error_text, is_not_found, map_err, DockerDriver};
@@ -65,7 +65,9 @@ impl Driver for DockerDriver {
             }
             Err(e) => return Err(map_err("inspecting", &format!("image `{image}`"), e)),
         }
-        let subnet = self.ensure_network(&spec.cluster, report).await?;
+        let subnet = self
+            .ensure_network(&spec.cluster, spec.owner.as_deref(), report)
+            .await?;
         let ip: Ipv4Addr = subnet.node(spec.index)?;
         self.ensure_volumes(spec).await?;
         let security = self.choose_security(spec, &image, report).await?;
@@ -345,6 +347,38 @@ impl Driver for DockerDriver {
 
     fn as_follow_logs(&self) -> Option<&dyn FollowLogs> {
         Some(self)
+    }
+
+    fn as_host_resources(&self) -> Option<&dyn HostResources> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl HostResources for DockerDriver {
+    /// The daemon's `/info`: its machine's CPUs and memory (on Docker Desktop, its VM's). The
+    /// free disk of its data root is on that machine, which timonel may not reach: not known.
+    async fn host_resources(&self) -> Result<HostCapacity, DriverError> {
+        let info = self.client().await?.info().await.map_err(|e| {
+            DriverError::backend("asking the Docker daemon for its resources", error_text(&e))
+        })?;
+        let name = info.name.unwrap_or_default();
+        Ok(HostCapacity {
+            source: if name.is_empty() {
+                "the Docker daemon's machine".to_string()
+            } else {
+                format!("the Docker daemon's machine ({name})")
+            },
+            cpus: info
+                .ncpu
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n > 0),
+            memory_bytes: info
+                .mem_total
+                .and_then(|m| u64::try_from(m).ok())
+                .filter(|m| *m > 0),
+            free_disk_bytes: None,
+        })
     }
 }
 

@@ -3,7 +3,8 @@
 //! Talks to the daemon through bollard (the `DOCKER_HOST` variable, else the default unix socket
 //! or, on Windows, the default named pipe). Every object it creates (containers, volumes, the
 //! per-cluster network) carries the `dev.timonel.cluster` label, so a cluster can be removed by
-//! label even when timonel's own records are gone.
+//! label even when timonel's own records are gone, and the `dev.timonel.home` label of the home
+//! that created it (`MachineSpec::owner`).
 //!
 //! ```ignore
 //! let driver = DockerDriver::connect();
@@ -30,6 +31,10 @@ pub use network::{pick_subnet, Subnet, FIRST_SUBNET};
 
 /// Label on every object timonel creates: the cluster (profile) it belongs to.
 pub const LABEL_CLUSTER: &str = "dev.timonel.cluster";
+/// Label on every object timonel creates: the identity of the timonel home (`$TIMONEL_HOME`)
+/// that created it, so homes sharing a daemon tell their clusters apart. Objects from before it
+/// existed have none.
+pub const LABEL_HOME: &str = "dev.timonel.home";
 /// Label on containers and volumes: the machine (node) name.
 pub const LABEL_NODE: &str = "dev.timonel.node";
 /// Label on containers: `server` or `agent`.

@@ -11,7 +11,7 @@ use bollard::query_parameters::ListNetworksOptionsBuilder;
 use timonel_driver::{ClusterName, DriverError, Reporter};
 
 use crate::client::{error_text, DockerDriver};
-use crate::{network_name, LABEL_CLUSTER};
+use crate::{network_name, LABEL_CLUSTER, LABEL_HOME};
 
 /// An IPv4 /24.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -111,6 +111,7 @@ impl DockerDriver {
     pub(crate) async fn ensure_network(
         &self,
         cluster: &ClusterName,
+        owner: Option<&str>,
         report: &dyn Reporter,
     ) -> Result<Subnet, DriverError> {
         let _guard = self.network_lock.lock().await;
@@ -143,6 +144,12 @@ impl DockerDriver {
                             "remove it (`docker network rm {name}`) or pick another profile name"
                         )),
                     });
+                }
+                if crate::objects::foreign(net.labels.as_ref(), owner) {
+                    return Err(crate::objects::foreign_error(
+                        format!("docker network `{name}`"),
+                        cluster,
+                    ));
                 }
                 return match subnets.first() {
                     Some((addr, 24)) => Ok(Subnet(*addr)),
@@ -186,10 +193,12 @@ impl DockerDriver {
                         "true".to_string(),
                     ),
                 ])),
-                labels: Some(HashMap::from([(
-                    LABEL_CLUSTER.to_string(),
-                    cluster.to_string(),
-                )])),
+                labels: Some(
+                    [(LABEL_CLUSTER, Some(cluster.as_str())), (LABEL_HOME, owner)]
+                        .into_iter()
+                        .filter_map(|(k, v)| Some((k.to_string(), v?.to_string())))
+                        .collect(),
+                ),
                 ..Default::default()
             };
             match docker.create_network(request).await {

@@ -1,7 +1,7 @@
 //! The Docker objects of a node and a cluster, found by name and by label: inspect, volumes,
 //! removal, the clusters that exist.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, VolumeCreateRequest};
@@ -14,7 +14,26 @@ use timonel_driver::{ClusterName, DriverError, MachineSpec, MachineState};
 
 use crate::client::{error_text, is_not_found, map_err, DockerDriver};
 use crate::config::{node_volumes, spec_digest};
-use crate::{container_name, network_name, LABEL_CLUSTER, LABEL_NODE, LABEL_SPEC};
+use crate::{container_name, network_name, LABEL_CLUSTER, LABEL_HOME, LABEL_NODE, LABEL_SPEC};
+
+/// An object labelled with another home than `owner` (objects without the label, from before
+/// it existed, and specs without an owner are never foreign).
+pub(crate) fn foreign(labels: Option<&HashMap<String, String>>, owner: Option<&str>) -> bool {
+    match (labels.and_then(|l| l.get(LABEL_HOME)), owner) {
+        (Some(home), Some(owner)) => home != owner,
+        _ => false,
+    }
+}
+
+/// The error for a container, network or volume of `cluster` another timonel home created.
+pub(crate) fn foreign_error(what: String, cluster: &ClusterName) -> DriverError {
+    DriverError::AlreadyExists {
+        what: format!("{what}, created by another timonel home (another $TIMONEL_HOME, user or CI job sharing this Docker daemon)"),
+        hint: Some(format!(
+            "pick another profile name, or remove that cluster first: `timonel delete -p {cluster}` removes it from any home"
+        )),
+    }
+}
 
 pub(crate) fn machine_what(name: &str) -> String {
     format!("container `{}`", container_name(name))
@@ -102,6 +121,9 @@ impl DockerDriver {
                 )),
             });
         }
+        if foreign(Some(&l), spec.owner.as_deref()) {
+            return Err(foreign_error(format!("container `{name}`"), &spec.cluster));
+        }
         if l.get(LABEL_CLUSTER).map(String::as_str) != Some(spec.cluster.as_str())
             || l.get(LABEL_SPEC) != Some(&spec_digest(spec))
         {
@@ -119,18 +141,26 @@ impl DockerDriver {
     pub(crate) async fn ensure_volumes(&self, spec: &MachineSpec) -> Result<(), DriverError> {
         let docker = self.client().await?;
         for (name, _) in node_volumes(spec.name.as_str()) {
+            let mut labels = HashMap::from([
+                (LABEL_CLUSTER.to_string(), spec.cluster.to_string()),
+                (LABEL_NODE.to_string(), spec.name.to_string()),
+            ]);
+            if let Some(owner) = &spec.owner {
+                labels.insert(LABEL_HOME.to_string(), owner.clone());
+            }
             let request = VolumeCreateRequest {
                 name: Some(name.clone()),
-                labels: Some(HashMap::from([
-                    (LABEL_CLUSTER.to_string(), spec.cluster.to_string()),
-                    (LABEL_NODE.to_string(), spec.name.to_string()),
-                ])),
+                labels: Some(labels),
                 ..Default::default()
             };
-            docker
+            // Creating an existing volume returns it: another home's data must not be taken.
+            let volume = docker
                 .create_volume(request)
                 .await
                 .map_err(|e| map_err("creating", &format!("volume `{name}`"), e))?;
+            if foreign(Some(&volume.labels), spec.owner.as_deref()) {
+                return Err(foreign_error(format!("volume `{name}`"), &spec.cluster));
+            }
         }
         Ok(())
     }
@@ -188,12 +218,15 @@ impl DockerDriver {
         }
     }
 
-    /// The names of the clusters that have any container, volume or network labelled as
-    /// timonel's, even when timonel's own records of them are gone (`delete --all`).
-    pub async fn list_clusters(&self) -> Result<Vec<ClusterName>, DriverError> {
+    /// The clusters that have any container, volume or network labelled as timonel's, even
+    /// when timonel's own records of them are gone (`delete --all`), each with the homes that
+    /// created its objects (`None`: objects from before homes were labelled).
+    pub async fn clusters_by_home(
+        &self,
+    ) -> Result<BTreeMap<ClusterName, BTreeSet<Option<String>>>, DriverError> {
         let docker = self.client().await?;
         let filters = HashMap::from([("label".to_string(), vec![LABEL_CLUSTER.to_string()])]);
-        let mut names = BTreeSet::new();
+        let mut found: Vec<HashMap<String, String>> = Vec::new();
         let containers = docker
             .list_containers(Some(
                 ListContainersOptionsBuilder::default()
@@ -203,11 +236,7 @@ impl DockerDriver {
             ))
             .await
             .map_err(|e| DriverError::backend("listing containers", error_text(&e)))?;
-        names.extend(
-            containers
-                .into_iter()
-                .filter_map(|c| c.labels?.remove(LABEL_CLUSTER)),
-        );
+        found.extend(containers.into_iter().filter_map(|c| c.labels));
         let volumes = docker
             .list_volumes(Some(
                 ListVolumesOptionsBuilder::default()
@@ -216,12 +245,12 @@ impl DockerDriver {
             ))
             .await
             .map_err(|e| DriverError::backend("listing volumes", error_text(&e)))?;
-        names.extend(
+        found.extend(
             volumes
                 .volumes
                 .unwrap_or_default()
                 .into_iter()
-                .filter_map(|mut v| v.labels.remove(LABEL_CLUSTER)),
+                .map(|v| v.labels),
         );
         let networks = docker
             .list_networks(Some(
@@ -231,12 +260,23 @@ impl DockerDriver {
             ))
             .await
             .map_err(|e| DriverError::backend("listing networks", error_text(&e)))?;
-        names.extend(
-            networks
-                .into_iter()
-                .filter_map(|n| n.labels?.remove(LABEL_CLUSTER)),
-        );
-        Ok(names.into_iter().filter_map(|n| n.parse().ok()).collect())
+        found.extend(networks.into_iter().filter_map(|n| n.labels));
+        let mut clusters: BTreeMap<ClusterName, BTreeSet<Option<String>>> = BTreeMap::new();
+        for mut labels in found {
+            let Some(name) = labels.remove(LABEL_CLUSTER).and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            clusters
+                .entry(name)
+                .or_default()
+                .insert(labels.remove(LABEL_HOME));
+        }
+        Ok(clusters)
+    }
+
+    /// The names of the clusters [`clusters_by_home`](Self::clusters_by_home) finds.
+    pub async fn list_clusters(&self) -> Result<Vec<ClusterName>, DriverError> {
+        Ok(self.clusters_by_home().await?.into_keys().collect())
     }
 
     /// The container's address on its cluster network.
@@ -262,6 +302,40 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn only_another_homes_label_is_foreign() {
+        let labels = |home: Option<&str>| {
+            let mut l = HashMap::from([(LABEL_CLUSTER.to_string(), "dev".to_string())]);
+            if let Some(h) = home {
+                l.insert(LABEL_HOME.to_string(), h.to_string());
+            }
+            l
+        };
+        assert!(foreign(Some(&labels(Some("a"))), Some("b")));
+        assert!(!foreign(Some(&labels(Some("a"))), Some("a")));
+        // Unlabelled (older) objects, and specs without an owner, are not refused here.
+        assert!(!foreign(Some(&labels(None)), Some("a")));
+        assert!(!foreign(Some(&labels(Some("a"))), None));
+        let spec = MachineSpec {
+            owner: Some("b".into()),
+            ..MachineSpec::new(
+                "dev".parse().unwrap(),
+                "dev".parse().unwrap(),
+                timonel_driver::NodeRole::Server,
+                1,
+            )
+        };
+        let theirs = ContainerInspectResponse {
+            config: Some(bollard::models::ContainerConfig {
+                labels: Some(labels(Some("a"))),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let err = DockerDriver::check_existing(&spec, &theirs).unwrap_err();
+        assert!(err.to_string().contains("another timonel home"), "{err}");
     }
 
     #[test]

@@ -7,8 +7,6 @@
 //! privileges before it looks for the program, so "no such file" means the privileges were
 //! accepted and "unable to apply caps" means they were refused.
 
-use std::collections::HashMap;
-
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 
@@ -16,7 +14,7 @@ use timonel_driver::{DriverError, MachineSpec, Reporter};
 
 use crate::client::{error_text, DockerDriver};
 use crate::config::{container_config, SecurityProfile};
-use crate::{LABEL_CLUSTER, NAME_PREFIX};
+use crate::{LABEL_CLUSTER, LABEL_HOME, NAME_PREFIX};
 
 /// What a start error says about the privileges asked for.
 pub(crate) fn is_refusal(text: &str) -> bool {
@@ -150,10 +148,15 @@ impl DockerDriver {
             image: Some(image.to_string()),
             entrypoint: Some(vec!["/timonel-security-probe".into()]),
             cmd: Some(Vec::new()),
-            labels: Some(HashMap::from([(
-                LABEL_CLUSTER.to_string(),
-                spec.cluster.to_string(),
-            )])),
+            labels: Some(
+                [
+                    (LABEL_CLUSTER, Some(spec.cluster.as_str())),
+                    (LABEL_HOME, spec.owner.as_deref()),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v?.to_string())))
+                .collect(),
+            ),
             host_config: Some(host),
             ..Default::default()
         };

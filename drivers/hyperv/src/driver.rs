@@ -388,6 +388,10 @@ impl Driver for HyperVDriver {
         }
     }
 
+    fn as_host_resources(&self) -> Option<&dyn timonel_driver::HostResources> {
+        Some(self)
+    }
+
     async fn probe(&self) -> Availability {
         let unusable = |reason: String, fix: String| Availability::Unusable { reason, fix };
         if self.powershell.is_none() {
@@ -719,5 +723,15 @@ pub fn probe_verdict(r: &ProbeReport) -> Availability {
     Availability::Ready {
         version: format!("Hyper-V{module} on Windows {}", r.windows),
         notes,
+    }
+}
+
+/// The hypervisor runs here: this machine's CPUs and memory.
+#[async_trait]
+impl timonel_driver::HostResources for HyperVDriver {
+    async fn host_resources(&self) -> Result<timonel_driver::HostCapacity, DriverError> {
+        Ok(timonel_driver::local_host(
+            "this machine (the Hyper-V host)",
+        ))
     }
 }

@@ -233,6 +233,10 @@ impl Driver for VirtualBoxDriver {
         }
     }
 
+    fn as_host_resources(&self) -> Option<&dyn timonel_driver::HostResources> {
+        Some(self)
+    }
+
     async fn probe(&self) -> Availability {
         match self.read_version().await {
             Ok(version) => {
@@ -294,5 +298,15 @@ impl Driver for VirtualBoxDriver {
 
     async fn endpoint(&self, name: &MachineName, port: u16) -> Result<SocketAddr, DriverError> {
         self.endpoint_of(name.as_str(), port).await
+    }
+}
+
+/// The hypervisor runs here: this machine's CPUs and memory.
+#[async_trait]
+impl timonel_driver::HostResources for VirtualBoxDriver {
+    async fn host_resources(&self) -> Result<timonel_driver::HostCapacity, DriverError> {
+        Ok(timonel_driver::local_host(
+            "this machine (the VirtualBox host)",
+        ))
     }
 }

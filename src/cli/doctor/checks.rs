@@ -349,17 +349,8 @@ pub fn free_disk(home: &Path, free: Option<u64>) -> Check {
 }
 
 /// Free bytes on the file system holding `path` (or its nearest existing parent).
-#[cfg(unix)]
-#[allow(clippy::unnecessary_cast)] // the field types differ between Linux and macOS
 pub fn measure_free(path: &Path) -> Option<u64> {
-    let existing = path.ancestors().find(|p| p.exists())?;
-    let s = rustix::fs::statvfs(existing).ok()?;
-    Some((s.f_bavail as u64).saturating_mul(s.f_frsize as u64))
-}
-
-#[cfg(not(unix))]
-pub fn measure_free(_path: &Path) -> Option<u64> {
-    None
+    crate::fsutil::free_space(path)
 }
 
 /// The clock against the time of the commit timonel was built from: a clock before it is

@@ -3,7 +3,7 @@
 //!
 //! | step        | file            | what it does                                              |
 //! |-------------|-----------------|-----------------------------------------------------------|
-//! | plan        | `plan.rs`       | the driver, the machines' preflight, roles, ports, profile |
+//! | plan        | `plan.rs`       | the driver, the machines' preflight, host resources, roles, ports, profile |
 //! | artifacts   | `artifacts.rs`  | the k3s version, binary, airgap images, VM base image     |
 //! | node image  | `node_image.rs` | the container image built from the binary (if the driver has one) |
 //! | nodes       | `nodes.rs`      | create and start the first server, then the others        |
@@ -100,6 +100,7 @@ pub async fn start(ctx: &Ctx, opts: StartOptions, cancel: &Cancel) -> Result<()>
         None => {}
     }
     let (driver, ssh) = plan::driver(ctx, &opts).await?;
+    plan::not_foreign(ctx, driver.kind()).await?;
     let mut created = Created::default();
     let ops = super::node::ops(driver.clone(), &ctx.home);
     let result = create(ctx, &opts, cancel, ops, ssh, &mut created).await;
@@ -125,6 +126,7 @@ async fn create(
     let driver = nodes.driver().clone();
     let kind = driver.capabilities().nodes;
     let arch = plan::preflight(ctx, opts, driver.as_ref(), cancel).await?;
+    plan::resources(ctx, opts, driver.as_ref()).await?;
     let arts = artifacts::fetch(ctx, opts, driver.kind(), kind, arch, cancel).await?;
     let node_image = node_image::ensure(ctx, opts, driver.as_ref(), &arts).await?;
     cancel.check()?;

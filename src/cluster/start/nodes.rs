@@ -19,6 +19,7 @@ pub(super) async fn run(run: &mut Run<'_>) -> Result<()> {
         Error::internal(format!("profile `{}` has no server node", run.profile.name))
     })?;
     let settings = cluster_settings(&run.profile);
+    let owner = run.ctx.home_id()?;
 
     // The first server first: every other node joins it.
     let step = printer.step(&format!("starting node {}", server.name));
@@ -28,6 +29,7 @@ pub(super) async fn run(run: &mut Run<'_>) -> Result<()> {
         settings: &settings,
         install: run.install.as_ref(),
         join: None,
+        owner: &owner,
     };
     let first = job.up(&server, printer).await?;
     step.finish(&format!("Node {} running ({})", server.name, first.ip));
@@ -54,6 +56,7 @@ pub(super) async fn run(run: &mut Run<'_>) -> Result<()> {
         settings: &settings,
         install: run.install.as_ref(),
         join: Some(&join),
+        owner: &owner,
     };
     let started = futures_util::future::join_all(
         others
@@ -100,6 +103,8 @@ pub(crate) struct NodeJob<'a> {
     pub install: Option<&'a Install>,
     /// The first server's URL, for every node but the first server.
     pub join: Option<&'a str>,
+    /// This home's id, which the nodes are labelled with.
+    pub owner: &'a str,
 }
 
 impl NodeJob<'_> {
@@ -107,6 +112,7 @@ impl NodeJob<'_> {
     pub fn spec(&self, node: &NodeRecord, fresh: bool) -> Result<MachineSpec> {
         let airgap = self.install.and_then(|i| i.airgap.as_deref());
         let mut spec = machine_spec(self.profile, node, self.settings, self.join, airgap)?;
+        spec.owner = Some(self.owner.to_string());
         let binary = self.install.and_then(|i| i.binary.as_deref());
         self.nodes
             .prepare(self.profile, node, &mut spec, Prepare { fresh, binary })?;

@@ -1,5 +1,6 @@
 //! Step 1, plan: which driver, whether the machines can take k3s (drivers with a preflight),
-//! and the profile — roles, ports, settings — saved before anything is created.
+//! whether the nodes' host has the CPUs, memory and disk asked for, and the profile — roles,
+//! ports, settings — saved before anything is created.
 
 use std::net::IpAddr;
 
@@ -49,6 +50,33 @@ pub(super) async fn driver(
         })
         .collect();
     Ok((ctx.ssh_driver(&settings, nodes), Some(settings)))
+}
+
+/// Refuses a new profile whose name another timonel home already uses on the shared Docker
+/// daemon (or an older timonel left unlabelled): its nodes are not this home's to adopt.
+pub(super) async fn not_foreign(ctx: &Ctx, driver: DriverKind) -> Result<()> {
+    if driver != DriverKind::Docker {
+        return Ok(());
+    }
+    let name = &ctx.profile;
+    let homes = crate::drivers::clusters_by_home()
+        .await
+        .remove(name)
+        .unwrap_or_default();
+    let home = ctx.home_id()?;
+    if homes.iter().all(|h| h.as_deref() == Some(home.as_str())) {
+        return Ok(());
+    }
+    let who = if homes.iter().any(Option::is_some) {
+        "another timonel home (another $TIMONEL_HOME, user or CI job sharing this daemon)"
+    } else {
+        "an older timonel (its objects carry no home label)"
+    };
+    Err(UserError::new(
+        format!("the Docker daemon already has a cluster `{name}`, created by {who}, and this home has no profile for it"),
+        format!("pick another name (`-p other`); `timonel delete -p {name}` removes that cluster if it is no longer used"),
+    )
+    .into())
 }
 
 /// The role of the `i`th node (1-based): servers first.
@@ -104,6 +132,24 @@ pub(super) async fn preflight(
     ));
     cancel.check()?;
     Ok(arch)
+}
+
+/// Refuses CPUs, memory or VM disks the nodes' host cannot give, before anything is fetched,
+/// built or created.
+pub(super) async fn resources(ctx: &Ctx, opts: &StartOptions, driver: &dyn Driver) -> Result<()> {
+    let servers = opts.control_planes.max(1);
+    let vm = driver.capabilities().nodes == timonel_driver::NodeKind::Vm;
+    let request = crate::cluster::resources::Request {
+        nodes: opts.nodes.max(servers),
+        cpus: opts.cpus,
+        memory_mib: opts.memory_mib,
+        disk_mib: vm.then(|| {
+            opts.disk_mib
+                .unwrap_or(crate::cluster::node::DEFAULT_DISK_MIB)
+        }),
+        adding: false,
+    };
+    crate::cluster::resources::check(ctx, driver, &request).await
 }
 
 /// The profile of a new cluster: nodes with their roles and ports, and the settings every
@@ -163,6 +209,7 @@ pub(super) fn profile(
                     .ssh
                     .as_ref()
                     .and_then(|s| s.machines.get(i as usize - 1).cloned()),
+                pending: false,
             })
             .collect(),
         ssh,

@@ -118,5 +118,40 @@ pub(super) async fn run(
         creds: None,
         merged: None,
     };
-    bring_up(&mut run, opts).await
+    let dropped = drop_pending(&mut run).await?;
+    bring_up(&mut run, opts).await?;
+    // Their Node objects, if they had registered before the `node add` was killed.
+    let api = run
+        .creds
+        .as_ref()
+        .filter(|_| !dropped.is_empty())
+        .and_then(|c| crate::distro::ready::ApiClient::new(c, &c.server).ok());
+    if let Some(api) = api {
+        for node in &dropped {
+            let _ = api.delete_node(node.as_str()).await;
+        }
+    }
+    Ok(())
+}
+
+/// Removes the nodes an interrupted `node add` left unfinished (the resume brings the cluster
+/// back as it was before it), and returns their names.
+async fn drop_pending(run: &mut Run<'_>) -> Result<Vec<timonel_driver::MachineName>> {
+    let pending: Vec<_> = run
+        .profile
+        .nodes
+        .iter()
+        .filter(|n| n.pending)
+        .cloned()
+        .collect();
+    for node in &pending {
+        run.ctx.printer.warn(&format!(
+            "removing node {}, which an interrupted `node add` left unfinished; `timonel node add` adds a node again",
+            node.name
+        ));
+        run.nodes.remove(&run.profile, node).await?;
+        run.profile.nodes.retain(|n| n.name != node.name);
+        run.save()?;
+    }
+    Ok(pending.into_iter().map(|n| n.name).collect())
 }

@@ -291,3 +291,75 @@ async fn a_kubeconfig_that_never_appears_is_a_node_timeout() {
     assert_eq!(reason, "NODE_TIMEOUT");
     assert!(fake.nodes().is_empty());
 }
+
+fn small_host() -> timonel_driver::HostCapacity {
+    timonel_driver::HostCapacity {
+        source: "the fake host".into(),
+        cpus: Some(4),
+        memory_bytes: Some(8 << 30),
+        free_disk_bytes: None,
+    }
+}
+
+#[tokio::test]
+async fn more_than_the_host_has_is_refused_before_anything_is_created() {
+    let w = world();
+    w.fake.set_host(small_host());
+    let mut o = opts(&w, 3, 1);
+    o.memory_mib = Some(4096);
+    let err = start(&w.ctx, o, &Cancel::default()).await.unwrap_err();
+    let text = format!(
+        "{err} {}",
+        timonel_driver::Hint::hint(&err).unwrap_or_default()
+    );
+    assert!(text.contains("3 node(s) x 4.0 GiB"), "{text}");
+    assert!(text.contains("8.0 GiB in total"), "{text}");
+    assert!(
+        text.contains("--memory") && text.contains("--nodes"),
+        "{text}"
+    );
+    let mut o = opts(&w, 1, 1);
+    o.cpus = Some(512.0);
+    let err = start(&w.ctx, o, &Cancel::default()).await.unwrap_err();
+    assert!(err.to_string().contains("512 CPUs per node"), "{err}");
+    assert_eq!(w.fake.calls(), ["host_resources -", "host_resources -"]);
+    assert!(w.ctx.store.try_load(&w.ctx.profile).unwrap().is_none());
+}
+
+#[tokio::test]
+async fn what_the_host_has_starts() {
+    let w = world();
+    w.fake.set_host(small_host());
+    let mut o = opts(&w, 2, 1);
+    o.memory_mib = Some(4096);
+    o.cpus = Some(4.0);
+    start(&w.ctx, o, &Cancel::default()).await.unwrap();
+    assert_eq!(w.fake.calls()[0], "host_resources -");
+    assert_eq!(w.fake.nodes().len(), 2);
+}
+
+#[tokio::test]
+async fn a_resume_removes_a_node_an_interrupted_node_add_left() {
+    let w = world();
+    start(&w.ctx, opts(&w, 1, 1), &Cancel::default())
+        .await
+        .unwrap();
+    // What a `node add` killed after recording its node leaves: the record, pending.
+    let mut p = w.ctx.store.load(&w.ctx.profile).unwrap();
+    let mut half = p.nodes[0].clone();
+    half.name = m("dev-m02");
+    half.index = 2;
+    half.role = NodeRole::Agent;
+    half.api_port = None;
+    half.pending = true;
+    p.nodes.push(half);
+    p.phase = crate::profile::Phase::Stopped;
+    w.ctx.store.save(&p).unwrap();
+    start(&w.ctx, opts(&w, 1, 1), &Cancel::default())
+        .await
+        .unwrap();
+    let p = w.ctx.store.load(&w.ctx.profile).unwrap();
+    assert_eq!(p.nodes.len(), 1, "{:?}", p.nodes);
+    assert!(w.fake.calls().contains(&"delete dev-m02".to_string()));
+    assert_eq!(w.fake.nodes().len(), 1);
+}

@@ -215,6 +215,10 @@ impl Driver for KvmDriver {
         }
     }
 
+    fn as_host_resources(&self) -> Option<&dyn timonel_driver::HostResources> {
+        Some(self)
+    }
+
     async fn probe(&self) -> Availability {
         let facts = self
             .conn
@@ -393,5 +397,15 @@ impl Driver for KvmDriver {
 
     async fn endpoint(&self, name: &MachineName, port: u16) -> Result<SocketAddr, DriverError> {
         Ok(SocketAddr::new(self.ip(name).await?, port))
+    }
+}
+
+/// The hypervisor runs here: this machine's CPUs and memory.
+#[async_trait]
+impl timonel_driver::HostResources for KvmDriver {
+    async fn host_resources(&self) -> Result<timonel_driver::HostCapacity, DriverError> {
+        Ok(timonel_driver::local_host(
+            "this machine (the libvirt host)",
+        ))
     }
 }
