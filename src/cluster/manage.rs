@@ -13,7 +13,7 @@ use crate::distro::ready::ApiClient;
 use crate::drivers;
 use crate::error::UserError;
 use crate::kubeconfig::{self, MergeOptions};
-use crate::profile::Phase;
+use crate::profile::{Phase, ProfileError};
 
 /// Stops every node; data, addresses and ports are kept for the next `start`.
 pub async fn stop(ctx: &Ctx, timeout: Duration) -> anyhow::Result<()> {
@@ -44,6 +44,9 @@ async fn delete_one(
 ) -> anyhow::Result<()> {
     let profile = match ctx.store.try_load(name) {
         Ok(p) => p,
+        // A newer timonel's cluster: this build cannot know all it made, and must not remove
+        // (or rewrite) the file that says.
+        Err(e @ ProfileError::TooNew { .. }) => return Err(e.into()),
         Err(e) => {
             ctx.printer.warn(&format!("{e}; deleting by labels"));
             None
@@ -95,14 +98,21 @@ async fn delete_one(
 
 /// Deletes every profile, and clusters left by profiles whose files are gone (by label).
 pub async fn delete_all(ctx: &Ctx, purge: bool) -> anyhow::Result<()> {
-    let mut names: Vec<ClusterName> = ctx
-        .store
-        .list()
-        .into_iter()
-        .filter_map(|(n, _)| n.parse().ok())
-        .collect();
+    let mut names: Vec<ClusterName> = Vec::new();
+    // Profiles a newer timonel wrote are left alone (see `delete_one`), and said so at the end.
+    let mut too_new: Vec<String> = Vec::new();
+    for (raw, loaded) in ctx.store.list() {
+        match loaded {
+            Err(e @ ProfileError::TooNew { .. }) => {
+                ctx.printer
+                    .warn(&format!("not deleting profile `{raw}`: {e}"));
+                too_new.push(raw);
+            }
+            _ => names.extend(raw.parse::<ClusterName>().ok()),
+        }
+    }
     for orphan in drivers::orphaned_clusters().await {
-        if !names.contains(&orphan) {
+        if !names.contains(&orphan) && !too_new.iter().any(|n| n == orphan.as_str()) {
             ctx.printer
                 .info(&format!("found cluster `{orphan}` with no profile"));
             names.push(orphan);
@@ -120,8 +130,22 @@ pub async fn delete_all(ctx: &Ctx, purge: bool) -> anyhow::Result<()> {
         )?;
         delete_one(ctx, name, None).await?;
     }
-    if names.is_empty() {
+    if names.is_empty() && too_new.is_empty() {
         ctx.printer.info("no profiles to delete");
+    }
+    if !too_new.is_empty() {
+        bail!(UserError::new(
+            format!(
+                "kept profile(s) {} written by a newer timonel{}",
+                too_new.join(", "),
+                if purge {
+                    ", and did not purge the home"
+                } else {
+                    ""
+                }
+            ),
+            "delete them with the newer timonel that made them, or upgrade this one",
+        ));
     }
     if purge {
         match std::fs::remove_dir_all(ctx.home.root()) {
