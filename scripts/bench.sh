@@ -13,35 +13,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 cd "$root"
 
-say() { echo "bench: $*" >&2; }
-
-need=()
-command -v hyperfine >/dev/null || need+=(hyperfine)
-command -v curl >/dev/null || need+=(curl)
-[ -x /usr/bin/time ] || need+=(time)
-command -v python3 >/dev/null || need+=(python3)
-command -v docker >/dev/null || need+=(docker.io)
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then
-    say "installing ${need[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  else
-    say "missing ${need[*]} (install them, or run as root)"; exit 1
-  fi
-fi
-
-"$here/start-docker.sh"
-
-say "building timonel (release), the k3s stand-in, and the VM drivers' process counters"
-cargo build --release -p timonel --bin timonel >&2
-standin=$("$here/build-standin.sh")
-target="${CARGO_TARGET_DIR:-$root/target}"
+# shellcheck source=bench/setup.sh
+. "$here/bench/setup.sh"
+bench_setup hyperfine curl time python3 docker
+bench_say "building the VM drivers' process counters"
 counts=$(
   cargo run -q -p timonel-driver-hyperv --example hyperv_process_count
   cargo run -q -p timonel-driver-virtualbox --example virtualbox_process_count
 )
 
-mkdir -p "$target/bench"
 exec python3 "$here/bench/bench.py" \
   --timonel "$target/release/timonel" \
   --standin "$standin" \

@@ -49,7 +49,10 @@ impl timonel_driver::Hint for ProfileError {
                 "`timonel delete -p <name>` removes the cluster by its labels even without a readable state file"
                     .to_string(),
             ),
-            Self::TooNew { .. } => Some("upgrade timonel".to_string()),
+            Self::TooNew { .. } => Some(
+                "the file is left as it is: manage this profile with the newer timonel that wrote it, or upgrade this one"
+                    .to_string(),
+            ),
             _ => None,
         }
     }
@@ -314,7 +317,9 @@ fn parse(path: &Path, text: &str) -> Result<Profile, ProfileError> {
             found: schema,
         });
     }
-    // Schema 1 is the first; migrations from older schemas go here.
+    // Schema 1 is the first. A format change raises SCHEMA and migrates older files here, on
+    // the JSON value, step by step (1 -> 2 -> …), telling the user once (docs/architecture.md,
+    // "Where things go"); tests/fixtures/schema-<n>/ keeps each released format to test it.
     serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))
 }
 

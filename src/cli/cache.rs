@@ -188,12 +188,23 @@ fn versions_in_use(ctx: &Ctx) -> BTreeSet<K3sVersion> {
                     in_use.insert(v);
                 }
             }
+            // A newer timonel's profile is not read, but the version it names is kept.
+            Err(crate::profile::ProfileError::TooNew { path, .. }) => {
+                in_use.extend(version_named_in(&path));
+            }
             Err(e) => ctx.printer.warn(&format!(
                 "profile `{name}` cannot be read ({e}), so the version it uses is not kept"
             )),
         }
     }
     in_use
+}
+
+/// The `version` a profile file names, read without typing the rest of it.
+fn version_named_in(path: &std::path::Path) -> Option<K3sVersion> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    value.get("version")?.as_str()?.parse().ok()
 }
 
 async fn clean(ctx: &Ctx, cache: &ArtifactCache, output: OutputFormat) -> anyhow::Result<ExitCode> {

@@ -13,7 +13,7 @@ use crate::distro::ready::ApiClient;
 use crate::drivers;
 use crate::error::UserError;
 use crate::kubeconfig::{self, MergeOptions};
-use crate::profile::Phase;
+use crate::profile::{Phase, ProfileError};
 
 /// Stops every node; data, addresses and ports are kept for the next `start`.
 pub async fn stop(ctx: &Ctx, timeout: Duration) -> anyhow::Result<()> {
@@ -53,6 +53,9 @@ async fn delete_one(
 ) -> anyhow::Result<()> {
     let profile = match ctx.store.try_load(name) {
         Ok(p) => p,
+        // A newer timonel's cluster: this build cannot know all it made, and must not remove
+        // (or rewrite) the file that says.
+        Err(e @ ProfileError::TooNew { .. }) => return Err(e.into()),
         Err(e) => {
             ctx.printer.warn(&format!("{e}; deleting by labels"));
             None
@@ -109,19 +112,26 @@ async fn delete_one(
 
 /// Deletes every profile of this home, and clusters this home created whose profile files are
 /// gone (by label). Clusters other homes created on a shared Docker daemon, and unlabelled ones
-/// from older versions, are listed and left unless `include_foreign`.
+/// from older versions, are listed and left unless `include_foreign`. Profiles a newer timonel
+/// wrote are left alone (see `delete_one`), and said so at the end.
 pub async fn delete_all(ctx: &Ctx, purge: bool, include_foreign: bool) -> anyhow::Result<()> {
-    let mut names: Vec<ClusterName> = ctx
-        .store
-        .list()
-        .into_iter()
-        .filter_map(|(n, _)| n.parse().ok())
-        .collect();
+    let mut names: Vec<ClusterName> = Vec::new();
+    let mut too_new: Vec<String> = Vec::new();
+    for (raw, loaded) in ctx.store.list() {
+        match loaded {
+            Err(e @ ProfileError::TooNew { .. }) => {
+                ctx.printer
+                    .warn(&format!("not deleting profile `{raw}`: {e}"));
+                too_new.push(raw);
+            }
+            _ => names.extend(raw.parse::<ClusterName>().ok()),
+        }
+    }
     // A home whose id cannot be read or made (read-only) owns no orphans: they are only listed.
     let home = ctx.home.id().ok();
     let mut left = Vec::new();
     for (cluster, homes) in drivers::clusters_by_home().await {
-        if names.contains(&cluster) {
+        if names.contains(&cluster) || too_new.iter().any(|n| n == cluster.as_str()) {
             continue;
         }
         let ours = home.is_some() && homes.iter().all(|h| *h == home);
@@ -151,7 +161,7 @@ pub async fn delete_all(ctx: &Ctx, purge: bool, include_foreign: bool) -> anyhow
         )?;
         delete_one(ctx, name, Some(None)).await?;
     }
-    if names.is_empty() {
+    if names.is_empty() && too_new.is_empty() {
         ctx.printer.info("no profiles to delete");
     }
     if !left.is_empty() {
@@ -159,6 +169,20 @@ pub async fn delete_all(ctx: &Ctx, purge: bool, include_foreign: bool) -> anyhow
             "left {} cluster(s) this home did not create: {}; `timonel delete -p NAME` removes one, `timonel delete --all --include-foreign` all of them",
             left.len(),
             left.join(", ")
+        ));
+    }
+    if !too_new.is_empty() {
+        bail!(UserError::new(
+            format!(
+                "kept profile(s) {} written by a newer timonel{}",
+                too_new.join(", "),
+                if purge {
+                    ", and did not purge the home"
+                } else {
+                    ""
+                }
+            ),
+            "delete them with the newer timonel that made them, or upgrade this one",
         ));
     }
     if purge {

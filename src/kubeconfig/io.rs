@@ -161,6 +161,43 @@ pub(crate) fn check_writable(path: &Path) -> Result<(), KubeconfigError> {
     }
 }
 
+/// The suffix of our temp files beside a kubeconfig (`.<name>.<random>.timonel-tmp`).
+const TEMP_SUFFIX: &str = ".timonel-tmp";
+/// A temp file this old was left by a writer that died (a write takes milliseconds).
+const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes our temp files beside `target` that a killed writer left (older than a minute, so a
+/// writer through another name of the same file is never disturbed). Best effort.
+pub(crate) fn remove_stale_temps(target: &Path) {
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if !file.starts_with(&prefix) || !file.ends_with(TEMP_SUFFIX) {
+            continue;
+        }
+        let age = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok());
+        if age.is_some_and(|a| a >= STALE_TEMP) {
+            tracing::debug!(file = %entry.path().display(), "removing a temp file a killed write left");
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Replace `target` (a real file path, symlinks already resolved) with `contents`: a temp file
 /// in the same directory, written, mode 0600, fsynced, renamed over the target. On any error the
 /// temp file is removed and the target is untouched.
@@ -179,7 +216,7 @@ pub(crate) fn write_atomic(target: &Path, contents: &[u8]) -> Result<(), Kubecon
         .unwrap_or_else(|| "kubeconfig".to_string());
     let mut temp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
-        .suffix(".timonel-tmp")
+        .suffix(TEMP_SUFFIX)
         .tempfile_in(&dir)
         .map_err(err)?;
     temp.write_all(contents).map_err(err)?;
@@ -286,6 +323,30 @@ mod tests {
             let mode = std::fs::metadata(&target).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn stale_temp_files_of_a_killed_write_are_removed_fresh_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("config");
+        let stale = dir.path().join(".config.abc123.timonel-tmp");
+        let fresh = dir.path().join(".config.def456.timonel-tmp");
+        let other = dir.path().join(".other.abc123.timonel-tmp");
+        for f in [&stale, &fresh, &other] {
+            std::fs::write(f, "half").unwrap();
+        }
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for f in [&stale, &other] {
+            let file = std::fs::File::options().write(true).open(f).unwrap();
+            file.set_modified(old).unwrap();
+        }
+        remove_stale_temps(&target);
+        assert!(!stale.exists());
+        assert!(fresh.exists(), "a write in progress keeps its temp file");
+        assert!(
+            other.exists(),
+            "another file's temp files are not ours to judge"
+        );
     }
 
     #[test]

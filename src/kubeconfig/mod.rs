@@ -215,6 +215,8 @@ fn write(target: &Path, doc: &Value) -> Result<(), KubeconfigError> {
     })?;
     io::ensure_parent_dir(target)?;
     io::check_writable(target)?;
+    // Under the kubeconfig lock: what a killed earlier write left beside the file goes now.
+    io::remove_stale_temps(target);
     io::write_atomic(target, yaml.as_bytes())
 }
 

@@ -93,6 +93,8 @@ pub struct Sandbox {
     pub profile: String,
     pub kubeconfig: PathBuf,
     pub mirror: StandinMirror,
+    /// Set by [`Sandbox::mark_deleted`]: the drop guard then only sweeps labels.
+    deleted: std::cell::Cell<bool>,
 }
 
 impl Sandbox {
@@ -113,6 +115,7 @@ impl Sandbox {
             profile,
             kubeconfig,
             mirror: StandinMirror::new(),
+            deleted: std::cell::Cell::new(false),
         }
     }
 
@@ -190,9 +193,19 @@ impl Sandbox {
     }
 }
 
+impl Sandbox {
+    /// The test has seen the profile deleted: the drop guard skips its `delete` (which, for a
+    /// profile with no file, asks every driver that can find clusters by label, libvirt too).
+    pub fn mark_deleted(&self) {
+        self.deleted.set(true);
+    }
+}
+
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        let _ = self.cmd(&["delete"]).output();
+        if !self.deleted.get() {
+            let _ = self.cmd(&["delete"]).output();
+        }
         cleanup_label(&self.profile);
     }
 }

@@ -276,6 +276,17 @@ pub(crate) fn error_text(err: &BollardError) -> String {
 }
 
 /// Whether a bollard error is a 404.
+/// Docker's 409 to a second removal of a container while the first is still running.
+pub(crate) fn is_removal_in_progress(err: &BollardError) -> bool {
+    matches!(
+        err,
+        BollardError::DockerResponseServerError {
+            status_code: 409,
+            message,
+        } if message.contains("already in progress")
+    )
+}
+
 pub(crate) fn is_not_found(err: &BollardError) -> bool {
     matches!(
         err,

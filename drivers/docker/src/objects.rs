@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::time::Duration;
 
 use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, VolumeCreateRequest};
 use bollard::query_parameters::{
@@ -12,7 +13,7 @@ use bollard::query_parameters::{
 
 use timonel_driver::{ClusterName, DriverError, MachineSpec, MachineState};
 
-use crate::client::{error_text, is_not_found, map_err, DockerDriver};
+use crate::client::{error_text, is_not_found, is_removal_in_progress, map_err, DockerDriver};
 use crate::config::{node_volumes, spec_digest};
 use crate::{container_name, network_name, LABEL_CLUSTER, LABEL_HOME, LABEL_NODE, LABEL_SPEC};
 
@@ -214,8 +215,39 @@ impl DockerDriver {
         match docker.remove_container(id_or_name, Some(options)).await {
             Ok(()) => Ok(true),
             Err(e) if is_not_found(&e) => Ok(false),
+            // A removal someone else asked for (a killed `delete`: the daemon carries on without
+            // its client) is under way: wait for it to end.
+            Err(e) if is_removal_in_progress(&e) => {
+                self.wait_until_gone(id_or_name).await?;
+                Ok(true)
+            }
             Err(e) => Err(map_err("removing", &format!("container `{id_or_name}`"), e)),
         }
+    }
+
+    async fn wait_until_gone(&self, id_or_name: &str) -> Result<(), DriverError> {
+        let docker = self.client().await?;
+        timonel_driver::poll_until(
+            &format!("the removal of container `{id_or_name}` under way"),
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || async {
+                match docker
+                    .inspect_container(id_or_name, None::<InspectContainerOptions>)
+                    .await
+                {
+                    Ok(_) => Ok(Err("still there".to_string())),
+                    Err(e) if is_not_found(&e) => Ok(Ok(())),
+                    Err(e) => Err(map_err(
+                        "inspecting",
+                        &format!("container `{id_or_name}`"),
+                        e,
+                    )),
+                }
+            },
+        )
+        .await
+        .map_err(DriverError::from)
     }
 
     /// The clusters that have any container, volume or network labelled as timonel's, even
