@@ -145,8 +145,10 @@ fn kvm() -> Result<Selected, ChoiceError> {
     let uri = std::env::var(crate::env::TIMONEL_KVM_URI)
         .ok()
         .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| timonel_driver_kvm::DEFAULT_URI.to_string());
-    Ok(Arc::new(timonel_driver_kvm::KvmDriver::new(uri)))
+        .unwrap_or_else(|| timonel_driver_kvm_proxy::DEFAULT_URI.to_string());
+    // Nothing starts here: the `timonel-kvm` helper is looked for and started on the first
+    // call (probe included), so commands that never touch kvm never run it.
+    Ok(Arc::new(timonel_driver_kvm_proxy::KvmDriver::new(uri)))
 }
 
 #[cfg(not(feature = "kvm"))]
