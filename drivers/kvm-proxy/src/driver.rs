@@ -136,7 +136,9 @@ impl Driver for KvmDriver {
     }
 
     async fn create(&self, spec: &MachineSpec, report: &dyn Reporter) -> Result<(), DriverError> {
-        let request = Request::Create { spec: spec.clone() };
+        let request = Request::Create {
+            spec: Box::new(spec.clone()),
+        };
         expect_reply!(self.call(request, report), "create", Reply::Done => ())
     }
 

@@ -29,7 +29,7 @@ pub struct Call {
 pub enum Request {
     Hello,
     Probe,
-    Create { spec: MachineSpec },
+    Create { spec: Box<MachineSpec> },
     Start { name: MachineName },
     Stop { name: MachineName, how: StopMode },
     Delete { name: MachineName },
@@ -116,7 +116,9 @@ mod tests {
         for request in [
             Request::Hello,
             Request::Probe,
-            Request::Create { spec },
+            Request::Create {
+                spec: Box::new(spec),
+            },
             Request::Stop {
                 name: name.clone(),
                 how: StopMode::graceful(Duration::from_millis(1500)),

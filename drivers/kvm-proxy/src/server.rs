@@ -189,7 +189,9 @@ mod tests {
         let mut spec = MachineSpec::new(name.clone(), "c".parse().unwrap(), NodeRole::Agent, 2);
         spec.files
             .push(FilePlacement::bytes("/etc/x", 0o600, vec![0u8, 255, 10]));
-        let create = Request::Create { spec: spec.clone() };
+        let create = Request::Create {
+            spec: Box::new(spec.clone()),
+        };
         assert_eq!(client.call(2, create).await, Event::Done(Ok(Reply::Done)));
         assert_eq!(fake.spec(&name), Some(spec), "the spec crossed unchanged");
         assert_eq!(fake.file(&name, "/etc/x"), Some(vec![0u8, 255, 10]));
