@@ -13,7 +13,7 @@ cd "$root"
 
 log() { printf '\n==> %s\n' "$*" >&2; }
 
-# Debian packages the tests use: daemons, libvirt headers for the kvm feature, the tools that
+# Debian packages the tests use: daemons, libvirt headers for the kvm helper, the tools that
 # build the test VM image and the SSH test hosts, and OpenSSH's client (ssh-agent, ssh).
 packages=(docker.io libvirt-daemon-system libvirt-dev pkg-config qemu-system-x86 qemu-utils
           debootstrap fdisk grub-pc-bin grub2-common e2fsprogs busybox-static openssh-client)
@@ -89,6 +89,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 log "building the k3s stand-in (static)"
 "$here/build-standin.sh" >/dev/null
+
+# timonel finds its kvm helper beside itself: target/debug/timonel-kvm for the tests.
+log "building the kvm helper (timonel-kvm)"
+cargo build -p timonel-driver-kvm --bin timonel-kvm
 
 log "tests (unit, contract, CLI, integration against the real daemons)"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -145,8 +145,14 @@ fn kvm() -> Result<Selected, ChoiceError> {
     let uri = std::env::var(crate::env::TIMONEL_KVM_URI)
         .ok()
         .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| timonel_driver_kvm::DEFAULT_URI.to_string());
-    Ok(Arc::new(timonel_driver_kvm::KvmDriver::new(uri)))
+        .unwrap_or_else(|| timonel_driver_kvm_proxy::DEFAULT_URI.to_string());
+    // Nothing starts here: the `timonel-kvm` helper is looked for and started on the first
+    // call (probe included), so commands that never touch kvm never run it. One driver, hence
+    // one helper, per process: `delete --all` and `delete` by labels ask for it more than once.
+    static KVM: std::sync::OnceLock<Selected> = std::sync::OnceLock::new();
+    Ok(KVM
+        .get_or_init(|| Arc::new(timonel_driver_kvm_proxy::KvmDriver::new(uri)))
+        .clone())
 }
 
 #[cfg(not(feature = "kvm"))]

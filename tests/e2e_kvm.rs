@@ -1,6 +1,7 @@
 //! `timonel start --driver kvm` end to end on the real libvirtd + QEMU (TCG here): a VM booted
 //! from the test image, k3s (the stand-in) installed over SSH with a systemd unit, judged by
-//! kubectl through the merged kubeconfig; then stop/start/delete leave nothing behind.
+//! kubectl through the merged kubeconfig; then stop/start/delete leave nothing behind. The
+//! driver runs in the `timonel-kvm` helper beside the timonel under test.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
 
@@ -14,7 +15,15 @@ use support::sandbox::*;
 /// The test image (built and cached by scripts/build-test-vm-image.sh), when libvirt answers.
 /// Under CI=true anything missing fails the test; elsewhere it skips with the reason.
 fn require_libvirt() -> Option<PathBuf> {
-    let why = if !Command::new("virsh")
+    // timonel runs the kvm driver in its helper, found beside it (scripts/test.sh builds it).
+    let helper = PathBuf::from(env!("CARGO_BIN_EXE_timonel"))
+        .with_file_name(format!("timonel-kvm{}", std::env::consts::EXE_SUFFIX));
+    let why = if !helper.is_file() && std::env::var_os("TIMONEL_KVM_HELPER").is_none() {
+        format!(
+            "the kvm helper `{}` is not built (cargo build -p timonel-driver-kvm --bin timonel-kvm)",
+            helper.display()
+        )
+    } else if !Command::new("virsh")
         .args(["-c", "qemu:///system", "list", "--all"])
         .output()
         .is_ok_and(|o| o.status.success())

@@ -4,12 +4,13 @@
 use std::path::PathBuf;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 use crate::error::DriverError;
 use crate::runner::Runner;
 
 /// Where the bytes of a file to place come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FileSource {
     Bytes(Vec<u8>),
     /// A file on the host, streamed (never read whole into memory).
@@ -17,7 +18,7 @@ pub enum FileSource {
 }
 
 /// A file to place in a node: an absolute path in the node, a mode, the content.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FilePlacement {
     /// Absolute, `/`-separated path inside the node.
     pub path: String,

@@ -48,7 +48,7 @@ impl fmt::Display for DriverKind {
 
 /// Whether a driver can be used on this host right now. Never an error: an unusable driver says
 /// why and how to fix it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "status")]
 pub enum Availability {
     Ready {
@@ -126,7 +126,7 @@ pub struct PortMapping {
 
 /// The process that runs the distribution in the node. Container drivers make it the container's
 /// command; VM drivers write a service unit for it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ServiceSpec {
     pub program: String,
     pub args: Vec<String>,
@@ -134,7 +134,7 @@ pub struct ServiceSpec {
 }
 
 /// The disks of a VM node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmDisk {
     /// The verified base image (qcow2, VHDX, VMDK), shared by every node; never written to.
     pub base_image: PathBuf,
@@ -147,7 +147,7 @@ pub struct VmDisk {
 }
 
 /// Everything a driver needs to create one node.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MachineSpec {
     pub name: MachineName,
     pub cluster: ClusterName,

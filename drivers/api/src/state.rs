@@ -53,7 +53,7 @@ impl fmt::Display for MachineState {
 }
 
 /// How to stop a machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StopMode {
     /// Ask the guest to shut down; after `timeout`, force it off.
     Graceful { timeout: Duration },

@@ -9,6 +9,9 @@
 //!
 //! Calls into libvirt (the `virt` crate, a C library) run on `spawn_blocking`. The `virt`
 //! dependency exists only on Linux; elsewhere [`KvmDriver`] is a stub that says so.
+//!
+//! timonel does not link this crate: it starts the `timonel-kvm` program of this crate
+//! (src/bin/timonel-kvm.rs) and talks to it through `timonel-driver-kvm-proxy`.
 
 pub mod net;
 pub mod options;
@@ -28,8 +31,8 @@ pub use options::Accel;
 
 use timonel_driver::MachineState;
 
-/// The libvirt connection used unless the user says otherwise (`--kvm-uri`).
-pub const DEFAULT_URI: &str = "qemu:///system";
+/// The libvirt connection used unless the user says otherwise (`TIMONEL_KVM_URI`).
+pub use timonel_driver_kvm_proxy::DEFAULT_URI;
 
 /// File names in a node's state directory.
 pub const OVERLAY_FILE: &str = "disk.qcow2";
