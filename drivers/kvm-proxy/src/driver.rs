@@ -107,6 +107,10 @@ impl Driver for KvmDriver {
         DriverKind::Kvm
     }
 
+    fn as_host_resources(&self) -> Option<&dyn timonel_driver::HostResources> {
+        Some(self)
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             nodes: NodeKind::Vm,
@@ -191,5 +195,16 @@ impl Driver for KvmDriver {
             "endpoint",
             Reply::Endpoint(addr) => addr
         )
+    }
+}
+
+/// The helper runs on this machine and libvirt's VMs on the helper's: this machine's CPUs and
+/// memory, read here without starting the helper (as the driver inside it would answer).
+#[async_trait]
+impl timonel_driver::HostResources for KvmDriver {
+    async fn host_resources(&self) -> Result<timonel_driver::HostCapacity, DriverError> {
+        Ok(timonel_driver::local_host(
+            "this machine (the libvirt host)",
+        ))
     }
 }
