@@ -4,6 +4,9 @@
 #
 #   scripts/build-windows.sh            release build
 #   scripts/build-windows.sh --dev      dev profile (faster to build; or TIMONEL_WINDOWS_PROFILE=dev)
+#   scripts/build-windows.sh --dev --unit-tests
+#                                       also builds timonel's unit tests for Windows and runs them
+#                                       under Wine (cargo's runner; Wine must be installed)
 #
 # On Windows itself no script is needed: `cargo build --release` builds timonel.exe.
 #
@@ -22,17 +25,18 @@ root=$(cd "$here/.." && pwd)
 
 target=x86_64-pc-windows-gnu
 profile=${TIMONEL_WINDOWS_PROFILE:-release}
+unit_tests=false
 for arg in "$@"; do
   case "$arg" in
     --dev) profile=dev ;;
     --release) profile=release ;;
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "build-windows: unknown argument \`$arg\` (expected --dev or --release)" >&2; exit 2 ;;
+    --unit-tests) unit_tests=true ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "build-windows: unknown argument \`$arg\` (expected --dev, --release or --unit-tests)" >&2; exit 2 ;;
   esac
 done
 case "$profile" in
-  release) profile_dir=release ;;
-  dev) profile_dir=debug ;;
+  release|dev) ;;
   *) echo "build-windows: TIMONEL_WINDOWS_PROFILE=$profile is not dev or release" >&2; exit 2 ;;
 esac
 
@@ -64,19 +68,29 @@ fi
 
 linker=x86_64-w64-mingw32-gcc
 out_dir=${CARGO_TARGET_DIR:-$root/target}/windows
-args=(build --locked --profile "$profile" --target "$target" -p timonel --bin timonel
-      --config "target.$target.linker=\"$linker\"")
+bin_dir=$out_dir/$target/$([ "$profile" = dev ] && echo debug || echo release)
+
+# cargo_windows SUBCOMMAND ARGS...: cargo for the Windows target with the toolchain found above.
+cargo_windows() {
+  local sub=$1; shift
+  local args=("$sub" --locked --profile "$profile" --target "$target" -p timonel
+              --config "target.$target.linker=\"$linker\"" "$@")
+  if rustup_has_target; then
+    (cd "$root" && CARGO_TARGET_DIR="$out_dir" cargo "${args[@]}")
+  else
+    # Debian's toolchain, not rustup's: it has the standard library's source to build for the
+    # target. RUSTC_BOOTSTRAP lets this stable compiler take -Zbuild-std.
+    (cd "$root" && env -u RUSTUP_TOOLCHAIN RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc \
+      CARGO_TARGET_DIR="$out_dir" /usr/bin/cargo "${args[@]}" -Zbuild-std=std,panic_abort)
+  fi
+}
+
 if rustup_has_target; then
   log "building timonel.exe ($profile) with rustup's $target target"
-  (cd "$root" && CARGO_TARGET_DIR="$out_dir" cargo "${args[@]}")
 else
-  # Debian's toolchain, not rustup's: it has the standard library's source to build for the
-  # target. RUSTC_BOOTSTRAP lets this stable compiler take -Zbuild-std.
   log "building timonel.exe ($profile) with $(/usr/bin/rustc --version) and std from source"
-  (cd "$root" && env -u RUSTUP_TOOLCHAIN RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc \
-    CARGO_TARGET_DIR="$out_dir" /usr/bin/cargo "${args[@]}" -Zbuild-std=std,panic_abort)
 fi
-bin_dir=$out_dir/$target/$profile_dir
+cargo_windows build --bin timonel
 exe=$bin_dir/timonel.exe
 
 dll=$bin_dir/bcryptprimitives.dll
@@ -85,6 +99,17 @@ if [ ! -f "$dll" ] || [ "$src" -nt "$dll" ]; then
   log "building bcryptprimitives.dll (for Wine only)"
   "$linker" -shared -O2 -o "$dll.tmp" "$src" -ladvapi32
   mv "$dll.tmp" "$dll"
+fi
+
+if [ "$unit_tests" = true ]; then
+  # Test executables live in deps/: the DLL goes there too, where Wine looks first.
+  mkdir -p "$bin_dir/deps"
+  cp "$dll" "$bin_dir/deps/"
+  wine=/usr/lib/wine/wine64
+  [ -x "$wine" ] || wine=$(command -v wine64 || command -v wine)
+  log "timonel's unit tests for Windows, under Wine"
+  WINEDEBUG=${WINEDEBUG:--all} cargo_windows test --lib \
+    --config "target.$target.runner=\"$wine\"" >&2
 fi
 
 echo "$exe"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Windows lane: builds timonel.exe (dev profile, scripts/build-windows.sh) and runs it under
-# Wine with explicit checks of its output and exit codes. Wine is a stand-in for Windows: this
+# Wine with explicit checks of its output and exit codes, after timonel's unit tests built for
+# Windows and run under Wine. Wine is a stand-in for Windows: this
 # catches what breaks in the Windows build (paths, pipes, defaults, messages), it does not prove
 # that timonel works on Windows.
 #
@@ -27,9 +28,6 @@ fi
 wine=/usr/lib/wine/wine64
 [ -x "$wine" ] || wine=$(command -v wine64 || command -v wine)
 
-built=$("$here/build-windows.sh" --dev)
-exe=$(printf '%s\n' "$built" | tail -2 | head -1)
-
 # A Wine prefix of the lane's own, kept between runs (creating one takes a while); timonel's
 # state in it is removed first, so each run starts from a user who never ran timonel.
 export WINEPREFIX=${CARGO_TARGET_DIR:-$root/target}/windows/wineprefix
@@ -38,6 +36,11 @@ unset DOCKER_HOST KUBECONFIG TIMONEL_HOME TIMONEL_DRIVER
 mkdir -p "$WINEPREFIX"
 "$wine" cmd /c exit 0 >/dev/null 2>&1 || true
 rm -rf "$WINEPREFIX"/drive_c/users/*/.timonel
+
+# The .exe, and timonel's unit tests built for Windows and run under Wine (paths, KUBECONFIG
+# lists with `;`, lock files, atomic writes, …): a failing unit test fails the lane here.
+built=$("$here/build-windows.sh" --dev --unit-tests)
+exe=$(printf '%s\n' "$built" | tail -2 | head -1)
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
