@@ -108,7 +108,7 @@ expect config-bad 1 --err 'nosuch' --no-err 'panicked'
 # No daemon and no hypervisor under Wine: each driver says why, for Windows.
 run doctor doctor
 expect doctor 1 --out 'npipe:////\./pipe/docker_engine' --out 'Docker Desktop' \
-  --out 'driver hyperv .*(PowerShell|powershell)'
+  --out 'driver hyperv .*(PowerShell|powershell)' --out '^disk space .* free under `C:\\'
 grep -E -A1 '^driver hyperv' "$work/doctor.out" | grep -Eq 'elevat|Administrators' &&
   fail "doctor: the Hyper-V check advises elevation when PowerShell did not answer"
 run kvm start --driver kvm

@@ -357,7 +357,14 @@ pub fn measure_free(path: &Path) -> Option<u64> {
     Some((s.f_bavail as u64).saturating_mul(s.f_frsize as u64))
 }
 
-#[cfg(not(unix))]
+/// Free bytes on the volume holding `path` (or its nearest existing parent).
+#[cfg(windows)]
+pub fn measure_free(path: &Path) -> Option<u64> {
+    let existing = path.ancestors().find(|p| p.exists())?;
+    fs4::available_space(existing).ok()
+}
+
+#[cfg(not(any(unix, windows)))]
 pub fn measure_free(_path: &Path) -> Option<u64> {
     None
 }
