@@ -2,7 +2,8 @@
 # The project's test command (README: "Test it"). It installs what the tests need when it may
 # (root, or CI=true), starts dockerd and libvirtd if they are not running (no systemd needed),
 # stops what it started when it exits, then runs: cargo fmt --check, clippy -D warnings, and the
-# whole test suite including the integration tests against the real daemons.
+# whole test suite including the integration tests against the real daemons, and the Windows
+# lane (timonel.exe under Wine, scripts/test-windows.sh; TIMONEL_SKIP_WINDOWS=1 skips it).
 #
 # Under CI=true a test that needs a daemon FAILS when the daemon is missing; elsewhere it skips
 # with a printed reason.
@@ -101,4 +102,12 @@ if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --run-ignored all --no-fail-fast
 else
   cargo test --workspace --no-fail-fast -- --include-ignored
+fi
+
+# The Windows lane: timonel.exe built for Windows and run under Wine (a stand-in, not Windows).
+if [ "${TIMONEL_SKIP_WINDOWS:-}" = 1 ]; then
+  log "Windows lane skipped (TIMONEL_SKIP_WINDOWS=1)"
+else
+  log "Windows lane: timonel.exe under Wine (scripts/test-windows.sh; TIMONEL_SKIP_WINDOWS=1 skips it)"
+  "$here/test-windows.sh"
 fi

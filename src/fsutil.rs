@@ -15,8 +15,15 @@ pub fn free_space(path: &Path) -> Option<u64> {
     Some((s.f_bavail as u64).saturating_mul(s.f_frsize as u64))
 }
 
-/// Free bytes on the file system holding `path`; not measured off unix.
-#[cfg(not(unix))]
+/// Free bytes on the volume holding `path` (or its nearest existing parent).
+#[cfg(windows)]
+pub fn free_space(path: &Path) -> Option<u64> {
+    let existing = path.ancestors().find(|p| p.exists())?;
+    fs4::available_space(existing).ok()
+}
+
+/// Free bytes on the file system holding `path`; not measured elsewhere.
+#[cfg(not(any(unix, windows)))]
 pub fn free_space(_path: &Path) -> Option<u64> {
     None
 }

@@ -72,8 +72,33 @@ pub fn write_stdout(args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
 /// [`write_stdout`] for bytes (logs, command output, completion scripts).
 pub fn write_stdout_bytes(bytes: &[u8]) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
-    out.write_all(bytes)?;
-    out.flush()
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(reader_gone_as_broken_pipe)
+}
+
+/// Windows says "the reader went away" in more than one way: `ERROR_NO_DATA` (232, "the pipe is
+/// being closed") and `ERROR_BROKEN_PIPE` (109), which std calls `BrokenPipe`, but also
+/// `ERROR_PIPE_NOT_CONNECTED` (233), which it does not (seen under Wine with `| head`). All three
+/// become `BrokenPipe`, so that callers and `main` have one kind to look for.
+fn reader_gone_as_broken_pipe(e: std::io::Error) -> std::io::Error {
+    if e.kind() != std::io::ErrorKind::BrokenPipe && reader_gone(e.raw_os_error(), cfg!(windows)) {
+        return std::io::Error::new(std::io::ErrorKind::BrokenPipe, e);
+    }
+    e
+}
+
+/// Whether an OS error code from a write to stdout means its reader is gone, on Windows
+/// (`windows`) or elsewhere, where `EPIPE` is already `BrokenPipe`.
+fn reader_gone(raw_os_error: Option<i32>, windows: bool) -> bool {
+    const ERROR_BROKEN_PIPE: i32 = 109;
+    const ERROR_NO_DATA: i32 = 232;
+    const ERROR_PIPE_NOT_CONNECTED: i32 = 233;
+    windows
+        && matches!(
+            raw_os_error,
+            Some(ERROR_BROKEN_PIPE | ERROR_NO_DATA | ERROR_PIPE_NOT_CONNECTED)
+        )
 }
 
 /// `println!` for command data: `outln!("{ip}")?;`. See [`write_stdout`].
@@ -330,5 +355,36 @@ impl Reporter for Printer {
     }
     fn warn(&self, message: &str) {
         Printer::warn(self, message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_pipe_errors_mean_the_reader_is_gone() {
+        for code in [109, 232, 233] {
+            assert!(reader_gone(Some(code), true), "{code}");
+            // Elsewhere these numbers are other errors (EPIPE is 32 and already BrokenPipe).
+            assert!(!reader_gone(Some(code), false), "{code}");
+        }
+        assert!(!reader_gone(Some(5), true)); // ERROR_ACCESS_DENIED
+        assert!(!reader_gone(None, true));
+    }
+
+    #[test]
+    fn a_closed_reader_comes_back_as_broken_pipe_on_this_platform() {
+        let e = reader_gone_as_broken_pipe(std::io::Error::from_raw_os_error(233));
+        let expected = if cfg!(windows) {
+            std::io::ErrorKind::BrokenPipe
+        } else {
+            std::io::Error::from_raw_os_error(233).kind()
+        };
+        assert_eq!(e.kind(), expected);
+        let other = reader_gone_as_broken_pipe(std::io::Error::other("disk full"));
+        assert_eq!(other.kind(), std::io::ErrorKind::Other);
+        let epipe = reader_gone_as_broken_pipe(std::io::ErrorKind::BrokenPipe.into());
+        assert_eq!(epipe.kind(), std::io::ErrorKind::BrokenPipe);
     }
 }

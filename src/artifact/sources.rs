@@ -261,11 +261,14 @@ mod tests {
             m.as_str(),
             "http://127.0.0.1:8080/download/v1.31.2%2Bk3s1/k3s-arm64"
         );
-        let f = sources("file:///srv/k3s").asset_url(&v, "k3s").unwrap();
-        assert_eq!(
-            f.to_file_path().unwrap(),
-            std::path::PathBuf::from("/srv/k3s/v1.31.2+k3s1/k3s")
-        );
+        // A local absolute path: a drive letter on Windows.
+        let (base, path) = if cfg!(windows) {
+            ("file:///C:/srv/k3s", r"C:\srv\k3s\v1.31.2+k3s1\k3s")
+        } else {
+            ("file:///srv/k3s", "/srv/k3s/v1.31.2+k3s1/k3s")
+        };
+        let f = sources(base).asset_url(&v, "k3s").unwrap();
+        assert_eq!(f.to_file_path().unwrap(), std::path::PathBuf::from(path));
     }
 
     #[test]
@@ -275,7 +278,11 @@ mod tests {
             "http://localhost/x",
             "http://[::1]:9/x",
             "https://example.com/x",
-            "file:///tmp/x",
+            if cfg!(windows) {
+                "file:///C:/tmp/x"
+            } else {
+                "file:///tmp/x"
+            },
         ] {
             sources(ok).validate().unwrap();
         }

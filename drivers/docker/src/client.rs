@@ -14,12 +14,25 @@ use timonel_driver::{Availability, DriverError};
 
 use crate::config::SecurityProfile;
 
-/// The daemon address when `DOCKER_HOST` is unset (what bollard and the docker CLI use).
-#[cfg(windows)]
-pub const DEFAULT_HOST: &str = "npipe:////./pipe/docker_engine";
-/// The daemon address when `DOCKER_HOST` is unset (what bollard and the docker CLI use).
-#[cfg(not(windows))]
-pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+/// The daemon address when `DOCKER_HOST` is unset on this platform (what the docker CLI uses).
+pub const DEFAULT_HOST: &str = default_host_for(cfg!(windows));
+
+/// The daemon address when `DOCKER_HOST` is unset: Docker Desktop's named pipe on Windows, the
+/// unix socket elsewhere.
+pub const fn default_host_for(windows: bool) -> &'static str {
+    if windows {
+        "npipe:////./pipe/docker_engine"
+    } else {
+        "unix:///var/run/docker.sock"
+    }
+}
+
+/// The daemon address: `DOCKER_HOST` when set and not empty, else the platform's default.
+fn host_from(docker_host: Option<String>, windows: bool) -> String {
+    docker_host
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| default_host_for(windows).to_string())
+}
 
 /// How long the probe waits for the daemon to answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -53,10 +66,7 @@ impl DockerDriver {
     /// socket (`/var/run/docker.sock`) or named pipe (`//./pipe/docker_engine`). Lazy: this never
     /// fails; [`probe`](timonel_driver::Driver::probe) tells whether the daemon answers.
     pub fn connect() -> Self {
-        let host = std::env::var("DOCKER_HOST")
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| DEFAULT_HOST.to_string());
+        let host = host_from(std::env::var("DOCKER_HOST").ok(), cfg!(windows));
         Self::connect_with_host(&host)
     }
 
@@ -194,8 +204,7 @@ pub(crate) fn unreachable_reason(err: &BollardError, host: &str) -> (String, Str
     if kind == Some(std::io::ErrorKind::PermissionDenied) || text.contains("permission denied") {
         return (
             format!("permission denied on the Docker socket `{host}`"),
-            "add your user to the docker group: `sudo usermod -aG docker $USER`, then log in again"
-                .into(),
+            permission_fix(cfg!(windows)).into(),
         );
     }
     if !default_host {
@@ -217,6 +226,15 @@ pub(crate) fn unreachable_reason(err: &BollardError, host: &str) -> (String, Str
             "start Docker Desktop / `sudo systemctl start docker`".into()
         },
     )
+}
+
+/// How a user gets the right to the daemon's socket or pipe.
+fn permission_fix(windows: bool) -> &'static str {
+    if windows {
+        "add your user to the docker-users group, in an elevated PowerShell: `Add-LocalGroupMember -Group docker-users -Member $env:USERNAME`, then sign out and in again"
+    } else {
+        "add your user to the docker group: `sudo usermod -aG docker $USER`, then log in again"
+    }
 }
 
 fn io_kind(err: &BollardError) -> Option<std::io::ErrorKind> {
@@ -313,7 +331,7 @@ mod tests {
         };
         let (reason, fix) = unreachable_reason(&denied, DEFAULT_HOST);
         assert!(reason.contains("permission denied"), "{reason}");
-        assert!(fix.contains("sudo usermod -aG docker $USER"), "{fix}");
+        assert_eq!(fix, permission_fix(cfg!(windows)));
 
         let refused = BollardError::IOError {
             err: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
@@ -324,5 +342,29 @@ mod tests {
             "{reason}"
         );
         assert!(fix.contains("unset it"), "{fix}");
+    }
+
+    #[test]
+    fn the_default_daemon_address_is_the_platforms() {
+        assert_eq!(default_host_for(true), "npipe:////./pipe/docker_engine");
+        assert_eq!(default_host_for(false), "unix:///var/run/docker.sock");
+        assert_eq!(DEFAULT_HOST, default_host_for(cfg!(windows)));
+        assert_eq!(host_from(None, true), "npipe:////./pipe/docker_engine");
+        assert_eq!(
+            host_from(Some(String::new()), false),
+            "unix:///var/run/docker.sock"
+        );
+        // DOCKER_HOST wins on every platform.
+        for windows in [true, false] {
+            let tcp = Some("tcp://127.0.0.1:2375".to_string());
+            assert_eq!(host_from(tcp, windows), "tcp://127.0.0.1:2375");
+        }
+    }
+
+    #[test]
+    fn the_permission_fix_names_the_platforms_group() {
+        assert!(permission_fix(true).contains("docker-users"));
+        assert!(!permission_fix(true).contains("sudo"));
+        assert!(permission_fix(false).contains("usermod -aG docker"));
     }
 }

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Builds timonel.exe for 64-bit Windows (x86_64-pc-windows-gnu) on a Debian/Ubuntu machine, and
+# beside it a small bcryptprimitives.dll that only Wine needs (scripts/windows/bcryptprimitives.c).
+#
+#   scripts/build-windows.sh            release build
+#   scripts/build-windows.sh --dev      dev profile (faster to build; or TIMONEL_WINDOWS_PROFILE=dev)
+#   scripts/build-windows.sh --dev --unit-tests
+#                                       also builds timonel's unit tests for Windows and runs them
+#                                       under Wine (cargo's runner; Wine must be installed)
+#
+# On Windows itself no script is needed: `cargo build --release` builds timonel.exe.
+#
+# The toolchain: rustup's, when its x86_64-pc-windows-gnu target is installed
+# (`rustup target add x86_64-pc-windows-gnu`); otherwise Debian's rustc-web/cargo-web with the
+# standard library built from source (rust-web-src, `-Zbuild-std`). Either way MinGW-w64 links.
+# Missing packages are installed when running as root or under CI=true. The linker is passed with
+# `--config` for this target only: normal builds of the repository are not affected.
+#
+# The build goes to $CARGO_TARGET_DIR/windows (default target/windows), so the host's builds and
+# this one never invalidate each other. The last two lines of output are the paths of the .exe
+# and of the DLL.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+
+target=x86_64-pc-windows-gnu
+profile=${TIMONEL_WINDOWS_PROFILE:-release}
+unit_tests=false
+for arg in "$@"; do
+  case "$arg" in
+    --dev) profile=dev ;;
+    --release) profile=release ;;
+    --unit-tests) unit_tests=true ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "build-windows: unknown argument \`$arg\` (expected --dev, --release or --unit-tests)" >&2; exit 2 ;;
+  esac
+done
+case "$profile" in
+  release|dev) ;;
+  *) echo "build-windows: TIMONEL_WINDOWS_PROFILE=$profile is not dev or release" >&2; exit 2 ;;
+esac
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+rustup_has_target() {
+  command -v rustup >/dev/null 2>&1 &&
+    rustup target list --installed 2>/dev/null | grep -qx "$target"
+}
+
+packages=(gcc-mingw-w64-x86-64)
+rustup_has_target || packages+=(rustc-web cargo-web rust-web-src)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] || [ "${CI:-}" = true ]; then
+    log "installing ${missing[*]}"
+    sudo=(); [ "$(id -u)" = 0 ] || sudo=(sudo)
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "build-windows: missing packages: ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root" >&2
+    exit 1
+  fi
+fi
+
+linker=x86_64-w64-mingw32-gcc
+out_dir=${CARGO_TARGET_DIR:-$root/target}/windows
+bin_dir=$out_dir/$target/$([ "$profile" = dev ] && echo debug || echo release)
+
+# cargo_windows SUBCOMMAND ARGS...: cargo for the Windows target with the toolchain found above.
+cargo_windows() {
+  local sub=$1; shift
+  local args=("$sub" --locked --profile "$profile" --target "$target" -p timonel
+              --config "target.$target.linker=\"$linker\"" "$@")
+  if rustup_has_target; then
+    (cd "$root" && CARGO_TARGET_DIR="$out_dir" cargo "${args[@]}")
+  else
+    # Debian's toolchain, not rustup's: it has the standard library's source to build for the
+    # target. RUSTC_BOOTSTRAP lets this stable compiler take -Zbuild-std.
+    (cd "$root" && env -u RUSTUP_TOOLCHAIN RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc \
+      CARGO_TARGET_DIR="$out_dir" /usr/bin/cargo "${args[@]}" -Zbuild-std=std,panic_abort)
+  fi
+}
+
+if rustup_has_target; then
+  log "building timonel.exe ($profile) with rustup's $target target"
+else
+  log "building timonel.exe ($profile) with $(/usr/bin/rustc --version) and std from source"
+fi
+cargo_windows build --bin timonel
+exe=$bin_dir/timonel.exe
+
+dll=$bin_dir/bcryptprimitives.dll
+src=$here/windows/bcryptprimitives.c
+if [ ! -f "$dll" ] || [ "$src" -nt "$dll" ]; then
+  log "building bcryptprimitives.dll (for Wine only)"
+  "$linker" -shared -O2 -o "$dll.tmp" "$src" -ladvapi32
+  mv "$dll.tmp" "$dll"
+fi
+
+if [ "$unit_tests" = true ]; then
+  # Test executables live in deps/: the DLL goes there too, where Wine looks first.
+  mkdir -p "$bin_dir/deps"
+  cp "$dll" "$bin_dir/deps/"
+  wine=/usr/lib/wine/wine64
+  [ -x "$wine" ] || wine=$(command -v wine64 || command -v wine)
+  log "timonel's unit tests for Windows, under Wine"
+  WINEDEBUG=${WINEDEBUG:--all} cargo_windows test --lib \
+    --config "target.$target.runner=\"$wine\"" >&2
+fi
+
+echo "$exe"
+echo "$dll"
