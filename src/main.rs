@@ -2,6 +2,22 @@ use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    {
+        // Before anything else, even parsing the command line: an interrupt at any point is seen
+        // (a process under load can take tens of milliseconds to get this far).
+        let _in_runtime = runtime.enter();
+        timonel::cluster::listen_for_interrupts(timonel::cli::quit_interrupted);
+    }
     let cli = timonel::cli::Cli::parse_args();
     init_tracing(
         cli.global.verbose,
@@ -14,21 +30,7 @@ fn main() -> ExitCode {
         "timonel starting"
     );
     let events = cli.streams_events();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(async {
-        // Before anything else: an interrupt at any point is seen.
-        timonel::cluster::listen_for_interrupts(timonel::cli::quit_interrupted);
-        timonel::cli::run(cli).await
-    }) {
+    match runtime.block_on(timonel::cli::run(cli)) {
         Ok(code) => code,
         Err(err) => {
             // A closed stdout (`timonel status | head`) is not a failure.
