@@ -23,25 +23,6 @@ use std::time::{Duration, Instant};
 use support::mirror::{asset_path, Fault, Mirror};
 use support::sandbox::*;
 
-const USER_KUBECONFIG: &str = r#"apiVersion: v1
-kind: Config
-clusters:
-- name: work
-  cluster:
-    server: https://work.example:6443
-    insecure-skip-tls-verify: true
-contexts:
-- name: work
-  context:
-    cluster: work
-    user: work-admin
-current-context: work
-users:
-- name: work-admin
-  user:
-    token: not-a-real-token
-"#;
-
 /// The commands killed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Victim {
@@ -110,18 +91,6 @@ impl Drop for SeedReport {
             );
         }
     }
-}
-
-/// A lock shared with tests/faults.rs, whose daemon-restart test takes it exclusively.
-fn daemon_shared() -> std::fs::File {
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(std::env::temp_dir().join("timonel-faults-dockerd.lock"))
-        .unwrap();
-    f.lock_shared().unwrap();
-    f
 }
 
 fn pick_when(rng: &mut Rng, victim: Victim, binary_len: u64) -> When {
@@ -258,7 +227,7 @@ fn run_logged(sb: &Sandbox, args: &[&str], mirror: Option<&str>) -> std::process
 /// Returns whether the kill landed before the command ended.
 fn one_kill(sb: &Sandbox, victim: Victim, when: When, mirror: Option<&str>) -> bool {
     std::fs::create_dir_all(sb.kubeconfig.parent().unwrap()).unwrap();
-    std::fs::write(&sb.kubeconfig, USER_KUBECONFIG).unwrap();
+    std::fs::write(&sb.kubeconfig, USERS_KUBECONFIG).unwrap();
     if matches!(victim, Victim::Stop | Victim::Delete | Victim::NodeAdd) {
         assert!(sb.start(&[]).status.success(), "setup start failed");
     }

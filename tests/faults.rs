@@ -22,53 +22,6 @@ use support::sandbox::*;
 /// The node image every profile shares (built from the stand-in for [`VERSION`]).
 const NODE_IMAGE: &str = "timonel/k3s:v1.31.2-k3s1";
 
-const OTHER_KUBECONFIG: &str = r#"apiVersion: v1
-kind: Config
-clusters:
-- name: work
-  cluster:
-    server: https://work.example:6443
-    insecure-skip-tls-verify: true
-contexts:
-- name: work
-  context:
-    cluster: work
-    user: work-admin
-current-context: work
-users:
-- name: work-admin
-  user:
-    token: not-a-real-token
-"#;
-
-// ---------------------------------------------------------------------------------------------
-// Serialization against the daemon-restart test.
-
-/// A lock on a file shared by every process running these tests: shared by the ordinary tests,
-/// exclusive while the daemon is restarted.
-struct DaemonLock(#[allow(dead_code)] std::fs::File);
-
-fn lock_file() -> std::fs::File {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(std::env::temp_dir().join("timonel-faults-dockerd.lock"))
-        .unwrap()
-}
-
-fn daemon_shared() -> DaemonLock {
-    let f = lock_file();
-    f.lock_shared().unwrap();
-    DaemonLock(f)
-}
-
-fn daemon_exclusive() -> DaemonLock {
-    let f = lock_file();
-    f.lock().unwrap();
-    DaemonLock(f)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Helpers.
 
@@ -275,7 +228,7 @@ fn interrupt_at(sb: &Sandbox, args: &[&str], point: Point) -> bool {
 
 fn write_other_kubeconfig(sb: &Sandbox) {
     std::fs::create_dir_all(sb.kubeconfig.parent().unwrap()).unwrap();
-    std::fs::write(&sb.kubeconfig, OTHER_KUBECONFIG).unwrap();
+    std::fs::write(&sb.kubeconfig, USERS_KUBECONFIG).unwrap();
 }
 
 fn start_args() -> Vec<&'static str> {
@@ -723,7 +676,7 @@ fn a_symlinked_kubeconfig_stays_a_symlink_and_its_target_is_updated() {
     let real_dir = sb.home.path().join("dotfiles");
     std::fs::create_dir_all(&real_dir).unwrap();
     let target = real_dir.join("kubeconfig");
-    std::fs::write(&target, OTHER_KUBECONFIG).unwrap();
+    std::fs::write(&target, USERS_KUBECONFIG).unwrap();
     std::fs::create_dir_all(sb.kubeconfig.parent().unwrap()).unwrap();
     std::os::unix::fs::symlink(&target, &sb.kubeconfig).unwrap();
     let before = read_yaml(&target);
@@ -769,7 +722,7 @@ fn a_read_only_kubeconfig_fails_start_cleanly_and_is_untouched() {
     };
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("config");
-    std::fs::write(&path, OTHER_KUBECONFIG).unwrap();
+    std::fs::write(&path, USERS_KUBECONFIG).unwrap();
     match &tmpfs {
         Some(t) => t.remount_read_only(),
         None => {
@@ -791,7 +744,7 @@ fn a_read_only_kubeconfig_fails_start_cleanly_and_is_untouched() {
         err.to_lowercase().contains("read-only") || err.to_lowercase().contains("permission"),
         "the error should say why: {err}"
     );
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), OTHER_KUBECONFIG);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), USERS_KUBECONFIG);
     assert_eq!(
         all_files(&dir),
         vec!["config".to_string()],

@@ -288,3 +288,48 @@ pub fn stderr(o: &Output) -> String {
 pub fn read_yaml(path: &Path) -> serde_json::Value {
     serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
+
+/// A user's own kubeconfig, with one context of their own that timonel must keep.
+pub const USERS_KUBECONFIG: &str = r#"apiVersion: v1
+kind: Config
+clusters:
+- name: work
+  cluster:
+    server: https://work.example:6443
+    insecure-skip-tls-verify: true
+contexts:
+- name: work
+  context:
+    cluster: work
+    user: work-admin
+current-context: work
+users:
+- name: work-admin
+  user:
+    token: not-a-real-token
+"#;
+
+/// A lock on a file shared by every process running these tests: shared by the ordinary tests,
+/// exclusive while the daemon is restarted.
+pub struct DaemonLock(#[allow(dead_code)] std::fs::File);
+
+fn lock_file() -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("timonel-faults-dockerd.lock"))
+        .unwrap()
+}
+
+pub fn daemon_shared() -> DaemonLock {
+    let f = lock_file();
+    f.lock_shared().unwrap();
+    DaemonLock(f)
+}
+
+pub fn daemon_exclusive() -> DaemonLock {
+    let f = lock_file();
+    f.lock().unwrap();
+    DaemonLock(f)
+}

@@ -340,6 +340,13 @@ async fn ensure_with(
         .transpose()?
         .filter(|f| *f != source_format);
 
+    let job = Job {
+        cache,
+        sources,
+        image,
+        layout: &layout,
+        report,
+    };
     let cached_text = read_cached_sums(&layout.sums, &sums_url).await?;
     let cached_entry = cached_text
         .as_deref()
@@ -370,13 +377,6 @@ async fn ensure_with(
             if sources.offline {
                 return Err(not_cached(None));
             }
-            let job = Job {
-                cache,
-                sources,
-                image,
-                layout: &layout,
-                report,
-            };
             let fetched = fetch_image(&job, &url, &sums_url, cached_entry).await;
             match fetched {
                 Ok(meta) => meta,
@@ -390,16 +390,7 @@ async fn ensure_with(
     };
     match target {
         None => Ok(layout.image),
-        Some(format) => {
-            let job = Job {
-                cache,
-                sources,
-                image,
-                layout: &layout,
-                report,
-            };
-            convert(&job, &meta, (&source_format, &format), converter).await
-        }
+        Some(format) => convert(&job, &meta, (&source_format, &format), converter).await,
     }
 }
 
