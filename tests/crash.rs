@@ -55,6 +55,40 @@ enum When {
     PartialBytes(u64),
 }
 
+impl When {
+    /// The same point, half as far into the command.
+    fn sooner(self) -> When {
+        match self {
+            When::Millis(ms) => When::Millis(ms / 2),
+            When::Containers { at_least, extra } => When::Containers {
+                at_least,
+                extra: extra / 2,
+            },
+            When::NoContainers => When::NoContainers,
+            When::PartialBytes(n) => When::PartialBytes(n / 2),
+        }
+    }
+}
+
+/// One kill of `victim` at `when` in a new sandbox (with a slow mirror for downloads), then the
+/// same command again, `delete`, and the checks. Whether the kill landed before the command ended.
+fn kill_once(runtime: &tokio::runtime::Runtime, victim: Victim, when: When) -> bool {
+    let sb = Sandbox::new("crash");
+    let slow = (victim == Victim::Download).then(|| {
+        let mirror = runtime.block_on(Mirror::start(sb.mirror.dir.path().to_path_buf()));
+        mirror.fault_always(
+            &asset_path(VERSION, "k3s"),
+            Fault::Slow {
+                chunk: 64 * 1024,
+                delay: Duration::from_millis(20),
+            },
+        );
+        mirror
+    });
+    let url = slow.as_ref().map(|m| m.download_base().to_string());
+    one_kill(&sb, victim, when, url.as_deref())
+}
+
 /// splitmix64: a small, seedable generator, so that a seed replays the same schedule.
 struct Rng(u64);
 
@@ -95,7 +129,8 @@ impl Drop for SeedReport {
 
 fn pick_when(rng: &mut Rng, victim: Victim, binary_len: u64) -> When {
     // The windows match how long each command takes with the stand-in: start and node add a
-    // few seconds, stop and delete under one.
+    // second or a few, stop and delete well under one (a point past the end is halved and tried
+    // again).
     match (victim, rng.below(3)) {
         (Victim::Start, 0) | (Victim::NodeAdd, 0) => When::Millis(rng.below(4000)),
         (Victim::Start, _) => When::Containers {
@@ -110,9 +145,9 @@ fn pick_when(rng: &mut Rng, victim: Victim, binary_len: u64) -> When {
         (Victim::Download, _) => {
             When::PartialBytes(binary_len / 10 + rng.below(binary_len * 8 / 10))
         }
-        (Victim::Stop, _) => When::Millis(rng.below(1200)),
+        (Victim::Stop, _) => When::Millis(rng.below(600)),
         (Victim::Delete, 0) => When::NoContainers,
-        (Victim::Delete, _) => When::Millis(rng.below(800)),
+        (Victim::Delete, _) => When::Millis(rng.below(500)),
     }
 }
 
@@ -379,23 +414,19 @@ fn sigkill_at_random_points_ends_working_or_fully_removed() {
     for i in 0..iterations {
         // Every kind of command once before any twice, from a seeded first one.
         let victim = VICTIMS[((i + offset) % VICTIMS.len() as u64) as usize];
-        let when = pick_when(&mut rng, victim, binary_len);
-        eprintln!("=== kill {}/{iterations}: {victim:?} at {when:?}", i + 1);
-        let sb = Sandbox::new("crash");
-        let slow = (victim == Victim::Download).then(|| {
-            let mirror = runtime.block_on(Mirror::start(sb.mirror.dir.path().to_path_buf()));
-            mirror.fault_always(
-                &asset_path(VERSION, "k3s"),
-                Fault::Slow {
-                    chunk: 64 * 1024,
-                    delay: Duration::from_millis(20),
-                },
+        let mut when = pick_when(&mut rng, victim, binary_len);
+        // A command that ends before its kill point is run again with the point halved (commands
+        // get faster; the schedule must still land inside them), up to three times.
+        for attempt in 1..=3 {
+            eprintln!(
+                "=== kill {}/{iterations}, attempt {attempt}: {victim:?} at {when:?}",
+                i + 1
             );
-            mirror
-        });
-        let url = slow.as_ref().map(|m| m.download_base().to_string());
-        if one_kill(&sb, victim, when, url.as_deref()) {
-            killed += 1;
+            if kill_once(&runtime, victim, when) {
+                killed += 1;
+                break;
+            }
+            when = when.sooner();
         }
     }
     // Most kill points land before the command ends; a few may come too late.
