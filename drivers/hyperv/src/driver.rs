@@ -13,12 +13,16 @@ use timonel_driver::{
     StopMode, WaitError,
 };
 
+use crate::files::{path_string, remove_file_when_released, write_vmid};
 use crate::parse::{
     parse_json, parse_json_list, parse_vm_state, pick_ipv4, Inspect, IpReport, ProbeReport,
     Removed, StopReport, VmInfo,
 };
-use crate::record::{failure_error, to_driver_error, Failure, ENABLE_FIX, RIGHTS_FIX};
+use crate::probe::{powershell_check_fix, probe_verdict};
+use crate::record::{failure_error, to_driver_error, Failure};
 use crate::script::{self, CreateParams, PsScript, VmRef};
+use crate::settings::has_marker;
+use crate::settings::{even_memory_mib, vm_notes, whole_cpus};
 use crate::switch::{choose_switch, no_address_error, SWITCH_OPTION};
 
 /// The environment variable naming the PowerShell executable (`powershell.exe`, `pwsh`, or a
@@ -288,90 +292,8 @@ impl Default for HyperVDriver {
     }
 }
 
-/// What to check when PowerShell does not answer the way PowerShell does: it printed nothing,
-/// or something that is not the check's report, or failed without an error record.
-pub fn powershell_check_fix(program: &str) -> String {
-    format!(
-        "check that `{program}` is Windows PowerShell: `{program} -NoProfile -NonInteractive \
-         -Command \"'ok'\"` must print ok. If it prints nothing, {ENV_POWERSHELL} (or PATH) points \
-         at something else (a stub, an App Execution Alias, a wrapper that drops output), or \
-         security software blocks it: set {ENV_POWERSHELL} to \
-         C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe"
-    )
-}
-
 fn vm_what(name: &MachineName) -> String {
     format!("Hyper-V VM `{name}`")
-}
-
-/// Removes `path`, retrying while Hyper-V still holds it open. `Ok(false)` if it was not there.
-async fn remove_file_when_released(path: &Path, timing: Timing) -> Result<bool, DriverError> {
-    let what = format!("release of `{}`", path.display());
-    let result = poll_until::<bool, std::io::Error, _, _>(
-        &what,
-        timing.file_release_timeout,
-        timing.poll_interval,
-        || async move {
-            match std::fs::remove_file(path) {
-                Ok(()) => Ok(Ok(true)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Ok(false)),
-                // In use (Windows error 32) or denied for a moment: try again.
-                Err(e) => Ok(Err(e.to_string())),
-            }
-        },
-    )
-    .await;
-    result.map_err(|e| match e {
-        WaitError::Timeout { last, .. } => DriverError::io(
-            format!("could not remove `{}`", path.display()),
-            std::io::Error::other(last),
-        ),
-        WaitError::Failed(source) => {
-            DriverError::io(format!("could not remove `{}`", path.display()), source)
-        }
-    })
-}
-
-fn path_string(what: &str, p: &Path) -> Result<String, DriverError> {
-    p.to_str()
-        .map(str::to_string)
-        .ok_or_else(|| DriverError::Parse {
-            what: what.to_string(),
-            message: format!("`{}` is not valid Unicode", p.display()),
-        })
-}
-
-/// Hyper-V refuses odd MB values: round up to an even number.
-pub fn even_memory_mib(mib: u64) -> u64 {
-    mib.max(2).div_ceil(2) * 2
-}
-
-/// Whole virtual processors, at least one.
-pub fn whole_cpus(cpus: f64) -> u32 {
-    if cpus.is_finite() && cpus > 1.0 {
-        cpus.ceil().min(f64::from(u16::MAX)) as u32
-    } else {
-        1
-    }
-}
-
-/// The Notes that mark a VM as timonel's; `delete_cluster` finds VMs by them.
-pub fn vm_notes(cluster: &ClusterName, machine: &MachineName) -> String {
-    format!("timonel:cluster={cluster} timonel:machine={machine} (created by timonel; removed by `timonel delete -p {cluster}`)")
-}
-
-fn has_marker(notes: &str, machine: &MachineName) -> bool {
-    let want = format!("timonel:machine={machine}");
-    notes.split_whitespace().any(|w| w == want)
-}
-
-/// Writes `<dir>/hyperv-vmid` atomically.
-fn write_vmid(dir: &Path, id: &str) -> Result<(), DriverError> {
-    let tmp = dir.join(format!("{VMID_FILE}.tmp"));
-    let dest = dir.join(VMID_FILE);
-    std::fs::write(&tmp, format!("{id}\n"))
-        .and_then(|()| std::fs::rename(&tmp, &dest))
-        .map_err(|e| DriverError::io(format!("could not write `{}`", dest.display()), e))
 }
 
 #[async_trait]
@@ -676,53 +598,6 @@ impl Driver for HyperVDriver {
     async fn endpoint(&self, name: &MachineName, port: u16) -> Result<SocketAddr, DriverError> {
         // Guests are reached directly on the switch.
         Ok(SocketAddr::new(self.ip(name).await?, port))
-    }
-}
-
-/// The probe's answer, in the order a user would fix things.
-pub fn probe_verdict(r: &ProbeReport) -> Availability {
-    let unusable = |reason: &str, fix: &str| Availability::Unusable {
-        reason: reason.to_string(),
-        fix: fix.to_string(),
-    };
-    if !r.module {
-        return unusable("the Hyper-V PowerShell module is not installed", ENABLE_FIX);
-    }
-    if !r.hypervisor {
-        return unusable(
-            "Hyper-V is not enabled: no hypervisor is running",
-            ENABLE_FIX,
-        );
-    }
-    if !r.admin && !r.hyperv_admin {
-        return unusable(
-            "you are neither an Administrator in an elevated console nor a member of Hyper-V Administrators (S-1-5-32-578)",
-            RIGHTS_FIX,
-        );
-    }
-    if !r.vmms.eq_ignore_ascii_case("running") {
-        let status = if r.vmms.is_empty() {
-            "missing"
-        } else {
-            r.vmms.as_str()
-        };
-        return unusable(
-            &format!("the Hyper-V Virtual Machine Management service (vmms) is {status}"),
-            "start it in an elevated PowerShell: `Start-Service vmms` (if it is missing, enable Hyper-V and reboot)",
-        );
-    }
-    let mut notes = Vec::new();
-    if !r.admin {
-        notes.push("not elevated: running as a member of Hyper-V Administrators".to_string());
-    }
-    let module = if r.module_version.is_empty() {
-        String::new()
-    } else {
-        format!(" {}", r.module_version)
-    };
-    Availability::Ready {
-        version: format!("Hyper-V{module} on Windows {}", r.windows),
-        notes,
     }
 }
 

@@ -10,15 +10,19 @@
 //!   message ([`record`]).
 
 mod driver;
+mod files;
 pub mod parse;
+mod probe;
 pub mod record;
 pub mod script;
+mod settings;
 pub mod switch;
 
 pub use driver::{
-    even_memory_mib, powershell_check_fix, probe_verdict, vm_notes, whole_cpus, HyperVDriver,
-    Timing, DEFAULT_CPUS, DEFAULT_MEMORY_MIB, ENV_POWERSHELL, VMID_FILE,
+    HyperVDriver, Timing, DEFAULT_CPUS, DEFAULT_MEMORY_MIB, ENV_POWERSHELL, VMID_FILE,
 };
+pub use probe::{powershell_check_fix, probe_verdict};
+pub use settings::{even_memory_mib, vm_notes, whole_cpus};
 pub use switch::{
     choose_switch, default_switch_warning, no_address_error, SwitchChoice, DEFAULT_SWITCH_ID,
     SWITCH_OPTION,
