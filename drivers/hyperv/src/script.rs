@@ -256,20 +256,27 @@ pub fn start(vm: &VmRef) -> PsScript {
 /// Turns `$vm` off unless it is off or saved, and refreshes it.
 const TURN_OFF: &str = "if (@('Off', 'Saved', 'FastSaved') -notcontains $vm.State.ToString()) { Hyper-V\\Stop-VM -VM $vm -TurnOff -Force; $forced = $true; $vm = Hyper-V\\Get-VM -Id $vm.VMId }";
 
-/// Graceful stop: the Shutdown integration service, as a job bounded by `timeout`; a VM still
-/// not off afterwards is turned off. Answers `{VMId, State, Forced}`.
+/// Waits while `$vm` is `Stopping`, up to `$deadline`, refreshing it.
+const WAIT_STOPPING: &str = "while ($vm.State.ToString() -eq 'Stopping' -and [DateTime]::UtcNow -lt $deadline) { Start-Sleep -Milliseconds 500; $vm = Hyper-V\\Get-VM -Id $vm.VMId }";
+
+/// Graceful stop: the Shutdown integration service, as a job bounded by `timeout`; a VM that is
+/// (or is left) `Stopping` (its guest shuts itself down: someone ran `shutdown` in it, or another
+/// console stopped it) is waited for until the same deadline; a VM still not off then is turned
+/// off. Answers `{VMId, State, Forced}`.
 pub fn stop_graceful(vm: &VmRef, timeout: Duration) -> PsScript {
     let secs = timeout.as_secs().max(1);
     PsScript::with_lookup(
         vm,
         &[
             "$forced = $false",
+            "$deadline = [DateTime]::UtcNow.AddSeconds([int]$env:TIMONEL_STOP_SECONDS)",
             "if ($vm.State.ToString() -eq 'Running') { \
 $job = Hyper-V\\Stop-VM -VM $vm -Force -AsJob; \
 $null = Wait-Job -Job $job -Timeout ([int]$env:TIMONEL_STOP_SECONDS); \
 Stop-Job -Job $job; Remove-Job -Job $job -Force; \
 $vm = Hyper-V\\Get-VM -Id $vm.VMId \
 }",
+            WAIT_STOPPING,
             TURN_OFF,
             "[pscustomobject]@{ VMId = $vm.VMId.ToString(); State = $vm.State.ToString(); Forced = $forced } | ConvertTo-Json -Compress",
         ],

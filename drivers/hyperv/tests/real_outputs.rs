@@ -181,3 +181,145 @@ async fn a_switch_without_dhcp_is_named_when_no_address_comes() {
         "{err}"
     );
 }
+
+/// A created and started node `dev` (cluster `dev`, the first node) on the simulator.
+async fn running(
+    sim: &Sim,
+) -> (
+    timonel_driver_hyperv::HyperVDriver,
+    timonel_driver::MachineSpec,
+) {
+    let spec = sim.spec("dev", 1);
+    let driver = sim.driver();
+    driver.create(&spec, &SilentReporter).await.unwrap();
+    driver.start(&spec.name).await.unwrap();
+    (driver, spec)
+}
+
+/// Puts every simulated VM in `state`, as Hyper-V would show it.
+fn set_state(sim: &Sim, state: &str) {
+    let mut world = sim.world();
+    for vm in world["vms"].as_array_mut().unwrap() {
+        vm["State"] = json!(state);
+    }
+    sim.set_world(&world);
+}
+
+#[tokio::test]
+async fn a_graceful_stop_of_a_vm_already_shutting_down_waits_instead_of_cutting_power() {
+    // The guest shuts itself down (someone ran `shutdown 0` in its console, or another console
+    // stopped it): Hyper-V shows it `Stopping` until it is off.
+    let sim = Sim::default();
+    let (driver, spec) = running(&sim).await;
+    set_state(&sim, "Stopping");
+    assert_eq!(
+        driver.state(&spec.name).await.unwrap(),
+        timonel_driver::MachineState::Stopping
+    );
+    let out = run(
+        &sim,
+        script::stop_graceful(&VmRef::Name(spec.name.clone()), Duration::from_secs(30)),
+    )
+    .await
+    .unwrap();
+    let id = sim.vms()[0]["VMId"].as_str().unwrap().to_string();
+    assert_eq!(
+        out.stdout,
+        format!("{{\"VMId\":\"{id}\",\"State\":\"Off\",\"Forced\":false}}\r\n"),
+        "waited for the guest, did not turn it off"
+    );
+
+    set_state(&sim, "Stopping");
+    driver
+        .stop(
+            &spec.name,
+            timonel_driver::StopMode::graceful(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        driver.state(&spec.name).await.unwrap(),
+        timonel_driver::MachineState::Stopped
+    );
+}
+
+#[tokio::test]
+async fn a_vm_that_hangs_while_stopping_is_a_clear_error_with_the_fix() {
+    // minikube's Hyper-V users saw `stop` run for ever while Hyper-V Manager showed the VM
+    // "Shutting down"; here Hyper-V even refuses to turn it off.
+    let sim = Sim::new(json!({ "stuck_stopping": true }));
+    let (driver, spec) = running(&sim).await;
+    let err = run(
+        &sim,
+        script::stop_graceful(&VmRef::Name(spec.name.clone()), Duration::from_secs(1)),
+    )
+    .await
+    .unwrap_err();
+    let stderr = err.stderr().replace('\r', "");
+    assert!(
+        stderr.starts_with(
+            "Hyper-V\\Stop-VM : 'dev' failed to change state.\nThe operation cannot be performed while the object is in its current state.\nAt line:1 char:"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.ends_with(
+            "    + CategoryInfo          : InvalidOperation: (:) [Stop-VM], VirtualizationException\n    + FullyQualifiedErrorId : InvalidState,Microsoft.HyperV.PowerShell.Commands.StopVM\n \n"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(sim.vms()[0]["State"], "Stopping", "the VM stays as it was");
+
+    let started = std::time::Instant::now();
+    let err = driver
+        .stop(
+            &spec.name,
+            timonel_driver::StopMode::graceful(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(20), "stop ends");
+    match &err {
+        DriverError::Backend { op, message, .. } => {
+            assert_eq!(op, "stop Hyper-V VM `dev`");
+            assert_eq!(message, "'dev' failed to change state. The operation cannot be performed while the object is in its current state.");
+        }
+        other => panic!("{other:?}"),
+    }
+    let fix = err.hint().unwrap();
+    assert!(fix.contains("hangs between states"), "{fix}");
+    assert!(fix.contains("vmwp.exe"), "{fix}");
+    assert!(fix.contains("Restart-Service vmms"), "{fix}");
+    // A forced stop and delete meet the same refusal, and say the same.
+    for err in [
+        driver
+            .stop(&spec.name, timonel_driver::StopMode::Force)
+            .await
+            .unwrap_err(),
+        driver.delete(&spec.name).await.unwrap_err(),
+    ] {
+        assert!(err.hint().unwrap().contains("vmwp.exe"), "{err:?}");
+    }
+    assert_eq!(sim.vms().len(), 1, "nothing removed");
+
+    // Once the worker process is ended the VM is off, and delete works.
+    set_state(&sim, "Off");
+    driver.delete(&spec.name).await.unwrap();
+    assert!(sim.vms().is_empty());
+}
+
+#[tokio::test]
+async fn a_refused_state_change_is_classified_in_any_language() {
+    let sim = Sim::new(json!({ "stuck_stopping": true, "locale": "es" }));
+    let (driver, spec) = running(&sim).await;
+    set_state(&sim, "Stopping");
+    let err = driver
+        .stop(&spec.name, timonel_driver::StopMode::Force)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("No se pudo cambiar el estado"),
+        "{err}"
+    );
+    assert!(err.hint().unwrap().contains("vmwp.exe"), "{err:?}");
+}
