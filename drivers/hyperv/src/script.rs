@@ -151,7 +151,7 @@ pub fn probe() -> PsScript {
 /// `Get-VM` without `-Name` so that "none" is an empty list, not an error.
 pub fn inspect(name: &MachineName) -> PsScript {
     PsScript::new(&[
-        "$sw = @(Hyper-V\\Get-VMSwitch | ForEach-Object { [pscustomobject]@{ Id = $_.Id.ToString(); Name = $_.Name; SwitchType = [int]$_.SwitchType } })",
+        "$sw = @(Hyper-V\\Get-VMSwitch | ForEach-Object { [pscustomobject]@{ Id = $_.Id.ToString(); Name = $_.Name; SwitchType = [int]$_.SwitchType; AllowManagementOS = [bool]$_.AllowManagementOS } })",
         "$vms = @(Hyper-V\\Get-VM | Where-Object { $_.Name -eq $env:TIMONEL_VM_NAME } | ForEach-Object { [pscustomobject]@{ VMId = $_.VMId.ToString(); Name = $_.Name; State = $_.State.ToString(); Notes = [string]$_.Notes } })",
         "ConvertTo-Json -Compress -Depth 4 -InputObject ([pscustomobject]@{ Switches = $sw; VMs = $vms })",
     ])

@@ -323,3 +323,35 @@ async fn a_refused_state_change_is_classified_in_any_language() {
     );
     assert!(err.hint().unwrap().contains("vmwp.exe"), "{err:?}");
 }
+
+#[tokio::test]
+async fn an_external_switch_the_host_does_not_share_is_warned_about() {
+    // An External switch bound to an adapter the host gave up (AllowManagementOS off): the guest
+    // gets a lease from the LAN, but the host may have no way to reach it.
+    let sim = Sim::new(json!({ "switches": [
+        {"Id": "11111111-0000-4000-8000-000000000003", "Name": "VM LAN", "SwitchType": 2,
+         "AllowManagementOS": false}
+    ]}));
+    let out = run(&sim, script::inspect(&common::name("dev")))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.stdout,
+        "{\"Switches\":[{\"Id\":\"11111111-0000-4000-8000-000000000003\",\"Name\":\"VM LAN\",\"SwitchType\":2,\"AllowManagementOS\":false}],\"VMs\":[]}\r\n"
+    );
+    let report = Recorder::default();
+    sim.driver()
+        .create(&sim.spec("dev", 1), &report)
+        .await
+        .unwrap();
+    let warnings = report.warnings.lock().unwrap().clone();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("`VM LAN` is External but not shared with this computer"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[0].contains("Set-VMSwitch -Name 'VM LAN' -AllowManagementOS $true"),
+        "{warnings:?}"
+    );
+}

@@ -549,7 +549,8 @@ class Sim:
         name = os.environ.get(m.group(1), "")
         vms = [dict(self.vm_view(v), Notes=v.get("Notes") or "")
                for v in self.state["vms"] if v["Name"].lower() == str(name).lower()]
-        switches = [{"Id": s["Id"], "Name": s["Name"], "SwitchType": s["SwitchType"]}
+        switches = [{"Id": s["Id"], "Name": s["Name"], "SwitchType": s["SwitchType"],
+                     "AllowManagementOS": bool(s.get("AllowManagementOS", s["SwitchType"] != 0))}
                     for s in self.scenario["switches"]]
         return self.json_out({"Switches": switches, "VMs": vms})
 
