@@ -288,6 +288,17 @@ pub const ENABLE_FIX: &str = "enable Hyper-V in an elevated PowerShell: `Enable-
 /// classified on all the error records it printed. Errors without a record that says anything
 /// stay [`DriverError::Command`], with their output.
 pub fn to_driver_error(op: &str, what: &str, err: CommandError) -> DriverError {
+    if let CommandError::Timeout { after, .. } = err {
+        // The run was killed: its (long) command line says nothing, Hyper-V's state might.
+        return DriverError::Backend {
+            op: op.to_string(),
+            message: format!("PowerShell did not finish within {after:?}"),
+            hint: Some(format!(
+                "check that the Virtual Machine Management service answers (`Hyper-V\\Get-VM` in an elevated PowerShell); if {}",
+                stuck_fix(what)
+            )),
+        };
+    }
     let records = parse_error_records(err.stderr());
     let Some((failure, rec)) = classify_all(&records) else {
         return DriverError::Command(err);

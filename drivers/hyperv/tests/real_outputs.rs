@@ -355,3 +355,27 @@ async fn an_external_switch_the_host_does_not_share_is_warned_about() {
         "{warnings:?}"
     );
 }
+
+#[test]
+fn a_powershell_run_that_never_ends_is_a_short_clear_error() {
+    let script = script::stop_graceful(&VmRef::Name(common::name("dev")), Duration::from_secs(30));
+    let argv = script.to_cmd("powershell.exe").argv().join(" ");
+    let err = timonel_driver_hyperv::record::to_driver_error(
+        "stop Hyper-V VM `dev`",
+        "Hyper-V VM `dev`",
+        timonel_driver::CommandError::Timeout {
+            argv,
+            after: Duration::from_secs(150),
+        },
+    );
+    assert_eq!(
+        err.to_string(),
+        "stop Hyper-V VM `dev` failed: PowerShell did not finish within 150s"
+    );
+    let hint = err.hint().unwrap();
+    assert!(
+        hint.contains("Hyper-V VM `dev` hangs between states"),
+        "{hint}"
+    );
+    assert!(hint.contains("vmwp.exe"), "{hint}");
+}
