@@ -25,6 +25,7 @@ pub mod vars {
     pub const CPUS: &str = "TIMONEL_CPUS";
     pub const NOTES: &str = "TIMONEL_NOTES";
     pub const STOP_SECONDS: &str = "TIMONEL_STOP_SECONDS";
+    pub const WAIT_SECONDS: &str = "TIMONEL_WAIT_SECONDS";
 }
 
 /// The first statements of every script: UTF-8 output without a BOM (switch and VM names can be
@@ -241,16 +242,23 @@ pub fn ip(vm: &VmRef) -> PsScript {
     )
 }
 
-/// Starts (or resumes) the VM; a running VM is left alone.
+/// How long `start` waits for a VM that is still `Stopping` before it starts it again.
+pub const START_WAIT: Duration = Duration::from_secs(60);
+
+/// Starts (or resumes) the VM; a running VM is left alone. A VM still `Stopping` (its guest
+/// shutting itself down: Hyper-V refuses to start it then) is waited for, up to [`START_WAIT`].
 pub fn start(vm: &VmRef) -> PsScript {
     PsScript::with_lookup(
         vm,
         &[
+            "$deadline = [DateTime]::UtcNow.AddSeconds([int]$env:TIMONEL_WAIT_SECONDS)",
+            WAIT_STOPPING,
             "if ($vm.State.ToString() -eq 'Paused') { Hyper-V\\Resume-VM -VM $vm } elseif ($vm.State.ToString() -ne 'Running') { Hyper-V\\Start-VM -VM $vm }",
             "$vm = Hyper-V\\Get-VM -Id $vm.VMId",
             EMIT_VM,
         ],
     )
+    .set(vars::WAIT_SECONDS, START_WAIT.as_secs().to_string())
 }
 
 /// Turns `$vm` off unless it is off or saved, and refreshes it.

@@ -379,3 +379,32 @@ fn a_powershell_run_that_never_ends_is_a_short_clear_error() {
     );
     assert!(hint.contains("vmwp.exe"), "{hint}");
 }
+
+#[tokio::test]
+async fn start_waits_for_a_vm_still_shutting_down() {
+    // `stop` was answered by the guest's own `shutdown`, or someone shut it down from inside,
+    // and `start` comes while Hyper-V still shows it `Stopping`.
+    let sim = Sim::default();
+    let (driver, spec) = running(&sim).await;
+    set_state(&sim, "Stopping");
+    driver.start(&spec.name).await.unwrap();
+    assert_eq!(
+        driver.state(&spec.name).await.unwrap(),
+        timonel_driver::MachineState::Running
+    );
+    let start = script::start(&VmRef::Name(spec.name.clone()));
+    assert!(start
+        .env()
+        .contains(&("TIMONEL_WAIT_SECONDS".to_string(), "60".to_string())));
+
+    // A VM that never leaves `Stopping` is refused by Start-VM: the error says what to do.
+    let sim = Sim::new(json!({ "stuck_stopping": true }));
+    let (driver, spec) = running(&sim).await;
+    set_state(&sim, "Stopping");
+    let err = driver.start(&spec.name).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "start Hyper-V VM `dev` failed: 'dev' failed to change state. The operation cannot be performed while the object is in its current state."
+    );
+    assert!(err.hint().unwrap().contains("vmwp.exe"), "{err:?}");
+}

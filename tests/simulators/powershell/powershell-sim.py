@@ -675,6 +675,9 @@ class Sim:
 
     def op_start(self):
         vm = self.find_vm()
+        self.wait_stopping(vm)
+        if vm["State"] == "Stopping":
+            raise self.wrong_state(vm, "Start-VM", "Hyper-V\\Start-VM -VM $vm")
         if vm["State"] == "Paused":
             vm["State"] = "Running"
         elif vm["State"] != "Running":
@@ -686,12 +689,20 @@ class Sim:
             vm["ip_polls"] = 0
         return self.json_out(self.vm_view(vm))
 
-    def wrong_state(self, vm):
-        """`Stop-VM -TurnOff` on a VM that hangs while stopping. The state stays as it is."""
+    def wrong_state(self, vm, cmdlet="Stop-VM", needle="Hyper-V\\Stop-VM -VM $vm -TurnOff"):
+        """A state change Hyper-V refuses to a VM that is `Stopping` (by default
+        `Stop-VM -TurnOff` of one that hangs while stopping). The state stays as it is."""
         self.save()
-        return PsError("Hyper-V\\Stop-VM -VM $vm -TurnOff", self.fmt("wrong_state", name=vm["Name"]), "InvalidOperation",
-                       ":", "Stop-VM", "VirtualizationException",
-                       "InvalidState,Microsoft.HyperV.PowerShell.Commands.StopVM")
+        return PsError(needle, self.fmt("wrong_state", name=vm["Name"]), "InvalidOperation",
+                       ":", cmdlet, "VirtualizationException",
+                       "InvalidState,Microsoft.HyperV.PowerShell.Commands." + cmdlet.replace("-", ""))
+
+    def wait_stopping(self, vm):
+        """A script that waits while the VM is `Stopping` sees its guest's shutdown end (unless
+        `stuck_stopping`)."""
+        waits = "-eq 'Stopping'" in self.script and "Start-Sleep" in self.script
+        if vm["State"] == "Stopping" and waits and not self.scenario["stuck_stopping"]:
+            vm["State"] = "Off"
 
     def op_stop(self):
         vm = self.find_vm()
@@ -705,9 +716,7 @@ class Sim:
                 vm["State"] = "Stopping"
             elif not self.scenario["refuse_graceful_stop"]:
                 vm["State"] = "Off"
-        waits = "-eq 'Stopping'" in self.script and "Start-Sleep" in self.script
-        if vm["State"] == "Stopping" and waits and not stuck:
-            vm["State"] = "Off"  # the guest's own shutdown ends while the script waits
+        self.wait_stopping(vm)
         if "-TurnOff" in self.script and vm["State"] not in ("Off", "Saved", "FastSaved"):
             if vm["State"] == "Stopping" and stuck:
                 raise self.wrong_state(vm)
