@@ -106,13 +106,22 @@ impl std::fmt::Display for SwitchType {
     }
 }
 
-/// One virtual switch (`Get-VMSwitch | Select Id, Name, SwitchType`).
+/// One virtual switch (`Get-VMSwitch | Select Id, Name, SwitchType, AllowManagementOS`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct VmSwitch {
     pub id: String,
     pub name: String,
     pub switch_type: SwitchType,
+    /// Whether this computer shares the switch's network adapter (`AllowManagementOS`): off, an
+    /// External switch's network is reachable from the host only through another adapter.
+    /// Absent in older answers: taken as shared.
+    #[serde(rename = "AllowManagementOS", default = "shared")]
+    pub allow_management_os: bool,
+}
+
+fn shared() -> bool {
+    true
 }
 
 /// A VM as the scripts describe it.

@@ -160,6 +160,9 @@ pub enum Failure {
     ObjectNotFound,
     /// A parameter Hyper-V refused (e.g. memory that is not an even number of MB).
     InvalidParameter,
+    /// Hyper-V refused to change the VM's state ("The operation cannot be performed while the
+    /// object is in its current state."): the VM hangs between states (shutting down).
+    WrongState,
     /// Anything else.
     Other,
 }
@@ -211,6 +214,13 @@ pub fn classify(rec: &ErrorRecord) -> Failure {
     if id == "InvalidParameter" || rec.category == "InvalidArgument" {
         return Failure::InvalidParameter;
     }
+    if id == "InvalidState"
+        || rec
+            .message
+            .contains("cannot be performed while the object is in its current state")
+    {
+        return Failure::WrongState;
+    }
     if id.is_empty() && rec.category.is_empty() {
         // A record without ids (PowerShell 7's one-line view): English messages only.
         if rec
@@ -233,7 +243,7 @@ pub fn classify(rec: &ErrorRecord) -> Failure {
 /// explains the most wins. A missing-rights record beats a not-found one, which is often its
 /// consequence (a user who may not see VMs finds none).
 pub fn classify_all(records: &[ErrorRecord]) -> Option<(Failure, &ErrorRecord)> {
-    const ORDER: [Failure; 10] = [
+    const ORDER: [Failure; 11] = [
         Failure::NoRights,
         Failure::ModuleMissing,
         Failure::ConstrainedLanguage,
@@ -241,6 +251,7 @@ pub fn classify_all(records: &[ErrorRecord]) -> Option<(Failure, &ErrorRecord)> 
         Failure::PermissionDenied,
         Failure::ForeignVm,
         Failure::DuplicateVm,
+        Failure::WrongState,
         Failure::VmNotFound,
         Failure::InvalidParameter,
         Failure::Other,
@@ -258,6 +269,18 @@ pub fn classify_all(records: &[ErrorRecord]) -> Option<(Failure, &ErrorRecord)> 
 /// What the fix is when rights are missing.
 pub const RIGHTS_FIX: &str = "run timonel from an elevated console (Run as administrator), or add yourself to the Hyper-V Administrators group once, in an elevated PowerShell: `Add-LocalGroupMember -SID S-1-5-32-578 -Member $env:USERNAME`, then sign out and in again";
 
+/// What to do about a VM Hyper-V will not even turn off (`what` names it).
+pub fn stuck_fix(what: &str) -> String {
+    format!(
+        "{what} hangs between states (Hyper-V Manager shows it \"Stopping\" or \"Shutting down…\"): \
+         wait a minute and run the command again; if it stays, end the VM's worker process in an \
+         elevated PowerShell: `$id = (Hyper-V\\Get-VM -Name <its name>).VMId; Get-CimInstance \
+         Win32_Process -Filter \"Name='vmwp.exe'\" | Where-Object CommandLine -match $id | \
+         ForEach-Object {{ Stop-Process -Id $_.ProcessId -Force }}` (the VM goes Off), or restart \
+         the Virtual Machine Management service (`Restart-Service vmms`, which touches every VM)"
+    )
+}
+
 /// The fix when the Hyper-V module or feature is missing.
 pub const ENABLE_FIX: &str = "enable Hyper-V in an elevated PowerShell: `Enable-WindowsOptionalFeature -Online -FeatureName Microsoft-Hyper-V -All`, then reboot (Windows 10/11 Pro, Enterprise or Education); or use `--driver docker` / `--driver virtualbox`";
 
@@ -265,6 +288,17 @@ pub const ENABLE_FIX: &str = "enable Hyper-V in an elevated PowerShell: `Enable-
 /// classified on all the error records it printed. Errors without a record that says anything
 /// stay [`DriverError::Command`], with their output.
 pub fn to_driver_error(op: &str, what: &str, err: CommandError) -> DriverError {
+    if let CommandError::Timeout { after, .. } = err {
+        // The run was killed: its (long) command line says nothing, Hyper-V's state might.
+        return DriverError::Backend {
+            op: op.to_string(),
+            message: format!("PowerShell did not finish within {after:?}"),
+            hint: Some(format!(
+                "check that the Virtual Machine Management service answers (`Hyper-V\\Get-VM` in an elevated PowerShell); if {}",
+                stuck_fix(what)
+            )),
+        };
+    }
     let records = parse_error_records(err.stderr());
     let Some((failure, rec)) = classify_all(&records) else {
         return DriverError::Command(err);
@@ -335,6 +369,7 @@ pub fn failure_error(failure: &Failure, op: &str, what: &str, message: &str) -> 
         Failure::InvalidParameter => backend(Some(
             "Hyper-V refused a VM setting; memory must be an even number of MB and within what the host has (`--memory`), and the switch must exist (`--hyperv-virtual-switch`)",
         )),
+        Failure::WrongState => backend(Some(&stuck_fix(what))),
         Failure::Other => backend(None),
     }
 }

@@ -25,6 +25,7 @@ pub mod vars {
     pub const CPUS: &str = "TIMONEL_CPUS";
     pub const NOTES: &str = "TIMONEL_NOTES";
     pub const STOP_SECONDS: &str = "TIMONEL_STOP_SECONDS";
+    pub const WAIT_SECONDS: &str = "TIMONEL_WAIT_SECONDS";
 }
 
 /// The first statements of every script: UTF-8 output without a BOM (switch and VM names can be
@@ -151,7 +152,7 @@ pub fn probe() -> PsScript {
 /// `Get-VM` without `-Name` so that "none" is an empty list, not an error.
 pub fn inspect(name: &MachineName) -> PsScript {
     PsScript::new(&[
-        "$sw = @(Hyper-V\\Get-VMSwitch | ForEach-Object { [pscustomobject]@{ Id = $_.Id.ToString(); Name = $_.Name; SwitchType = [int]$_.SwitchType } })",
+        "$sw = @(Hyper-V\\Get-VMSwitch | ForEach-Object { [pscustomobject]@{ Id = $_.Id.ToString(); Name = $_.Name; SwitchType = [int]$_.SwitchType; AllowManagementOS = [bool]$_.AllowManagementOS } })",
         "$vms = @(Hyper-V\\Get-VM | Where-Object { $_.Name -eq $env:TIMONEL_VM_NAME } | ForEach-Object { [pscustomobject]@{ VMId = $_.VMId.ToString(); Name = $_.Name; State = $_.State.ToString(); Notes = [string]$_.Notes } })",
         "ConvertTo-Json -Compress -Depth 4 -InputObject ([pscustomobject]@{ Switches = $sw; VMs = $vms })",
     ])
@@ -241,35 +242,49 @@ pub fn ip(vm: &VmRef) -> PsScript {
     )
 }
 
-/// Starts (or resumes) the VM; a running VM is left alone.
+/// How long `start` waits for a VM that is still `Stopping` before it starts it again.
+pub const START_WAIT: Duration = Duration::from_secs(60);
+
+/// Starts (or resumes) the VM; a running VM is left alone. A VM still `Stopping` (its guest
+/// shutting itself down: Hyper-V refuses to start it then) is waited for, up to [`START_WAIT`].
 pub fn start(vm: &VmRef) -> PsScript {
     PsScript::with_lookup(
         vm,
         &[
+            "$deadline = [DateTime]::UtcNow.AddSeconds([int]$env:TIMONEL_WAIT_SECONDS)",
+            WAIT_STOPPING,
             "if ($vm.State.ToString() -eq 'Paused') { Hyper-V\\Resume-VM -VM $vm } elseif ($vm.State.ToString() -ne 'Running') { Hyper-V\\Start-VM -VM $vm }",
             "$vm = Hyper-V\\Get-VM -Id $vm.VMId",
             EMIT_VM,
         ],
     )
+    .set(vars::WAIT_SECONDS, START_WAIT.as_secs().to_string())
 }
 
 /// Turns `$vm` off unless it is off or saved, and refreshes it.
 const TURN_OFF: &str = "if (@('Off', 'Saved', 'FastSaved') -notcontains $vm.State.ToString()) { Hyper-V\\Stop-VM -VM $vm -TurnOff -Force; $forced = $true; $vm = Hyper-V\\Get-VM -Id $vm.VMId }";
 
-/// Graceful stop: the Shutdown integration service, as a job bounded by `timeout`; a VM still
-/// not off afterwards is turned off. Answers `{VMId, State, Forced}`.
+/// Waits while `$vm` is `Stopping`, up to `$deadline`, refreshing it.
+const WAIT_STOPPING: &str = "while ($vm.State.ToString() -eq 'Stopping' -and [DateTime]::UtcNow -lt $deadline) { Start-Sleep -Milliseconds 500; $vm = Hyper-V\\Get-VM -Id $vm.VMId }";
+
+/// Graceful stop: the Shutdown integration service, as a job bounded by `timeout`; a VM that is
+/// (or is left) `Stopping` (its guest shuts itself down: someone ran `shutdown` in it, or another
+/// console stopped it) is waited for until the same deadline; a VM still not off then is turned
+/// off. Answers `{VMId, State, Forced}`.
 pub fn stop_graceful(vm: &VmRef, timeout: Duration) -> PsScript {
     let secs = timeout.as_secs().max(1);
     PsScript::with_lookup(
         vm,
         &[
             "$forced = $false",
+            "$deadline = [DateTime]::UtcNow.AddSeconds([int]$env:TIMONEL_STOP_SECONDS)",
             "if ($vm.State.ToString() -eq 'Running') { \
 $job = Hyper-V\\Stop-VM -VM $vm -Force -AsJob; \
 $null = Wait-Job -Job $job -Timeout ([int]$env:TIMONEL_STOP_SECONDS); \
 Stop-Job -Job $job; Remove-Job -Job $job -Force; \
 $vm = Hyper-V\\Get-VM -Id $vm.VMId \
 }",
+            WAIT_STOPPING,
             TURN_OFF,
             "[pscustomobject]@{ VMId = $vm.VMId.ToString(); State = $vm.State.ToString(); Forced = $forced } | ConvertTo-Json -Compress",
         ],

@@ -56,6 +56,18 @@ fn no_switch(reason: String) -> DriverError {
     }
 }
 
+/// The warning for an External switch this computer does not share (`AllowManagementOS` off):
+/// the VM gets an address from the network, but the host reaches it only through another
+/// adapter on that network, so SSH may never connect.
+fn not_shared_warning(s: &VmSwitch) -> Option<String> {
+    (!s.allow_management_os).then(|| {
+        format!(
+            "virtual switch `{name}` is External but not shared with this computer (AllowManagementOS is off): timonel reaches the VM only if this computer has another network adapter on that network; if the node's SSH never answers, share it in an elevated PowerShell (`Set-VMSwitch -Name '{name}' -AllowManagementOS $true`) or pick another switch with `--hyperv-virtual-switch <name>`",
+            name = s.name
+        )
+    })
+}
+
 /// Picks the switch: the one named by the user, else the Default Switch, else the only External
 /// switch. Internal switches other than the Default Switch (no DHCP) and Private switches (no
 /// host connectivity) are never picked automatically.
@@ -73,7 +85,7 @@ pub fn choose_switch(
         let default = is_default(s);
         let warning = match s.switch_type {
             _ if default => Some(default_switch_warning().to_string()),
-            SwitchType::External => None,
+            SwitchType::External => not_shared_warning(s),
             SwitchType::Private => {
                 return Err(no_switch(format!(
                     "virtual switch `{wanted}` is Private: the host cannot reach VMs on it"
@@ -105,7 +117,7 @@ pub fn choose_switch(
         [one] => Ok(SwitchChoice {
             name: one.name.clone(),
             is_default_switch: false,
-            warning: None,
+            warning: not_shared_warning(one),
         }),
         [] => Err(no_switch(format!(
             "no usable virtual switch: no Default Switch and no External switch ({})",
@@ -195,6 +207,7 @@ mod tests {
             id: id.to_string(),
             name: name.to_string(),
             switch_type: t,
+            allow_management_os: t != SwitchType::Private,
         }
     }
 
@@ -290,6 +303,28 @@ mod tests {
         assert!(unplugged
             .to_string()
             .contains("not connected to any virtual switch"));
+    }
+
+    #[test]
+    fn warns_of_an_external_switch_the_host_does_not_share() {
+        let lan = VmSwitch {
+            allow_management_os: false,
+            ..sw("1", "VM LAN", SwitchType::External)
+        };
+        for c in [
+            choose_switch(Some("VM LAN"), std::slice::from_ref(&lan)).unwrap(),
+            choose_switch(None, std::slice::from_ref(&lan)).unwrap(),
+        ] {
+            assert_eq!(c.name, "VM LAN");
+            let w = c.warning.unwrap();
+            assert!(w.contains("not shared with this computer"), "{w}");
+            assert!(
+                w.contains("`Set-VMSwitch -Name 'VM LAN' -AllowManagementOS $true`"),
+                "{w}"
+            );
+        }
+        let shared = sw("1", "LAN", SwitchType::External);
+        assert_eq!(choose_switch(Some("LAN"), &[shared]).unwrap().warning, None);
     }
 
     #[test]

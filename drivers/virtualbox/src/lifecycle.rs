@@ -60,6 +60,9 @@ impl VirtualBoxDriver {
                 VmStateKind::Running => return Ok(()),
                 VmStateKind::Paused => return self.controlvm(name, "resume").await,
                 VmStateKind::Off | VmStateKind::Saved => {
+                    if kind_of(&info) == VmStateKind::Off {
+                        self.forget_last_address(name).await;
+                    }
                     return self
                         .vbox
                         .call(["startvm", name, "--type", "headless"])
@@ -78,6 +81,25 @@ impl VirtualBoxDriver {
                     })
                 }
             }
+        }
+    }
+
+    /// Deletes the address the guest reported in its last run (`guestproperty set` without a
+    /// value), before a cold boot: VirtualBox keeps it, and the restarted guest may get another
+    /// lease, so until its VBoxService writes the new one the old value would send timonel to an
+    /// address that is no longer this node's. A VM resumed from a saved state keeps its lease and
+    /// its property. A failure here only costs that protection, so it is logged, not fatal.
+    async fn forget_last_address(&self, name: &str) {
+        if let Err(e) = self
+            .vbox
+            .call(["guestproperty", "set", name, IP_PROPERTY])
+            .await
+        {
+            let e = e.into_driver(&machine(name), "clear its last address");
+            tracing::warn!(
+                machine = name,
+                "could not clear the stale {IP_PROPERTY}: {e}"
+            );
         }
     }
 

@@ -366,3 +366,51 @@ async fn an_orphan_dhcp_server_of_a_reused_interface_name_is_reconfigured() {
         IpAddr::V4(Ipv4Addr::new(192, 168, 56, 100))
     );
 }
+
+#[tokio::test]
+async fn a_restarted_vm_never_answers_its_last_runs_address() {
+    let sim = Sim::new(V7, "");
+    let driver = sim.running().await;
+    assert_eq!(
+        driver.ip(&name()).await.unwrap(),
+        IpAddr::V4(Ipv4Addr::new(192, 168, 56, 100))
+    );
+    driver.stop(&name(), StopMode::Force).await.unwrap();
+    // The next boot gets another lease: the server now hands out .150 and up.
+    sim.ok(&[
+        "dhcpserver",
+        "modify",
+        "--netname",
+        "HostInterfaceNetworking-vboxnet0",
+        "--lowerip",
+        "192.168.56.150",
+        "--upperip",
+        "192.168.56.254",
+    ]);
+    assert_eq!(
+        stdout(&sim.vbox(&["guestproperty", "get", "dev", IP_PROPERTY])),
+        "Value: 192.168.56.100\n",
+        "VirtualBox keeps the last run's address"
+    );
+    let before = sim.count();
+    driver.start(&name()).await.unwrap();
+    let calls = sim.calls()[before..].to_vec();
+    let clear = calls
+        .iter()
+        .position(|c| *c == format!("guestproperty set dev {IP_PROPERTY}"))
+        .unwrap_or_else(|| panic!("the stale address is deleted: {calls:?}"));
+    let boot = calls
+        .iter()
+        .position(|c| c == "startvm dev --type headless")
+        .unwrap();
+    assert!(clear < boot, "{calls:?}");
+    // Until the guest's VBoxService reports again there is no address, not the old one.
+    assert_eq!(
+        stdout(&sim.vbox(&["guestproperty", "get", "dev", IP_PROPERTY])),
+        "No value set!\n"
+    );
+    assert_eq!(
+        driver.ip(&name()).await.unwrap(),
+        IpAddr::V4(Ipv4Addr::new(192, 168, 56, 150))
+    );
+}

@@ -47,6 +47,12 @@ DEFAULTS = {
     "ipv4_prefix": "172.20.16.",
     # Stop-VM (graceful, as a job) leaves the VM running.
     "refuse_graceful_stop": False,
+    # The guest hangs while shutting down: a graceful Stop-VM leaves the VM `Stopping` for good,
+    # a `Stopping` VM never goes Off, and `Stop-VM -TurnOff` (also Remove-VM's) refuses it with
+    # "'<vm>' failed to change state." / "The operation cannot be performed while the object is in
+    # its current state." Without it, a VM that is `Stopping` (its guest shuts itself down) goes
+    # Off while a script waits for it.
+    "stuck_stopping": False,
     # Start-VM fails with PermissionDenied/AccessDenied.
     "deny_start": False,
     # Messages in "en" or "es" (Spanish Windows): same categories and ids.
@@ -82,9 +88,9 @@ HYPERV_CMDLETS = [
 OTHER_COMMANDS = [
     "Get-Module", "Get-CimInstance", "Get-Service", "Where-Object", "ForEach-Object",
     "ConvertTo-Json", "Test-Path", "Remove-Item", "Wait-Job", "Stop-Job", "Remove-Job",
-    "Get-Command", "Select-Object",
+    "Get-Command", "Select-Object", "Start-Sleep",
 ]
-KEYWORDS = ["if", "elseif", "else", "try", "catch", "finally", "foreach", "throw", "return"]
+KEYWORDS = ["if", "elseif", "else", "try", "catch", "finally", "foreach", "while", "throw", "return"]
 SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b"
 
 MESSAGES = {
@@ -109,6 +115,8 @@ MESSAGES = {
         "no_switch": 'Hyper-V was unable to find a virtual switch with name "{switch}".',
         "no_file": "The system cannot find the file specified. ({path})",
         "start_denied": "'{name}' failed to start. (Virtual machine ID {id})",
+        "wrong_state": "'{name}' failed to change state.\nThe operation cannot be performed while "
+                       "the object is in its current state.",
         "powercli": "You are not currently connected to any servers. Please connect first using a "
                     "Connect cmdlet.",
     },
@@ -130,6 +138,8 @@ MESSAGES = {
         "no_switch": 'Hyper-V no pudo encontrar un conmutador virtual con el nombre "{switch}".',
         "no_file": "El sistema no puede encontrar el archivo especificado. ({path})",
         "start_denied": "No se pudo iniciar '{name}'. (Id. de m\u00e1quina virtual {id})",
+        "wrong_state": "No se pudo cambiar el estado de '{name}'.\nNo se puede realizar la "
+                       "operaci\u00f3n mientras el objeto se encuentra en su estado actual.",
         "powercli": "No est\u00e1 conectado a ning\u00fan servidor.",
     },
 }
@@ -539,7 +549,8 @@ class Sim:
         name = os.environ.get(m.group(1), "")
         vms = [dict(self.vm_view(v), Notes=v.get("Notes") or "")
                for v in self.state["vms"] if v["Name"].lower() == str(name).lower()]
-        switches = [{"Id": s["Id"], "Name": s["Name"], "SwitchType": s["SwitchType"]}
+        switches = [{"Id": s["Id"], "Name": s["Name"], "SwitchType": s["SwitchType"],
+                     "AllowManagementOS": bool(s.get("AllowManagementOS", s["SwitchType"] != 0))}
                     for s in self.scenario["switches"]]
         return self.json_out({"Switches": switches, "VMs": vms})
 
@@ -664,6 +675,9 @@ class Sim:
 
     def op_start(self):
         vm = self.find_vm()
+        self.wait_stopping(vm)
+        if vm["State"] == "Stopping":
+            raise self.wrong_state(vm, "Start-VM", "Hyper-V\\Start-VM -VM $vm")
         if vm["State"] == "Paused":
             vm["State"] = "Running"
         elif vm["State"] != "Running":
@@ -675,22 +689,45 @@ class Sim:
             vm["ip_polls"] = 0
         return self.json_out(self.vm_view(vm))
 
+    def wrong_state(self, vm, cmdlet="Stop-VM", needle="Hyper-V\\Stop-VM -VM $vm -TurnOff"):
+        """A state change Hyper-V refuses to a VM that is `Stopping` (by default
+        `Stop-VM -TurnOff` of one that hangs while stopping). The state stays as it is."""
+        self.save()
+        return PsError(needle, self.fmt("wrong_state", name=vm["Name"]), "InvalidOperation",
+                       ":", cmdlet, "VirtualizationException",
+                       "InvalidState,Microsoft.HyperV.PowerShell.Commands." + cmdlet.replace("-", ""))
+
+    def wait_stopping(self, vm):
+        """A script that waits while the VM is `Stopping` sees its guest's shutdown end (unless
+        `stuck_stopping`)."""
+        waits = "-eq 'Stopping'" in self.script and "Start-Sleep" in self.script
+        if vm["State"] == "Stopping" and waits and not self.scenario["stuck_stopping"]:
+            vm["State"] = "Off"
+
     def op_stop(self):
         vm = self.find_vm()
         forced = False
+        stuck = self.scenario["stuck_stopping"]
         graceful = call_params(self.script, "Hyper-V\\Stop-VM -VM $vm -Force -AsJob") is not None
         if graceful and vm["State"] == "Running":
             if "Wait-Job" not in self.script:
                 raise SimBug("a graceful stop job that nobody waits for")
-            if not self.scenario["refuse_graceful_stop"]:
+            if stuck:
+                vm["State"] = "Stopping"
+            elif not self.scenario["refuse_graceful_stop"]:
                 vm["State"] = "Off"
+        self.wait_stopping(vm)
         if "-TurnOff" in self.script and vm["State"] not in ("Off", "Saved", "FastSaved"):
+            if vm["State"] == "Stopping" and stuck:
+                raise self.wrong_state(vm)
             vm["State"] = "Off"
             forced = True
         return self.json_out({"VMId": vm["VMId"], "State": vm["State"], "Forced": forced})
 
     def remove(self, vm):
         files = [f for f in vm["HardDisks"] + vm["Dvds"] if f]
+        if vm["State"] == "Stopping" and self.scenario["stuck_stopping"]:
+            raise self.wrong_state(vm)
         vm["State"] = "Off"
         self.state["vms"].remove(vm)  # the disk files stay, as with Hyper-V
         return {"VMId": vm["VMId"], "Name": vm["Name"], "Files": files}
