@@ -6,13 +6,13 @@ use std::error::Error as _;
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
-use bollard::models::SystemInfoCgroupVersionEnum;
 use bollard::Docker;
 use tokio::sync::{Mutex, OnceCell};
 
 use timonel_driver::{Availability, DriverError};
 
 use crate::config::SecurityProfile;
+use crate::engine::Engine;
 
 /// The daemon address when `DOCKER_HOST` is unset on this platform (what the docker CLI uses).
 pub const DEFAULT_HOST: &str = default_host_for(cfg!(windows));
@@ -36,6 +36,9 @@ fn host_from(docker_host: Option<String>, windows: bool) -> String {
 
 /// How long the probe waits for the daemon to answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a daemon whose socket or pipe exists but does not answer yet (Docker Desktop
+/// booting, a service being started) is waited for.
+pub const START_WAIT: Duration = Duration::from_secs(60);
 /// Requests that move a lot of data (image import, 300 MB uploads, long stops) get this long.
 pub(crate) const LONG_REQUEST: Duration = Duration::from_secs(30 * 60);
 
@@ -51,6 +54,11 @@ pub struct DockerDriver {
     pub(crate) network_lock: Mutex<()>,
     /// Per image: the security profile this daemon accepts (probed once).
     pub(crate) accepted_security: Mutex<HashMap<String, SecurityProfile>>,
+    /// How long a daemon that is still starting (its socket or pipe is there, nothing answers
+    /// yet) is waited for.
+    start_wait: Duration,
+    /// The engine, once identified by the probe.
+    pub(crate) engine: OnceCell<Engine>,
 }
 
 impl std::fmt::Debug for DockerDriver {
@@ -78,7 +86,15 @@ impl DockerDriver {
             negotiated: OnceCell::new(),
             network_lock: Mutex::new(()),
             accepted_security: Mutex::new(HashMap::new()),
+            start_wait: START_WAIT,
+            engine: OnceCell::new(),
         }
+    }
+
+    /// How long to wait for a daemon that is still starting ([`START_WAIT`] by default).
+    pub fn with_start_wait(mut self, wait: Duration) -> Self {
+        self.start_wait = wait;
+        self
     }
 
     /// The negotiated client, connecting on first use.
@@ -102,10 +118,16 @@ impl DockerDriver {
                     }
                 })?;
                 let base = base.with_timeout(Duration::from_secs(120));
-                let negotiated =
-                    tokio::time::timeout(PROBE_TIMEOUT, base.negotiate_version()).await;
+                let negotiated = self.negotiate(base).await;
                 match negotiated {
                     Ok(Ok(docker)) => Ok(docker),
+                    Ok(Err(BollardError::APIVersionParseError {})) => {
+                        Err(DriverError::NotAvailable {
+                            driver: "docker".into(),
+                            reason: format!("the engine at `{}` answers, but its `/version` names no Docker API version timonel can use", self.host),
+                            fix: "point DOCKER_HOST at a Docker-compatible API (Docker, or Podman's `podman system service`), not at an engine's own API".into(),
+                        })
+                    }
                     Ok(Err(e)) => {
                         let (reason, fix) = unreachable_reason(&e, &self.host);
                         Err(DriverError::NotAvailable {
@@ -114,10 +136,10 @@ impl DockerDriver {
                             fix,
                         })
                     }
-                    Err(_) => Err(DriverError::NotAvailable {
+                    Err(waited) => Err(DriverError::NotAvailable {
                         driver: "docker".into(),
                         reason: format!(
-                            "the Docker daemon at `{}` did not answer within {PROBE_TIMEOUT:?}",
+                            "the Docker daemon at `{}` did not answer within {waited:?}",
                             self.host
                         ),
                         fix: "check that the daemon is healthy (`docker info`), or restart it"
@@ -126,6 +148,47 @@ impl DockerDriver {
                 }
             })
             .await
+    }
+
+    /// Negotiates the API version, waiting up to `start_wait` for a daemon that is still
+    /// starting: its socket or pipe exists but refuses or drops the connection, or it answers
+    /// 502/503. Err(waited) when each try timed out or the wait ran out.
+    async fn negotiate(&self, base: Docker) -> Result<Result<Docker, BollardError>, Duration> {
+        let started = tokio::time::Instant::now();
+        let mut said = false;
+        loop {
+            let left = self.start_wait.saturating_sub(started.elapsed());
+            let attempt =
+                tokio::time::timeout(PROBE_TIMEOUT, base.clone().negotiate_version()).await;
+            match attempt {
+                Ok(Err(e)) if is_starting(&e, &self.host) && !left.is_zero() => {
+                    if !said {
+                        tracing::warn!(
+                            "the Docker daemon at `{}` does not answer yet ({}): waiting up to {:?} for it to start",
+                            self.host,
+                            error_text(&e),
+                            self.start_wait
+                        );
+                        said = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250).min(left)).await;
+                }
+                Ok(Err(e)) if is_starting(&e, &self.host) => {
+                    return Ok(Err(BollardError::IOError {
+                        err: std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!(
+                                "still not answering after {:?} ({})",
+                                self.start_wait,
+                                error_text(&e)
+                            ),
+                        ),
+                    }))
+                }
+                Ok(other) => return Ok(other),
+                Err(_) => return Err(started.elapsed()),
+            }
+        }
     }
 
     /// The client with a longer request timeout, for transfers and long stops.
@@ -166,30 +229,31 @@ impl DockerDriver {
                 fix: "switch Docker Desktop to Linux containers".into(),
             };
         }
-        let server = info.server_version.clone().unwrap_or_else(|| "?".into());
+        let version = match tokio::time::timeout(PROBE_TIMEOUT, docker.version()).await {
+            Ok(Ok(v)) => v,
+            _ => Default::default(),
+        };
+        let engine = Engine::identify(&version, &info);
+        if let Some((reason, fix)) = engine.unfit_for_k3s() {
+            return Availability::Unusable { reason, fix };
+        }
         let api = docker.client_version().to_string();
         let storage = info.driver.clone().unwrap_or_else(|| "?".into());
-        let cgroup = match info.cgroup_version {
-            Some(SystemInfoCgroupVersionEnum::_2) => "cgroup v2",
-            Some(SystemInfoCgroupVersionEnum::_1) => "cgroup v1",
-            _ => "cgroup version unknown",
+        let cgroup = match engine.cgroup {
+            Some(v) => format!("cgroup v{v}"),
+            None => "cgroup version unknown".into(),
         };
-        let security = info.security_options.unwrap_or_default();
-        let rootless = security.iter().any(|o| o.contains("name=rootless"));
-        let mut notes = vec![format!(
-            "storage driver {storage}, {cgroup}, {}",
-            if rootless { "rootless" } else { "rootful" }
-        )];
-        if rootless {
-            notes.push("rootless Docker: k3s needs `--kubelet-arg=feature-gates=KubeletInUserNamespace=true` and delegated cgroup controllers".into());
-        }
+        let mut notes = vec![format!("storage driver {storage}, {cgroup}")];
+        notes.extend(engine.notes());
         if matches!(storage.as_str(), "btrfs" | "zfs") {
             notes.push(format!(
                 "storage driver {storage}: k3s's data dir is a volume, but containerd inside may need `--snapshotter=native`"
             ));
         }
+        let described = engine.describe(&api);
+        let _ = self.engine.set(engine);
         Availability::Ready {
-            version: format!("Docker {server} (API {api})"),
+            version: described,
             notes,
         }
     }
@@ -205,6 +269,12 @@ pub(crate) fn unreachable_reason(err: &BollardError, host: &str) -> (String, Str
         return (
             format!("permission denied on the Docker socket `{host}`"),
             permission_fix(cfg!(windows)).into(),
+        );
+    }
+    if kind == Some(std::io::ErrorKind::TimedOut) && text.contains("still not answering") {
+        return (
+            format!("the Docker daemon at `{host}` is there but did not answer: {err}"),
+            "wait for it to finish starting (Docker Desktop shows when it is running), or restart it".into(),
         );
     }
     if !default_host {
@@ -226,6 +296,49 @@ pub(crate) fn unreachable_reason(err: &BollardError, host: &str) -> (String, Str
             "start Docker Desktop / `sudo systemctl start docker`".into()
         },
     )
+}
+
+/// Whether an error says the daemon is there but not answering yet: its unix socket file
+/// exists (or it is a named pipe) and the connection was refused, reset or dropped, or it
+/// answered 502/503 (a proxy in front of a daemon still booting).
+pub(crate) fn is_starting(err: &BollardError, host: &str) -> bool {
+    if let BollardError::DockerResponseServerError { status_code, .. } = err {
+        return matches!(status_code, 502 | 503);
+    }
+    let present = if let Some(path) = host.strip_prefix("unix://") {
+        std::path::Path::new(path).exists()
+    } else {
+        host.starts_with("npipe://")
+    };
+    if !present {
+        return false;
+    }
+    use std::io::ErrorKind as K;
+    // Windows: ERROR_PIPE_BUSY (231), the pipe exists but its server is not serving yet.
+    let pipe_busy = cfg!(windows) && raw_os_error(err) == Some(231);
+    pipe_busy
+        || matches!(
+            io_kind(err),
+            Some(
+                K::ConnectionRefused
+                    | K::ConnectionReset
+                    | K::ConnectionAborted
+                    | K::UnexpectedEof
+                    | K::BrokenPipe
+            )
+        )
+        || matches!(err, BollardError::HyperResponseError { .. })
+}
+
+fn raw_os_error(err: &BollardError) -> Option<i32> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io.raw_os_error();
+        }
+        source = e.source();
+    }
+    None
 }
 
 /// How a user gets the right to the daemon's socket or pipe.
@@ -261,14 +374,14 @@ fn chain_text(err: &BollardError) -> String {
 
 /// Maps a bollard error of an operation on `what` to a typed driver error.
 pub(crate) fn map_err(op: &str, what: &str, err: BollardError) -> DriverError {
+    if is_not_found(&err) {
+        return DriverError::NotFound {
+            what: what.to_string(),
+        };
+    }
     match err {
         BollardError::DockerResponseServerError {
-            status_code: 404, ..
-        } => DriverError::NotFound {
-            what: what.to_string(),
-        },
-        BollardError::DockerResponseServerError {
-            status_code: 409,
+            status_code: 409 | 500,
             message,
         } if message.contains("already in use") || message.contains("already exists") => {
             DriverError::AlreadyExists {
@@ -305,14 +418,50 @@ pub(crate) fn is_removal_in_progress(err: &BollardError) -> bool {
     )
 }
 
+/// Whether a bollard error says the object is not there: Docker's 404, or Podman's 500 whose
+/// `cause` is one of its not-found errors (`{"cause":"no such container","message":"no
+/// container with name or ID \"x\" found: no such container","response":500}`, as Podman 3
+/// answered a forced removal; 4.x answers 404 with the same body).
 pub(crate) fn is_not_found(err: &BollardError) -> bool {
-    matches!(
-        err,
+    match err {
         BollardError::DockerResponseServerError {
-            status_code: 404,
-            ..
+            status_code: 404, ..
+        } => true,
+        BollardError::DockerResponseServerError {
+            status_code: 500,
+            message,
+        } => is_missing_object(message),
+        _ => false,
+    }
+}
+
+/// Podman's not-found causes, which end its error messages.
+pub(crate) fn is_missing_object(message: &str) -> bool {
+    [
+        "no such container",
+        "no such volume",
+        "network not found",
+        "no such image",
+        "image not known",
+    ]
+    .iter()
+    .any(|cause| message.ends_with(cause))
+}
+
+/// Whether creating a container failed because its image is missing: Docker's 404 `No such
+/// image: x`, Podman's `no such image: docker.io/x: image not known` (404 in 4.x, 500 before).
+pub(crate) fn is_missing_image(err: &BollardError) -> bool {
+    match err {
+        BollardError::DockerResponseServerError {
+            status_code,
+            message,
+        } => {
+            let m = message.to_lowercase();
+            (*status_code == 404 || *status_code == 500)
+                && (m.contains("no such image") || m.contains("image not known"))
         }
-    )
+        _ => false,
+    }
 }
 
 #[cfg(test)]

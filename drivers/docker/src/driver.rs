@@ -86,13 +86,9 @@ impl Driver for DockerDriver {
                     return Self::check_existing(spec, &existing);
                 }
             }
-            if let bollard::errors::Error::DockerResponseServerError {
-                status_code: 404,
-                message,
-            } = &e
-            {
+            if crate::client::is_missing_image(&e) {
                 return Err(DriverError::NotFound {
-                    what: format!("image `{image}` ({message})"),
+                    what: format!("image `{image}` ({})", error_text(&e)),
                 });
             }
             return Err(map_err("creating", &format!("container `{name}`"), e));

@@ -15,6 +15,7 @@ mod archive;
 mod client;
 mod config;
 mod driver;
+mod engine;
 mod exec;
 mod image;
 mod logs;
@@ -22,8 +23,9 @@ mod network;
 mod objects;
 mod security;
 
-pub use client::{DockerDriver, DEFAULT_HOST};
+pub use client::{DockerDriver, DEFAULT_HOST, START_WAIT};
 pub use config::{container_config, SecurityProfile, CAPABILITIES, OPTIONAL_CAPABILITIES};
+pub use engine::Engine;
 pub use exec::DockerExec;
 pub use image::{node_image_ref, rootfs_entries, write_rootfs, ROOTFS_DIRS};
 pub use logs::HostImage;

@@ -106,6 +106,49 @@ fn host_routes() -> Vec<(Ipv4Addr, u8)> {
     }
 }
 
+/// The cluster's existing network: its subnet when it is ours, else why it cannot be used.
+fn existing_network(
+    net: &bollard::models::Network,
+    name: &str,
+    cluster: &ClusterName,
+    owner: Option<&str>,
+) -> Result<Subnet, DriverError> {
+    let subnets: Vec<(Ipv4Addr, u8)> = net
+        .ipam
+        .as_ref()
+        .and_then(|i| i.config.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.subnet.as_deref().and_then(parse_cidr))
+        .collect();
+    let ours = net
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_CLUSTER))
+        .is_some_and(|c| c == cluster.as_str());
+    if !ours {
+        return Err(DriverError::AlreadyExists {
+            what: format!("docker network `{name}` (not created by timonel)"),
+            hint: Some(format!(
+                "remove it (`docker network rm {name}`) or pick another profile name"
+            )),
+        });
+    }
+    if crate::objects::foreign(net.labels.as_ref(), owner) {
+        return Err(crate::objects::foreign_error(
+            format!("docker network `{name}`"),
+            cluster,
+        ));
+    }
+    match subnets.first() {
+        Some((addr, 24)) => Ok(Subnet(*addr)),
+        _ => Err(DriverError::backend(
+            format!("using network `{name}`"),
+            "it has no IPv4 /24 subnet; delete the cluster and create it again",
+        )),
+    }
+}
+
 impl DockerDriver {
     /// The cluster's network, created with a free /24 when missing. Returns its subnet.
     pub(crate) async fn ensure_network(
@@ -132,32 +175,7 @@ impl DockerDriver {
                 .filter_map(|c| c.subnet.as_deref().and_then(parse_cidr))
                 .collect();
             if net.name.as_deref() == Some(name.as_str()) {
-                let ours = net
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(LABEL_CLUSTER))
-                    .is_some_and(|c| c == cluster.as_str());
-                if !ours {
-                    return Err(DriverError::AlreadyExists {
-                        what: format!("docker network `{name}` (not created by timonel)"),
-                        hint: Some(format!(
-                            "remove it (`docker network rm {name}`) or pick another profile name"
-                        )),
-                    });
-                }
-                if crate::objects::foreign(net.labels.as_ref(), owner) {
-                    return Err(crate::objects::foreign_error(
-                        format!("docker network `{name}`"),
-                        cluster,
-                    ));
-                }
-                return match subnets.first() {
-                    Some((addr, 24)) => Ok(Subnet(*addr)),
-                    _ => Err(DriverError::backend(
-                        format!("using network `{name}`"),
-                        "it has no IPv4 /24 subnet; delete the cluster and create it again",
-                    )),
-                };
+                return existing_network(net, &name, cluster, owner);
             }
             used.extend(subnets);
         }
@@ -203,6 +221,26 @@ impl DockerDriver {
             };
             match docker.create_network(request).await {
                 Ok(_) => return Ok(subnet),
+                // Created meanwhile (another timonel sharing the daemon): Docker answers 409
+                // `network with name x already exists`, Podman 4.3 500 `network name x already
+                // used: network already exists`, Podman 4.5+ 409. Use it, if it is ours.
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 409 | 500,
+                    message,
+                }) if message.contains("already exists") => {
+                    let all = docker
+                        .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+                        .await
+                        .map_err(|e| DriverError::backend("listing networks", error_text(&e)))?;
+                    if let Some(net) = all
+                        .iter()
+                        .find(|n| n.name.as_deref() == Some(name.as_str()))
+                    {
+                        return existing_network(net, &name, cluster, owner);
+                    }
+                    last_error = message;
+                    break;
+                }
                 Err(e) => {
                     last_error = error_text(&e);
                     if !last_error.contains("overlap") {
