@@ -142,7 +142,7 @@ impl DockerDriver {
                             "the Docker daemon at `{}` did not answer within {waited:?}",
                             self.host
                         ),
-                        fix: "check that the daemon is healthy (`docker info`), or restart it"
+                        fix: "wait for it to finish starting (Docker Desktop shows when it runs), or check that it is healthy (`docker info`) and restart it"
                             .into(),
                     }),
                 }
@@ -173,18 +173,7 @@ impl DockerDriver {
                     }
                     tokio::time::sleep(Duration::from_millis(250).min(left)).await;
                 }
-                Ok(Err(e)) if is_starting(&e, &self.host) => {
-                    return Ok(Err(BollardError::IOError {
-                        err: std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            format!(
-                                "still not answering after {:?} ({})",
-                                self.start_wait,
-                                error_text(&e)
-                            ),
-                        ),
-                    }))
-                }
+                Ok(Err(e)) if is_starting(&e, &self.host) => return Err(self.start_wait),
                 Ok(other) => return Ok(other),
                 Err(_) => return Err(started.elapsed()),
             }
@@ -269,12 +258,6 @@ pub(crate) fn unreachable_reason(err: &BollardError, host: &str) -> (String, Str
         return (
             format!("permission denied on the Docker socket `{host}`"),
             permission_fix(cfg!(windows)).into(),
-        );
-    }
-    if kind == Some(std::io::ErrorKind::TimedOut) && text.contains("still not answering") {
-        return (
-            format!("the Docker daemon at `{host}` is there but did not answer: {err}"),
-            "wait for it to finish starting (Docker Desktop shows when it is running), or restart it".into(),
         );
     }
     if !default_host {
