@@ -17,7 +17,8 @@ log() { printf '\n==> %s\n' "$*" >&2; }
 # Debian packages the tests use: daemons, libvirt headers for the kvm helper, the tools that
 # build the test VM image and the SSH test hosts, and OpenSSH's client (ssh-agent, ssh).
 packages=(docker.io libvirt-daemon-system libvirt-dev pkg-config qemu-system-x86 qemu-utils
-          debootstrap fdisk grub-pc-bin grub2-common e2fsprogs busybox-static openssh-client)
+          debootstrap fdisk grub-pc-bin grub2-common e2fsprogs busybox-static openssh-client
+          podman curl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -45,7 +46,13 @@ fi
 pidfile="${TIMONEL_DOCKERD_PIDFILE:-${TMPDIR:-/tmp}/timonel-dockerd.pid}"
 libvirt_was_running=false
 pgrep -x libvirtd >/dev/null 2>&1 && libvirt_was_running=true
+podman_pidfile="${TIMONEL_PODMAN_PIDFILE:-${TMPDIR:-/tmp}/timonel-podman.pid}"
 cleanup() {
+  if [ -f "$podman_pidfile.ours" ]; then
+    log "stopping the Podman service this run started"
+    kill "$(cat "$podman_pidfile.ours")" 2>/dev/null || true
+    rm -f "$podman_pidfile" "$podman_pidfile.ours"
+  fi
   if [ -f "$pidfile.ours" ]; then
     log "stopping the dockerd this run started"
     kill "$(cat "$pidfile.ours")" 2>/dev/null || true
@@ -66,6 +73,15 @@ elif "$here/start-docker.sh"; then
   [ -f "$pidfile" ] && cp "$pidfile" "$pidfile.ours"
 else
   log "dockerd could not be started: the Docker tests will fail under CI=true"
+fi
+# Podman's Docker-compatible API, for the Podman lane (tests/e2e_podman.rs).
+podman_socket="${TIMONEL_PODMAN_SOCKET:-/run/podman/podman.sock}"
+if curl -fsS --max-time 2 --unix-socket "$podman_socket" http://podman/_ping >/dev/null 2>&1; then
+  rm -f "$podman_pidfile.ours"
+elif "$here/start-podman.sh" "unix://$podman_socket"; then
+  [ -f "$podman_pidfile" ] && cp "$podman_pidfile" "$podman_pidfile.ours"
+else
+  log "Podman's service could not be started: the Podman test will fail under CI=true"
 fi
 "$here/start-libvirt.sh" || log "libvirtd could not be started: the libvirt tests will fail under CI=true"
 
