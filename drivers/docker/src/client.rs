@@ -34,6 +34,41 @@ fn host_from(docker_host: Option<String>, windows: bool) -> String {
         .unwrap_or_else(|| default_host_for(windows).to_string())
 }
 
+/// Where Podman's Docker-compatible service listens when started the usual way: as root
+/// (`/run/podman/podman.sock`, the systemd `podman.socket`), else as the user
+/// (`$XDG_RUNTIME_DIR/podman/podman.sock`, the user's `podman.socket`).
+pub(crate) fn podman_sockets(xdg_runtime_dir: Option<&str>) -> Vec<String> {
+    let mut sockets = vec!["/run/podman/podman.sock".to_string()];
+    if let Some(dir) = xdg_runtime_dir.filter(|d| !d.is_empty()) {
+        sockets.push(format!("{}/podman/podman.sock", dir.trim_end_matches('/')));
+    }
+    sockets
+}
+
+/// The address to use: `DOCKER_HOST`; else Docker's socket when it exists; else the first of
+/// Podman's sockets that exists; else Docker's default (whose absence the probe explains).
+/// Unix only: on Windows the default is Docker Desktop's pipe.
+fn pick_host(
+    docker_host: Option<String>,
+    windows: bool,
+    xdg_runtime_dir: Option<&str>,
+    exists: impl Fn(&str) -> bool,
+) -> String {
+    let host = host_from(docker_host.clone(), windows);
+    if windows || docker_host.is_some_and(|h| !h.is_empty()) {
+        return host;
+    }
+    let docker = host.trim_start_matches("unix://");
+    if exists(docker) {
+        return host;
+    }
+    podman_sockets(xdg_runtime_dir)
+        .into_iter()
+        .find(|s| exists(s))
+        .map(|s| format!("unix://{s}"))
+        .unwrap_or(host)
+}
+
 /// How long the probe waits for the daemon to answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a daemon whose socket or pipe exists but does not answer yet (Docker Desktop
@@ -71,10 +106,17 @@ impl std::fmt::Debug for DockerDriver {
 
 impl DockerDriver {
     /// Connects the way the `docker` CLI does: `DOCKER_HOST` when set, else the default unix
-    /// socket (`/var/run/docker.sock`) or named pipe (`//./pipe/docker_engine`). Lazy: this never
-    /// fails; [`probe`](timonel_driver::Driver::probe) tells whether the daemon answers.
+    /// socket (`/var/run/docker.sock`) or named pipe (`//./pipe/docker_engine`); on unix, when
+    /// Docker's socket is absent, Podman's (`/run/podman/podman.sock`, then
+    /// `$XDG_RUNTIME_DIR/podman/podman.sock`) if one exists. Lazy: this never fails;
+    /// [`probe`](timonel_driver::Driver::probe) tells whether the daemon answers.
     pub fn connect() -> Self {
-        let host = host_from(std::env::var("DOCKER_HOST").ok(), cfg!(windows));
+        let host = pick_host(
+            std::env::var("DOCKER_HOST").ok(),
+            cfg!(windows),
+            std::env::var("XDG_RUNTIME_DIR").ok().as_deref(),
+            |path| std::path::Path::new(path).exists(),
+        );
         Self::connect_with_host(&host)
     }
 
@@ -276,7 +318,7 @@ pub(crate) fn unreachable_reason(err: &BollardError, host: &str) -> (String, Str
         if cfg!(windows) || cfg!(target_os = "macos") {
             "start Docker Desktop".into()
         } else {
-            "start Docker Desktop / `sudo systemctl start docker`".into()
+            "start Docker Desktop / `sudo systemctl start docker`, or Podman's service (`sudo systemctl start podman.socket`, or `systemctl --user start podman.socket` for rootless; timonel finds its socket)".into()
         },
     )
 }
@@ -491,6 +533,87 @@ mod tests {
             let tcp = Some("tcp://127.0.0.1:2375".to_string());
             assert_eq!(host_from(tcp, windows), "tcp://127.0.0.1:2375");
         }
+    }
+
+    #[test]
+    fn a_missing_image_at_create_on_each_engine() {
+        let answer = |status_code, message: &str| BollardError::DockerResponseServerError {
+            status_code,
+            message: message.into(),
+        };
+        // Docker: 404 `No such image: x`; Podman 4.x: 404, older: 500, with its cause.
+        assert!(is_missing_image(&answer(
+            404,
+            "No such image: timonel/k3s:v1"
+        )));
+        assert!(is_missing_image(&answer(
+            404,
+            "no such image: docker.io/timonel/k3s:v1: image not known"
+        )));
+        assert!(is_missing_image(&answer(
+            500,
+            "no such image: docker.io/timonel/k3s:v1: image not known"
+        )));
+        assert!(!is_missing_image(&answer(500, "database is locked")));
+        // Podman's not-found causes are not-found at 500 too; other 500s are not.
+        assert!(is_not_found(&answer(
+            500,
+            "no container with name or ID \"timonel-dev\" found: no such container"
+        )));
+        assert!(!is_not_found(&answer(500, "database is locked")));
+        assert!(matches!(
+            map_err(
+                "removing",
+                "volume `v`",
+                answer(500, "no volume with name \"v\" found: no such volume")
+            ),
+            DriverError::NotFound { .. }
+        ));
+    }
+
+    #[test]
+    fn podmans_sockets_are_found_when_docker_has_none() {
+        let only = |present: &'static [&'static str]| move |p: &str| present.contains(&p);
+        let xdg = Some("/run/user/1000");
+        // Docker's socket wins when it is there.
+        assert_eq!(
+            pick_host(
+                None,
+                false,
+                xdg,
+                only(&["/var/run/docker.sock", "/run/podman/podman.sock"])
+            ),
+            "unix:///var/run/docker.sock"
+        );
+        assert_eq!(
+            pick_host(None, false, xdg, only(&["/run/podman/podman.sock"])),
+            "unix:///run/podman/podman.sock"
+        );
+        assert_eq!(
+            pick_host(
+                None,
+                false,
+                xdg,
+                only(&["/run/user/1000/podman/podman.sock"])
+            ),
+            "unix:///run/user/1000/podman/podman.sock"
+        );
+        // Nothing there: Docker's default, which the probe reports as not running.
+        assert_eq!(
+            pick_host(None, false, None, only(&[])),
+            "unix:///var/run/docker.sock"
+        );
+        // DOCKER_HOST always wins; Windows keeps Docker Desktop's pipe.
+        let set = Some("unix:///tmp/x.sock".to_string());
+        assert_eq!(
+            pick_host(set, false, xdg, only(&["/run/podman/podman.sock"])),
+            "unix:///tmp/x.sock"
+        );
+        assert_eq!(
+            pick_host(None, true, xdg, only(&["/run/podman/podman.sock"])),
+            "npipe:////./pipe/docker_engine"
+        );
+        assert_eq!(podman_sockets(Some("")), vec!["/run/podman/podman.sock"]);
     }
 
     #[test]

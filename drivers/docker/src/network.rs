@@ -106,6 +106,19 @@ fn host_routes() -> Vec<(Ipv4Addr, u8)> {
     }
 }
 
+/// Whether creating a network failed because one of that name exists: Docker's 409
+/// `network with name x already exists`, Podman 4.3's 500 `network name x already used:
+/// network already exists`, Podman 4.5+'s 409 with the same message.
+pub(crate) fn is_duplicate(err: &bollard::errors::Error) -> bool {
+    matches!(
+        err,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 409 | 500,
+            message,
+        } if message.ends_with("already exists")
+    )
+}
+
 /// The cluster's existing network: its subnet when it is ours, else why it cannot be used.
 fn existing_network(
     net: &bollard::models::Network,
@@ -224,10 +237,7 @@ impl DockerDriver {
                 // Created meanwhile (another timonel sharing the daemon): Docker answers 409
                 // `network with name x already exists`, Podman 4.3 500 `network name x already
                 // used: network already exists`, Podman 4.5+ 409. Use it, if it is ours.
-                Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 409 | 500,
-                    message,
-                }) if message.contains("already exists") => {
+                Err(e) if is_duplicate(&e) => {
                     let all = docker
                         .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
                         .await
@@ -238,7 +248,7 @@ impl DockerDriver {
                     {
                         return existing_network(net, &name, cluster, owner);
                     }
-                    last_error = message;
+                    last_error = error_text(&e);
                     break;
                 }
                 Err(e) => {
@@ -323,6 +333,31 @@ mod tests {
             pick_subnet(&[(Ipv4Addr::new(10, 0, 0, 0), 8)], FIRST_SUBNET),
             None
         );
+    }
+
+    #[test]
+    fn a_network_that_exists_is_a_duplicate_on_both_engines() {
+        use bollard::errors::Error::DockerResponseServerError as Answer;
+        let docker = Answer {
+            status_code: 409,
+            message: "network with name timonel-dev already exists".into(),
+        };
+        let podman_4_3 = Answer {
+            status_code: 500,
+            message: "network name timonel-dev already used: network already exists".into(),
+        };
+        let podman_4_5 = Answer {
+            status_code: 409,
+            message: "network name timonel-dev already used: network already exists".into(),
+        };
+        for e in [docker, podman_4_3, podman_4_5] {
+            assert!(is_duplicate(&e), "{e}");
+        }
+        let overlap = Answer {
+            status_code: 403,
+            message: "Pool overlaps with other one on this address space".into(),
+        };
+        assert!(!is_duplicate(&overlap));
     }
 
     #[test]
