@@ -264,7 +264,20 @@ impl DockerDriver {
             Ok(Ok(v)) => v,
             _ => Default::default(),
         };
-        let engine = Engine::identify(&version, &info);
+        let podman = version
+            .components
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.name.contains("Podman"));
+        let rootless_flag = if podman {
+            crate::raw::get_json(&self.host, "/info")
+                .await
+                .and_then(|v| v.get("Rootless").and_then(serde_json::Value::as_bool))
+        } else {
+            None
+        };
+        let engine = Engine::identify(&version, &info, rootless_flag);
         if let Some((reason, fix)) = engine.unfit_for_k3s() {
             return Availability::Unusable { reason, fix };
         }

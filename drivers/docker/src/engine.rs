@@ -7,7 +7,8 @@
 //! - Podman's lists `Podman Engine` (its version, and in `Details.APIVersion` its own libpod API
 //!   version), answers every request with the headers `Server: Libpod/<version> (linux)` and
 //!   `Libpod-Api-Version`, and reports `ApiVersion` 1.40 or 1.41 as the Docker API it speaks.
-//! - Both report `name=rootless` in `/info`'s `SecurityOptions` when the engine runs as a user.
+//! - Rootless Docker lists `name=rootless` in `/info`'s `SecurityOptions`; Podman (4.3) does
+//!   not, and says it in a top-level `"Rootless": true` of its `/info` instead.
 
 use bollard::models::{SystemInfo, SystemInfoCgroupVersionEnum, SystemVersion};
 
@@ -27,8 +28,13 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// The engine from its `/version` and `/info` answers.
-    pub fn identify(version: &SystemVersion, info: &SystemInfo) -> Self {
+    /// The engine from its `/version` and `/info` answers; `rootless_flag` is the top-level
+    /// `Rootless` of `/info` that Podman sends beside Docker's fields.
+    pub fn identify(
+        version: &SystemVersion,
+        info: &SystemInfo,
+        rootless_flag: Option<bool>,
+    ) -> Self {
         let components = version.components.as_deref().unwrap_or_default();
         let podman = components.iter().find(|c| c.name.contains("Podman"));
         let engine = components.iter().find(|c| c.name == "Engine");
@@ -60,7 +66,8 @@ impl Engine {
             .as_deref()
             .unwrap_or_default()
             .iter()
-            .any(|o| o.split(',').any(|kv| kv == "name=rootless"));
+            .any(|o| o.split(',').any(|kv| kv == "name=rootless"))
+            || rootless_flag == Some(true);
         let cgroup = match info.cgroup_version {
             Some(SystemInfoCgroupVersionEnum::_2) => Some(2),
             Some(SystemInfoCgroupVersionEnum::_1) => Some(1),
@@ -138,7 +145,7 @@ mod tests {
         let i = info(
             r#"{"ServerVersion":"4.3.1","SecurityOptions":["name=seccomp,profile=default"],"CgroupVersion":"1"}"#,
         );
-        let e = Engine::identify(&v, &i);
+        let e = Engine::identify(&v, &i, Some(false));
         assert_eq!(e.name, "Podman");
         assert!(e.podman && !e.rootless);
         assert_eq!(e.describe("1.41"), "Podman 4.3.1 (API 1.41, rootful)");
@@ -155,6 +162,7 @@ mod tests {
             &info(
                 r#"{"SecurityOptions":["name=seccomp,profile=default","name=cgroupns"],"CgroupVersion":"2"}"#,
             ),
+            None,
         );
         assert_eq!(
             e.describe("1.41"),
@@ -163,7 +171,7 @@ mod tests {
         let desktop = version(
             r#"{"Platform":{"Name":"Docker Desktop 4.30.0 (149282)"},"Components":[{"Name":"Engine","Version":"26.1.1"}],"Version":"26.1.1","ApiVersion":"1.45"}"#,
         );
-        let e = Engine::identify(&desktop, &info("{}"));
+        let e = Engine::identify(&desktop, &info("{}"), None);
         assert_eq!(e.name, "Docker Desktop 4.30.0 (149282)");
         assert_eq!(e.version, "26.1.1");
     }
@@ -173,19 +181,23 @@ mod tests {
         let v = version(
             r#"{"Components":[{"Name":"Podman Engine","Version":"4.3.1"}],"ApiVersion":"1.41"}"#,
         );
+        // Podman 4.3 as a user: no `name=rootless`, its own `"Rootless": true`.
         let v1 = Engine::identify(
             &v,
-            &info(
-                r#"{"SecurityOptions":["name=seccomp,profile=default","name=rootless"],"CgroupVersion":"1"}"#,
-            ),
+            &info(r#"{"SecurityOptions":["name=seccomp,profile=default"],"CgroupVersion":"1"}"#),
+            Some(true),
         );
         assert!(v1.rootless);
         let (reason, fix) = v1.unfit_for_k3s().unwrap();
         assert!(reason.contains("rootless on cgroup v1"), "{reason}");
         assert!(fix.contains("podman system service"), "{fix}");
+        // Rootless Docker's way of saying it.
         let v2 = Engine::identify(
             &v,
-            &info(r#"{"SecurityOptions":["name=rootless"],"CgroupVersion":"2"}"#),
+            &info(
+                r#"{"SecurityOptions":["name=seccomp,profile=default","name=rootless"],"CgroupVersion":"2"}"#,
+            ),
+            None,
         );
         assert_eq!(v2.unfit_for_k3s(), None);
         assert!(v2.describe("1.41").ends_with("rootless)"));

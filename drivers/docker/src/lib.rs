@@ -21,6 +21,7 @@ mod image;
 mod logs;
 mod network;
 mod objects;
+mod raw;
 mod security;
 
 pub use client::{DockerDriver, DEFAULT_HOST, START_WAIT};

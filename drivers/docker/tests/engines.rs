@@ -35,9 +35,16 @@ impl Answer {
 
 const PODMAN_VERSION: &str = r#"{"Platform":{"Name":"linux/amd64/debian-12"},"Components":[{"Name":"Podman Engine","Version":"4.3.1","Details":{"APIVersion":"4.3.1","Arch":"amd64","BuildTime":"1970-01-01T00:00:00Z","Experimental":"false","GitCommit":"","GoVersion":"go1.19.8","KernelVersion":"6.1.0-13-amd64","MinAPIVersion":"4.0.0","Os":"linux"}},{"Name":"Conmon","Version":"conmon version 2.1.6, commit: unknown","Details":{"Package":"conmon_2.1.6+ds1-1_amd64"}}],"Version":"4.3.1","ApiVersion":"1.41","MinAPIVersion":"1.24","GitCommit":"","GoVersion":"go1.19.8","Os":"linux","Arch":"amd64","KernelVersion":"6.1.0-13-amd64","BuildTime":"1970-01-01T00:00:00Z"}"#;
 
-fn podman_info(security: &str, cgroup: &str) -> String {
+/// Podman 4.3.1's compat `/info` (the fields the driver reads): rootless, it lists no
+/// `name=rootless` but sends `"Rootless": true` and keeps its store under the user's home.
+fn podman_info(rootless: bool, cgroup: &str) -> String {
+    let (driver, root) = if rootless {
+        ("vfs", "/home/u/.local/share/containers/storage")
+    } else {
+        ("overlay", "/var/lib/containers/storage")
+    };
     format!(
-        r#"{{"ID":"fb15062f-4324-4fcd-ae59-759b84825717","Containers":0,"Driver":"overlay","NCPU":2,"MemTotal":25275973632,"CgroupDriver":"cgroupfs","CgroupVersion":"{cgroup}","OSType":"linux","OperatingSystem":"debian","ServerVersion":"4.3.1","SecurityOptions":[{security}],"Name":"vm"}}"#
+        r#"{{"ID":"fb15062f-4324-4fcd-ae59-759b84825717","Containers":0,"Driver":"{driver}","NCPU":2,"MemTotal":25275973632,"CgroupDriver":"cgroupfs","CgroupVersion":"{cgroup}","DockerRootDir":"{root}","OSType":"linux","OperatingSystem":"debian","ServerVersion":"4.3.1","SecurityOptions":["name=seccomp,profile=default"],"Name":"vm","Rootless":{rootless}}}"#
     )
 }
 
@@ -121,12 +128,12 @@ async fn serve(routes: HashMap<String, Answer>) -> Engine {
     Engine { host, seen }
 }
 
-fn podman_routes(security: &str, cgroup: &str) -> HashMap<String, Answer> {
+fn podman_routes(rootless: bool, cgroup: &str) -> HashMap<String, Answer> {
     HashMap::from([
         ("GET /version".into(), Answer::podman(200, PODMAN_VERSION)),
         (
             "GET /info".into(),
-            Answer::podman(200, &podman_info(security, cgroup)),
+            Answer::podman(200, &podman_info(rootless, cgroup)),
         ),
         ("GET /_ping".into(), Answer::podman(200, "OK")),
     ])
@@ -141,15 +148,11 @@ async fn ready(driver: &DockerDriver) -> (String, Vec<String>) {
 
 #[tokio::test]
 async fn podman_is_named_in_the_driver_line_with_rootful_or_rootless() {
-    let engine = serve(podman_routes(r#""name=seccomp,profile=default""#, "1")).await;
+    let engine = serve(podman_routes(false, "1")).await;
     let (version, _) = ready(&DockerDriver::connect_with_host(&engine.host)).await;
     assert_eq!(version, "Podman 4.3.1 (API 1.41, rootful)");
 
-    let engine = serve(podman_routes(
-        r#""name=seccomp,profile=default","name=rootless""#,
-        "2",
-    ))
-    .await;
+    let engine = serve(podman_routes(true, "2")).await;
     let (version, notes) = ready(&DockerDriver::connect_with_host(&engine.host)).await;
     assert_eq!(version, "Podman 4.3.1 (API 1.41, rootless)");
     assert!(
@@ -160,7 +163,7 @@ async fn podman_is_named_in_the_driver_line_with_rootful_or_rootless() {
 
 #[tokio::test]
 async fn rootless_on_cgroup_v1_is_unusable_before_anything_is_created() {
-    let engine = serve(podman_routes(r#""name=rootless""#, "1")).await;
+    let engine = serve(podman_routes(true, "1")).await;
     match DockerDriver::connect_with_host(&engine.host).probe().await {
         Availability::Unusable { reason, fix } => {
             assert!(
@@ -178,7 +181,7 @@ async fn rootless_on_cgroup_v1_is_unusable_before_anything_is_created() {
 
 #[tokio::test]
 async fn podmans_not_found_answers_mean_nothing_is_there() {
-    let mut routes = podman_routes(r#""name=seccomp,profile=default""#, "1");
+    let mut routes = podman_routes(false, "1");
     // Podman 4.x: 404 with its error body.
     routes.insert(
         "GET /containers/timonel-n1/json".into(),
@@ -206,7 +209,7 @@ async fn podmans_not_found_answers_mean_nothing_is_there() {
         driver.delete(&name).await.unwrap();
     }
     // A 500 about something else stays an error.
-    let mut routes = podman_routes(r#""name=seccomp,profile=default""#, "1");
+    let mut routes = podman_routes(false, "1");
     routes.insert(
         "GET /containers/timonel-n3/json".into(),
         Answer::podman(
@@ -223,7 +226,7 @@ async fn podmans_not_found_answers_mean_nothing_is_there() {
 
 #[tokio::test]
 async fn an_api_version_that_is_not_dockers_is_named_not_taken_for_silence() {
-    let mut routes = podman_routes("", "2");
+    let mut routes = podman_routes(false, "2");
     // Podman's own (libpod) version answer, as if DOCKER_HOST pointed at a libpod-only API.
     routes.insert(
         "GET /version".into(),
@@ -258,7 +261,7 @@ async fn a_daemon_that_is_still_starting_is_waited_for() {
             tokio::time::sleep(Duration::from_millis(800)).await;
             std::fs::remove_file(&path).unwrap();
             let listener = UnixListener::bind(&path).unwrap();
-            let routes = podman_routes(r#""name=seccomp,profile=default""#, "2");
+            let routes = podman_routes(false, "2");
             loop {
                 let (mut conn, _) = listener.accept().await.unwrap();
                 let mut buf = vec![0u8; 4096];
