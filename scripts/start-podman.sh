@@ -2,6 +2,12 @@
 # Starts Podman's Docker-compatible API service for development and tests when none answers.
 #
 #   scripts/start-podman.sh [unix:///path/to/podman.sock]    (default: unix:///run/podman/podman.sock)
+#   scripts/start-podman.sh --rootless USER                  (rootless, as USER; run as root)
+#
+# --rootless creates USER when missing (useradd gives it /etc/subuid and /etc/subgid ranges;
+# newuidmap/newgidmap come from Debian's `uidmap`), makes its runtime directory
+# /run/user/<uid>, and starts the service as USER on unix:///run/user/<uid>/podman/podman.sock
+# (printed on stdout). Its PID file is timonel-podman-rootless.pid.
 #
 # Idempotent: if the socket already answers `/_ping`, it does nothing and exits 0. Otherwise it
 # starts `podman system service --time=0 <socket>` in the background (no systemd needed), logs to
@@ -23,6 +29,24 @@
 set -euo pipefail
 
 tmp="${TMPDIR:-/tmp}"
+user=""
+if [[ "${1:-}" == --rootless ]]; then
+    user="${2:?--rootless needs a user name}"
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "start-podman: --rootless sets up the user: run it as root" >&2
+        exit 1
+    fi
+    id "$user" >/dev/null 2>&1 || useradd -m -s /bin/sh "$user"
+    if ! grep -q "^$user:" /etc/subuid || ! grep -q "^$user:" /etc/subgid; then
+        echo "start-podman: $user has no range in /etc/subuid or /etc/subgid (usermod --add-subuids/--add-subgids)" >&2
+        exit 1
+    fi
+    uid=$(id -u "$user")
+    install -d -o "$user" -m 700 "/run/user/$uid" "/run/user/$uid/podman"
+    set -- "unix:///run/user/$uid/podman/podman.sock"
+    TIMONEL_PODMAN_PIDFILE="${TIMONEL_PODMAN_PIDFILE:-$tmp/timonel-podman-rootless.pid}"
+    TIMONEL_PODMAN_LOG="${TIMONEL_PODMAN_LOG:-$tmp/timonel-podman-rootless.log}"
+fi
 address="${1:-unix:///run/podman/podman.sock}"
 pidfile="${TIMONEL_PODMAN_PIDFILE:-$tmp/timonel-podman.pid}"
 log="${TIMONEL_PODMAN_LOG:-$tmp/timonel-podman.log}"
@@ -42,6 +66,7 @@ if ping; then
     if [[ -f "$pidfile" ]] && ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
         rm -f "$pidfile"
     fi
+    [[ -n "$user" ]] && echo "$address"
     exit 0
 fi
 if ! command -v podman >/dev/null 2>&1; then
@@ -57,7 +82,7 @@ else
     # A socket file left by a service that died blocks nothing but answers nothing: replace it.
     rm -f "$socket"
     cap_eff=$(awk '/^CapEff/{print $2}' /proc/self/status)
-    if ! (( (16#$cap_eff >> 24) & 1 )); then
+    if [[ -z "$user" ]] && ! (( (16#$cap_eff >> 24) & 1 )); then
         nofile=$(ulimit -Hn)
         nproc=$(ulimit -Hu)
         pid_max=$(cat /proc/sys/kernel/pid_max)
@@ -69,8 +94,16 @@ else
         say "no CAP_SYS_RESOURCE: containers get nofile=$nofile, nproc=$nproc ($conf)"
     fi
     say "starting podman system service on $address (log: $log)"
-    setsid podman system service --time=0 "$address" >>"$log" 2>&1 </dev/null &
-    pid=$!
+    if [[ -n "$user" ]]; then
+        # Rootless: the user's own storage and runtime directory; /tmp as its working directory.
+        (cd /tmp && exec setsid runuser -u "$user" -- env XDG_RUNTIME_DIR="/run/user/$uid" \
+            podman system service --time=0 "$address") >>"$log" 2>&1 </dev/null &
+        pid=$!
+        echo "$pid" >"$pidfile"
+    else
+        setsid podman system service --time=0 "$address" >>"$log" 2>&1 </dev/null &
+        pid=$!
+    fi
     echo "$pid" >"$pidfile"
 fi
 
@@ -90,3 +123,5 @@ until ping; do
     sleep 0.2
 done
 say "Podman's service is up (pid $pid, pid file $pidfile)"
+[[ -n "$user" ]] && echo "$address"
+exit 0

@@ -47,12 +47,15 @@ pidfile="${TIMONEL_DOCKERD_PIDFILE:-${TMPDIR:-/tmp}/timonel-dockerd.pid}"
 libvirt_was_running=false
 pgrep -x libvirtd >/dev/null 2>&1 && libvirt_was_running=true
 podman_pidfile="${TIMONEL_PODMAN_PIDFILE:-${TMPDIR:-/tmp}/timonel-podman.pid}"
+rootless_pidfile="${TMPDIR:-/tmp}/timonel-podman-rootless.pid"
 cleanup() {
-  if [ -f "$podman_pidfile.ours" ]; then
-    log "stopping the Podman service this run started"
-    kill "$(cat "$podman_pidfile.ours")" 2>/dev/null || true
-    rm -f "$podman_pidfile" "$podman_pidfile.ours"
-  fi
+  for f in "$podman_pidfile" "$rootless_pidfile"; do
+    if [ -f "$f.ours" ]; then
+      log "stopping the Podman service this run started ($f)"
+      kill "$(cat "$f.ours")" 2>/dev/null || true
+      rm -f "$f" "$f.ours"
+    fi
+  done
   if [ -f "$pidfile.ours" ]; then
     log "stopping the dockerd this run started"
     kill "$(cat "$pidfile.ours")" 2>/dev/null || true
@@ -82,6 +85,17 @@ elif "$here/start-podman.sh" "unix://$podman_socket"; then
   [ -f "$podman_pidfile" ] && cp "$podman_pidfile" "$podman_pidfile.ours"
 else
   log "Podman's service could not be started: the Podman test will fail under CI=true"
+fi
+# Rootless Podman, as the user timonel-podman (created when missing; root only).
+if [ "$(id -u)" = 0 ]; then
+  rootless_was_up=false
+  [ -f "$rootless_pidfile" ] && kill -0 "$(cat "$rootless_pidfile")" 2>/dev/null && rootless_was_up=true
+  if address=$(TIMONEL_PODMAN_PIDFILE="$rootless_pidfile" "$here/start-podman.sh" --rootless timonel-podman); then
+    export TIMONEL_PODMAN_ROOTLESS_SOCKET="${address#unix://}"
+    [ "$rootless_was_up" = false ] && [ -f "$rootless_pidfile" ] && cp "$rootless_pidfile" "$rootless_pidfile.ours"
+  else
+    log "rootless Podman could not be started: the rootless Podman test will fail under CI=true"
+  fi
 fi
 "$here/start-libvirt.sh" || log "libvirtd could not be started: the libvirt tests will fail under CI=true"
 

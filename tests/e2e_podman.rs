@@ -20,9 +20,13 @@ fn socket() -> String {
 }
 
 /// Whether Podman's service answers `/_ping` on the socket (CI=true: it must).
-#[cfg(unix)]
 fn require_podman() -> bool {
-    let answer = std::os::unix::net::UnixStream::connect(socket()).and_then(|mut s| {
+    require_service(&socket(), "scripts/start-podman.sh")
+}
+
+#[cfg(unix)]
+fn require_service(socket: &str, how: &str) -> bool {
+    let answer = std::os::unix::net::UnixStream::connect(socket).and_then(|mut s| {
         s.write_all(b"GET /_ping HTTP/1.0\r\nHost: podman\r\n\r\n")?;
         let mut text = String::new();
         s.read_to_string(&mut text)?;
@@ -33,8 +37,7 @@ fn require_podman() -> bool {
         .is_ok_and(|t| t.starts_with("HTTP/1.") && t.contains(" 200 ") && t.contains("Libpod"));
     if !ok {
         let message = format!(
-            "Podman's Docker API does not answer on {} ({answer:?}): start it with scripts/start-podman.sh",
-            socket()
+            "Podman's Docker API does not answer on {socket} ({answer:?}): start it with {how}"
         );
         assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
         eprintln!("skipping: {message}");
@@ -43,16 +46,20 @@ fn require_podman() -> bool {
 }
 
 #[cfg(not(unix))]
-fn require_podman() -> bool {
+fn require_service(_: &str, _: &str) -> bool {
     eprintln!("skipping: the Podman lane runs on Linux");
     false
 }
 
 /// timonel in the sandbox, against Podman.
 fn run(sb: &Sandbox, args: &[&str]) -> Output {
+    run_on(&socket(), sb, args)
+}
+
+fn run_on(socket: &str, sb: &Sandbox, args: &[&str]) -> Output {
     let out = sb
         .cmd(args)
-        .env("DOCKER_HOST", format!("unix://{}", socket()))
+        .env("DOCKER_HOST", format!("unix://{socket}"))
         .output()
         .unwrap();
     eprintln!(
@@ -66,8 +73,12 @@ fn run(sb: &Sandbox, args: &[&str]) -> Output {
 }
 
 fn podman(args: &[&str]) -> String {
+    podman_on(&socket(), args)
+}
+
+fn podman_on(socket: &str, args: &[&str]) -> String {
     let out = Command::new("podman")
-        .args(["--url", &format!("unix://{}", socket())])
+        .args(["--url", &format!("unix://{socket}")])
         .args(args)
         .output()
         .unwrap();
@@ -188,4 +199,67 @@ fn podman_start_stop_delete_with_kubectl_as_the_judge() {
             .exists(),
         "the profile is still there"
     );
+}
+
+/// Rootless Podman (`scripts/start-podman.sh --rootless USER`, socket in
+/// `$TIMONEL_PODMAN_ROOTLESS_SOCKET`): named rootless; on cgroup v1 (these machines) refused
+/// before anything is created, since k3s's kubelet would get no cgroups.
+#[test]
+#[ignore = "needs rootless Podman's service (scripts/start-podman.sh --rootless USER)"]
+fn rootless_podman_is_named_and_refused_on_cgroup_v1_before_anything_is_created() {
+    let Ok(socket) = std::env::var("TIMONEL_PODMAN_ROOTLESS_SOCKET") else {
+        let message = "TIMONEL_PODMAN_ROOTLESS_SOCKET is not set: scripts/test.sh starts rootless Podman (scripts/start-podman.sh --rootless USER) and sets it";
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
+        eprintln!("skipping: {message}");
+        return;
+    };
+    if !require_service(&socket, "scripts/start-podman.sh --rootless USER") {
+        return;
+    }
+    let sb = Sandbox::new("podrl");
+    let images_before = podman_on(&socket, &["images", "-q"]);
+    let cgroup_v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let out = run_on(
+        &socket,
+        &sb,
+        &[
+            "start",
+            "--driver",
+            "docker",
+            "--kubernetes-version",
+            VERSION,
+        ],
+    );
+    let err = stderr(&out);
+    if cgroup_v2 {
+        // Usable: the driver line says rootless (whether k3s then runs is not judged here).
+        assert!(
+            err.contains("Podman ") && err.contains("rootless)"),
+            "{err}"
+        );
+        let _ = run_on(&socket, &sb, &["delete"]);
+    } else {
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("Podman 4.") && err.contains("runs rootless on cgroup v1"),
+            "{err}"
+        );
+        assert!(err.contains("cgroup v2"), "the fix is named: {err}");
+        // Nothing was created: no image built, no container, volume or network.
+        assert_eq!(podman_on(&socket, &["images", "-q"]), images_before);
+        let filter = format!("label=dev.timonel.cluster={}", sb.profile);
+        assert_eq!(
+            podman_on(&socket, &["ps", "-a", "-q", "--filter", &filter]),
+            ""
+        );
+        assert_eq!(
+            podman_on(&socket, &["volume", "ls", "-q", "--filter", &filter]),
+            ""
+        );
+        assert_eq!(
+            podman_on(&socket, &["network", "ls", "-q", "--filter", &filter]),
+            ""
+        );
+    }
+    sb.mark_deleted();
 }
