@@ -62,13 +62,7 @@ fn run_on(socket: &str, sb: &Sandbox, args: &[&str]) -> Output {
         .env("DOCKER_HOST", format!("unix://{socket}"))
         .output()
         .unwrap();
-    eprintln!(
-        "$ timonel {} -> {}\n{}{}",
-        args.join(" "),
-        out.status,
-        stdout(&out),
-        stderr(&out)
-    );
+    log_output("timonel", args, &out);
     out
 }
 
@@ -87,21 +81,10 @@ fn podman_on(socket: &str, args: &[&str]) -> String {
 
 /// Containers, volumes and networks in Podman labelled with the profile.
 fn podman_leftovers(profile: &str) -> Vec<String> {
-    let filter = format!("label=dev.timonel.cluster={profile}");
-    let mut found = Vec::new();
-    for (kind, args) in [
-        ("container", vec!["ps", "-a", "-q", "--filter", &filter]),
-        ("volume", vec!["volume", "ls", "-q", "--filter", &filter]),
-        ("network", vec!["network", "ls", "-q", "--filter", &filter]),
-    ] {
-        found.extend(
-            podman(&args)
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(|l| format!("{kind} {l}")),
-        );
-    }
-    found
+    leftovers_in(
+        &["podman", "--url", &format!("unix://{}", socket())],
+        profile,
+    )
 }
 
 /// Deletes the profile through Podman when the test ends early.

@@ -119,6 +119,17 @@ pub(crate) fn is_duplicate(err: &bollard::errors::Error) -> bool {
     )
 }
 
+/// A network's IPv4 subnets.
+fn subnets_of(net: &bollard::models::Network) -> Vec<(Ipv4Addr, u8)> {
+    net.ipam
+        .as_ref()
+        .and_then(|i| i.config.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.subnet.as_deref().and_then(parse_cidr))
+        .collect()
+}
+
 /// The cluster's existing network: its subnet when it is ours, else why it cannot be used.
 fn existing_network(
     net: &bollard::models::Network,
@@ -126,14 +137,7 @@ fn existing_network(
     cluster: &ClusterName,
     owner: Option<&str>,
 ) -> Result<Subnet, DriverError> {
-    let subnets: Vec<(Ipv4Addr, u8)> = net
-        .ipam
-        .as_ref()
-        .and_then(|i| i.config.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c.subnet.as_deref().and_then(parse_cidr))
-        .collect();
+    let subnets = subnets_of(net);
     let ours = net
         .labels
         .as_ref()
@@ -179,14 +183,7 @@ impl DockerDriver {
             .map_err(|e| DriverError::backend("listing networks", error_text(&e)))?;
         let mut used = host_routes();
         for net in &all {
-            let subnets: Vec<(Ipv4Addr, u8)> = net
-                .ipam
-                .as_ref()
-                .and_then(|i| i.config.as_ref())
-                .into_iter()
-                .flatten()
-                .filter_map(|c| c.subnet.as_deref().and_then(parse_cidr))
-                .collect();
+            let subnets = subnets_of(net);
             if net.name.as_deref() == Some(name.as_str()) {
                 return existing_network(net, &name, cluster, owner);
             }
