@@ -18,7 +18,7 @@ log() { printf '\n==> %s\n' "$*" >&2; }
 # build the test VM image and the SSH test hosts, and OpenSSH's client (ssh-agent, ssh).
 packages=(docker.io libvirt-daemon-system libvirt-dev pkg-config qemu-system-x86 qemu-utils
           debootstrap fdisk grub-pc-bin grub2-common e2fsprogs busybox-static openssh-client
-          podman curl)
+          podman golang-github-containernetworking-plugin-dnsname uidmap curl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -132,6 +132,14 @@ if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --run-ignored all --no-fail-fast
 else
   cargo test --workspace --no-fail-fast -- --include-ignored
+fi
+
+# The Docker driver's own suite again, against real rootful Podman through its Docker API.
+log "the Docker driver's suite against Podman (DOCKER_HOST=unix://$podman_socket)"
+if cargo nextest --version >/dev/null 2>&1; then
+  DOCKER_HOST="unix://$podman_socket" cargo nextest run -p timonel-driver-docker --test docker --run-ignored all --no-fail-fast
+else
+  DOCKER_HOST="unix://$podman_socket" cargo test -p timonel-driver-docker --test docker --no-fail-fast -- --include-ignored
 fi
 
 # The Windows lane: timonel.exe built for Windows and run under Wine (a stand-in, not Windows).

@@ -1,7 +1,9 @@
 //! The Docker driver of timonel: nodes are containers.
 //!
 //! Talks to the daemon through bollard (the `DOCKER_HOST` variable, else the default unix socket
-//! or, on Windows, the default named pipe). Every object it creates (containers, volumes, the
+//! or, on Windows, the default named pipe; on unix without Docker's socket, Podman's). Any
+//! engine serving the Docker API will do: [`Engine`] names it (Docker, Docker Desktop, Podman;
+//! rootful or rootless) for the driver line and refuses one k3s cannot run on. Every object it creates (containers, volumes, the
 //! per-cluster network) carries the `dev.timonel.cluster` label, so a cluster can be removed by
 //! label even when timonel's own records are gone, and the `dev.timonel.home` label of the home
 //! that created it (`MachineSpec::owner`).

@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -247,6 +246,7 @@ async fn an_api_version_that_is_not_dockers_is_named_not_taken_for_silence() {
 #[cfg(unix)]
 #[tokio::test]
 async fn a_daemon_that_is_still_starting_is_waited_for() {
+    use std::time::{Duration, Instant};
     use tokio::net::UnixListener;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("engine.sock");
