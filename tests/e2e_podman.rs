@@ -6,6 +6,7 @@
 //! starts the service there (scripts/start-podman.sh). Marked ignored (it needs the service);
 //! under CI=true a missing service fails it, elsewhere it skips with the reason.
 
+#![cfg(unix)] // Podman's service is a unix socket
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
 
 mod support;
@@ -24,7 +25,6 @@ fn require_podman() -> bool {
     require_service(&socket(), "scripts/start-podman.sh")
 }
 
-#[cfg(unix)]
 fn require_service(socket: &str, how: &str) -> bool {
     let answer = std::os::unix::net::UnixStream::connect(socket).and_then(|mut s| {
         s.write_all(b"GET /_ping HTTP/1.0\r\nHost: podman\r\n\r\n")?;
@@ -43,12 +43,6 @@ fn require_service(socket: &str, how: &str) -> bool {
         eprintln!("skipping: {message}");
     }
     ok
-}
-
-#[cfg(not(unix))]
-fn require_service(_: &str, _: &str) -> bool {
-    eprintln!("skipping: the Podman lane runs on Linux");
-    false
 }
 
 /// timonel in the sandbox, against Podman.
@@ -244,5 +238,83 @@ fn rootless_podman_is_named_and_refused_on_cgroup_v1_before_anything_is_created(
             ""
         );
     }
+    sb.mark_deleted();
+}
+
+/// Whether this process may raise resource limits (CAP_SYS_RESOURCE in its effective set).
+fn has_cap_sys_resource() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << 24) != 0)
+}
+
+/// Podman as root without CAP_SYS_RESOURCE and with its default limits fails every container
+/// ("error setting rlimit type 7"), whatever its privileges: a real engine that cannot run the
+/// node. timonel must say so, with the fix, before creating the node, and not blame privileges.
+#[test]
+#[ignore = "needs podman, and a machine without CAP_SYS_RESOURCE to provoke the failure"]
+fn an_engine_that_cannot_start_containers_is_refused_before_the_node_is_created() {
+    if has_cap_sys_resource() {
+        eprintln!("skipping: this machine has CAP_SYS_RESOURCE, so Podman's default limits apply and the failure cannot be provoked");
+        return;
+    }
+    if !require_podman() {
+        return;
+    }
+    // A second service on the same storage, without scripts/start-podman.sh's limits.
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("podman.sock");
+    let mut service = Command::new("podman")
+        .args(["system", "service", "--time=0"])
+        .arg(format!("unix://{}", sock.display()))
+        .env_remove("CONTAINERS_CONF")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let socket = sock.display().to_string();
+    eventually(
+        "the second Podman service to answer",
+        std::time::Duration::from_secs(30),
+        || {
+            std::os::unix::net::UnixStream::connect(&sock)
+                .and_then(|mut s| {
+                    s.write_all(b"GET /_ping HTTP/1.0\r\n\r\n")?;
+                    let mut t = String::new();
+                    s.read_to_string(&mut t)?;
+                    Ok(t.contains(" 200 "))
+                })
+                .unwrap_or(false)
+        },
+    );
+    let sb = Sandbox::new("podbroken");
+    let out = run_on(
+        &socket,
+        &sb,
+        &[
+            "start",
+            "--driver",
+            "docker",
+            "--kubernetes-version",
+            VERSION,
+        ],
+    );
+    let err = stderr(&out);
+    let _ = service.kill();
+    let _ = service.wait();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot start the node's container"), "{err}");
+    assert!(err.contains("error setting rlimit"), "{err}");
+    assert!(err.contains("default_ulimits"), "the fix is named: {err}");
+    assert!(
+        !err.contains("allows privileged containers"),
+        "privileges blamed: {err}"
+    );
+    assert_eq!(podman_leftovers(&sb.profile), Vec::<String>::new());
     sb.mark_deleted();
 }

@@ -65,12 +65,14 @@ impl Driver for DockerDriver {
             }
             Err(e) => return Err(map_err("inspecting", &format!("image `{image}`"), e)),
         }
+        // What the engine accepts, before the node's network and volumes exist: an engine
+        // that cannot run the node is refused with nothing of the node created.
+        let security = self.choose_security(spec, &image, report).await?;
         let subnet = self
             .ensure_network(&spec.cluster, spec.owner.as_deref(), report)
             .await?;
         let ip: Ipv4Addr = subnet.node(spec.index)?;
         self.ensure_volumes(spec).await?;
-        let security = self.choose_security(spec, &image, report).await?;
 
         report.step(&format!("creating container {name} ({ip})"));
         let config = container_config(spec, security, ip)?;

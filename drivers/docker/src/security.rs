@@ -159,7 +159,7 @@ impl DockerDriver {
                         return Err(DriverError::Backend {
                             op: format!("creating node `{}`", spec.name),
                             message: format!(
-                                "the container engine cannot start the node's container ({why}); nothing was created"
+                                "the container engine cannot start the node's container ({why}); the node was not created"
                             ),
                             hint: Some(broken_hint(&why, plain_fails)),
                         });
