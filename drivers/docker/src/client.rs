@@ -181,7 +181,7 @@ impl DockerDriver {
                     Err(waited) => Err(DriverError::NotAvailable {
                         driver: "docker".into(),
                         reason: format!(
-                            "the Docker daemon at `{}` did not answer within {waited:?}",
+                            "the Docker daemon at `{}` did not answer within {waited:?}: it is not running, or still starting",
                             self.host
                         ),
                         fix: "wait for it to finish starting (Docker Desktop shows when it runs), or check that it is healthy (`docker info`) and restart it"
