@@ -13,6 +13,7 @@
 //! let image = driver.ensure_node_image(&k3s, "v1.31.2+k3s1", &report).await?;
 //! ```
 
+mod answers;
 mod archive;
 mod client;
 mod config;
