@@ -25,13 +25,17 @@ fn require_podman() -> bool {
     require_service(&socket(), "scripts/start-podman.sh")
 }
 
+/// The service's whole answer to `GET /_ping`.
+fn ping(socket: &str) -> std::io::Result<String> {
+    let mut s = std::os::unix::net::UnixStream::connect(socket)?;
+    s.write_all(b"GET /_ping HTTP/1.0\r\nHost: podman\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text)
+}
+
 fn require_service(socket: &str, how: &str) -> bool {
-    let answer = std::os::unix::net::UnixStream::connect(socket).and_then(|mut s| {
-        s.write_all(b"GET /_ping HTTP/1.0\r\nHost: podman\r\n\r\n")?;
-        let mut text = String::new();
-        s.read_to_string(&mut text)?;
-        Ok(text)
-    });
+    let answer = ping(socket);
     let ok = answer
         .as_ref()
         .is_ok_and(|t| t.starts_with("HTTP/1.") && t.contains(" 200 ") && t.contains("Libpod"));
@@ -58,6 +62,21 @@ fn run_on(socket: &str, sb: &Sandbox, args: &[&str]) -> Output {
         .unwrap();
     log_output("timonel", args, &out);
     out
+}
+
+/// `timonel start` of the stand-in on the engine at `socket`.
+fn start_on(socket: &str, sb: &Sandbox) -> Output {
+    run_on(
+        socket,
+        sb,
+        &[
+            "start",
+            "--driver",
+            "docker",
+            "--kubernetes-version",
+            VERSION,
+        ],
+    )
 }
 
 fn podman(args: &[&str]) -> String {
@@ -196,17 +215,7 @@ fn rootless_podman_is_named_and_refused_on_cgroup_v1_before_anything_is_created(
     let sb = Sandbox::new("podrl");
     let images_before = podman_on(&socket, &["images", "-q"]);
     let cgroup_v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-    let out = run_on(
-        &socket,
-        &sb,
-        &[
-            "start",
-            "--driver",
-            "docker",
-            "--kubernetes-version",
-            VERSION,
-        ],
-    );
+    let out = start_on(&socket, &sb);
     let err = stderr(&out);
     if cgroup_v2 {
         // Usable: the driver line says rootless (whether k3s then runs is not judged here).
@@ -281,29 +290,10 @@ fn an_engine_that_cannot_start_containers_is_refused_before_the_node_is_created(
     eventually(
         "the second Podman service to answer",
         std::time::Duration::from_secs(30),
-        || {
-            std::os::unix::net::UnixStream::connect(&sock)
-                .and_then(|mut s| {
-                    s.write_all(b"GET /_ping HTTP/1.0\r\n\r\n")?;
-                    let mut t = String::new();
-                    s.read_to_string(&mut t)?;
-                    Ok(t.contains(" 200 "))
-                })
-                .unwrap_or(false)
-        },
+        || ping(&socket).is_ok_and(|t| t.contains(" 200 ")),
     );
     let sb = Sandbox::new("podbroken");
-    let out = run_on(
-        &socket,
-        &sb,
-        &[
-            "start",
-            "--driver",
-            "docker",
-            "--kubernetes-version",
-            VERSION,
-        ],
-    );
+    let out = start_on(&socket, &sb);
     let err = stderr(&out);
     let _ = service.kill();
     let _ = service.wait();
