@@ -208,9 +208,37 @@ pub(crate) fn is_missing_image(err: &BollardError) -> bool {
     }
 }
 
+/// Whether creating a container failed because the name is taken: Docker's 409 `Conflict. The
+/// container name "/x" is already in use…`, Podman 4.3's 500 `container create: creating
+/// container storage: the container name "x" is already in use by <id>. You have to remove
+/// that container to be able to reuse that name: that name is already in use`.
+pub(crate) fn is_name_conflict(err: &BollardError) -> bool {
+    match err {
+        BollardError::DockerResponseServerError {
+            status_code: 409, ..
+        } => true,
+        BollardError::DockerResponseServerError {
+            status_code: 500,
+            message,
+        } => message.ends_with("that name is already in use"),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_taken_container_name_on_each_engine() {
+        let answer = |status_code, message: &str| BollardError::DockerResponseServerError {
+            status_code,
+            message: message.into(),
+        };
+        assert!(is_name_conflict(&answer(409, "Conflict. The container name \"/timonel-dev\" is already in use by container \"191c7a707a01\". You have to remove (or rename) that container to be able to reuse that name.")));
+        assert!(is_name_conflict(&answer(500, "container create: creating container storage: the container name \"timonel-dev\" is already in use by 191c7a707a012b28fad99c677625e14ea177edcc0d188b425e253eb560c9356d. You have to remove that container to be able to reuse that name: that name is already in use")));
+        assert!(!is_name_conflict(&answer(500, "database is locked")));
+    }
 
     #[test]
     fn each_failure_has_its_fix() {

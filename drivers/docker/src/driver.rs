@@ -79,10 +79,7 @@ impl Driver for DockerDriver {
         let docker = self.client().await?;
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         if let Err(e) = docker.create_container(Some(options), config).await {
-            if let bollard::errors::Error::DockerResponseServerError {
-                status_code: 409, ..
-            } = e
-            {
+            if crate::answers::is_name_conflict(&e) {
                 // Created concurrently: same rules as when it was there before.
                 if let Some(existing) = self.inspect(spec.name.as_str()).await? {
                     return Self::check_existing(spec, &existing);
