@@ -17,7 +17,8 @@ log() { printf '\n==> %s\n' "$*" >&2; }
 # Debian packages the tests use: daemons, libvirt headers for the kvm helper, the tools that
 # build the test VM image and the SSH test hosts, and OpenSSH's client (ssh-agent, ssh).
 packages=(docker.io libvirt-daemon-system libvirt-dev pkg-config qemu-system-x86 qemu-utils
-          debootstrap fdisk grub-pc-bin grub2-common e2fsprogs busybox-static openssh-client)
+          debootstrap fdisk grub-pc-bin grub2-common e2fsprogs busybox-static openssh-client
+          podman golang-github-containernetworking-plugin-dnsname uidmap curl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -45,7 +46,16 @@ fi
 pidfile="${TIMONEL_DOCKERD_PIDFILE:-${TMPDIR:-/tmp}/timonel-dockerd.pid}"
 libvirt_was_running=false
 pgrep -x libvirtd >/dev/null 2>&1 && libvirt_was_running=true
+podman_pidfile="${TIMONEL_PODMAN_PIDFILE:-${TMPDIR:-/tmp}/timonel-podman.pid}"
+rootless_pidfile="${TMPDIR:-/tmp}/timonel-podman-rootless.pid"
 cleanup() {
+  for f in "$podman_pidfile" "$rootless_pidfile"; do
+    if [ -f "$f.ours" ]; then
+      log "stopping the Podman service this run started ($f)"
+      kill "$(cat "$f.ours")" 2>/dev/null || true
+      rm -f "$f" "$f.ours"
+    fi
+  done
   if [ -f "$pidfile.ours" ]; then
     log "stopping the dockerd this run started"
     kill "$(cat "$pidfile.ours")" 2>/dev/null || true
@@ -66,6 +76,26 @@ elif "$here/start-docker.sh"; then
   [ -f "$pidfile" ] && cp "$pidfile" "$pidfile.ours"
 else
   log "dockerd could not be started: the Docker tests will fail under CI=true"
+fi
+# Podman's Docker-compatible API, for the Podman lane (tests/e2e_podman.rs).
+podman_socket="${TIMONEL_PODMAN_SOCKET:-/run/podman/podman.sock}"
+if curl -fsS --max-time 2 --unix-socket "$podman_socket" http://podman/_ping >/dev/null 2>&1; then
+  rm -f "$podman_pidfile.ours"
+elif "$here/start-podman.sh" "unix://$podman_socket"; then
+  [ -f "$podman_pidfile" ] && cp "$podman_pidfile" "$podman_pidfile.ours"
+else
+  log "Podman's service could not be started: the Podman test will fail under CI=true"
+fi
+# Rootless Podman, as the user timonel-podman (created when missing; root only).
+if [ "$(id -u)" = 0 ]; then
+  rootless_was_up=false
+  [ -f "$rootless_pidfile" ] && kill -0 "$(cat "$rootless_pidfile")" 2>/dev/null && rootless_was_up=true
+  if address=$(TIMONEL_PODMAN_PIDFILE="$rootless_pidfile" "$here/start-podman.sh" --rootless timonel-podman); then
+    export TIMONEL_PODMAN_ROOTLESS_SOCKET="${address#unix://}"
+    [ "$rootless_was_up" = false ] && [ -f "$rootless_pidfile" ] && cp "$rootless_pidfile" "$rootless_pidfile.ours"
+  else
+    log "rootless Podman could not be started: the rootless Podman test will fail under CI=true"
+  fi
 fi
 "$here/start-libvirt.sh" || log "libvirtd could not be started: the libvirt tests will fail under CI=true"
 
@@ -102,6 +132,14 @@ if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --run-ignored all --no-fail-fast
 else
   cargo test --workspace --no-fail-fast -- --include-ignored
+fi
+
+# The Docker driver's own suite again, against real rootful Podman through its Docker API.
+log "the Docker driver's suite against Podman (DOCKER_HOST=unix://$podman_socket)"
+if cargo nextest --version >/dev/null 2>&1; then
+  DOCKER_HOST="unix://$podman_socket" cargo nextest run -p timonel-driver-docker --test docker --run-ignored all --no-fail-fast
+else
+  DOCKER_HOST="unix://$podman_socket" cargo test -p timonel-driver-docker --test docker --no-fail-fast -- --include-ignored
 fi
 
 # The Windows lane: timonel.exe built for Windows and run under Wine (a stand-in, not Windows).

@@ -192,7 +192,8 @@ pub async fn select(
     if let Some(kind) = requested {
         let selected = make(kind)?;
         return match selected.probe().await {
-            Availability::Ready { notes, .. } => {
+            Availability::Ready { version, notes } => {
+                printer.done(&format!("Using the {kind} driver ({version})"), None);
                 for n in notes {
                     printer.info(&format!("  {kind}: {n}"));
                 }

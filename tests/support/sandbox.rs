@@ -212,7 +212,7 @@ impl Drop for Sandbox {
 
 /// Shows a command and what it printed in the test's output: `$ <program> <args> -> <status>`,
 /// then its stdout and stderr.
-fn log_output(program: &str, args: &[&str], out: &Output) {
+pub fn log_output(program: &str, args: &[&str], out: &Output) {
     eprintln!(
         "$ {program} {} -> {}\n{}{}",
         args.join(" "),
@@ -224,6 +224,11 @@ fn log_output(program: &str, args: &[&str], out: &Output) {
 
 /// Every container, volume and network labelled `dev.timonel.cluster=<profile>`.
 pub fn leftovers(profile: &str) -> Vec<String> {
+    leftovers_in(&["docker"], profile)
+}
+
+/// [`leftovers`] as another CLI with docker's commands sees them (`["podman", "--url", …]`).
+pub fn leftovers_in(cli: &[&str], profile: &str) -> Vec<String> {
     let filter = format!("label=dev.timonel.cluster={profile}");
     let mut found = Vec::new();
     for (kind, args) in [
@@ -231,7 +236,11 @@ pub fn leftovers(profile: &str) -> Vec<String> {
         ("volume", vec!["volume", "ls", "-q", "--filter", &filter]),
         ("network", vec!["network", "ls", "-q", "--filter", &filter]),
     ] {
-        let out = Command::new("docker").args(&args).output().unwrap();
+        let out = Command::new(cli[0])
+            .args(&cli[1..])
+            .args(&args)
+            .output()
+            .unwrap();
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             if !line.trim().is_empty() {
                 found.push(format!("{kind} {line}"));

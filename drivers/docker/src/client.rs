@@ -2,17 +2,20 @@
 //! a fix the user can act on.
 
 use std::collections::HashMap;
-use std::error::Error as _;
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
-use bollard::models::SystemInfoCgroupVersionEnum;
 use bollard::Docker;
 use tokio::sync::{Mutex, OnceCell};
 
 use timonel_driver::{Availability, DriverError};
 
+pub(crate) use crate::answers::{
+    error_text, is_missing_image, is_not_found, is_removal_in_progress, map_err,
+};
+use crate::answers::{is_starting, unreachable_reason};
 use crate::config::SecurityProfile;
+use crate::engine::Engine;
 
 /// The daemon address when `DOCKER_HOST` is unset on this platform (what the docker CLI uses).
 pub const DEFAULT_HOST: &str = default_host_for(cfg!(windows));
@@ -34,8 +37,46 @@ fn host_from(docker_host: Option<String>, windows: bool) -> String {
         .unwrap_or_else(|| default_host_for(windows).to_string())
 }
 
+/// Where Podman's Docker-compatible service listens when started the usual way: as root
+/// (`/run/podman/podman.sock`, the systemd `podman.socket`), else as the user
+/// (`$XDG_RUNTIME_DIR/podman/podman.sock`, the user's `podman.socket`).
+pub(crate) fn podman_sockets(xdg_runtime_dir: Option<&str>) -> Vec<String> {
+    let mut sockets = vec!["/run/podman/podman.sock".to_string()];
+    if let Some(dir) = xdg_runtime_dir.filter(|d| !d.is_empty()) {
+        sockets.push(format!("{}/podman/podman.sock", dir.trim_end_matches('/')));
+    }
+    sockets
+}
+
+/// The address to use: `DOCKER_HOST`; else Docker's socket when it exists; else the first of
+/// Podman's sockets that exists; else Docker's default (whose absence the probe explains).
+/// Unix only: on Windows the default is Docker Desktop's pipe.
+fn pick_host(
+    docker_host: Option<String>,
+    windows: bool,
+    xdg_runtime_dir: Option<&str>,
+    exists: impl Fn(&str) -> bool,
+) -> String {
+    let host = host_from(docker_host.clone(), windows);
+    if windows || docker_host.is_some_and(|h| !h.is_empty()) {
+        return host;
+    }
+    let docker = host.trim_start_matches("unix://");
+    if exists(docker) {
+        return host;
+    }
+    podman_sockets(xdg_runtime_dir)
+        .into_iter()
+        .find(|s| exists(s))
+        .map(|s| format!("unix://{s}"))
+        .unwrap_or(host)
+}
+
 /// How long the probe waits for the daemon to answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a daemon whose socket or pipe exists but does not answer yet (Docker Desktop
+/// booting, a service being started) is waited for.
+pub const START_WAIT: Duration = Duration::from_secs(60);
 /// Requests that move a lot of data (image import, 300 MB uploads, long stops) get this long.
 pub(crate) const LONG_REQUEST: Duration = Duration::from_secs(30 * 60);
 
@@ -51,6 +92,11 @@ pub struct DockerDriver {
     pub(crate) network_lock: Mutex<()>,
     /// Per image: the security profile this daemon accepts (probed once).
     pub(crate) accepted_security: Mutex<HashMap<String, SecurityProfile>>,
+    /// How long a daemon that is still starting (its socket or pipe is there, nothing answers
+    /// yet) is waited for.
+    start_wait: Duration,
+    /// The engine, once identified by the probe.
+    pub(crate) engine: OnceCell<Engine>,
 }
 
 impl std::fmt::Debug for DockerDriver {
@@ -63,10 +109,17 @@ impl std::fmt::Debug for DockerDriver {
 
 impl DockerDriver {
     /// Connects the way the `docker` CLI does: `DOCKER_HOST` when set, else the default unix
-    /// socket (`/var/run/docker.sock`) or named pipe (`//./pipe/docker_engine`). Lazy: this never
-    /// fails; [`probe`](timonel_driver::Driver::probe) tells whether the daemon answers.
+    /// socket (`/var/run/docker.sock`) or named pipe (`//./pipe/docker_engine`); on unix, when
+    /// Docker's socket is absent, Podman's (`/run/podman/podman.sock`, then
+    /// `$XDG_RUNTIME_DIR/podman/podman.sock`) if one exists. Lazy: this never fails;
+    /// [`probe`](timonel_driver::Driver::probe) tells whether the daemon answers.
     pub fn connect() -> Self {
-        let host = host_from(std::env::var("DOCKER_HOST").ok(), cfg!(windows));
+        let host = pick_host(
+            std::env::var("DOCKER_HOST").ok(),
+            cfg!(windows),
+            std::env::var("XDG_RUNTIME_DIR").ok().as_deref(),
+            |path| std::path::Path::new(path).exists(),
+        );
         Self::connect_with_host(&host)
     }
 
@@ -78,7 +131,15 @@ impl DockerDriver {
             negotiated: OnceCell::new(),
             network_lock: Mutex::new(()),
             accepted_security: Mutex::new(HashMap::new()),
+            start_wait: START_WAIT,
+            engine: OnceCell::new(),
         }
+    }
+
+    /// How long to wait for a daemon that is still starting ([`START_WAIT`] by default).
+    pub fn with_start_wait(mut self, wait: Duration) -> Self {
+        self.start_wait = wait;
+        self
     }
 
     /// The negotiated client, connecting on first use.
@@ -102,10 +163,16 @@ impl DockerDriver {
                     }
                 })?;
                 let base = base.with_timeout(Duration::from_secs(120));
-                let negotiated =
-                    tokio::time::timeout(PROBE_TIMEOUT, base.negotiate_version()).await;
+                let negotiated = self.negotiate(base).await;
                 match negotiated {
                     Ok(Ok(docker)) => Ok(docker),
+                    Ok(Err(BollardError::APIVersionParseError {})) => {
+                        Err(DriverError::NotAvailable {
+                            driver: "docker".into(),
+                            reason: format!("the engine at `{}` answers, but its `/version` names no Docker API version timonel can use", self.host),
+                            fix: "point DOCKER_HOST at a Docker-compatible API (Docker, or Podman's `podman system service`), not at an engine's own API".into(),
+                        })
+                    }
                     Ok(Err(e)) => {
                         let (reason, fix) = unreachable_reason(&e, &self.host);
                         Err(DriverError::NotAvailable {
@@ -114,18 +181,48 @@ impl DockerDriver {
                             fix,
                         })
                     }
-                    Err(_) => Err(DriverError::NotAvailable {
+                    Err(waited) => Err(DriverError::NotAvailable {
                         driver: "docker".into(),
                         reason: format!(
-                            "the Docker daemon at `{}` did not answer within {PROBE_TIMEOUT:?}",
+                            "the Docker daemon at `{}` did not answer within {waited:?}: it is not running, or still starting",
                             self.host
                         ),
-                        fix: "check that the daemon is healthy (`docker info`), or restart it"
+                        fix: "wait for it to finish starting (Docker Desktop shows when it runs), or check that it is healthy (`docker info`) and restart it"
                             .into(),
                     }),
                 }
             })
             .await
+    }
+
+    /// Negotiates the API version, waiting up to `start_wait` for a daemon that is still
+    /// starting: its socket or pipe exists but refuses or drops the connection, or it answers
+    /// 502/503. Err(waited) when each try timed out or the wait ran out.
+    async fn negotiate(&self, base: Docker) -> Result<Result<Docker, BollardError>, Duration> {
+        let started = tokio::time::Instant::now();
+        let mut said = false;
+        loop {
+            let left = self.start_wait.saturating_sub(started.elapsed());
+            let attempt =
+                tokio::time::timeout(PROBE_TIMEOUT, base.clone().negotiate_version()).await;
+            match attempt {
+                Ok(Err(e)) if is_starting(&e, &self.host) && !left.is_zero() => {
+                    if !said {
+                        tracing::warn!(
+                            "the Docker daemon at `{}` does not answer yet ({}): waiting up to {:?} for it to start",
+                            self.host,
+                            error_text(&e),
+                            self.start_wait
+                        );
+                        said = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250).min(left)).await;
+                }
+                Ok(Err(e)) if is_starting(&e, &self.host) => return Err(self.start_wait),
+                Ok(other) => return Ok(other),
+                Err(_) => return Err(started.elapsed()),
+            }
+        }
     }
 
     /// The client with a longer request timeout, for transfers and long stops.
@@ -166,183 +263,52 @@ impl DockerDriver {
                 fix: "switch Docker Desktop to Linux containers".into(),
             };
         }
-        let server = info.server_version.clone().unwrap_or_else(|| "?".into());
+        let version = match tokio::time::timeout(PROBE_TIMEOUT, docker.version()).await {
+            Ok(Ok(v)) => v,
+            _ => Default::default(),
+        };
+        let podman = version
+            .components
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.name.contains("Podman"));
+        let rootless_flag = if podman {
+            crate::raw::get_json(&self.host, "/info")
+                .await
+                .and_then(|v| v.get("Rootless").and_then(serde_json::Value::as_bool))
+        } else {
+            None
+        };
+        let engine = Engine::identify(&version, &info, rootless_flag);
+        if let Some((reason, fix)) = engine.unfit_for_k3s() {
+            return Availability::Unusable { reason, fix };
+        }
         let api = docker.client_version().to_string();
         let storage = info.driver.clone().unwrap_or_else(|| "?".into());
-        let cgroup = match info.cgroup_version {
-            Some(SystemInfoCgroupVersionEnum::_2) => "cgroup v2",
-            Some(SystemInfoCgroupVersionEnum::_1) => "cgroup v1",
-            _ => "cgroup version unknown",
+        let cgroup = match engine.cgroup {
+            Some(v) => format!("cgroup v{v}"),
+            None => "cgroup version unknown".into(),
         };
-        let security = info.security_options.unwrap_or_default();
-        let rootless = security.iter().any(|o| o.contains("name=rootless"));
-        let mut notes = vec![format!(
-            "storage driver {storage}, {cgroup}, {}",
-            if rootless { "rootless" } else { "rootful" }
-        )];
-        if rootless {
-            notes.push("rootless Docker: k3s needs `--kubelet-arg=feature-gates=KubeletInUserNamespace=true` and delegated cgroup controllers".into());
-        }
+        let mut notes = vec![format!("storage driver {storage}, {cgroup}")];
+        notes.extend(engine.notes());
         if matches!(storage.as_str(), "btrfs" | "zfs") {
             notes.push(format!(
                 "storage driver {storage}: k3s's data dir is a volume, but containerd inside may need `--snapshotter=native`"
             ));
         }
+        let described = engine.describe(&api);
+        let _ = self.engine.set(engine);
         Availability::Ready {
-            version: format!("Docker {server} (API {api})"),
+            version: described,
             notes,
         }
     }
 }
 
-/// Why the daemon could not be reached, and what to do about it.
-pub(crate) fn unreachable_reason(err: &BollardError, host: &str) -> (String, String) {
-    let kind = io_kind(err);
-    let text = format!("{err} {}", chain_text(err)).to_lowercase();
-    let local = host.starts_with("unix://") || host.starts_with("npipe://");
-    let default_host = host == DEFAULT_HOST;
-    if kind == Some(std::io::ErrorKind::PermissionDenied) || text.contains("permission denied") {
-        return (
-            format!("permission denied on the Docker socket `{host}`"),
-            permission_fix(cfg!(windows)).into(),
-        );
-    }
-    if !default_host {
-        let why = if local {
-            "nothing is listening there"
-        } else {
-            "it does not answer"
-        };
-        return (
-            format!("`DOCKER_HOST={host}` is unreachable: {why}"),
-            "point DOCKER_HOST at a running daemon, or unset it to use the local one (start Docker Desktop / `sudo systemctl start docker`)".into(),
-        );
-    }
-    (
-        format!("the Docker daemon is not running (no answer on `{host}`)"),
-        if cfg!(windows) || cfg!(target_os = "macos") {
-            "start Docker Desktop".into()
-        } else {
-            "start Docker Desktop / `sudo systemctl start docker`".into()
-        },
-    )
-}
-
-/// How a user gets the right to the daemon's socket or pipe.
-fn permission_fix(windows: bool) -> &'static str {
-    if windows {
-        "add your user to the docker-users group, in an elevated PowerShell: `Add-LocalGroupMember -Group docker-users -Member $env:USERNAME`, then sign out and in again"
-    } else {
-        "add your user to the docker group: `sudo usermod -aG docker $USER`, then log in again"
-    }
-}
-
-fn io_kind(err: &BollardError) -> Option<std::io::ErrorKind> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return Some(io.kind());
-        }
-        source = e.source();
-    }
-    None
-}
-
-fn chain_text(err: &BollardError) -> String {
-    let mut out = String::new();
-    let mut source = err.source();
-    while let Some(e) = source {
-        out.push_str(&e.to_string());
-        out.push(' ');
-        source = e.source();
-    }
-    out
-}
-
-/// Maps a bollard error of an operation on `what` to a typed driver error.
-pub(crate) fn map_err(op: &str, what: &str, err: BollardError) -> DriverError {
-    match err {
-        BollardError::DockerResponseServerError {
-            status_code: 404, ..
-        } => DriverError::NotFound {
-            what: what.to_string(),
-        },
-        BollardError::DockerResponseServerError {
-            status_code: 409,
-            message,
-        } if message.contains("already in use") || message.contains("already exists") => {
-            DriverError::AlreadyExists {
-                what: what.to_string(),
-                hint: None,
-            }
-        }
-        BollardError::DockerResponseServerError { message, .. } => {
-            DriverError::backend(format!("{op} {what}"), message)
-        }
-        other => DriverError::backend(format!("{op} {what}"), error_text(&other)),
-    }
-}
-
-/// An error's text with its sources, for messages that have no other place for them.
-pub(crate) fn error_text(err: &BollardError) -> String {
-    let chain = chain_text(err);
-    if chain.is_empty() {
-        err.to_string()
-    } else {
-        format!("{err}: {}", chain.trim_end())
-    }
-}
-
-/// Whether a bollard error is a 404.
-/// Docker's 409 to a second removal of a container while the first is still running.
-pub(crate) fn is_removal_in_progress(err: &BollardError) -> bool {
-    matches!(
-        err,
-        BollardError::DockerResponseServerError {
-            status_code: 409,
-            message,
-        } if message.contains("already in progress")
-    )
-}
-
-pub(crate) fn is_not_found(err: &BollardError) -> bool {
-    matches!(
-        err,
-        BollardError::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn each_failure_has_its_fix() {
-        let missing = BollardError::SocketNotFoundError("/var/run/docker.sock".into());
-        let (reason, fix) = unreachable_reason(&missing, DEFAULT_HOST);
-        assert!(reason.contains("not running"), "{reason}");
-        assert!(fix.contains("Docker Desktop"), "{fix}");
-
-        let denied = BollardError::IOError {
-            err: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
-        };
-        let (reason, fix) = unreachable_reason(&denied, DEFAULT_HOST);
-        assert!(reason.contains("permission denied"), "{reason}");
-        assert_eq!(fix, permission_fix(cfg!(windows)));
-
-        let refused = BollardError::IOError {
-            err: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
-        };
-        let (reason, fix) = unreachable_reason(&refused, "tcp://10.0.0.5:2375");
-        assert!(
-            reason.contains("DOCKER_HOST=tcp://10.0.0.5:2375") && reason.contains("unreachable"),
-            "{reason}"
-        );
-        assert!(fix.contains("unset it"), "{fix}");
-    }
 
     #[test]
     fn the_default_daemon_address_is_the_platforms() {
@@ -362,9 +328,47 @@ mod tests {
     }
 
     #[test]
-    fn the_permission_fix_names_the_platforms_group() {
-        assert!(permission_fix(true).contains("docker-users"));
-        assert!(!permission_fix(true).contains("sudo"));
-        assert!(permission_fix(false).contains("usermod -aG docker"));
+    fn podmans_sockets_are_found_when_docker_has_none() {
+        let only = |present: &'static [&'static str]| move |p: &str| present.contains(&p);
+        let xdg = Some("/run/user/1000");
+        // Docker's socket wins when it is there.
+        assert_eq!(
+            pick_host(
+                None,
+                false,
+                xdg,
+                only(&["/var/run/docker.sock", "/run/podman/podman.sock"])
+            ),
+            "unix:///var/run/docker.sock"
+        );
+        assert_eq!(
+            pick_host(None, false, xdg, only(&["/run/podman/podman.sock"])),
+            "unix:///run/podman/podman.sock"
+        );
+        assert_eq!(
+            pick_host(
+                None,
+                false,
+                xdg,
+                only(&["/run/user/1000/podman/podman.sock"])
+            ),
+            "unix:///run/user/1000/podman/podman.sock"
+        );
+        // Nothing there: Docker's default, which the probe reports as not running.
+        assert_eq!(
+            pick_host(None, false, None, only(&[])),
+            "unix:///var/run/docker.sock"
+        );
+        // DOCKER_HOST always wins; Windows keeps Docker Desktop's pipe.
+        let set = Some("unix:///tmp/x.sock".to_string());
+        assert_eq!(
+            pick_host(set, false, xdg, only(&["/run/podman/podman.sock"])),
+            "unix:///tmp/x.sock"
+        );
+        assert_eq!(
+            pick_host(None, true, xdg, only(&["/run/podman/podman.sock"])),
+            "npipe:////./pipe/docker_engine"
+        );
+        assert_eq!(podman_sockets(Some("")), vec!["/run/podman/podman.sock"]);
     }
 }

@@ -65,34 +65,29 @@ impl Driver for DockerDriver {
             }
             Err(e) => return Err(map_err("inspecting", &format!("image `{image}`"), e)),
         }
+        // What the engine accepts, before the node's network and volumes exist: an engine
+        // that cannot run the node is refused with nothing of the node created.
+        let security = self.choose_security(spec, &image, report).await?;
         let subnet = self
             .ensure_network(&spec.cluster, spec.owner.as_deref(), report)
             .await?;
         let ip: Ipv4Addr = subnet.node(spec.index)?;
         self.ensure_volumes(spec).await?;
-        let security = self.choose_security(spec, &image, report).await?;
 
         report.step(&format!("creating container {name} ({ip})"));
         let config = container_config(spec, security, ip)?;
         let docker = self.client().await?;
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         if let Err(e) = docker.create_container(Some(options), config).await {
-            if let bollard::errors::Error::DockerResponseServerError {
-                status_code: 409, ..
-            } = e
-            {
+            if crate::answers::is_name_conflict(&e) {
                 // Created concurrently: same rules as when it was there before.
                 if let Some(existing) = self.inspect(spec.name.as_str()).await? {
                     return Self::check_existing(spec, &existing);
                 }
             }
-            if let bollard::errors::Error::DockerResponseServerError {
-                status_code: 404,
-                message,
-            } = &e
-            {
+            if crate::client::is_missing_image(&e) {
                 return Err(DriverError::NotFound {
-                    what: format!("image `{image}` ({message})"),
+                    what: format!("image `{image}` ({})", error_text(&e)),
                 });
             }
             return Err(map_err("creating", &format!("container `{name}`"), e));

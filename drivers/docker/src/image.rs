@@ -60,10 +60,48 @@ fn image_changes(version: &str, sha256: &str) -> Vec<String> {
         "ENV PATH=/bin:/usr/bin:/sbin:/usr/sbin:/bin/aux".into(),
         "ENV CRI_CONFIG_FILE=/var/lib/rancher/k3s/agent/etc/crictl.yaml".into(),
         r#"VOLUME ["/var/lib/kubelet", "/var/lib/rancher/k3s", "/var/lib/cni", "/var/log"]"#.into(),
-        format!(
-            r#"LABEL {LABEL_IMAGE}="node" {LABEL_K3S_VERSION}="{version}" {LABEL_K3S_SHA256}="{sha256}""#
-        ),
+        // One label per instruction: Podman reads `LABEL a="1" b="2"` as one label `a`.
+        format!(r#"LABEL {LABEL_IMAGE}="node""#),
+        format!(r#"LABEL {LABEL_K3S_VERSION}="{version}""#),
+        format!(r#"LABEL {LABEL_K3S_SHA256}="{sha256}""#),
     ]
+}
+
+/// The import request's query with `changes` as one parameter per instruction.
+///
+/// bollard sends the list as one `changes` parameter joined by newlines. Docker parses that
+/// text as a Dockerfile and takes every line; Podman (4.3) takes each `changes` parameter as
+/// one instruction, so the joined form becomes a shell-form ENTRYPOINT of the whole text.
+/// Both engines take repeated parameters. A newline is `%0A` in the encoded query, and no other
+/// parameter of the import carries one.
+pub(crate) fn split_changes(query: &str) -> String {
+    query
+        .split('&')
+        .map(|param| match param.strip_prefix("changes=") {
+            Some(value) => value
+                .split("%0A")
+                .map(|change| format!("changes={change}"))
+                .collect::<Vec<_>>()
+                .join("&"),
+            None => param.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// A client whose image-import requests carry one `changes` parameter per instruction.
+fn import_client(docker: bollard::Docker) -> bollard::Docker {
+    docker.with_request_modifier(|mut request| {
+        let uri = request.uri().to_string();
+        if let Some((base, query)) = uri.split_once('?') {
+            if base.ends_with("/images/create") {
+                if let Ok(split) = format!("{base}?{}", split_changes(query)).parse() {
+                    *request.uri_mut() = split;
+                }
+            }
+        }
+        request
+    })
 }
 
 /// `timonel/k3s:<version>` with `+` (not allowed in tags) turned into `-`.
@@ -238,15 +276,15 @@ impl DockerDriver {
         };
         let owned_version = version.to_string();
         let tar = tar_stream(move |b| write_rootfs(b, reader, size, &owned_version));
-        let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or_default();
+        // The tag inside `repo`: Podman (4.3) ignores the `tag` parameter of an import and
+        // tags `latest`; Docker reads a tag in `repo` the same way.
         let options = CreateImageOptionsBuilder::default()
             .from_src("-")
-            .repo(NODE_IMAGE_REPO)
-            .tag(tag)
+            .repo(&image)
             .message(&format!("timonel node image, k3s {version}"))
             .changes(image_changes(version, &sha))
             .build();
-        let mut responses = Box::pin(docker.create_image(
+        let mut responses = Box::pin(import_client(docker.clone()).create_image(
             Some(options),
             Some(bollard::body_try_stream(tar.stream)),
             None,
@@ -370,6 +408,17 @@ mod tests {
         assert!(changes.contains(&r#"ENTRYPOINT ["/bin/k3s"]"#.to_string()));
         assert!(changes
             .iter()
-            .any(|c| c.contains("dev.timonel.k3s-sha256=\"abc\"")));
+            .any(|c| c == "LABEL dev.timonel.k3s-sha256=\"abc\""));
+    }
+
+    #[test]
+    fn import_changes_go_one_per_parameter() {
+        // What bollard encodes: one `changes` joined by newlines (%0A).
+        let query = "fromSrc=-&repo=timonel%2Fk3s%3Av1&changes=CMD+%5B%22agent%22%5D%0ALABEL+a%3D%22b%22&platform=";
+        assert_eq!(
+            split_changes(query),
+            "fromSrc=-&repo=timonel%2Fk3s%3Av1&changes=CMD+%5B%22agent%22%5D&changes=LABEL+a%3D%22b%22&platform="
+        );
+        assert_eq!(split_changes("fromSrc=-"), "fromSrc=-");
     }
 }

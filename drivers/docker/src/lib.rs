@@ -1,7 +1,9 @@
 //! The Docker driver of timonel: nodes are containers.
 //!
 //! Talks to the daemon through bollard (the `DOCKER_HOST` variable, else the default unix socket
-//! or, on Windows, the default named pipe). Every object it creates (containers, volumes, the
+//! or, on Windows, the default named pipe; on unix without Docker's socket, Podman's). Any
+//! engine serving the Docker API will do: [`Engine`] names it (Docker, Docker Desktop, Podman;
+//! rootful or rootless) for the driver line and refuses one k3s cannot run on. Every object it creates (containers, volumes, the
 //! per-cluster network) carries the `dev.timonel.cluster` label, so a cluster can be removed by
 //! label even when timonel's own records are gone, and the `dev.timonel.home` label of the home
 //! that created it (`MachineSpec::owner`).
@@ -11,19 +13,23 @@
 //! let image = driver.ensure_node_image(&k3s, "v1.31.2+k3s1", &report).await?;
 //! ```
 
+mod answers;
 mod archive;
 mod client;
 mod config;
 mod driver;
+mod engine;
 mod exec;
 mod image;
 mod logs;
 mod network;
 mod objects;
+mod raw;
 mod security;
 
-pub use client::{DockerDriver, DEFAULT_HOST};
+pub use client::{DockerDriver, DEFAULT_HOST, START_WAIT};
 pub use config::{container_config, SecurityProfile, CAPABILITIES, OPTIONAL_CAPABILITIES};
+pub use engine::Engine;
 pub use exec::DockerExec;
 pub use image::{node_image_ref, rootfs_entries, write_rootfs, ROOTFS_DIRS};
 pub use logs::HostImage;

@@ -106,6 +106,66 @@ fn host_routes() -> Vec<(Ipv4Addr, u8)> {
     }
 }
 
+/// Whether creating a network failed because one of that name exists: Docker's 409
+/// `network with name x already exists`, Podman 4.3's 500 `network name x already used:
+/// network already exists`, Podman 4.5+'s 409 with the same message.
+pub(crate) fn is_duplicate(err: &bollard::errors::Error) -> bool {
+    matches!(
+        err,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 409 | 500,
+            message,
+        } if message.ends_with("already exists")
+    )
+}
+
+/// A network's IPv4 subnets.
+fn subnets_of(net: &bollard::models::Network) -> Vec<(Ipv4Addr, u8)> {
+    net.ipam
+        .as_ref()
+        .and_then(|i| i.config.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.subnet.as_deref().and_then(parse_cidr))
+        .collect()
+}
+
+/// The cluster's existing network: its subnet when it is ours, else why it cannot be used.
+fn existing_network(
+    net: &bollard::models::Network,
+    name: &str,
+    cluster: &ClusterName,
+    owner: Option<&str>,
+) -> Result<Subnet, DriverError> {
+    let subnets = subnets_of(net);
+    let ours = net
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_CLUSTER))
+        .is_some_and(|c| c == cluster.as_str());
+    if !ours {
+        return Err(DriverError::AlreadyExists {
+            what: format!("docker network `{name}` (not created by timonel)"),
+            hint: Some(format!(
+                "remove it (`docker network rm {name}`) or pick another profile name"
+            )),
+        });
+    }
+    if crate::objects::foreign(net.labels.as_ref(), owner) {
+        return Err(crate::objects::foreign_error(
+            format!("docker network `{name}`"),
+            cluster,
+        ));
+    }
+    match subnets.first() {
+        Some((addr, 24)) => Ok(Subnet(*addr)),
+        _ => Err(DriverError::backend(
+            format!("using network `{name}`"),
+            "it has no IPv4 /24 subnet; delete the cluster and create it again",
+        )),
+    }
+}
+
 impl DockerDriver {
     /// The cluster's network, created with a free /24 when missing. Returns its subnet.
     pub(crate) async fn ensure_network(
@@ -123,41 +183,9 @@ impl DockerDriver {
             .map_err(|e| DriverError::backend("listing networks", error_text(&e)))?;
         let mut used = host_routes();
         for net in &all {
-            let subnets: Vec<(Ipv4Addr, u8)> = net
-                .ipam
-                .as_ref()
-                .and_then(|i| i.config.as_ref())
-                .into_iter()
-                .flatten()
-                .filter_map(|c| c.subnet.as_deref().and_then(parse_cidr))
-                .collect();
+            let subnets = subnets_of(net);
             if net.name.as_deref() == Some(name.as_str()) {
-                let ours = net
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(LABEL_CLUSTER))
-                    .is_some_and(|c| c == cluster.as_str());
-                if !ours {
-                    return Err(DriverError::AlreadyExists {
-                        what: format!("docker network `{name}` (not created by timonel)"),
-                        hint: Some(format!(
-                            "remove it (`docker network rm {name}`) or pick another profile name"
-                        )),
-                    });
-                }
-                if crate::objects::foreign(net.labels.as_ref(), owner) {
-                    return Err(crate::objects::foreign_error(
-                        format!("docker network `{name}`"),
-                        cluster,
-                    ));
-                }
-                return match subnets.first() {
-                    Some((addr, 24)) => Ok(Subnet(*addr)),
-                    _ => Err(DriverError::backend(
-                        format!("using network `{name}`"),
-                        "it has no IPv4 /24 subnet; delete the cluster and create it again",
-                    )),
-                };
+                return existing_network(net, &name, cluster, owner);
             }
             used.extend(subnets);
         }
@@ -203,6 +231,23 @@ impl DockerDriver {
             };
             match docker.create_network(request).await {
                 Ok(_) => return Ok(subnet),
+                // Created meanwhile (another timonel sharing the daemon): Docker answers 409
+                // `network with name x already exists`, Podman 4.3 500 `network name x already
+                // used: network already exists`, Podman 4.5+ 409. Use it, if it is ours.
+                Err(e) if is_duplicate(&e) => {
+                    let all = docker
+                        .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+                        .await
+                        .map_err(|e| DriverError::backend("listing networks", error_text(&e)))?;
+                    if let Some(net) = all
+                        .iter()
+                        .find(|n| n.name.as_deref() == Some(name.as_str()))
+                    {
+                        return existing_network(net, &name, cluster, owner);
+                    }
+                    last_error = error_text(&e);
+                    break;
+                }
                 Err(e) => {
                     last_error = error_text(&e);
                     if !last_error.contains("overlap") {
@@ -285,6 +330,31 @@ mod tests {
             pick_subnet(&[(Ipv4Addr::new(10, 0, 0, 0), 8)], FIRST_SUBNET),
             None
         );
+    }
+
+    #[test]
+    fn a_network_that_exists_is_a_duplicate_on_both_engines() {
+        use bollard::errors::Error::DockerResponseServerError as Answer;
+        let docker = Answer {
+            status_code: 409,
+            message: "network with name timonel-dev already exists".into(),
+        };
+        let podman_4_3 = Answer {
+            status_code: 500,
+            message: "network name timonel-dev already used: network already exists".into(),
+        };
+        let podman_4_5 = Answer {
+            status_code: 409,
+            message: "network name timonel-dev already used: network already exists".into(),
+        };
+        for e in [docker, podman_4_3, podman_4_5] {
+            assert!(is_duplicate(&e), "{e}");
+        }
+        let overlap = Answer {
+            status_code: 403,
+            message: "Pool overlaps with other one on this address space".into(),
+        };
+        assert!(!is_duplicate(&overlap));
     }
 
     #[test]

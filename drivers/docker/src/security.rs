@@ -18,14 +18,68 @@ use crate::{LABEL_CLUSTER, LABEL_HOME, NAME_PREFIX};
 
 /// What a start error says about the privileges asked for.
 pub(crate) fn is_refusal(text: &str) -> bool {
-    let t = text.to_lowercase();
-    t.contains("apply caps")
-        || (t.contains("operation not permitted") && !t.contains("no such file"))
+    matches!(classify(text), Probe::Refused(_))
 }
 
-fn accepted(text: &str) -> bool {
+/// What starting a probe container told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// The runtime applied everything and then found no probe program.
+    Accepted,
+    /// The privileges asked for were refused: a smaller profile may do.
+    Refused(String),
+    /// Something that has nothing to do with the privileges failed: no profile will do.
+    Broken(String),
+}
+
+/// Sorts a probe container's start error. Failures about limits and cgroups are the engine's
+/// (or the kernel's), whatever the profile; capability, device and mount refusals are the
+/// profile's; "no such file" for the probe program means the runtime got past all of them.
+pub(crate) fn classify(text: &str) -> Probe {
     let t = text.to_lowercase();
-    t.contains("no such file") || t.contains("not found")
+    let engine_side = [
+        "rlimit",            // runc: error setting rlimit type 7: operation not permitted
+        "cgroup namespaces", // dockerd: cgroup namespaces aren't enabled in the kernel
+        "to rootfs at \"/sys/fs/cgroup\"", // runc: error mounting "cgroup" to rootfs at "/sys/fs/cgroup"
+        "cgroups: cgroup mountpoint does not exist",
+    ];
+    if engine_side.iter().any(|m| t.contains(m)) {
+        return Probe::Broken(text.to_string());
+    }
+    if t.contains("timonel-security-probe")
+        && (t.contains("no such file") || t.contains("not found"))
+    {
+        return Probe::Accepted;
+    }
+    let refusals = [
+        "apply caps", // runc without the capabilities asked for
+        "operation not permitted",
+        "create device", // crun, rootless --privileged: create device `/dev/tty`
+        "permission denied",
+    ];
+    if refusals.iter().any(|m| t.contains(m)) {
+        return Probe::Refused(text.to_string());
+    }
+    Probe::Broken(text.to_string())
+}
+
+/// What to do about an engine that cannot start the node's containers, by what it said.
+pub(crate) fn broken_hint(text: &str, plain_fails: bool) -> String {
+    let t = text.to_lowercase();
+    if t.contains("rlimit") {
+        return "the engine asks for resource limits above its own and may not raise them (no CAP_SYS_RESOURCE, e.g. inside a container): lower its defaults to what it may set — Podman: `default_ulimits` in containers.conf; Docker: dockerd's `--default-ulimit`".into();
+    }
+    if t.contains("cgroup namespaces") {
+        return "the kernel has no cgroup namespaces, which k3s's node needs: use a kernel built with CONFIG_CGROUP_NS (any distribution kernel since 4.6)".into();
+    }
+    if t.contains("cgroup") {
+        return "the runtime cannot mount /sys/fs/cgroup into the container, which k3s's kubelet needs: on a rootless engine use cgroup v2 with the controllers delegated to your user, or use a rootful engine".into();
+    }
+    if plain_fails {
+        "the engine cannot start even a plain container: check it with `docker run --rm hello-world` (or `podman run --rm …`) and fix that first".into()
+    } else {
+        "the engine starts plain containers but not with the settings k3s's node needs (see its error above)".into()
+    }
 }
 
 impl DockerDriver {
@@ -80,13 +134,35 @@ impl DockerDriver {
             None => {
                 let mut refusals = Vec::new();
                 let mut chosen = None;
+                let mut broken = None;
                 for profile in candidates {
-                    match self.try_profile(spec, image, *profile).await? {
-                        None => {
+                    match self.try_profile(spec, image, Some(*profile)).await? {
+                        Probe::Accepted => {
                             chosen = Some(*profile);
                             break;
                         }
-                        Some(why) => refusals.push(format!("{profile}: {why}")),
+                        Probe::Refused(why) => refusals.push(format!("{profile}: {why}")),
+                        Probe::Broken(why) => {
+                            broken = Some(format!("{profile}: {why}"));
+                            break;
+                        }
+                    }
+                }
+                if chosen.is_none() {
+                    // Before blaming the privileges: can the engine start a plain container?
+                    let plain = self.try_profile(spec, image, None).await?;
+                    let plain_fails = plain != Probe::Accepted;
+                    if let (Probe::Refused(why) | Probe::Broken(why), None) = (&plain, &broken) {
+                        broken = Some(format!("a plain container: {why}"));
+                    }
+                    if let Some(why) = broken {
+                        return Err(DriverError::Backend {
+                            op: format!("creating node `{}`", spec.name),
+                            message: format!(
+                                "the container engine cannot start the node's container ({why}); the node was not created"
+                            ),
+                            hint: Some(broken_hint(&why, plain_fails)),
+                        });
                     }
                 }
                 let Some(chosen) = chosen else {
@@ -121,29 +197,39 @@ impl DockerDriver {
         Ok(chosen)
     }
 
-    /// Starts a throwaway container with `profile`. None when accepted, Some(why) when refused.
+    /// Starts a throwaway container with `profile` (None: a plain container, no privileges).
     async fn try_profile(
         &self,
         spec: &MachineSpec,
         image: &str,
-        profile: SecurityProfile,
-    ) -> Result<Option<String>, DriverError> {
+        profile: Option<SecurityProfile>,
+    ) -> Result<Probe, DriverError> {
         let docker = self.client().await?;
-        // The node's own settings, minus network, ports, volumes and restart policy.
-        let node = container_config(spec, profile, std::net::Ipv4Addr::LOCALHOST)?;
-        let node_host = node.host_config.unwrap_or_default();
-        let host = HostConfig {
-            privileged: node_host.privileged,
-            cap_add: node_host.cap_add,
-            security_opt: node_host.security_opt,
-            devices: node_host.devices,
-            cgroupns_mode: node_host.cgroupns_mode,
-            masked_paths: node_host.masked_paths,
-            readonly_paths: node_host.readonly_paths,
-            init: Some(false),
-            network_mode: Some("none".into()),
-            ..Default::default()
+        let host = match profile {
+            // The node's own settings, minus network, ports, volumes and restart policy.
+            Some(profile) => {
+                let node = container_config(spec, profile, std::net::Ipv4Addr::LOCALHOST)?;
+                let node_host = node.host_config.unwrap_or_default();
+                HostConfig {
+                    privileged: node_host.privileged,
+                    cap_add: node_host.cap_add,
+                    security_opt: node_host.security_opt,
+                    devices: node_host.devices,
+                    cgroupns_mode: node_host.cgroupns_mode,
+                    masked_paths: node_host.masked_paths,
+                    readonly_paths: node_host.readonly_paths,
+                    init: Some(false),
+                    network_mode: Some("none".into()),
+                    ..Default::default()
+                }
+            }
+            None => HostConfig {
+                init: Some(false),
+                network_mode: Some("none".into()),
+                ..Default::default()
+            },
         };
+        let profile = profile.map_or("plain".to_string(), |p| p.to_string());
         let config = ContainerCreateBody {
             image: Some(image.to_string()),
             entrypoint: Some(vec!["/timonel-security-probe".into()]),
@@ -168,17 +254,15 @@ impl DockerDriver {
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let created = docker.create_container(Some(options), config).await;
         let outcome = match created {
-            Err(e) => {
-                let text = error_text(&e);
-                if is_refusal(&text) {
-                    Ok(Some(text))
-                } else {
-                    Err(DriverError::backend(
-                        format!("creating container `{name}`"),
-                        text,
-                    ))
-                }
-            }
+            // Refused at create (dockerd checks cgroup namespaces there): sorted the same way,
+            // except that an unknown failure is the request's, not the profile's.
+            Err(e) => match classify(&error_text(&e)) {
+                Probe::Accepted => Err(DriverError::backend(
+                    format!("creating container `{name}`"),
+                    error_text(&e),
+                )),
+                sorted => Ok(sorted),
+            },
             Ok(_) => match docker
                 .start_container(
                     &name,
@@ -186,17 +270,13 @@ impl DockerDriver {
                 )
                 .await
             {
-                Ok(()) => Ok(None),
+                // The probe program does not exist: a runtime that starts it anyway is odd,
+                // but nothing was refused.
+                Ok(()) => Ok(Probe::Accepted),
                 Err(e) => {
-                    let text = error_text(&e);
-                    if is_refusal(&text) {
-                        Ok(Some(text))
-                    } else {
-                        if !accepted(&text) {
-                            tracing::debug!(%text, %profile, "unclear security probe outcome; assuming accepted");
-                        }
-                        Ok(None)
-                    }
+                    let sorted = classify(&error_text(&e));
+                    tracing::debug!(?sorted, %profile, "security probe");
+                    Ok(sorted)
                 }
             },
         };
@@ -280,6 +360,32 @@ mod tests {
         let ok = "failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: exec: \"/timonel-security-probe\": stat /timonel-security-probe: no such file or directory: unknown";
         assert!(is_refusal(refused));
         assert!(!is_refusal(ok));
-        assert!(accepted(ok));
+        assert_eq!(classify(ok), Probe::Accepted);
+        // crun, rootless --privileged (Podman 4.4): the privileged profile is refused.
+        let crun = "crun: create device `/dev/tty`: No such device or address: OCI runtime attempted to invoke a command that was not found";
+        assert!(matches!(classify(crun), Probe::Refused(_)));
+        let crun_ok = "crun: executable file `/timonel-security-probe` not found in $PATH: No such file or directory: OCI runtime attempted to invoke a command that was not found";
+        assert_eq!(classify(crun_ok), Probe::Accepted);
+    }
+
+    #[test]
+    fn failures_that_are_not_about_privileges_are_the_engines() {
+        // Podman 4.3 as root without CAP_SYS_RESOURCE: every container, whatever its profile.
+        let rlimit = "runc: runc create failed: unable to start container process: error during container init: error setting rlimits for ready process: error setting rlimit type 7: operation not permitted: OCI permission denied";
+        assert!(matches!(classify(rlimit), Probe::Broken(_)));
+        assert!(broken_hint(rlimit, true).contains("default_ulimits"));
+        // dockerd at create, `--cgroupns=private` on a kernel without cgroup namespaces.
+        let cgroupns = "cgroup namespaces aren't enabled in the kernel";
+        assert!(matches!(classify(cgroupns), Probe::Broken(_)));
+        assert!(broken_hint(cgroupns, false).contains("CONFIG_CGROUP_NS"));
+        let mount = "failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: error during container init: error mounting \"cgroup\" to rootfs at \"/sys/fs/cgroup\": mount cgroup:/sys/fs/cgroup/openrc (via /proc/self/fd/7), flags: 0xf, data: openrc: invalid argument: unknown";
+        assert!(matches!(classify(mount), Probe::Broken(_)));
+        assert!(broken_hint(mount, false).contains("/sys/fs/cgroup"));
+        // An unknown failure is not taken for acceptance.
+        assert!(matches!(
+            classify("something else went wrong"),
+            Probe::Broken(_)
+        ));
+        assert!(broken_hint("x", true).contains("plain container"));
     }
 }
