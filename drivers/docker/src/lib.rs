@@ -20,6 +20,7 @@ mod image;
 mod logs;
 mod network;
 mod objects;
+mod pause;
 mod security;
 
 pub use client::{DockerDriver, DEFAULT_HOST};
