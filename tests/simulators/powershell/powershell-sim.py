@@ -74,7 +74,7 @@ DEFAULTS = {
 }
 
 HYPERV_CMDLETS = [
-    "Get-VM", "New-VM", "Start-VM", "Stop-VM", "Remove-VM", "Resume-VM", "Set-VM",
+    "Get-VM", "New-VM", "Start-VM", "Stop-VM", "Remove-VM", "Resume-VM", "Suspend-VM", "Set-VM",
     "Get-VMSwitch", "Set-VMMemory", "Set-VMProcessor", "Set-VMFirmware", "Add-VMDvdDrive",
     "New-VHD", "Get-VHD", "Resize-VHD", "Get-VMNetworkAdapter", "Get-VMHardDiskDrive",
     "Get-VMDvdDrive",
@@ -678,6 +678,8 @@ class Sim:
     def op_stop(self):
         vm = self.find_vm()
         forced = False
+        if vm["State"] == "Paused" and "-eq 'Paused') { Hyper-V\\Resume-VM" in self.script:
+            vm["State"] = "Running"
         graceful = call_params(self.script, "Hyper-V\\Stop-VM -VM $vm -Force -AsJob") is not None
         if graceful and vm["State"] == "Running":
             if "Wait-Job" not in self.script:
@@ -688,6 +690,26 @@ class Sim:
             vm["State"] = "Off"
             forced = True
         return self.json_out({"VMId": vm["VMId"], "State": vm["State"], "Forced": forced})
+
+    def op_pause(self):
+        """Suspend-VM pauses a running VM (state `Paused`). The driver's script only calls it on a
+        `Running` VM; the cmdlet's refusal of other states is not modelled, so a script without
+        that guard is a simulator bug."""
+        if "-eq 'Running') { Hyper-V\\Suspend-VM" not in self.script:
+            raise SimBug("Suspend-VM without looking at the state first")
+        vm = self.find_vm()
+        if vm["State"] == "Running":
+            vm["State"] = "Paused"
+        return self.json_out(self.vm_view(vm))
+
+    def op_unpause(self):
+        """Resume-VM on a `Paused` VM (the script's guard); it runs on (`Running`)."""
+        if "-eq 'Paused') { Hyper-V\\Resume-VM" not in self.script:
+            raise SimBug("Resume-VM without looking at the state first")
+        vm = self.find_vm()
+        if vm["State"] == "Paused":
+            vm["State"] = "Running"
+        return self.json_out(self.vm_view(vm))
 
     def remove(self, vm):
         files = [f for f in vm["HardDisks"] + vm["Dvds"] if f]
@@ -720,6 +742,10 @@ class Sim:
             return "stop", self.op_stop
         if "Hyper-V\\Start-VM" in s:
             return "start", self.op_start
+        if "Hyper-V\\Suspend-VM" in s:
+            return "pause", self.op_pause
+        if "Hyper-V\\Resume-VM" in s:
+            return "unpause", self.op_unpause
         if "Hyper-V\\Get-VMNetworkAdapter" in s:
             return "ip", self.op_ip
         if "Hyper-V\\Get-VMSwitch" in s:
