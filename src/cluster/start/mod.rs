@@ -211,3 +211,5 @@ async fn remove_everything(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod pause_tests;
