@@ -41,9 +41,7 @@ pub async fn pause(ctx: &Ctx) -> anyhow::Result<PauseOutcome> {
             .info(&format!("profile `{name}` is already paused"));
         return Ok(PauseOutcome::Already);
     }
-    let step = ctx
-        .printer
-        .step(&format!("pausing {} node(s)", todo.len()));
+    let step = ctx.printer.step(&format!("pausing {} node(s)", todo.len()));
     // Agents first: the servers they report to are the last to freeze.
     for role in [NodeRole::Agent, NodeRole::Server] {
         change(driver.as_ref(), &todo, role, true).await?;
@@ -156,7 +154,7 @@ async fn nodes_to_change(
         let stopped = profile.phase == Phase::Stopped;
         return Err(UserError::new(
             if stopped {
-                format!("cannot {verb} profile `{name}`: it is stopped ({})", refused.join(", "))
+                format!("cannot {verb} profile `{name}`: it is stopped")
             } else {
                 format!(
                     "cannot {verb} profile `{name}`: every node must be running or paused, and {}",

@@ -121,7 +121,10 @@ pub async fn suite(driver: &dyn Driver, spec: &MachineSpec) {
         MachineState::Running
     );
     driver.pause(name).await.expect("pause before delete");
-    driver.delete(name).await.expect("deleting a paused machine");
+    driver
+        .delete(name)
+        .await
+        .expect("deleting a paused machine");
     assert_eq!(
         driver.state(name).await.expect("state after delete"),
         MachineState::NotCreated,

@@ -369,12 +369,7 @@ mod tests {
     #[tokio::test]
     async fn keeps_the_driver_contract() {
         let name: MachineName = "fake-1".parse().expect("a name");
-        let spec = MachineSpec::new(
-            name,
-            "fake".parse().expect("a name"),
-            NodeRole::Server,
-            1,
-        );
+        let spec = MachineSpec::new(name, "fake".parse().expect("a name"), NodeRole::Server, 1);
         crate::contract::suite(&FakeDriver::new(), &spec).await;
     }
 }

@@ -258,7 +258,11 @@ impl HyperVDriver {
     async fn set_paused(&self, name: &MachineName, to_paused: bool) -> Result<(), DriverError> {
         let what = vm_what(name);
         let (script, want, action) = if to_paused {
-            (script::pause(&self.vm_ref(name)), MachineState::Paused, "pause")
+            (
+                script::pause(&self.vm_ref(name)),
+                MachineState::Paused,
+                "pause",
+            )
         } else {
             (
                 script::unpause(&self.vm_ref(name)),

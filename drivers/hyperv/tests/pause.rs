@@ -7,7 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::Sim;
-use timonel_driver::{Driver, DriverError, HostRunner, MachineState, Runner, SilentReporter, StopMode};
+use timonel_driver::{
+    Driver, DriverError, HostRunner, MachineState, Runner, SilentReporter, StopMode,
+};
 use timonel_driver_hyperv::parse::{parse_json, StopReport};
 use timonel_driver_hyperv::script::{self, VmRef};
 

@@ -244,7 +244,11 @@ async fn node_lifecycle_on_real_libvirt_with_tcg() {
     assert!(!answered, "sshd of a paused guest answered");
     driver.unpause(&name).await.unwrap();
     assert_eq!(driver.state(&name).await.unwrap(), MachineState::Running);
-    assert_eq!(node.run(&boot_id).await.unwrap().stdout, boot, "the guest rebooted");
+    assert_eq!(
+        node.run(&boot_id).await.unwrap().stdout,
+        boot,
+        "the guest rebooted"
+    );
     lap(&mut t, "paused (sshd silent) and unpaused (same boot)");
     driver.pause(&name).await.unwrap();
 

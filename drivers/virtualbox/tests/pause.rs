@@ -36,10 +36,17 @@ async fn pause_and_unpause_use_controlvm_and_are_idempotent() {
         text.starts_with("VBoxManage: error: Already paused\n"),
         "{text}"
     );
-    assert!(text.contains("VBOX_E_INVALID_VM_STATE (0x80bb0002)"), "{text}");
+    assert!(
+        text.contains("VBOX_E_INVALID_VM_STATE (0x80bb0002)"),
+        "{text}"
+    );
 
     driver.unpause(&name).await.unwrap();
-    assert!(sim.calls().last().unwrap().ends_with("controlvm dev resume"));
+    assert!(sim
+        .calls()
+        .last()
+        .unwrap()
+        .ends_with("controlvm dev resume"));
     assert_eq!(driver.state(&name).await.unwrap(), MachineState::Running);
     let before = sim.count();
     driver.unpause(&name).await.unwrap();
@@ -89,7 +96,9 @@ async fn a_paused_vm_resumes_before_the_power_button_and_deletes() {
         .await
         .unwrap();
     let calls = sim.calls()[before..].to_vec();
-    let resume = calls.iter().position(|c| c.ends_with("controlvm dev resume"));
+    let resume = calls
+        .iter()
+        .position(|c| c.ends_with("controlvm dev resume"));
     let button = calls
         .iter()
         .position(|c| c.ends_with("controlvm dev acpipowerbutton"));

@@ -48,7 +48,10 @@ async fn pause_freezes_agents_then_servers_and_status_says_paused() {
     assert_eq!(states(&w).await, vec![MachineState::Paused; 3]);
     let paused = calls_of(&w, "pause");
     assert_eq!(paused.len(), 3);
-    assert_eq!(paused[2], "pause dev", "the server freezes last: {paused:?}");
+    assert_eq!(
+        paused[2], "pause dev",
+        "the server freezes last: {paused:?}"
+    );
 
     let report = crate::cluster::status(&w.ctx).await.unwrap();
     assert_eq!(report.state, "paused");
@@ -90,10 +93,7 @@ async fn a_stopped_or_partly_stopped_cluster_is_refused_untouched() {
     start(&w.ctx, opts(&w, 3, 1), &Cancel::default())
         .await
         .unwrap();
-    w.fake
-        .stop(&m("dev-m03"), StopMode::Force)
-        .await
-        .unwrap();
+    w.fake.stop(&m("dev-m03"), StopMode::Force).await.unwrap();
     let err = pause(&w.ctx).await.unwrap_err().to_string();
     assert!(err.contains("`dev-m03` is stopped"), "{err}");
     assert!(calls_of(&w, "pause").is_empty());
