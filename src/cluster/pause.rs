@@ -31,47 +31,52 @@ pub enum PauseOutcome {
 /// Pauses every node of the profile. A node that is not running (or paused) refuses the whole
 /// pause before any node changes.
 pub async fn pause(ctx: &Ctx) -> anyhow::Result<PauseOutcome> {
-    let _lock = ctx.lock_profile()?;
-    let profile = ctx.store.load(&ctx.profile)?;
-    let driver = ctx.driver_for(&profile)?;
-    let todo = nodes_to_change(&profile, driver.as_ref(), true).await?;
-    let name = &profile.name;
-    if todo.is_empty() {
-        ctx.printer
-            .info(&format!("profile `{name}` is already paused"));
-        return Ok(PauseOutcome::Already);
-    }
-    let step = ctx.printer.step(&format!("pausing {} node(s)", todo.len()));
-    // Agents first: the servers they report to are the last to freeze.
-    for role in [NodeRole::Agent, NodeRole::Server] {
-        change(driver.as_ref(), &todo, role, true).await?;
-    }
-    step.finish(&format!(
-        "Paused profile `{name}` ({} node(s)); `timonel unpause -p {name}` lets it run on",
-        todo.len()
-    ));
-    Ok(PauseOutcome::Changed(names(&todo)))
+    change_cluster(ctx, true, None).await
 }
 
 /// Unpauses every paused node of the profile, then waits (up to a minute, or until `cancel`)
 /// for the API server to answer again.
 pub async fn unpause(ctx: &Ctx, cancel: &Cancel) -> anyhow::Result<PauseOutcome> {
+    change_cluster(ctx, false, Some(cancel)).await
+}
+
+/// `pause` (`to_paused`) or `unpause`; `wait` is where an unpause waits for the API server.
+async fn change_cluster(
+    ctx: &Ctx,
+    to_paused: bool,
+    wait: Option<&Cancel>,
+) -> anyhow::Result<PauseOutcome> {
     let _lock = ctx.lock_profile()?;
     let profile = ctx.store.load(&ctx.profile)?;
     let driver = ctx.driver_for(&profile)?;
-    let todo = nodes_to_change(&profile, driver.as_ref(), false).await?;
+    let todo = nodes_to_change(&profile, driver.as_ref(), to_paused).await?;
     let name = &profile.name;
     if todo.is_empty() {
-        ctx.printer
-            .info(&format!("profile `{name}` is not paused; nothing to do"));
+        ctx.printer.info(&if to_paused {
+            format!("profile `{name}` is already paused")
+        } else {
+            format!("profile `{name}` is not paused; nothing to do")
+        });
         return Ok(PauseOutcome::Already);
     }
-    let step = ctx
-        .printer
-        .step(&format!("unpausing {} node(s)", todo.len()));
-    thaw(driver.as_ref(), &todo).await?;
-    step.finish(&format!("Unpaused {} node(s)", todo.len()));
-    wait_for_api(ctx, &profile, cancel).await;
+    let n = todo.len();
+    let verb = if to_paused { "pausing" } else { "unpausing" };
+    let step = ctx.printer.step(&format!("{verb} {n} node(s)"));
+    if to_paused {
+        // Agents first: the servers they report to are the last to freeze.
+        for role in [NodeRole::Agent, NodeRole::Server] {
+            change(driver.as_ref(), &todo, role, true).await?;
+        }
+        step.finish(&format!(
+            "Paused profile `{name}` ({n} node(s)); `timonel unpause -p {name}` lets it run on"
+        ));
+    } else {
+        thaw(driver.as_ref(), &todo).await?;
+        step.finish(&format!("Unpaused {n} node(s)"));
+    }
+    if let Some(cancel) = wait {
+        wait_for_api(ctx, &profile, cancel).await;
+    }
     Ok(PauseOutcome::Changed(names(&todo)))
 }
 

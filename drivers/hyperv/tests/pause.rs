@@ -7,19 +7,14 @@ mod common;
 use std::time::Duration;
 
 use common::Sim;
-use timonel_driver::{
-    Driver, DriverError, HostRunner, MachineState, Runner, SilentReporter, StopMode,
-};
+use timonel_driver::{Driver, DriverError, HostRunner, MachineState, Runner, StopMode};
 use timonel_driver_hyperv::parse::{parse_json, StopReport};
 use timonel_driver_hyperv::script::{self, VmRef};
 
 #[tokio::test]
 async fn pause_suspends_and_unpause_resumes_the_vm() {
     let sim = Sim::default();
-    let driver = sim.driver();
-    let spec = sim.spec("dev", 1);
-    driver.create(&spec, &SilentReporter).await.unwrap();
-    driver.start(&spec.name).await.unwrap();
+    let (driver, spec) = sim.running().await;
 
     sim.clear_calls();
     driver.pause(&spec.name).await.unwrap();
@@ -55,10 +50,7 @@ async fn pause_suspends_and_unpause_resumes_the_vm() {
 #[tokio::test]
 async fn a_paused_vm_is_resumed_for_its_graceful_stop_not_turned_off() {
     let sim = Sim::default();
-    let driver = sim.driver();
-    let spec = sim.spec("dev", 1);
-    driver.create(&spec, &SilentReporter).await.unwrap();
-    driver.start(&spec.name).await.unwrap();
+    let (driver, spec) = sim.running().await;
     driver.pause(&spec.name).await.unwrap();
     let ps = sim.powershell.to_str().unwrap();
     let cmd =

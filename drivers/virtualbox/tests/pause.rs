@@ -10,10 +10,6 @@ use std::time::Duration;
 use common::{Sim, V61, V7};
 use timonel_driver::{Driver, DriverError, MachineName, MachineState, StopMode};
 
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 #[tokio::test]
 async fn pause_and_unpause_use_controlvm_and_are_idempotent() {
     let sim = Sim::new(V7, "");
@@ -31,7 +27,7 @@ async fn pause_and_unpause_use_controlvm_and_are_idempotent() {
     // What VBoxManage itself says to a second pause.
     let out = sim.vbox(&["controlvm", "dev", "pause"]);
     assert_eq!(out.status.code(), Some(1));
-    let text = stderr(&out);
+    let text = String::from_utf8_lossy(&out.stderr);
     assert!(
         text.starts_with("VBoxManage: error: Already paused\n"),
         "{text}"
@@ -53,11 +49,11 @@ async fn pause_and_unpause_use_controlvm_and_are_idempotent() {
     assert_eq!(sim.count(), before + 1);
     let out = sim.vbox(&["controlvm", "dev", "resume"]);
     assert!(
-        stderr(&out).starts_with(
+        String::from_utf8_lossy(&out.stderr).starts_with(
             "VBoxManage: error: Cannot resume the machine as it is not paused (machine state: Running)\n"
         ),
         "{}",
-        stderr(&out)
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
@@ -78,7 +74,7 @@ async fn a_stopped_vm_is_refused_typed() {
         let out = sim.vbox(&["controlvm", "dev", "pause"]);
         let period = if version == V7 { "." } else { "" };
         assert_eq!(
-            stderr(&out).lines().next().unwrap(),
+            String::from_utf8_lossy(&out.stderr).lines().next().unwrap(),
             format!("VBoxManage: error: Machine 'dev' is not currently running{period}")
         );
     }

@@ -18,6 +18,15 @@ fn no_wait() -> Cancel {
     c
 }
 
+/// A cluster of `nodes` nodes (one server), started.
+async fn started(nodes: u32) -> super::tests::World {
+    let w = world();
+    start(&w.ctx, opts(&w, nodes, 1), &Cancel::default())
+        .await
+        .unwrap();
+    w
+}
+
 async fn states(w: &super::tests::World) -> Vec<MachineState> {
     let mut out = Vec::new();
     for n in ["dev", "dev-m02", "dev-m03"] {
@@ -36,10 +45,7 @@ fn calls_of(w: &super::tests::World, op: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn pause_freezes_agents_then_servers_and_status_says_paused() {
-    let w = world();
-    start(&w.ctx, opts(&w, 3, 1), &Cancel::default())
-        .await
-        .unwrap();
+    let w = started(3).await;
     let outcome = pause(&w.ctx).await.unwrap();
     assert_eq!(
         outcome,
@@ -69,10 +75,7 @@ async fn pause_freezes_agents_then_servers_and_status_says_paused() {
 
 #[tokio::test]
 async fn unpause_thaws_servers_first_and_is_idempotent() {
-    let w = world();
-    start(&w.ctx, opts(&w, 3, 1), &Cancel::default())
-        .await
-        .unwrap();
+    let w = started(3).await;
     pause(&w.ctx).await.unwrap();
     let outcome = unpause(&w.ctx, &no_wait()).await.unwrap();
     assert!(matches!(outcome, PauseOutcome::Changed(ref n) if n.len() == 3));
@@ -89,10 +92,7 @@ async fn unpause_thaws_servers_first_and_is_idempotent() {
 
 #[tokio::test]
 async fn a_stopped_or_partly_stopped_cluster_is_refused_untouched() {
-    let w = world();
-    start(&w.ctx, opts(&w, 3, 1), &Cancel::default())
-        .await
-        .unwrap();
+    let w = started(3).await;
     w.fake.stop(&m("dev-m03"), StopMode::Force).await.unwrap();
     let err = pause(&w.ctx).await.unwrap_err().to_string();
     assert!(err.contains("`dev-m03` is stopped"), "{err}");
@@ -118,10 +118,7 @@ async fn a_stopped_or_partly_stopped_cluster_is_refused_untouched() {
 
 #[tokio::test]
 async fn start_unpauses_a_paused_cluster_instead_of_restarting_it() {
-    let w = world();
-    start(&w.ctx, opts(&w, 2, 1), &Cancel::default())
-        .await
-        .unwrap();
+    let w = started(2).await;
     pause(&w.ctx).await.unwrap();
     let starts = calls_of(&w, "start").len();
     start(&w.ctx, opts(&w, 2, 1), &Cancel::default())
@@ -136,10 +133,7 @@ async fn start_unpauses_a_paused_cluster_instead_of_restarting_it() {
 
 #[tokio::test]
 async fn a_paused_cluster_stops_and_deletes_and_refuses_node_changes() {
-    let w = world();
-    start(&w.ctx, opts(&w, 2, 1), &Cancel::default())
-        .await
-        .unwrap();
+    let w = started(2).await;
     pause(&w.ctx).await.unwrap();
     let profile = w.ctx.store.load(&w.ctx.profile).unwrap();
     let err = crate::cluster::pause::refuse_when_paused(&w.fake, &profile, "add a node")

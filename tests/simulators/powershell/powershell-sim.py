@@ -692,23 +692,21 @@ class Sim:
         return self.json_out({"VMId": vm["VMId"], "State": vm["State"], "Forced": forced})
 
     def op_pause(self):
-        """Suspend-VM pauses a running VM (state `Paused`). The driver's script only calls it on a
-        `Running` VM; the cmdlet's refusal of other states is not modelled, so a script without
-        that guard is a simulator bug."""
-        if "-eq 'Running') { Hyper-V\\Suspend-VM" not in self.script:
-            raise SimBug("Suspend-VM without looking at the state first")
-        vm = self.find_vm()
-        if vm["State"] == "Running":
-            vm["State"] = "Paused"
-        return self.json_out(self.vm_view(vm))
+        """Suspend-VM pauses a running VM (state `Paused`)."""
+        return self.pause_or_resume("Suspend-VM", "Running", "Paused")
 
     def op_unpause(self):
-        """Resume-VM on a `Paused` VM (the script's guard); it runs on (`Running`)."""
-        if "-eq 'Paused') { Hyper-V\\Resume-VM" not in self.script:
-            raise SimBug("Resume-VM without looking at the state first")
+        """Resume-VM lets a paused VM run on (`Running`)."""
+        return self.pause_or_resume("Resume-VM", "Paused", "Running")
+
+    def pause_or_resume(self, cmdlet, before, after):
+        """The driver's script only calls `cmdlet` on a VM in state `before`; the cmdlet's refusal
+        of other states is not modelled, so a script without that guard is a simulator bug."""
+        if f"-eq '{before}') {{ Hyper-V\\{cmdlet}" not in self.script:
+            raise SimBug(f"{cmdlet} without looking at the state first")
         vm = self.find_vm()
-        if vm["State"] == "Paused":
-            vm["State"] = "Running"
+        if vm["State"] == before:
+            vm["State"] = after
         return self.json_out(self.vm_view(vm))
 
     def remove(self, vm):
