@@ -1,4 +1,4 @@
-//! `stop`, `delete`, `ip`, `status`, `kubeconfig`.
+//! `stop`, `pause`, `unpause`, `delete`, `ip`, `status`, `kubeconfig`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +18,54 @@ pub struct StopArgs {
 
 pub async fn stop(ctx: &Ctx, args: StopArgs) -> anyhow::Result<ExitCode> {
     cluster::stop(ctx, args.timeout).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    /// Output format: with json, the result as one object on stdout.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// `pause -o json` / `unpause -o json`: the cluster's state after, and the nodes that changed.
+#[derive(Debug, serde::Serialize)]
+struct PauseResult<'a> {
+    profile: &'a str,
+    state: &'a str,
+    changed: Vec<String>,
+}
+
+pub async fn pause(ctx: &Ctx, args: PauseArgs, to_paused: bool) -> anyhow::Result<ExitCode> {
+    // Freezing or thawing takes milliseconds a node; one that stops halfway leaves the cluster
+    // half paused, so the first Ctrl-C (or SIGTERM) lets it finish; a second one quits at once.
+    // After an unpause, the wait for the API server is cut short.
+    let cancel = cluster::Cancel::on_signals(
+        move || {
+            eprintln!(
+                "interrupted: finishing the {} of the nodes so none is left behind (Ctrl-C again to quit at once)",
+                if to_paused { "pause" } else { "unpause" }
+            )
+        },
+        super::quit_now,
+    );
+    let outcome = if to_paused {
+        cluster::pause(ctx).await?
+    } else {
+        cluster::unpause(ctx, &cancel).await?
+    };
+    if args.output == OutputFormat::Json {
+        let changed = match outcome {
+            cluster::PauseOutcome::Changed(nodes) => nodes.iter().map(|n| n.to_string()).collect(),
+            cluster::PauseOutcome::Already => Vec::new(),
+        };
+        let result = PauseResult {
+            profile: ctx.profile.as_str(),
+            state: if to_paused { "paused" } else { "running" },
+            changed,
+        };
+        crate::outln!("{}", serde_json::to_string_pretty(&result)?)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -83,6 +131,7 @@ pub async fn status(ctx: &Ctx, args: StatusArgs) -> anyhow::Result<ExitCode> {
             crate::outln!("profile: {}", report.profile)?;
             crate::outln!("driver:  {}", report.driver)?;
             crate::outln!("version: {}", report.version)?;
+            crate::outln!("state:   {}", report.state)?;
             crate::outln!(
                 "api:     {}{}",
                 report.api,

@@ -109,11 +109,15 @@ pub enum Command {
     Start(Box<start::StartArgs>),
     /// Stop the cluster's nodes, keeping their data.
     Stop(manage::StopArgs),
+    /// Freeze the cluster's nodes in place to free their CPU (`unpause` thaws them, no restart).
+    Pause(manage::PauseArgs),
+    /// Thaw a paused cluster: its nodes run on where they were, and kubectl answers again.
+    Unpause(manage::PauseArgs),
     /// Delete the cluster: nodes, networks, volumes, kubeconfig entries, profile.
     Delete(manage::DeleteArgs),
     /// Print a node's IP address.
     Ip(manage::IpArgs),
-    /// Show the state of the nodes and the API server (exit code: 0 up, 3 a node is down, 4 not ready).
+    /// Show the state of the nodes and the API server (exit code: 0 up, 2 paused, 3 a node is down, 4 not ready).
     Status(manage::StatusArgs),
     /// Print the cluster's kubeconfig (standalone); --merge merges it into your kubeconfig again.
     Kubeconfig(manage::KubeconfigArgs),
@@ -212,6 +216,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Start(args) => start::run(&ctx, *args).await,
         Command::Stop(args) => manage::stop(&ctx, args).await,
+        Command::Pause(args) => manage::pause(&ctx, args, true).await,
+        Command::Unpause(args) => manage::pause(&ctx, args, false).await,
         Command::Delete(args) => manage::delete(&ctx, args).await,
         Command::Ip(args) => manage::ip(&ctx, args).await,
         Command::Status(args) => manage::status(&ctx, args).await,

@@ -259,7 +259,10 @@ pub struct StatusReport {
     pub profile: String,
     pub driver: String,
     pub version: String,
-    /// `ready`, `not ready`, or `unreachable`.
+    /// The cluster as a whole, from its nodes: `running`, `paused`, `partly paused`,
+    /// `stopped`, or `degraded` (some nodes down).
+    pub state: String,
+    /// `ready`, `not ready`, `unreachable`, or `paused` (every server is paused: not asked).
     pub api: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_server: Option<String>,
@@ -267,11 +270,18 @@ pub struct StatusReport {
 }
 
 impl StatusReport {
-    /// The documented exit code: 0 all up, 3 a node is not running, 4 nodes run but the API or
+    /// The documented exit code: 0 all up, 2 paused (a node is paused, none is down; minikube
+    /// also answers 2 for a paused cluster), 3 a node is not running, 4 nodes run but the API or
     /// a node is not ready.
     pub fn exit_code(&self) -> u8 {
-        if self.nodes.iter().any(|n| n.host != "running") {
+        if self
+            .nodes
+            .iter()
+            .any(|n| n.host != "running" && n.host != "paused")
+        {
             3
+        } else if self.nodes.iter().any(|n| n.host == "paused") {
+            2
         } else if self.api != "ready" || self.nodes.iter().any(|n| n.kubernetes != "Ready") {
             4
         } else {
@@ -285,14 +295,24 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<StatusReport> {
     let profile = ctx.store.load(&ctx.profile)?;
     let driver = ctx.driver_for(&profile)?;
     let mut creds = saved_credentials(&ctx.store, &profile.name).ok();
-    // The nodes' states and the API server, asked at once.
-    let node_states = futures_util::future::join_all(profile.nodes.iter().map(|n| {
+    let states = futures_util::future::join_all(profile.nodes.iter().map(|n| {
         let driver = driver.clone();
         let name = n.name.clone();
         async move { driver.state(&name).await }
-    }));
-    let (states, (api_state, server, ready)) =
-        tokio::join!(node_states, api_status(&profile, creds.as_ref()));
+    }))
+    .await;
+    // A paused API server would only time out: it is not asked while every server is paused.
+    let servers_paused = profile
+        .nodes
+        .iter()
+        .zip(&states)
+        .filter(|(n, _)| n.role == timonel_driver::NodeRole::Server)
+        .all(|(_, s)| matches!(s, Ok(MachineState::Paused)));
+    let (api_state, server, ready) = if servers_paused {
+        ("paused", None, None)
+    } else {
+        api_status(&profile, creds.as_ref()).await
+    };
     if let (Some(c), Some(url)) = (creds.as_mut(), server) {
         c.server = url;
     }
@@ -320,10 +340,11 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<StatusReport> {
             // In a container node the distribution is the container's main process.
             k3s: match &state {
                 MachineState::Running => "running".into(),
-                MachineState::Stopped
-                | MachineState::NotCreated
-                | MachineState::Paused
-                | MachineState::Suspended => "stopped".into(),
+                // Frozen with the node: it goes on where it was on unpause.
+                MachineState::Paused => "paused".into(),
+                MachineState::Stopped | MachineState::NotCreated | MachineState::Suspended => {
+                    "stopped".into()
+                }
                 // The backend cannot say (e.g. the Docker daemon is down).
                 _ => "unknown".into(),
             },
@@ -336,10 +357,27 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<StatusReport> {
         profile: profile.name.to_string(),
         driver: profile.driver.to_string(),
         version: profile.version.clone(),
+        state: cluster_state(&nodes).to_string(),
         api: api_state.to_string(),
         api_server: creds.map(|c| c.server),
         nodes,
     })
+}
+
+/// The cluster's state from its nodes' (`host` of each [`NodeStatus`]).
+fn cluster_state(nodes: &[NodeStatus]) -> &'static str {
+    let all = |f: &dyn Fn(&str) -> bool| nodes.iter().all(|n| f(&n.host));
+    if all(&|h| h == "running") {
+        "running"
+    } else if all(&|h| h == "paused") {
+        "paused"
+    } else if all(&|h| h == "running" || h == "paused") {
+        "partly paused"
+    } else if all(&|h| h == "stopped" || h == "not created") {
+        "stopped"
+    } else {
+        "degraded"
+    }
 }
 
 /// `timonel kubeconfig`: the profile's standalone kubeconfig; with `merge`, merged again into

@@ -10,6 +10,7 @@ mod images;
 mod manage;
 pub mod node;
 mod nodes;
+pub(crate) mod pause;
 mod resources;
 pub(crate) mod spec;
 mod start;
@@ -23,6 +24,7 @@ pub use manage::{
     delete, delete_all, delete_standalone, ip, kubeconfig_cmd, status, stop, StatusReport,
 };
 pub use nodes::{node_add, node_delete, node_list, NodeAdd, NodeRow};
+pub use pause::{pause, unpause, PauseOutcome};
 pub use start::{conflicts as start_conflicts, start, SshStart, StartOptions};
 
 use std::net::IpAddr;

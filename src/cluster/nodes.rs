@@ -39,6 +39,8 @@ pub async fn node_add(ctx: &Ctx, add: NodeAdd) -> Result<MachineName> {
         Some(_) => check_running(&profile)?,
         None => check_add(&profile, &add)?,
     }
+    super::pause::refuse_when_paused(ctx.driver_for(&profile)?.as_ref(), &profile, "add a node")
+        .await?;
     let (api, server_ip) = join_target(ctx, &profile).await?;
     let record = match pending {
         Some(p) => p,
@@ -344,6 +346,7 @@ pub async fn node_delete(ctx: &Ctx, node: &str) -> anyhow::Result<()> {
         .into());
     }
     let nodes = super::node::ops(ctx.driver_for(&profile)?, &ctx.home);
+    super::pause::refuse_when_paused(nodes.driver().as_ref(), &profile, "delete a node").await?;
     let step = ctx.printer.step(&format!("deleting node {node}"));
     if let Ok(creds) = saved_credentials(&ctx.store, &name) {
         let api = ApiClient::new(&creds, &creds.server)?;

@@ -58,6 +58,29 @@ pub async fn suite(driver: &dyn Driver, spec: &MachineSpec) {
     );
     driver.ip(name).await.expect("ip while running");
 
+    // Pause → Paused, unpause → Running; each twice is Ok. Then a paused machine stops.
+    driver.pause(name).await.expect("pause");
+    assert_eq!(
+        driver.state(name).await.expect("state after pause"),
+        MachineState::Paused,
+        "state after pause"
+    );
+    driver
+        .pause(name)
+        .await
+        .expect("pausing a paused machine must be Ok");
+    driver.unpause(name).await.expect("unpause");
+    assert_eq!(
+        driver.state(name).await.expect("state after unpause"),
+        MachineState::Running,
+        "state after unpause"
+    );
+    driver
+        .unpause(name)
+        .await
+        .expect("unpausing a running machine must be Ok");
+    driver.pause(name).await.expect("pause before stop");
+
     // Stop → Stopped; ip is a typed error while stopped.
     driver
         .stop(name, StopMode::graceful(Duration::from_secs(30)))
@@ -76,13 +99,32 @@ pub async fn suite(driver: &dyn Driver, spec: &MachineSpec) {
         Err(_) => {}
     }
 
-    // Start again, then delete: gone, and delete again is Ok.
+    // Neither pause nor unpause of a stopped machine: a typed error, and it stays stopped.
+    for (op, result) in [
+        ("pause", driver.pause(name).await),
+        ("unpause", driver.unpause(name).await),
+    ] {
+        match result {
+            Err(DriverError::InvalidState { .. }) => {}
+            other => panic!("{op} of a stopped machine must be InvalidState, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        driver.state(name).await.expect("state after refused pause"),
+        MachineState::Stopped
+    );
+
+    // Start again, pause, then delete: gone, and delete again is Ok.
     driver.start(name).await.expect("start after stop");
     assert_eq!(
         driver.state(name).await.expect("state after restart"),
         MachineState::Running
     );
-    driver.delete(name).await.expect("delete");
+    driver.pause(name).await.expect("pause before delete");
+    driver
+        .delete(name)
+        .await
+        .expect("deleting a paused machine");
     assert_eq!(
         driver.state(name).await.expect("state after delete"),
         MachineState::NotCreated,

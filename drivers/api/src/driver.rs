@@ -248,6 +248,26 @@ pub trait Driver: Send + Sync {
             what: "node access through the driver (its nodes are reached over SSH)".to_string(),
         })
     }
+    /// Freezes the running node in place: its processes get no CPU until [`Driver::unpause`],
+    /// and its memory, disks, addresses and ports stay as they are (Docker pause, libvirt
+    /// suspend, VirtualBox `controlvm pause`, Hyper-V `Suspend-VM`). Pausing a paused node is
+    /// Ok; a node that is not running is [`DriverError::InvalidState`].
+    async fn pause(&self, name: &MachineName) -> Result<(), DriverError> {
+        let _ = name;
+        Err(DriverError::Unsupported {
+            driver: self.kind().to_string(),
+            what: "pausing nodes".to_string(),
+        })
+    }
+    /// Thaws a paused node: it runs on from where it was, without a restart. Unpausing a running
+    /// node is Ok; a node that is neither is [`DriverError::InvalidState`].
+    async fn unpause(&self, name: &MachineName) -> Result<(), DriverError> {
+        let _ = name;
+        Err(DriverError::Unsupported {
+            driver: self.kind().to_string(),
+            what: "unpausing nodes".to_string(),
+        })
+    }
     /// The last `tail` lines of the distribution's log in the node (container output, or the
     /// service's journal on VMs).
     async fn logs(&self, name: &MachineName, tail: usize) -> Result<String, DriverError> {

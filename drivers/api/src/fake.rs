@@ -27,6 +27,8 @@ type Files = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
 struct FakeNode {
     spec: MachineSpec,
     running: bool,
+    /// Frozen by `pause` (while `running`).
+    paused: bool,
     files: Files,
 }
 
@@ -103,6 +105,24 @@ impl FakeDriver {
         self.lock().calls.push(format!("{op} {node}"));
     }
 
+    /// Pauses or unpauses a running node; a stopped one is refused, as real backends do.
+    fn set_paused(&self, name: &MachineName, paused: bool) -> Result<(), DriverError> {
+        let mut state = self.lock();
+        let node = state
+            .nodes
+            .get_mut(name)
+            .ok_or_else(|| Self::missing(name))?;
+        if !node.running {
+            return Err(DriverError::InvalidState {
+                what: format!("fake node `{name}`"),
+                state: "stopped".to_string(),
+                action: if paused { "pause" } else { "unpause" }.to_string(),
+            });
+        }
+        node.paused = paused;
+        Ok(())
+    }
+
     fn missing(node: &MachineName) -> DriverError {
         DriverError::NotFound {
             what: format!("fake node `{node}`"),
@@ -156,6 +176,7 @@ impl Driver for FakeDriver {
             FakeNode {
                 spec: spec.clone(),
                 running: false,
+                paused: false,
                 files: Arc::new(Mutex::new(files)),
             },
         );
@@ -171,6 +192,7 @@ impl Driver for FakeDriver {
             .get_mut(name)
             .ok_or_else(|| Self::missing(name))?;
         node.running = true;
+        node.paused = false;
         if node.spec.role == NodeRole::Server {
             node.files.lock().expect("fake files").extend(on_start);
         }
@@ -185,7 +207,18 @@ impl Driver for FakeDriver {
             .get_mut(name)
             .ok_or_else(|| Self::missing(name))?;
         node.running = false;
+        node.paused = false;
         Ok(())
+    }
+
+    async fn pause(&self, name: &MachineName) -> Result<(), DriverError> {
+        self.record("pause", name.as_str());
+        self.set_paused(name, true)
+    }
+
+    async fn unpause(&self, name: &MachineName) -> Result<(), DriverError> {
+        self.record("unpause", name.as_str());
+        self.set_paused(name, false)
     }
 
     async fn delete(&self, name: &MachineName) -> Result<(), DriverError> {
@@ -212,6 +245,7 @@ impl Driver for FakeDriver {
     async fn state(&self, name: &MachineName) -> Result<MachineState, DriverError> {
         Ok(match self.lock().nodes.get(name) {
             None => MachineState::NotCreated,
+            Some(n) if n.running && n.paused => MachineState::Paused,
             Some(n) if n.running => MachineState::Running,
             Some(_) => MachineState::Stopped,
         })
@@ -220,6 +254,13 @@ impl Driver for FakeDriver {
     async fn ip(&self, name: &MachineName) -> Result<IpAddr, DriverError> {
         let state = self.lock();
         let node = state.nodes.get(name).ok_or_else(|| Self::missing(name))?;
+        if !node.running || node.paused {
+            return Err(DriverError::InvalidState {
+                what: format!("fake node `{name}`"),
+                state: if node.running { "paused" } else { "stopped" }.to_string(),
+                action: "reading its address".to_string(),
+            });
+        }
         let index = u8::try_from(node.spec.index).unwrap_or(u8::MAX);
         Ok(IpAddr::V4(Ipv4Addr::new(10, 99, 0, index)))
     }
@@ -318,5 +359,17 @@ impl NodeAccess for FakeAccess {
             .ok_or_else(|| DriverError::NotFound {
                 what: format!("`{path}` in the fake node"),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn keeps_the_driver_contract() {
+        let name: MachineName = "fake-1".parse().expect("a name");
+        let spec = MachineSpec::new(name, "fake".parse().expect("a name"), NodeRole::Server, 1);
+        crate::contract::suite(&FakeDriver::new(), &spec).await;
     }
 }

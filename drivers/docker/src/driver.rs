@@ -336,6 +336,14 @@ impl Driver for DockerDriver {
         self.tail_logs(name, tail).await
     }
 
+    async fn pause(&self, name: &MachineName) -> Result<(), DriverError> {
+        self.set_paused(name, true).await
+    }
+
+    async fn unpause(&self, name: &MachineName) -> Result<(), DriverError> {
+        self.set_paused(name, false).await
+    }
+
     fn as_node_images(&self) -> Option<&dyn NodeImages> {
         Some(self)
     }

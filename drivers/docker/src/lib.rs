@@ -25,6 +25,7 @@ mod logs;
 mod network;
 mod objects;
 mod raw;
+mod pause;
 mod security;
 
 pub use client::{DockerDriver, DEFAULT_HOST, START_WAIT};

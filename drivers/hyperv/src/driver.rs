@@ -252,6 +252,37 @@ impl HyperVDriver {
     /// Removes what a removed VM left behind: its disk (`<name>.vhdx`), the ISOs and the
     /// `hyperv-vmid` record in the same directory. Nothing outside that directory is touched,
     /// so a base image can never be removed. Returns the files removed.
+    /// Pauses (`Suspend-VM`) or resumes (`Resume-VM`) the VM. The script only calls the cmdlet
+    /// in the state it accepts and answers the state after: already there is Ok, anything else
+    /// (off, saved, starting) is `InvalidState`.
+    async fn set_paused(&self, name: &MachineName, to_paused: bool) -> Result<(), DriverError> {
+        let what = vm_what(name);
+        let (script, want, action) = if to_paused {
+            (
+                script::pause(&self.vm_ref(name)),
+                MachineState::Paused,
+                "pause",
+            )
+        } else {
+            (
+                script::unpause(&self.vm_ref(name)),
+                MachineState::Running,
+                "unpause",
+            )
+        };
+        let out = self.run(&format!("{action} {what}"), &what, script).await?;
+        let vm: VmInfo = parse_json("the VM state", &out)?;
+        self.remember(name, &vm.vm_id);
+        match parse_vm_state(&vm.state) {
+            state if state == want => Ok(()),
+            state => Err(DriverError::InvalidState {
+                what,
+                state: state.to_string(),
+                action: action.to_string(),
+            }),
+        }
+    }
+
     async fn remove_leftovers(&self, removed: &Removed) -> Result<Vec<PathBuf>, DriverError> {
         let disk_name = format!("{}.vhdx", removed.name);
         let Some(disk) = removed.files.iter().map(PathBuf::from).find(|p| {
@@ -497,6 +528,14 @@ impl Driver for HyperVDriver {
             );
         }
         Ok(())
+    }
+
+    async fn pause(&self, name: &MachineName) -> Result<(), DriverError> {
+        self.set_paused(name, true).await
+    }
+
+    async fn unpause(&self, name: &MachineName) -> Result<(), DriverError> {
+        self.set_paused(name, false).await
     }
 
     async fn delete(&self, name: &MachineName) -> Result<(), DriverError> {

@@ -261,6 +261,30 @@ pub fn start(vm: &VmRef) -> PsScript {
     .set(vars::WAIT_SECONDS, START_WAIT.as_secs().to_string())
 }
 
+/// Pauses the VM (`Suspend-VM`: its vCPUs stop, its memory stays; not a save to disk) when it
+/// runs, and answers its state: the driver refuses a VM that ends neither `Paused` nor `Running`
+/// here, so the cmdlet is never asked to pause a VM in a state it would refuse.
+pub fn pause(vm: &VmRef) -> PsScript {
+    PsScript::with_lookup(
+        vm,
+        &[
+            "if ($vm.State.ToString() -eq 'Running') { Hyper-V\\Suspend-VM -VM $vm; $vm = Hyper-V\\Get-VM -Id $vm.VMId }",
+            EMIT_VM,
+        ],
+    )
+}
+
+/// Resumes the VM (`Resume-VM`) when it is paused, and answers its state.
+pub fn unpause(vm: &VmRef) -> PsScript {
+    PsScript::with_lookup(
+        vm,
+        &[
+            "if ($vm.State.ToString() -eq 'Paused') { Hyper-V\\Resume-VM -VM $vm; $vm = Hyper-V\\Get-VM -Id $vm.VMId }",
+            EMIT_VM,
+        ],
+    )
+}
+
 /// Turns `$vm` off unless it is off or saved, and refreshes it.
 const TURN_OFF: &str = "if (@('Off', 'Saved', 'FastSaved') -notcontains $vm.State.ToString()) { Hyper-V\\Stop-VM -VM $vm -TurnOff -Force; $forced = $true; $vm = Hyper-V\\Get-VM -Id $vm.VMId }";
 
@@ -278,6 +302,7 @@ pub fn stop_graceful(vm: &VmRef, timeout: Duration) -> PsScript {
         &[
             "$forced = $false",
             "$deadline = [DateTime]::UtcNow.AddSeconds([int]$env:TIMONEL_STOP_SECONDS)",
+            "if ($vm.State.ToString() -eq 'Paused') { Hyper-V\\Resume-VM -VM $vm; $vm = Hyper-V\\Get-VM -Id $vm.VMId }",
             "if ($vm.State.ToString() -eq 'Running') { \
 $job = Hyper-V\\Stop-VM -VM $vm -Force -AsJob; \
 $null = Wait-Job -Job $job -Timeout ([int]$env:TIMONEL_STOP_SECONDS); \
@@ -376,6 +401,8 @@ mod tests {
             v.push(start(vm));
             v.push(stop_graceful(vm, Duration::from_secs(30)));
             v.push(stop_force(vm));
+            v.push(pause(vm));
+            v.push(unpause(vm));
             v.push(delete(vm));
         }
         v
@@ -411,6 +438,7 @@ mod tests {
             "Stop-VM",
             "Remove-VM",
             "Resume-VM",
+            "Suspend-VM",
             "Set-VM ",
             "Set-VMMemory",
             "Set-VMProcessor",

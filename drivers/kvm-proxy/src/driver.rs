@@ -159,6 +159,16 @@ impl Driver for KvmDriver {
         expect_reply!(self.call(request, &SilentReporter), "stop", Reply::Done => ())
     }
 
+    async fn pause(&self, name: &MachineName) -> Result<(), DriverError> {
+        let request = Request::Pause { name: name.clone() };
+        expect_reply!(self.call(request, &SilentReporter), "pause", Reply::Done => ())
+    }
+
+    async fn unpause(&self, name: &MachineName) -> Result<(), DriverError> {
+        let request = Request::Unpause { name: name.clone() };
+        expect_reply!(self.call(request, &SilentReporter), "unpause", Reply::Done => ())
+    }
+
     async fn delete(&self, name: &MachineName) -> Result<(), DriverError> {
         let request = Request::Delete { name: name.clone() };
         expect_reply!(self.call(request, &SilentReporter), "delete", Reply::Done => ())

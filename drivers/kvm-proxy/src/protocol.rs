@@ -14,7 +14,7 @@ use timonel_driver::{Availability, ClusterName, MachineName, MachineSpec, Machin
 use crate::wire_error::WireError;
 
 /// The version of this protocol. A change to any message here bumps it.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 
 /// One request, timonel to helper.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,6 +32,8 @@ pub enum Request {
     Create { spec: Box<MachineSpec> },
     Start { name: MachineName },
     Stop { name: MachineName, how: StopMode },
+    Pause { name: MachineName },
+    Unpause { name: MachineName },
     Delete { name: MachineName },
     DeleteCluster { cluster: ClusterName },
     State { name: MachineName },
@@ -127,6 +129,8 @@ mod tests {
                 name: name.clone(),
                 how: StopMode::Force,
             },
+            Request::Pause { name: name.clone() },
+            Request::Unpause { name: name.clone() },
             Request::DeleteCluster {
                 cluster: "dev".parse().unwrap(),
             },
@@ -154,6 +158,27 @@ mod tests {
         ] {
             round_trip(Answer { id: 1, event });
         }
+    }
+
+    #[test]
+    fn pause_and_unpause_have_their_own_ops() {
+        let pause = Call {
+            id: 3,
+            request: Request::Pause {
+                name: "dev".parse().unwrap(),
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&pause).unwrap(),
+            r#"{"id":3,"request":{"op":"pause","name":"dev"}}"#
+        );
+        let line = r#"{"id":4,"request":{"op":"unpause","name":"dev"}}"#;
+        assert_eq!(
+            serde_json::from_str::<Call>(line).unwrap().request,
+            Request::Unpause {
+                name: "dev".parse().unwrap()
+            }
+        );
     }
 
     #[test]

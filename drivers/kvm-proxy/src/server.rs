@@ -75,6 +75,8 @@ async fn answer(
         Request::Create { spec } => driver.create(&spec, report).await.map(|()| Reply::Done),
         Request::Start { name } => driver.start(&name).await.map(|()| Reply::Done),
         Request::Stop { name, how } => driver.stop(&name, how).await.map(|()| Reply::Done),
+        Request::Pause { name } => driver.pause(&name).await.map(|()| Reply::Done),
+        Request::Unpause { name } => driver.unpause(&name).await.map(|()| Reply::Done),
         Request::Delete { name } => driver.delete(&name).await.map(|()| Reply::Done),
         Request::DeleteCluster { cluster } => {
             driver.delete_cluster(&cluster).await.map(Reply::Removed)

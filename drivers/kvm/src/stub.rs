@@ -80,6 +80,12 @@ impl Driver for KvmDriver {
     async fn stop(&self, _: &MachineName, _: StopMode) -> Result<(), DriverError> {
         Err(Self::unavailable())
     }
+    async fn pause(&self, _: &MachineName) -> Result<(), DriverError> {
+        Err(Self::unavailable())
+    }
+    async fn unpause(&self, _: &MachineName) -> Result<(), DriverError> {
+        Err(Self::unavailable())
+    }
     async fn delete(&self, _: &MachineName) -> Result<(), DriverError> {
         Err(Self::unavailable())
     }

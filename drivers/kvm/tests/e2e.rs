@@ -227,11 +227,40 @@ async fn node_lifecycle_on_real_libvirt_with_tcg() {
     assert!(node.copy_out("/etc/timonel/missing").await.is_err());
     lap(&mut t, "commands and copies over ssh");
 
+    // Paused: the guest's vCPUs stop (its sshd does not answer); unpaused: the same boot goes on.
+    let boot_id = Cmd::new("cat").arg("/proc/sys/kernel/random/boot_id");
+    let boot = node.run(&boot_id).await.unwrap().stdout;
+    driver.pause(&name).await.unwrap();
+    driver.pause(&name).await.unwrap();
+    assert_eq!(driver.state(&name).await.unwrap(), MachineState::Paused);
+    let ssh = std::net::SocketAddr::new(ip, 22);
+    let mut banner = [0u8; 4];
+    let answered = std::net::TcpStream::connect_timeout(&ssh, Duration::from_secs(2))
+        .and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            std::io::Read::read(&mut s, &mut banner)
+        })
+        .is_ok_and(|n| n > 0);
+    assert!(!answered, "sshd of a paused guest answered");
+    driver.unpause(&name).await.unwrap();
+    assert_eq!(driver.state(&name).await.unwrap(), MachineState::Running);
+    assert_eq!(
+        node.run(&boot_id).await.unwrap().stdout,
+        boot,
+        "the guest rebooted"
+    );
+    lap(&mut t, "paused (sshd silent) and unpaused (same boot)");
+    driver.pause(&name).await.unwrap();
+
     driver
         .stop(&name, StopMode::graceful(Duration::from_secs(60)))
         .await
         .unwrap();
-    assert_eq!(driver.state(&name).await.unwrap(), MachineState::Stopped);
+    assert_eq!(
+        driver.state(&name).await.unwrap(),
+        MachineState::Stopped,
+        "a paused guest must stop"
+    );
     assert!(matches!(
         driver.ip(&name).await,
         Err(DriverError::InvalidState { .. })

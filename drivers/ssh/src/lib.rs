@@ -325,6 +325,28 @@ impl Driver for SshDriver {
         Ok(())
     }
 
+    /// Refused: the machines are not timonel's to freeze. Freezing the k3s unit's cgroup
+    /// (`systemctl freeze`) would leave the pods running (they live in their own cgroups) while
+    /// the kubelet that minds them is frozen, and needs a writable cgroup v2 hierarchy.
+    async fn pause(&self, name: &MachineName) -> Result<(), DriverError> {
+        self.node(name)?;
+        Err(DriverError::Unsupported {
+            driver: "ssh".to_string(),
+            what: "pausing existing machines (timonel does not own them; k3s's pods would run \
+                   on while it is frozen); `timonel stop` stops k3s on them and `timonel start` \
+                   starts it again"
+                .to_string(),
+        })
+    }
+
+    async fn unpause(&self, name: &MachineName) -> Result<(), DriverError> {
+        self.node(name)?;
+        Err(DriverError::Unsupported {
+            driver: "ssh".to_string(),
+            what: "unpausing existing machines (they are never paused)".to_string(),
+        })
+    }
+
     async fn delete(&self, name: &MachineName) -> Result<(), DriverError> {
         self.uninstall(name).await.map(|_| ())
     }
@@ -433,5 +455,30 @@ mod tests {
         }
         let e = d.state(&"dev".parse().unwrap()).await.unwrap_err();
         assert!(e.to_string().contains("no machine"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn pausing_a_machine_is_refused_without_touching_it() {
+        let name: MachineName = "dev-m1".parse().unwrap();
+        let node = SshNode {
+            // Nothing listens there: the refusal must come before any connection.
+            host: "root@192.0.2.1".parse().unwrap(),
+            role: NodeRole::Server,
+            unit: "k3s".to_string(),
+        };
+        let d = SshDriver::new(
+            "dev".parse().unwrap(),
+            "id",
+            BTreeMap::from([(name.clone(), node)]),
+            Credentials::default(),
+            false,
+        );
+        let e = d.pause(&name).await.unwrap_err();
+        assert!(matches!(e, DriverError::Unsupported { .. }), "{e:?}");
+        assert!(e.to_string().contains("`timonel stop`"), "{e}");
+        assert!(matches!(
+            d.unpause(&name).await,
+            Err(DriverError::Unsupported { .. })
+        ));
     }
 }

@@ -269,6 +269,14 @@ impl Driver for VirtualBoxDriver {
         self.stop_machine(name.as_str(), how).await
     }
 
+    async fn pause(&self, name: &MachineName) -> Result<(), DriverError> {
+        self.set_paused(name.as_str(), true).await
+    }
+
+    async fn unpause(&self, name: &MachineName) -> Result<(), DriverError> {
+        self.set_paused(name.as_str(), false).await
+    }
+
     async fn delete(&self, name: &MachineName) -> Result<(), DriverError> {
         match self.info(name.as_str()).await? {
             None => Ok(()),

@@ -16,6 +16,7 @@ mod lifecycle;
 pub mod locate;
 pub mod network;
 pub mod parse;
+mod pause;
 pub mod state;
 pub mod vboxmanage;
 

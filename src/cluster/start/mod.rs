@@ -210,4 +210,6 @@ async fn remove_everything(
 }
 
 #[cfg(test)]
+mod pause_tests;
+#[cfg(test)]
 mod tests;

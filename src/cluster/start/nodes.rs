@@ -140,8 +140,11 @@ async fn ensure_running(
     if driver.state(&spec.name).await? == MachineState::NotCreated {
         driver.create(spec, report).await?;
     }
-    if !driver.state(&spec.name).await?.is_running() {
-        driver.start(&spec.name).await?;
+    match driver.state(&spec.name).await? {
+        // Paused (`timonel pause`): it runs on where it was, not restarted.
+        MachineState::Paused => driver.unpause(&spec.name).await?,
+        state if !state.is_running() => driver.start(&spec.name).await?,
+        _ => {}
     }
     Ok(())
 }

@@ -106,6 +106,7 @@ pub(super) async fn run(
         )
         .into());
     }
+    crate::cluster::pause::unpause_for_start(ctx, driver.as_ref(), &profile).await?;
     ctx.printer.info(&format!("Resuming profile `{name}`"));
     let mut run = Run {
         ctx,

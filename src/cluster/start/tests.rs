@@ -37,14 +37,14 @@ users:
     client-key-data: a2V5
 ";
 
-struct World {
+pub(super) struct World {
     _dir: tempfile::TempDir,
-    ctx: Ctx,
-    fake: FakeDriver,
+    pub ctx: Ctx,
+    pub fake: FakeDriver,
     kubeconfig: std::path::PathBuf,
 }
 
-fn world() -> World {
+pub(super) fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
     let home = Home::at(dir.path().join("home"));
     let fake = FakeDriver::new();
@@ -59,7 +59,7 @@ fn world() -> World {
     }
 }
 
-fn opts(w: &World, nodes: u32, control_planes: u32) -> StartOptions {
+pub(super) fn opts(w: &World, nodes: u32, control_planes: u32) -> StartOptions {
     StartOptions {
         driver: None,
         version: Some("v1.31.2+k3s1".to_string()),
@@ -90,7 +90,7 @@ fn opts(w: &World, nodes: u32, control_planes: u32) -> StartOptions {
     }
 }
 
-fn m(name: &str) -> MachineName {
+pub(super) fn m(name: &str) -> MachineName {
     name.parse().unwrap()
 }
 

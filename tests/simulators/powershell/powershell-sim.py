@@ -80,7 +80,7 @@ DEFAULTS = {
 }
 
 HYPERV_CMDLETS = [
-    "Get-VM", "New-VM", "Start-VM", "Stop-VM", "Remove-VM", "Resume-VM", "Set-VM",
+    "Get-VM", "New-VM", "Start-VM", "Stop-VM", "Remove-VM", "Resume-VM", "Suspend-VM", "Set-VM",
     "Get-VMSwitch", "Set-VMMemory", "Set-VMProcessor", "Set-VMFirmware", "Add-VMDvdDrive",
     "New-VHD", "Get-VHD", "Resize-VHD", "Get-VMNetworkAdapter", "Get-VMHardDiskDrive",
     "Get-VMDvdDrive",
@@ -708,6 +708,8 @@ class Sim:
         vm = self.find_vm()
         forced = False
         stuck = self.scenario["stuck_stopping"]
+        if vm["State"] == "Paused" and "-eq 'Paused') { Hyper-V\\Resume-VM" in self.script:
+            vm["State"] = "Running"
         graceful = call_params(self.script, "Hyper-V\\Stop-VM -VM $vm -Force -AsJob") is not None
         if graceful and vm["State"] == "Running":
             if "Wait-Job" not in self.script:
@@ -723,6 +725,24 @@ class Sim:
             vm["State"] = "Off"
             forced = True
         return self.json_out({"VMId": vm["VMId"], "State": vm["State"], "Forced": forced})
+
+    def op_pause(self):
+        """Suspend-VM pauses a running VM (state `Paused`)."""
+        return self.pause_or_resume("Suspend-VM", "Running", "Paused")
+
+    def op_unpause(self):
+        """Resume-VM lets a paused VM run on (`Running`)."""
+        return self.pause_or_resume("Resume-VM", "Paused", "Running")
+
+    def pause_or_resume(self, cmdlet, before, after):
+        """The driver's script only calls `cmdlet` on a VM in state `before`; the cmdlet's refusal
+        of other states is not modelled, so a script without that guard is a simulator bug."""
+        if f"-eq '{before}') {{ Hyper-V\\{cmdlet}" not in self.script:
+            raise SimBug(f"{cmdlet} without looking at the state first")
+        vm = self.find_vm()
+        if vm["State"] == before:
+            vm["State"] = after
+        return self.json_out(self.vm_view(vm))
 
     def remove(self, vm):
         files = [f for f in vm["HardDisks"] + vm["Dvds"] if f]
@@ -757,6 +777,10 @@ class Sim:
             return "stop", self.op_stop
         if "Hyper-V\\Start-VM" in s:
             return "start", self.op_start
+        if "Hyper-V\\Suspend-VM" in s:
+            return "pause", self.op_pause
+        if "Hyper-V\\Resume-VM" in s:
+            return "unpause", self.op_unpause
         if "Hyper-V\\Get-VMNetworkAdapter" in s:
             return "ip", self.op_ip
         if "Hyper-V\\Get-VMSwitch" in s:

@@ -70,6 +70,19 @@ impl Sim {
             .with_timing(fast())
     }
 
+    /// A driver whose node `dev` (cluster `dev`) is created and running.
+    pub async fn running(&self) -> (HyperVDriver, MachineSpec) {
+        use timonel_driver::Driver;
+        let driver = self.driver();
+        let spec = self.spec("dev", 1);
+        driver
+            .create(&spec, &timonel_driver::SilentReporter)
+            .await
+            .unwrap();
+        driver.start(&spec.name).await.unwrap();
+        (driver, spec)
+    }
+
     pub fn base_image(&self) -> PathBuf {
         self.dir.path().join("images/base.vhdx")
     }

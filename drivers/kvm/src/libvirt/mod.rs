@@ -3,6 +3,7 @@
 mod conn;
 mod network;
 mod node;
+mod pause;
 mod probe;
 
 use std::net::{IpAddr, SocketAddr};
@@ -17,7 +18,6 @@ use timonel_driver::{
 use virt::sys;
 
 use self::conn::{domain, find_domain, lv, SharedConnect, LIBVIRT_FIX};
-use crate::map_domain_state;
 use crate::net::domain_name;
 use crate::options::{env_accel, requested_accel, resolve_accel, Accel};
 use crate::xml::{parse_interfaces, parse_node_metadata, NodeMetadata};
@@ -145,14 +145,7 @@ impl KvmDriver {
         self.conn
             .run(move |c| match find_domain(c, &dom_name)? {
                 None => Ok(MachineState::NotCreated),
-                Some(d) => {
-                    let (state, _) = d.state().map_err(|e| lv("reading the domain state", e))?;
-                    let raw = match state {
-                        virt::enumutil::Enum::Known(s) => s as u32,
-                        virt::enumutil::Enum::Unknown(raw) => raw,
-                    };
-                    Ok(map_domain_state(raw))
-                }
+                Some(d) => pause::state_of(&d),
             })
             .await
     }
@@ -335,6 +328,14 @@ impl Driver for KvmDriver {
 
     async fn stop(&self, name: &MachineName, how: StopMode) -> Result<(), DriverError> {
         node::stop(self, &domain_name(name.as_str()), how).await
+    }
+
+    async fn pause(&self, name: &MachineName) -> Result<(), DriverError> {
+        self.set_paused(&domain_name(name.as_str()), true).await
+    }
+
+    async fn unpause(&self, name: &MachineName) -> Result<(), DriverError> {
+        self.set_paused(&domain_name(name.as_str()), false).await
     }
 
     async fn delete(&self, name: &MachineName) -> Result<(), DriverError> {

@@ -169,6 +169,8 @@ pub(super) async fn stop(
         return Ok(());
     }
     if let StopMode::Graceful { timeout } = how {
+        // A paused guest cannot hear the power button: it runs on first.
+        driver.set_paused(dom_name, false).await?;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut tries = 0u32;
         loop {
