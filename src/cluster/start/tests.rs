@@ -83,6 +83,7 @@ fn opts(w: &World, nodes: u32, control_planes: u32) -> StartOptions {
         apiserver_port: None,
         listen_address: IpAddr::from([127, 0, 0, 1]),
         ports: Vec::new(),
+        mounts: Vec::new(),
         keep_on_failure: false,
         preload: false,
         sources: Default::default(),
