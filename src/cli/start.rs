@@ -302,7 +302,8 @@ fn options(
 }
 
 fn parse_mount(s: &str) -> Result<Mount, String> {
-    s.parse().map_err(|e: timonel_driver::MountError| e.to_string())
+    s.parse()
+        .map_err(|e: timonel_driver::MountError| e.to_string())
 }
 
 fn parse_machine(s: &str) -> Result<SshHost, String> {

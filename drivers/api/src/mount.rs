@@ -347,7 +347,9 @@ mod tests {
         assert!(e.contains("would cover `/var/run`"), "{e}");
         let e = refused("/src:/proc/x");
         assert!(e.contains("the kernel"), "{e}");
-        for p in ["/run", "/sys", "/dev/shm", "/usr", "/etc", "/", "//", "/tmp"] {
+        for p in [
+            "/run", "/sys", "/dev/shm", "/usr", "/etc", "/", "//", "/tmp",
+        ] {
             assert!(
                 matches!(
                     format!("/src:{p}").parse::<Mount>(),

@@ -95,7 +95,10 @@ pub(super) fn host_folders(opts: &StartOptions, driver: &dyn Driver) -> Result<(
     }
     match driver.host_folders() {
         timonel_driver::HostFolders::Unsupported { why, instead } => Err(UserError::new(
-            format!("--mount cannot be used with the {} driver: {why}", driver.kind()),
+            format!(
+                "--mount cannot be used with the {} driver: {why}",
+                driver.kind()
+            ),
             instead,
         )
         .into()),
