@@ -124,6 +124,9 @@ fn start_a_vm_cluster_on_kvm_and_remove_it() {
         "2",
         "--wait-timeout",
         "10m",
+        // The overlay is sparse, but the check wants the full size free.
+        "--disk-size",
+        "4g",
         "--mount",
         &mount,
     ]);
@@ -183,7 +186,11 @@ fn start_a_vm_cluster_on_kvm_and_remove_it() {
     assert_eq!(run(&["status"]).status.code(), Some(3));
     assert!(run(&["start"]).status.success(), "resume on kvm failed");
     assert_eq!(sb.ok(&["ip"]).trim(), ip, "the VM kept its address");
-    assert_eq!(cat(), "from the host\n", "the folder is mounted again at boot");
+    assert_eq!(
+        cat(),
+        "from the host\n",
+        "the folder is mounted again at boot"
+    );
     let readyz = sb.kubectl(&["get", "--raw", "/readyz"]);
     assert_eq!(stdout(&readyz).trim(), "ok");
 

@@ -461,8 +461,16 @@ mod tests {
                 assert_eq!(n.attribute("accessmode"), Some("squash"));
                 let child = |name: &str| n.children().find(|c| c.has_tag_name(name));
                 (
-                    child("source").unwrap().attribute("dir").unwrap().to_string(),
-                    child("target").unwrap().attribute("dir").unwrap().to_string(),
+                    child("source")
+                        .unwrap()
+                        .attribute("dir")
+                        .unwrap()
+                        .to_string(),
+                    child("target")
+                        .unwrap()
+                        .attribute("dir")
+                        .unwrap()
+                        .to_string(),
                     child("readonly").is_some(),
                 )
             })

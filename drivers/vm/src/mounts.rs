@@ -37,7 +37,11 @@ pub fn mount_command(guest: &GuestMount, mounts: &[Mount]) -> Cmd {
 /// in tests).
 fn script(guest: &GuestMount, mounts: &[Mount], root: &str) -> String {
     let mut s = String::from("set -e\n");
-    let modules: Vec<String> = guest.modules.iter().map(|m| quote(m).into_owned()).collect();
+    let modules: Vec<String> = guest
+        .modules
+        .iter()
+        .map(|m| quote(m).into_owned())
+        .collect();
     let _ = writeln!(
         s,
         "for m in {}; do modprobe \"$m\" || {{ echo \"the kernel has no module $m\" >&2; exit {MISSING_MODULES}; }}; done",
@@ -58,7 +62,10 @@ fn script(guest: &GuestMount, mounts: &[Mount], root: &str) -> String {
     }
     for m in mounts {
         let dir = quote(&format!("{root}{}", m.node)).into_owned();
-        let _ = writeln!(s, "mkdir -p {dir} && {{ mountpoint -q {dir} || mount {dir}; }}");
+        let _ = writeln!(
+            s,
+            "mkdir -p {dir} && {{ mountpoint -q {dir} || mount {dir}; }}"
+        );
     }
     s
 }
@@ -107,7 +114,11 @@ mod tests {
         let bin = root.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
         std::fs::create_dir_all(root.join("etc")).unwrap();
-        std::fs::write(root.join("etc/fstab"), "LABEL=root / ext4 defaults 0 1\ntimonel7 /old 9p rw 0 0\n").unwrap();
+        std::fs::write(
+            root.join("etc/fstab"),
+            "LABEL=root / ext4 defaults 0 1\ntimonel7 /old 9p rw 0 0\n",
+        )
+        .unwrap();
         let log = root.join("log");
         // Stand-ins for the guest's tools, recording their calls; `modprobe` fails for `bad`.
         for (tool, body) in [
@@ -118,7 +129,10 @@ mod tests {
             let path = bin.join(tool);
             std::fs::write(
                 &path,
-                format!("#!/bin/sh\necho {tool} \"$@\" >> {}\n{body}\n", log.display()),
+                format!(
+                    "#!/bin/sh\necho {tool} \"$@\" >> {}\n{body}\n",
+                    log.display()
+                ),
             )
             .unwrap();
             use std::os::unix::fs::PermissionsExt;
@@ -133,7 +147,11 @@ mod tests {
                 .unwrap()
         };
         let out = run(&GuestMount::virtio_9p());
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let out = run(&GuestMount::virtio_9p());
         assert!(out.status.success());
         let fstab = std::fs::read_to_string(root.join("etc/fstab")).unwrap();
@@ -149,7 +167,10 @@ mod tests {
         );
         assert!(root.join("src").is_dir() && root.join("out").is_dir());
         let calls = std::fs::read_to_string(&log).unwrap();
-        assert!(calls.contains(&format!("mount {}/src", root.display())), "{calls}");
+        assert!(
+            calls.contains(&format!("mount {}/src", root.display())),
+            "{calls}"
+        );
 
         let mut missing = GuestMount::virtio_9p();
         missing.modules = vec!["bad".into()];
