@@ -133,6 +133,13 @@ fn host_folders_are_in_every_node_read_only_when_asked() {
         ])
     );
 
+    let listed: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["profile", "list", "-o", "json"])).unwrap();
+    assert_eq!(listed[0]["mounts"], serde_json::json!([ro, rw]));
+    let status: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["status", "-o", "json"])).unwrap();
+    assert_eq!(status["mounts"], serde_json::json!([ro, rw]));
+
     let read = |node: Option<&str>| stdout(&node_sh(&sb, node, "cat /data/hello.txt"));
     assert_eq!(read(None), "from the host\n");
     // Read-only: the node cannot write there, and the host folder is untouched.

@@ -263,6 +263,9 @@ pub struct StatusReport {
     pub api: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_server: Option<String>,
+    /// Host folders in the nodes (`--mount`), as `HOST:NODE[:ro]`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<String>,
     pub nodes: Vec<NodeStatus>,
 }
 
@@ -338,6 +341,7 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<StatusReport> {
         version: profile.version.clone(),
         api: api_state.to_string(),
         api_server: creds.map(|c| c.server),
+        mounts: profile.mounts.iter().map(ToString::to_string).collect(),
         nodes,
     })
 }

@@ -364,3 +364,22 @@ async fn a_resume_removes_a_node_an_interrupted_node_add_left() {
     assert!(w.fake.calls().contains(&"delete dev-m02".to_string()));
     assert_eq!(w.fake.nodes().len(), 1);
 }
+
+#[tokio::test]
+async fn mounts_on_a_driver_that_cannot_share_folders_are_refused_before_anything_is_made() {
+    let w = world();
+    let mut o = opts(&w, 1, 1);
+    o.mounts = vec![timonel_driver::Mount {
+        host: w._dir.path().to_path_buf(),
+        node: "/data".into(),
+        read_only: true,
+    }];
+    let err = start(&w.ctx, o, &Cancel::default()).await.unwrap_err();
+    let text = timonel_driver::error_chain(&err);
+    assert!(
+        text.contains("--mount cannot be used with the fake driver"),
+        "{text}"
+    );
+    assert!(w.fake.calls().is_empty(), "{:?}", w.fake.calls());
+    assert!(w.ctx.store.try_load(&w.ctx.profile).unwrap().is_none());
+}
