@@ -154,6 +154,10 @@ pub struct Profile {
     /// Extra ports published from the first server (`--ports`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<timonel_driver::PortMapping>,
+    /// Host folders every node sees (`--mount`). Absent in files written before mounts existed,
+    /// which read as none: an additive field, so the schema stays 1.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<timonel_driver::Mount>,
     /// Servers share an embedded etcd (HA): the first was started with `--cluster-init`, and more
     /// servers can join.
     #[serde(default)]
@@ -376,6 +380,7 @@ mod tests {
             disable: vec!["traefik".into()],
             env: vec![],
             ports: vec![],
+            mounts: vec![],
             ca_certs: vec![],
             registry_mirrors: vec![],
             vm_image: None,

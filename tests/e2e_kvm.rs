@@ -101,6 +101,15 @@ fn start_a_vm_cluster_on_kvm_and_remove_it() {
         out
     };
     let image = image.display().to_string();
+    // A host folder, open to libvirt's QEMU user, shared read-only.
+    let shared = tempfile::tempdir().unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::write(shared.path().join("hello.txt"), "from the host\n").unwrap();
+    let mount = format!("{}:/data:ro", shared.path().display());
     let out = run(&[
         "start",
         "--driver",
@@ -115,6 +124,11 @@ fn start_a_vm_cluster_on_kvm_and_remove_it() {
         "2",
         "--wait-timeout",
         "10m",
+        // The overlay is sparse, but the check wants the full size free.
+        "--disk-size",
+        "4g",
+        "--mount",
+        &mount,
     ]);
     assert!(out.status.success(), "start on kvm failed");
 
@@ -152,6 +166,13 @@ fn start_a_vm_cluster_on_kvm_and_remove_it() {
         "k3s runs as a systemd service"
     );
 
+    // --mount: the folder over virtio-9p, read-only.
+    let cat = || stdout(&sb.run(&["ssh", "--", "cat", "/data/hello.txt"]));
+    assert_eq!(cat(), "from the host\n");
+    let write = sb.run(&["ssh", "--", "touch", "/data/new"]);
+    assert!(!write.status.success(), "a :ro folder took a write");
+    assert!(!shared.path().join("new").exists());
+
     // logs: the k3s service's journal in the VM.
     let out = sb.run(&["logs"]);
     assert!(out.status.success());
@@ -165,6 +186,11 @@ fn start_a_vm_cluster_on_kvm_and_remove_it() {
     assert_eq!(run(&["status"]).status.code(), Some(3));
     assert!(run(&["start"]).status.success(), "resume on kvm failed");
     assert_eq!(sb.ok(&["ip"]).trim(), ip, "the VM kept its address");
+    assert_eq!(
+        cat(),
+        "from the host\n",
+        "the folder is mounted again at boot"
+    );
     let readyz = sb.kubectl(&["get", "--raw", "/readyz"]);
     assert_eq!(stdout(&readyz).trim(), "ok");
 

@@ -141,6 +141,9 @@ pub async fn status(ctx: &Ctx, args: StatusArgs) -> anyhow::Result<ExitCode> {
                     .map(|s| format!(" ({s})"))
                     .unwrap_or_default()
             )?;
+            for m in &report.mounts {
+                crate::outln!("mount:   {m}")?;
+            }
             crate::outln!(
                 "{:<24} {:<7} {:<12} {:<8} {:<16} KUBERNETES",
                 "NODE",

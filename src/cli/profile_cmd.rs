@@ -32,6 +32,9 @@ struct Row {
     live: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// Host folders in the nodes (`--mount`), as `HOST:NODE[:ro]`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    mounts: Vec<String>,
 }
 
 pub async fn run(ctx: &Ctx, cmd: ProfileCommand) -> anyhow::Result<ExitCode> {
@@ -52,6 +55,7 @@ pub async fn run(ctx: &Ctx, cmd: ProfileCommand) -> anyhow::Result<ExitCode> {
                     .unwrap_or_default(),
                 live: None,
                 error: None,
+                mounts: p.mounts.iter().map(ToString::to_string).collect(),
             },
             Err(e) => Row {
                 name,
@@ -61,6 +65,7 @@ pub async fn run(ctx: &Ctx, cmd: ProfileCommand) -> anyhow::Result<ExitCode> {
                 state: "invalid".into(),
                 live: None,
                 error: Some(e.to_string()),
+                mounts: Vec::new(),
             },
         })
         .collect();

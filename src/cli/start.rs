@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use timonel_driver::{DriverKind, PortMapping};
+use timonel_driver::{DriverKind, Mount, PortMapping};
 
 use timonel_driver_ssh::SshHost;
 
@@ -81,6 +81,12 @@ pub struct StartArgs {
     /// Extra published ports, HOST:NODE[/tcp|udp] (repeatable).
     #[arg(long = "ports")]
     pub ports: Vec<String>,
+    /// A host folder every node sees at NODE_DIR, read-only with `:ro` (repeatable). HOST_DIR
+    /// is an absolute path to an existing folder (`C:\src:/src` on Windows). Docker: a bind
+    /// mount; kvm: virtio-9p; virtualbox: a shared folder (the guest needs vboxsf); not on
+    /// hyperv or ssh.
+    #[arg(long = "mount", value_name = "HOST_DIR:NODE_DIR[:ro]", value_parser = parse_mount)]
+    pub mounts: Vec<Mount>,
     /// ssh driver: a machine you have, as user@host[:port]; one per node, servers first
     /// (repeatable). The user must be root or have passwordless sudo.
     #[arg(long = "node", value_name = "USER@HOST[:PORT]", value_parser = parse_machine)]
@@ -212,6 +218,20 @@ fn check(ctx: &Ctx, args: &StartArgs) -> anyhow::Result<(Vec<String>, Vec<PortMa
             .into());
         }
     }
+    for m in &args.mounts {
+        m.check_host().map_err(|e| {
+            UserError::new(
+                format!("--mount {m}: {e}"),
+                "give the absolute path of an existing folder on this machine, e.g. `--mount $PWD/data:/data`",
+            )
+        })?;
+    }
+    timonel_driver::mount::check_distinct(&args.mounts).map_err(|e| {
+        UserError::new(
+            format!("--mount: {e}"),
+            "give each mount its own node folder",
+        )
+    })?;
     let ports = args
         .ports
         .iter()
@@ -273,11 +293,17 @@ fn options(
         apiserver_port: args.apiserver_port,
         listen_address: args.listen_address,
         ports,
+        mounts: args.mounts,
         keep_on_failure: args.keep_on_failure,
         preload: args.preload,
         sources,
         ssh,
     })
+}
+
+fn parse_mount(s: &str) -> Result<Mount, String> {
+    s.parse()
+        .map_err(|e: timonel_driver::MountError| e.to_string())
 }
 
 fn parse_machine(s: &str) -> Result<SshHost, String> {

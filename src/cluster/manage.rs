@@ -266,6 +266,9 @@ pub struct StatusReport {
     pub api: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_server: Option<String>,
+    /// Host folders in the nodes (`--mount`), as `HOST:NODE[:ro]`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<String>,
     pub nodes: Vec<NodeStatus>,
 }
 
@@ -360,6 +363,7 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<StatusReport> {
         state: cluster_state(&nodes).to_string(),
         api: api_state.to_string(),
         api_server: creds.map(|c| c.server),
+        mounts: profile.mounts.iter().map(ToString::to_string).collect(),
         nodes,
     })
 }

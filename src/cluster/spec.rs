@@ -85,6 +85,7 @@ pub fn machine_spec(
     spec.image = profile.node_image.clone();
     spec.files = plan.files;
     spec.service = Some(plan.service);
+    spec.mounts = profile.mounts.clone();
     if let (NodeRole::Server, Some(port)) = (node.role, node.api_port) {
         spec.ports.push(PortMapping {
             host_ip: profile.listen_address,

@@ -167,6 +167,11 @@ pub struct MachineSpec {
     pub files: Vec<FilePlacement>,
     /// Container drivers: the container's command.
     pub service: Option<ServiceSpec>,
+    /// Host folders the node sees (`--mount`), in the profile's order (a VM driver shares the
+    /// `i`th as [`crate::Mount::tag`]`(i)`). Drivers whose [`Driver::host_folders`] is
+    /// `Unsupported` are never given any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<crate::mount::Mount>,
     /// Driver-specific settings (`docker.network`, `hyperv.switch`, …).
     pub options: BTreeMap<String, String>,
     /// The identity of the timonel home that creates the node. Drivers whose backend several
@@ -190,6 +195,7 @@ impl MachineSpec {
             ports: Vec::new(),
             files: Vec::new(),
             service: None,
+            mounts: Vec::new(),
             options: BTreeMap::new(),
             owner: None,
         }
@@ -276,6 +282,15 @@ pub trait Driver: Send + Sync {
             driver: self.kind().to_string(),
             what: "reading node logs".to_string(),
         })
+    }
+
+    /// How host folders (`--mount`) reach this driver's nodes. `start` refuses mounts with the
+    /// reason when they cannot.
+    fn host_folders(&self) -> crate::mount::HostFolders {
+        crate::mount::HostFolders::Unsupported {
+            why: format!("the {} driver cannot share host folders", self.kind()),
+            instead: "drop --mount".to_string(),
+        }
     }
 
     /// Container nodes built from the distribution's binary, when the driver builds images.

@@ -12,6 +12,7 @@ pub mod driver;
 pub mod error;
 #[cfg(any(test, feature = "testing"))]
 pub mod fake;
+pub mod mount;
 pub mod name;
 pub mod net;
 pub mod runner;
@@ -30,6 +31,7 @@ pub use driver::{
     Reporter, ServiceSpec, SilentReporter, VmDisk,
 };
 pub use error::{error_chain, CommandError, DriverError, Hint};
+pub use mount::{GuestMount, HostFolders, Mount, MountError};
 pub use name::{ClusterName, MachineName, NameError};
 pub use runner::{Cmd, HostRunner, Output, Runner};
 pub use state::{MachineState, StopMode};

@@ -142,6 +142,12 @@ pub fn spec_digest(spec: &MachineSpec) -> String {
         spec.service,
         spec.options,
     );
+    // Appended only when there are some, so nodes made before mounts existed keep their digest.
+    let canonical = if spec.mounts.is_empty() {
+        canonical
+    } else {
+        format!("{canonical}|{:?}", spec.mounts)
+    };
     let digest = Sha256::digest(canonical.as_bytes());
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
@@ -192,7 +198,7 @@ pub fn container_config(
             });
     }
 
-    let mounts = node_volumes(spec.name.as_str())
+    let mut mounts: Vec<Mount> = node_volumes(spec.name.as_str())
         .into_iter()
         .map(|(name, path)| Mount {
             target: Some(path.to_string()),
@@ -201,6 +207,15 @@ pub fn container_config(
             ..Default::default()
         })
         .collect();
+    // Host folders: bind mounts, private propagation (hostPath volumes of pods in the node
+    // bind from the node's own mount table, so nothing needs to propagate back to the host).
+    mounts.extend(spec.mounts.iter().map(|m| Mount {
+        target: Some(m.node.clone()),
+        source: Some(m.host.to_string_lossy().into_owned()),
+        typ: Some(MountType::BIND),
+        read_only: Some(m.read_only),
+        ..Default::default()
+    }));
 
     let mut host = HostConfig {
         port_bindings: Some(bindings),
@@ -386,6 +401,35 @@ mod tests {
         let endpoints = c.networking_config.unwrap().endpoints_config.unwrap();
         let ip = endpoints["timonel-dev"].ipam_config.as_ref().unwrap();
         assert_eq!(ip.ipv4_address.as_deref(), Some("10.201.0.3"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn host_folders_are_bind_mounts_and_part_of_the_digest() {
+        let mut s = spec();
+        let before = spec_digest(&s);
+        s.mounts = vec![
+            "/srv/src:/src:ro".parse().unwrap(),
+            "/srv/data:/data".parse().unwrap(),
+        ];
+        assert_ne!(spec_digest(&s), before);
+        let c = container_config(&s, SecurityProfile::Privileged, [10, 0, 0, 2].into()).unwrap();
+        let binds: Vec<_> = c
+            .host_config
+            .unwrap()
+            .mounts
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.typ == Some(MountType::BIND))
+            .map(|m| (m.source.unwrap(), m.target.unwrap(), m.read_only))
+            .collect();
+        assert_eq!(
+            binds,
+            vec![
+                ("/srv/src".into(), "/src".into(), Some(true)),
+                ("/srv/data".into(), "/data".into(), Some(false)),
+            ]
+        );
     }
 
     #[test]

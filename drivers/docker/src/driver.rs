@@ -40,6 +40,10 @@ impl Driver for DockerDriver {
         self.probe_daemon().await
     }
 
+    fn host_folders(&self) -> timonel_driver::HostFolders {
+        timonel_driver::HostFolders::AtCreate
+    }
+
     async fn create(&self, spec: &MachineSpec, report: &dyn Reporter) -> Result<(), DriverError> {
         let name = container_name(spec.name.as_str());
         if let Some(existing) = self.inspect(spec.name.as_str()).await? {

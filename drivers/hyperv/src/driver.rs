@@ -345,6 +345,15 @@ impl Driver for HyperVDriver {
         Some(self)
     }
 
+    /// Hyper-V shares no host folder with a Linux guest: its folder sharing goes through
+    /// Enhanced Session (RDP), for Windows guests only.
+    fn host_folders(&self) -> timonel_driver::HostFolders {
+        timonel_driver::HostFolders::Unsupported {
+            why: "Hyper-V has no way to share a host folder with a Linux VM (its folder sharing is Enhanced Session, for Windows guests)".into(),
+            instead: "share the folder over SMB (New-SmbShare) and mount it in the node yourself (`timonel ssh -- mount -t cifs …`), or use the docker driver, which bind-mounts host folders; drop --mount".into(),
+        }
+    }
+
     async fn probe(&self) -> Availability {
         let unusable = |reason: String, fix: String| Availability::Unusable { reason, fix };
         if self.powershell.is_none() {

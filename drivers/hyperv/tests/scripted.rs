@@ -168,3 +168,20 @@ async fn deleting_a_missing_vm_is_ok_and_empty_cluster_output_is_empty() {
         .is_empty());
     runner.assert_done();
 }
+
+/// `--mount` is refused on Hyper-V with why and what to do instead, without running anything.
+#[test]
+fn host_folders_are_unsupported_with_a_way_out() {
+    let runner = ScriptedRunner::new();
+    match driver(&runner).host_folders() {
+        timonel_driver::HostFolders::Unsupported { why, instead } => {
+            assert!(why.contains("Linux"), "{why}");
+            assert!(
+                instead.contains("SMB") && instead.contains("docker"),
+                "{instead}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    runner.assert_done();
+}

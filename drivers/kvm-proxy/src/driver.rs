@@ -119,6 +119,11 @@ impl Driver for KvmDriver {
         }
     }
 
+    /// The helper's answer, known without starting it (as `capabilities`).
+    fn host_folders(&self) -> timonel_driver::HostFolders {
+        timonel_driver::HostFolders::Guest(timonel_driver::GuestMount::virtio_9p())
+    }
+
     async fn probe(&self) -> Availability {
         if let Err(u) = self.connection().await {
             return Availability::Unusable {

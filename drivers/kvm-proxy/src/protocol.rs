@@ -115,6 +115,13 @@ mod tests {
             state_dir: "/home/u/node".into(),
         });
         spec.options.insert("kvm.accel".into(), "tcg\nkvm".into());
+        // Host folders ride inside the spec (Windows-looking paths too: only the helper's host
+        // judges them).
+        spec.mounts = vec![timonel_driver::Mount {
+            host: r"C:\Users\me\src".into(),
+            node: "/src".into(),
+            read_only: true,
+        }];
         for request in [
             Request::Hello,
             Request::Probe,

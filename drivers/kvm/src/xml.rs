@@ -73,6 +73,32 @@ pub struct DomainConfig {
     pub mac: String,
     pub console_log: PathBuf,
     pub metadata: NodeMetadata,
+    /// Host folders shared with the guest over virtio-9p.
+    pub folders: Vec<SharedFolder>,
+}
+
+/// A host folder the guest mounts by `tag` (`mount -t 9p -o trans=virtio TAG DIR`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedFolder {
+    pub tag: String,
+    pub source: PathBuf,
+    pub read_only: bool,
+}
+
+impl SharedFolder {
+    /// `<filesystem>`, access mode `squash`: QEMU (libvirt's unprivileged user) reads and
+    /// writes as itself, and a file the guest creates keeps the mode the guest gave it (so the
+    /// host user can read it), while the guest's chown is ignored instead of failing.
+    /// `mapped` would hide the guest's modes in xattrs behind 0600 files; `passthrough` needs
+    /// QEMU to run as root. `<readonly/>` makes QEMU itself refuse writes.
+    fn to_xml(&self) -> String {
+        format!(
+            "    <filesystem type=\"mount\" accessmode=\"squash\">\n      <source dir=\"{}\"/>\n      <target dir=\"{}\"/>\n{}    </filesystem>\n",
+            path_str(&self.source),
+            escape(&self.tag),
+            if self.read_only { "      <readonly/>\n" } else { "" },
+        )
+    }
 }
 
 fn path_str(p: &std::path::Path) -> String {
@@ -102,6 +128,7 @@ impl DomainConfig {
             DomainType::Test => String::new(),
             _ => " machine=\"pc\"".to_string(),
         };
+        let folders: String = self.folders.iter().map(SharedFolder::to_xml).collect();
         format!(
             r#"<domain type="{dtype}">
   <name>{name}</name>
@@ -146,7 +173,7 @@ impl DomainConfig {
     <rng model="virtio">
       <backend model="random">/dev/urandom</backend>
     </rng>
-  </devices>
+{folders}  </devices>
 </domain>
 "#,
             dtype = self.domain_type.as_str(),
@@ -359,6 +386,7 @@ mod tests {
                 ssh_user: Some("debian".into()),
                 ssh_key_dir: Some("/keys/it's".into()),
             },
+            folders: Vec::new(),
         }
     }
 
@@ -402,6 +430,56 @@ mod tests {
             vec![
                 PathBuf::from("/s/dev/disk.qcow2"),
                 PathBuf::from("/s/dev/seed & <x>.iso")
+            ]
+        );
+    }
+
+    #[test]
+    fn host_folders_are_9p_filesystems_read_only_when_asked() {
+        let mut c = config();
+        assert!(!c.to_xml().contains("<filesystem"));
+        c.folders = vec![
+            SharedFolder {
+                tag: "timonel0".into(),
+                source: "/home/me/src & co".into(),
+                read_only: true,
+            },
+            SharedFolder {
+                tag: "timonel1".into(),
+                source: "/srv/out".into(),
+                read_only: false,
+            },
+        ];
+        let xml = c.to_xml();
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let fs: Vec<_> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("filesystem"))
+            .map(|n| {
+                assert_eq!(n.parent().unwrap().tag_name().name(), "devices");
+                assert_eq!(n.attribute("type"), Some("mount"));
+                assert_eq!(n.attribute("accessmode"), Some("squash"));
+                let child = |name: &str| n.children().find(|c| c.has_tag_name(name));
+                (
+                    child("source")
+                        .unwrap()
+                        .attribute("dir")
+                        .unwrap()
+                        .to_string(),
+                    child("target")
+                        .unwrap()
+                        .attribute("dir")
+                        .unwrap()
+                        .to_string(),
+                    child("readonly").is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            fs,
+            vec![
+                ("/home/me/src & co".into(), "timonel0".into(), true),
+                ("/srv/out".into(), "timonel1".into(), false),
             ]
         );
     }

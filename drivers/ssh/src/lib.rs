@@ -237,6 +237,13 @@ impl Driver for SshDriver {
         }
     }
 
+    fn host_folders(&self) -> timonel_driver::HostFolders {
+        timonel_driver::HostFolders::Unsupported {
+            why: "the nodes are other machines: this host's folders are not on them".into(),
+            instead: "put the files on the machines yourself (rsync, NFS) and use them there through a hostPath volume; drop --mount".into(),
+        }
+    }
+
     async fn probe(&self) -> Availability {
         if self.nodes.is_empty() {
             return Availability::Unusable {

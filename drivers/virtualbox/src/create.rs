@@ -106,6 +106,33 @@ pub fn modifyvm_args(spec: &MachineSpec, spelling: Spelling, network: &HostNetwo
     a
 }
 
+/// `sharedfolder add` for each host folder, named as the guest mounts it (`timonel<i>`),
+/// persistent, not auto-mounted (the guest mounts it itself, at the node folder, from
+/// /etc/fstab); `--readonly` makes VirtualBox refuse the guest's writes.
+pub fn shared_folder_args(spec: &MachineSpec) -> Vec<Vec<String>> {
+    spec.mounts
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let mut a: Vec<String> = [
+                "sharedfolder",
+                "add",
+                spec.name.as_str(),
+                "--name",
+                &timonel_driver::Mount::tag(i),
+                "--hostpath",
+                &m.host.to_string_lossy(),
+            ]
+            .map(String::from)
+            .to_vec();
+            if m.read_only {
+                a.push("--readonly".into());
+            }
+            a
+        })
+        .collect()
+}
+
 fn io(what: String) -> impl FnOnce(std::io::Error) -> DriverError {
     move |e| DriverError::io(what, e)
 }
@@ -318,6 +345,12 @@ impl VirtualBoxDriver {
                 ])
                 .await
                 .map_err(fail("attach storage"))?;
+        }
+        for args in shared_folder_args(spec) {
+            self.vbox
+                .call(args)
+                .await
+                .map_err(fail("share a host folder"))?;
         }
         self.vbox
             .call(["setextradata", name, CLUSTER_KEY, spec.cluster.as_str()])

@@ -237,6 +237,12 @@ impl Driver for VirtualBoxDriver {
         Some(self)
     }
 
+    /// Shared folders (`sharedfolder add`), mounted in the guest with `vboxsf`, which the
+    /// guest's kernel must have (the Guest Additions, or a kernel that ships the driver).
+    fn host_folders(&self) -> timonel_driver::HostFolders {
+        timonel_driver::HostFolders::Guest(timonel_driver::GuestMount::vboxsf())
+    }
+
     async fn probe(&self) -> Availability {
         match self.read_version().await {
             Ok(version) => {

@@ -7,12 +7,14 @@
 //! - [`ssh`]: SSH node access ([`SshAccess`]: a `Runner` and a `NodeAccess`): login with
 //!   timonel's key, key files, ssh-agent or a password ([`SshAuth`]); host keys recorded on first
 //!   connect or checked against a known_hosts file ([`HostKeyPolicy`]),
+//! - [`mounts`]: host folders mounted in the guest (modules, `/etc/fstab`, mount) over SSH,
 //! - [`shell`]: quoting for a POSIX shell, used to turn a `Cmd` into an SSH command line.
 
 pub mod catalog;
 pub mod checksum;
 mod error;
 pub mod keys;
+pub mod mounts;
 pub mod options;
 pub mod seed;
 pub mod shell;

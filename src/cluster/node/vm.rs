@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use timonel_driver::{
-    ClusterName, Driver, DriverError, MachineSpec, NodeAccess, PortMapping, VmDisk,
+    ClusterName, Driver, DriverError, HostFolders, MachineSpec, NodeAccess, PortMapping, VmDisk,
 };
 use timonel_driver_vm::{options, CloudConfig, NicMatch, NoCloudSeed, SshKey};
 
 use super::{endpoint_url, NodeOps, Prepare};
 use crate::cluster::error::{Error, Result};
 use crate::distro::{k3s, InstallPlan};
+use crate::error::UserError;
 use crate::home::Home;
 use crate::profile::{NodeRecord, Profile};
 
@@ -133,6 +134,7 @@ impl NodeOps for Vms {
             ))
         })?;
         let access = self.access(profile, node, timeout).await?;
+        self.mount_folders(profile, node, access.as_ref()).await?;
         let mut files = plan.files.clone();
         files.extend(k3s::service_files(plan, binary, node.role));
         access.copy_in(&files).await?;
@@ -184,6 +186,42 @@ impl NodeOps for Vms {
         // Disks and seeds live outside the profile folder.
         remove_dir(&self.home.root().join("machines").join(cluster.as_str()))?;
         Ok(removed)
+    }
+}
+
+impl Vms {
+    /// Mounts the profile's host folders in a new node (kept in its /etc/fstab for every
+    /// boot), before k3s starts, so hostPath volumes find them.
+    async fn mount_folders(
+        &self,
+        profile: &Profile,
+        node: &NodeRecord,
+        access: &dyn NodeAccess,
+    ) -> Result<()> {
+        if profile.mounts.is_empty() {
+            return Ok(());
+        }
+        let HostFolders::Guest(guest) = self.driver.host_folders() else {
+            return Err(Error::internal(format!(
+                "the {} driver does not let its VMs mount host folders",
+                self.driver.kind()
+            )));
+        };
+        let cmd = timonel_driver_vm::mounts::mount_command(&guest, &profile.mounts);
+        match access.run(&cmd).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some(timonel_driver_vm::mounts::MISSING_MODULES) => {
+                Err(UserError::new(
+                    format!(
+                        "cannot mount the host folders (--mount) in node {}: {}",
+                        node.name, guest.missing_modules
+                    ),
+                    "boot an image whose kernel has it (--vm-image), or start without --mount",
+                )
+                .into())
+            }
+            Err(e) => Err(DriverError::from(e).into()),
+        }
     }
 }
 

@@ -125,6 +125,7 @@ async fn create(
 ) -> Result<()> {
     let driver = nodes.driver().clone();
     let kind = driver.capabilities().nodes;
+    plan::host_folders(opts, driver.as_ref())?;
     let arch = plan::preflight(ctx, opts, driver.as_ref(), cancel).await?;
     plan::resources(ctx, opts, driver.as_ref()).await?;
     let arts = artifacts::fetch(ctx, opts, driver.kind(), kind, arch, cancel).await?;

@@ -44,6 +44,9 @@ pub struct StartOptions {
     pub apiserver_port: Option<u16>,
     pub listen_address: IpAddr,
     pub ports: Vec<PortMapping>,
+    /// Host folders every node sees, checked (absolute, existing folders; node paths k3s does
+    /// not own).
+    pub mounts: Vec<timonel_driver::Mount>,
     pub keep_on_failure: bool,
     pub preload: bool,
     pub sources: Sources,

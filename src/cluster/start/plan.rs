@@ -88,6 +88,24 @@ fn role_of(i: u32, opts: &StartOptions) -> NodeRole {
     }
 }
 
+/// Refuses `--mount` on a driver that cannot share host folders, saying what to do instead.
+pub(super) fn host_folders(opts: &StartOptions, driver: &dyn Driver) -> Result<()> {
+    if opts.mounts.is_empty() {
+        return Ok(());
+    }
+    match driver.host_folders() {
+        timonel_driver::HostFolders::Unsupported { why, instead } => Err(UserError::new(
+            format!(
+                "--mount cannot be used with the {} driver: {why}",
+                driver.kind()
+            ),
+            instead,
+        )
+        .into()),
+        _ => Ok(()),
+    }
+}
+
 /// Checks the machines of drivers that have a preflight, before anything changes on any, and
 /// returns the architecture k3s is fetched for.
 pub(super) async fn preflight(
@@ -191,6 +209,7 @@ pub(super) fn profile(
         disable: opts.disable.clone(),
         env,
         ports: opts.ports.clone(),
+        mounts: opts.mounts.clone(),
         ca_certs: opts.ca_certs.clone(),
         registry_mirrors: opts.registry_mirrors.clone(),
         embedded_etcd: servers > 1,

@@ -73,6 +73,9 @@ pub fn conflicts(profile: &Profile, opts: &StartOptions) -> Vec<String> {
     if !opts.ports.is_empty() && opts.ports != profile.ports {
         c.push("--ports".to_string());
     }
+    if !opts.mounts.is_empty() && opts.mounts != profile.mounts {
+        c.push("--mount".to_string());
+    }
     c
 }
 

@@ -83,6 +83,7 @@ pub(super) fn opts(w: &World, nodes: u32, control_planes: u32) -> StartOptions {
         apiserver_port: None,
         listen_address: IpAddr::from([127, 0, 0, 1]),
         ports: Vec::new(),
+        mounts: Vec::new(),
         keep_on_failure: false,
         preload: false,
         sources: Default::default(),
@@ -362,4 +363,23 @@ async fn a_resume_removes_a_node_an_interrupted_node_add_left() {
     assert_eq!(p.nodes.len(), 1, "{:?}", p.nodes);
     assert!(w.fake.calls().contains(&"delete dev-m02".to_string()));
     assert_eq!(w.fake.nodes().len(), 1);
+}
+
+#[tokio::test]
+async fn mounts_on_a_driver_that_cannot_share_folders_are_refused_before_anything_is_made() {
+    let w = world();
+    let mut o = opts(&w, 1, 1);
+    o.mounts = vec![timonel_driver::Mount {
+        host: w._dir.path().to_path_buf(),
+        node: "/data".into(),
+        read_only: true,
+    }];
+    let err = start(&w.ctx, o, &Cancel::default()).await.unwrap_err();
+    let text = timonel_driver::error_chain(&err);
+    assert!(
+        text.contains("--mount cannot be used with the fake driver"),
+        "{text}"
+    );
+    assert!(w.fake.calls().is_empty(), "{:?}", w.fake.calls());
+    assert!(w.ctx.store.try_load(&w.ctx.profile).unwrap().is_none());
 }

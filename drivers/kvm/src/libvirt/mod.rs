@@ -212,6 +212,12 @@ impl Driver for KvmDriver {
         Some(self)
     }
 
+    /// virtio-9p shares (`<filesystem>`), mounted by the guest: they work under TCG too, and
+    /// need no daemon beside QEMU (virtiofs would need virtiofsd and shared guest memory).
+    fn host_folders(&self) -> timonel_driver::HostFolders {
+        timonel_driver::HostFolders::Guest(timonel_driver::GuestMount::virtio_9p())
+    }
+
     async fn probe(&self) -> Availability {
         let facts = self
             .conn

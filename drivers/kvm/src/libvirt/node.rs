@@ -134,6 +134,7 @@ pub(super) async fn create(
             ssh_user: spec.options.get(SSH_USER).cloned(),
             ssh_key_dir: key_dir,
         },
+        folders: shared_folders(spec, report),
     };
     let _guard = driver.net_lock.lock().await;
     report.step(&format!("defining VM `{dom_name}`"));
@@ -336,4 +337,47 @@ pub(super) async fn delete_cluster(
         removed.push(format!("network {net}"));
     }
     Ok(removed)
+}
+
+/// The spec's host folders as virtio-9p shares, tagged as the guest mounts them. QEMU runs as
+/// libvirt's own user (`libvirt-qemu` on Debian and Ubuntu, unless qemu.conf says otherwise):
+/// a folder closed to other users is named in a warning rather than opened by timonel.
+fn shared_folders(spec: &MachineSpec, report: &dyn Reporter) -> Vec<crate::xml::SharedFolder> {
+    spec.mounts
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            if let Some(closed) = closed_to_others(&m.host) {
+                report.warn(&format!(
+                    "`{}` is not open to other users, and QEMU runs as libvirt's own user: the node may not be able to read {} (chmod o+rx it, or run QEMU as root in /etc/libvirt/qemu.conf)",
+                    closed.display(),
+                    m.host.display()
+                ));
+            }
+            crate::xml::SharedFolder {
+                tag: timonel_driver::Mount::tag(i),
+                source: m.host.clone(),
+                read_only: m.read_only,
+            }
+        })
+        .collect()
+}
+
+/// The first of `dir` and its parents that other users cannot enter (or, for `dir`, list).
+#[cfg(unix)]
+fn closed_to_others(dir: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).ok().map(|m| m.permissions().mode());
+    if mode(dir).is_some_and(|m| m & 0o005 != 0o005) {
+        return Some(dir.to_path_buf());
+    }
+    dir.ancestors()
+        .skip(1)
+        .find(|p| mode(p).is_some_and(|m| m & 0o001 == 0))
+        .map(Path::to_path_buf)
+}
+
+#[cfg(not(unix))]
+fn closed_to_others(_: &Path) -> Option<PathBuf> {
+    None
 }
