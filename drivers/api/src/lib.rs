@@ -22,7 +22,7 @@ pub mod wait;
 
 pub use access::{FilePlacement, FileSource, NodeAccess};
 pub use capability::{
-    local_host, FollowLogs, HostCapacity, HostResources, LogStream, MachineFacts, NodeImages,
+    local_host, ApiBalancer, BalancerSpec, BalancerStatus, FollowLogs, HostCapacity, HostResources, LogStream, MachineFacts, NodeImages,
     Preflight,
 };
 pub use driver::{

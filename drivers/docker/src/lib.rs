@@ -12,6 +12,7 @@
 //! ```
 
 mod archive;
+mod balancer;
 mod client;
 mod config;
 mod driver;
@@ -22,6 +23,10 @@ mod network;
 mod objects;
 mod security;
 
+pub use balancer::{
+    balancer_container, BACKENDS_FILE, BALANCER_IMAGE_REPO, ENV_PROGRAM as ENV_BALANCER_PROGRAM,
+    LABEL_BALANCER,
+};
 pub use client::{DockerDriver, DEFAULT_HOST};
 pub use config::{container_config, SecurityProfile, CAPABILITIES, OPTIONAL_CAPABILITIES};
 pub use exec::DockerExec;
