@@ -24,6 +24,9 @@ pub async fn stop(ctx: &Ctx, timeout: Duration) -> anyhow::Result<()> {
         .printer
         .step(&format!("stopping {} node(s)", profile.nodes.len()));
     stop_nodes(&driver, &profile, timeout).await?;
+    if let (Some(_), Some(lb)) = (profile.balancer_port, driver.as_api_balancer()) {
+        lb.stop_balancer(&profile.name).await?;
+    }
     step.finish(&format!("Stopped profile `{}`", profile.name));
     profile.phase = Phase::Stopped;
     ctx.store.save(&profile)?;
@@ -263,14 +266,32 @@ pub struct StatusReport {
     pub api: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_server: Option<String>,
+    /// The load balancer in front of several servers' API, when the cluster has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<BalancerRow>,
     pub nodes: Vec<NodeStatus>,
+}
+
+/// What `status` reports of the API load balancer.
+#[derive(Debug, Serialize)]
+pub struct BalancerRow {
+    /// running, stopped, not created, …
+    pub state: String,
+    /// Where the kubeconfig reaches it.
+    pub url: String,
+    /// The servers it sends connections to (`IP:PORT` on the cluster network).
+    pub backends: Vec<String>,
 }
 
 impl StatusReport {
     /// The documented exit code: 0 all up, 3 a node is not running, 4 nodes run but the API or
     /// a node is not ready.
     pub fn exit_code(&self) -> u8 {
-        if self.nodes.iter().any(|n| n.host != "running") {
+        let balancer_down = self
+            .load_balancer
+            .as_ref()
+            .is_some_and(|b| b.state != "running");
+        if balancer_down || self.nodes.iter().any(|n| n.host != "running") {
             3
         } else if self.api != "ready" || self.nodes.iter().any(|n| n.kubernetes != "Ready") {
             4
@@ -291,8 +312,11 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<StatusReport> {
         let name = n.name.clone();
         async move { driver.state(&name).await }
     }));
-    let (states, (api_state, server, ready)) =
-        tokio::join!(node_states, api_status(&profile, creds.as_ref()));
+    let (states, (api_state, server, ready), load_balancer) = tokio::join!(
+        node_states,
+        api_status(&profile, creds.as_ref()),
+        balancer_row(driver.as_ref(), &profile)
+    );
     if let (Some(c), Some(url)) = (creds.as_mut(), server) {
         c.server = url;
     }
@@ -338,7 +362,30 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<StatusReport> {
         version: profile.version.clone(),
         api: api_state.to_string(),
         api_server: creds.map(|c| c.server),
+        load_balancer,
         nodes,
+    })
+}
+
+/// The load balancer's state and backends, when the profile has one.
+async fn balancer_row(
+    driver: &dyn timonel_driver::Driver,
+    profile: &crate::profile::Profile,
+) -> Option<BalancerRow> {
+    let url = profile.balancer_url()?;
+    let found = match driver.as_api_balancer() {
+        Some(lb) => lb.balancer(&profile.name).await,
+        None => Ok(None),
+    };
+    let (state, backends) = match found {
+        Ok(Some(b)) => (b.state, b.backends),
+        Ok(None) => (MachineState::NotCreated, Vec::new()),
+        Err(e) => (MachineState::Unknown { raw: e.to_string() }, Vec::new()),
+    };
+    Some(BalancerRow {
+        state: state.to_string(),
+        url,
+        backends: backends.iter().map(ToString::to_string).collect(),
     })
 }
 

@@ -288,10 +288,70 @@ impl UpstreamClient {
     }
 }
 
-/// Where a server keeps its nodes: locally (first server) or on the server it joined.
+/// Where a server keeps its nodes: locally (first server) or on the server it joined, with a
+/// copy of what that server last said. k3s servers share their state through embedded etcd, so
+/// any live server answers for the nodes when another is gone; the stand-in models that with
+/// the copy: while the server it joined does not answer, a joined server lists the nodes it
+/// last saw and refreshes its own and known nodes' heartbeats there.
 pub enum Nodes {
     Local(Mutex<NodeStore>),
-    Upstream(UpstreamClient),
+    Upstream(UpstreamClient, Replica),
+}
+
+/// A joined server's copy of the registry, and until when the server it joined is taken for
+/// down (not asked again: a dead address costs a connect timeout).
+#[derive(Default)]
+pub struct Replica {
+    copy: Mutex<BTreeMap<String, NodeRecord>>,
+    down_until: Mutex<Option<std::time::Instant>>,
+}
+
+/// How long a server that did not answer is not asked again.
+const DOWN_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Replica {
+    fn up(&self) -> bool {
+        let until = self.down_until.lock().map(|d| *d).unwrap_or(None);
+        until.is_none_or(|t| std::time::Instant::now() >= t)
+    }
+    fn went_down(&self) {
+        if let Ok(mut d) = self.down_until.lock() {
+            *d = Some(std::time::Instant::now() + DOWN_FOR);
+        }
+    }
+    fn keep(&self, list: &[NodeRecord]) {
+        if let Ok(mut c) = self.copy.lock() {
+            *c = list.iter().map(|n| (n.name.clone(), n.clone())).collect();
+        }
+    }
+    fn list(&self) -> Vec<NodeRecord> {
+        self.copy
+            .lock()
+            .map(|c| c.values().cloned().collect())
+            .unwrap_or_default()
+    }
+    /// A heartbeat of a node the copy knows, with its password; others wait for the server.
+    fn heartbeat(&self, req: &RegisterRequest, now: u64) -> Result<RegisterResponse, NodeError> {
+        let mut c = self
+            .copy
+            .lock()
+            .map_err(|_| NodeError::Unavailable("node registry poisoned".into()))?;
+        let hash = fsutil::sha256_hex(req.node_password.as_bytes());
+        match c.get_mut(&req.name) {
+            Some(n) if n.password_hash == hash => {
+                n.last_seen = now;
+                n.reported_ready = req.ready;
+                Ok(RegisterResponse {
+                    name: req.name.clone(),
+                    etcd: n.roles.iter().any(|r| r == "etcd"),
+                })
+            }
+            Some(_) => Err(NodeError::Rejected(PASSWORD_REJECTED.to_string())),
+            None => Err(NodeError::Unavailable(
+                "the server this one joined does not answer".into(),
+            )),
+        }
+    }
 }
 
 impl Nodes {
@@ -314,7 +374,16 @@ impl Nodes {
                     is_new,
                 ))
             }
-            Nodes::Upstream(client) => Ok((client.register(req)?, false)),
+            Nodes::Upstream(client, replica) => {
+                if replica.up() {
+                    match client.register(req) {
+                        Ok(r) => return Ok((r, false)),
+                        Err(NodeError::Unavailable(_)) => replica.went_down(),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok((replica.heartbeat(req, now)?, false))
+            }
         }
     }
 
@@ -324,7 +393,19 @@ impl Nodes {
                 .lock()
                 .map_err(|_| NodeError::Unavailable("node registry poisoned".into()))?
                 .list()),
-            Nodes::Upstream(client) => client.list(),
+            Nodes::Upstream(client, replica) => {
+                if replica.up() {
+                    match client.list() {
+                        Ok(list) => {
+                            replica.keep(&list);
+                            return Ok(list);
+                        }
+                        Err(NodeError::Unavailable(_)) => replica.went_down(),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(replica.list())
+            }
         }
     }
 
@@ -334,7 +415,7 @@ impl Nodes {
                 .lock()
                 .map_err(|_| NodeError::Unavailable("node registry poisoned".into()))?
                 .delete(name),
-            Nodes::Upstream(client) => client.delete(name),
+            Nodes::Upstream(client, _) => client.delete(name),
         }
     }
 }
@@ -373,6 +454,37 @@ mod tests {
         assert_eq!(nodes.len(), 1);
         assert!(nodes[0].is_ready(110));
         assert!(!nodes[0].is_ready(105 + STALE_AFTER_SECS + 1));
+    }
+
+    #[test]
+    fn a_joined_server_answers_from_its_copy_while_the_first_is_gone() {
+        let client = UpstreamClient {
+            // Nothing listens on port 1: refused at once.
+            url: HttpsUrl::parse("https://127.0.0.1:1").unwrap(),
+            config: crate::tls::insecure_client_config().unwrap(),
+            user: "server".into(),
+            password: "pw".into(),
+        };
+        let mut store = NodeStore::load(None, true).unwrap();
+        store.register(&req("s1", "pw1"), 100).unwrap();
+        store.register(&req("s2", "pw2"), 100).unwrap();
+        let replica = Replica::default();
+        replica.keep(&store.list());
+        let nodes = Nodes::Upstream(client, replica);
+        let listed = nodes.list().unwrap();
+        assert_eq!(listed.len(), 2);
+        // Its own heartbeat is kept; a stranger or a wrong password is not taken.
+        nodes.register(&req("s2", "pw2"), 200).unwrap();
+        let s2 = nodes.list().unwrap().into_iter().find(|n| n.name == "s2").unwrap();
+        assert_eq!(s2.last_seen, 200);
+        assert!(matches!(
+            nodes.register(&req("s2", "other"), 201),
+            Err(NodeError::Rejected(_))
+        ));
+        assert!(matches!(
+            nodes.register(&req("new", "pw"), 201),
+            Err(NodeError::Unavailable(_))
+        ));
     }
 
     #[test]
