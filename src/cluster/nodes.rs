@@ -86,8 +86,7 @@ pub async fn node_add(ctx: &Ctx, add: NodeAdd) -> Result<MachineName> {
                 record.name, record.role
             ));
             if record.role == NodeRole::Server {
-                if let Err(e) =
-                    super::start::set_backends(nodes.driver().as_ref(), &profile).await
+                if let Err(e) = super::start::set_backends(nodes.driver().as_ref(), &profile).await
                 {
                     ctx.printer.warn(&format!(
                         "the API load balancer was not given the new server ({}); `timonel start -p {}` gives it every server",

@@ -58,6 +58,29 @@ pub fn standin_binary() -> PathBuf {
     .clone()
 }
 
+/// The static API load balancer program: `$TIMONEL_LB`, else what scripts/build-lb.sh builds.
+pub fn balancer_binary() -> PathBuf {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        if let Some(p) = std::env::var_os("TIMONEL_LB") {
+            return PathBuf::from(p);
+        }
+        let out = Command::new("bash")
+            .arg(workspace_root().join("scripts/build-lb.sh"))
+            .output()
+            .expect("run scripts/build-lb.sh");
+        assert!(
+            out.status.success(),
+            "building timonel-lb failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        assert!(path.exists(), "{} does not exist", path.display());
+        path
+    })
+    .clone()
+}
+
 /// A `file://` mirror with the real release layout, serving the stand-in as [`VERSION`]:
 /// `<dir>/<version>/{k3s, sha256sum-amd64.txt, k3s-airgap-images-amd64.tar.zst}`.
 pub struct StandinMirror {
@@ -151,7 +174,8 @@ impl Sandbox {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    /// `timonel start` for the stand-in: the test version, from the mirror, on docker.
+    /// `timonel start` for the stand-in: the test version, from the mirror, on docker. Several
+    /// servers get the API load balancer built by scripts/build-lb.sh (`TIMONEL_LB`).
     pub fn start(&self, extra: &[&str]) -> Output {
         let mut args = vec![
             "start",
@@ -161,7 +185,13 @@ impl Sandbox {
             VERSION,
         ];
         args.extend_from_slice(extra);
-        self.run(&args)
+        let mut c = self.cmd(&args);
+        if extra.contains(&"--control-planes") {
+            c.env("TIMONEL_LB", balancer_binary());
+        }
+        let out = c.output().expect("run timonel");
+        log_output("timonel", &args, &out);
+        out
     }
 
     pub fn kubectl(&self, args: &[&str]) -> Output {

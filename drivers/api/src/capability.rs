@@ -95,8 +95,7 @@ pub trait ApiBalancer: Send + Sync {
     /// Stops it (it keeps its port for the next start). Ok when there is none.
     async fn stop_balancer(&self, cluster: &ClusterName) -> Result<(), DriverError>;
     /// `None` when the cluster has no balancer.
-    async fn balancer(&self, cluster: &ClusterName)
-        -> Result<Option<BalancerStatus>, DriverError>;
+    async fn balancer(&self, cluster: &ClusterName) -> Result<Option<BalancerStatus>, DriverError>;
 }
 
 /// A node's log as it is written: chunks of bytes until the node stops.

@@ -36,7 +36,12 @@ fn handle(client: TcpStream, pool: &Pool) {
 }
 
 /// Copies both ways until both sides are done (or the pool closes them).
-fn pipe(mut client: TcpStream, mut backend: TcpStream, addr: SocketAddr, pool: &Pool) -> io::Result<()> {
+fn pipe(
+    mut client: TcpStream,
+    mut backend: TcpStream,
+    addr: SocketAddr,
+    pool: &Pool,
+) -> io::Result<()> {
     client.set_nodelay(true)?;
     backend.set_nodelay(true)?;
     let id = pool.track(addr, [client.try_clone()?, backend.try_clone()?]);

@@ -80,7 +80,11 @@ fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn turns_skips_the_dead_and_follows_the_file() {
-    let (a, b, c) = (Backend::start("a"), Backend::start("b"), Backend::start("c"));
+    let (a, b, c) = (
+        Backend::start("a"),
+        Backend::start("b"),
+        Backend::start("c"),
+    );
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("backends");
     std::fs::write(&file, format!("{}\n{}\n", a.addr, b.addr)).unwrap();

@@ -244,8 +244,12 @@ pub(super) fn ports(
             .map_err(|e| Error::io("cannot find free ports for the API server", e))?;
         let balancer = api.remove(0);
         let ssh = match kind {
-            NodeKind::Vm => free_ports(opts.listen_address, (opts.nodes as usize).max(servers), None)
-                .map_err(|e| Error::io("cannot find free ports for SSH", e))?,
+            NodeKind::Vm => free_ports(
+                opts.listen_address,
+                (opts.nodes as usize).max(servers),
+                None,
+            )
+            .map_err(|e| Error::io("cannot find free ports for SSH", e))?,
             _ => Vec::new(),
         };
         return Ok(Ports {

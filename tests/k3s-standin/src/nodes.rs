@@ -475,7 +475,12 @@ mod tests {
         assert_eq!(listed.len(), 2);
         // Its own heartbeat is kept; a stranger or a wrong password is not taken.
         nodes.register(&req("s2", "pw2"), 200).unwrap();
-        let s2 = nodes.list().unwrap().into_iter().find(|n| n.name == "s2").unwrap();
+        let s2 = nodes
+            .list()
+            .unwrap()
+            .into_iter()
+            .find(|n| n.name == "s2")
+            .unwrap();
         assert_eq!(s2.last_seen, 200);
         assert!(matches!(
             nodes.register(&req("s2", "other"), 201),

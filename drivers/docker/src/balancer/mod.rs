@@ -17,8 +17,8 @@ use bollard::models::{
     PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
-    InspectContainerOptions, KillContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, InspectContainerOptions,
+    KillContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::TryStreamExt;
 
@@ -119,7 +119,10 @@ impl DockerDriver {
     /// The daemon's architecture (`x86_64`, `aarch64`).
     async fn daemon_arch(&self) -> Result<String, DriverError> {
         let info = self.client().await?.info().await.map_err(|e| {
-            DriverError::backend("asking the Docker daemon for its architecture", error_text(&e))
+            DriverError::backend(
+                "asking the Docker daemon for its architecture",
+                error_text(&e),
+            )
         })?;
         Ok(info.architecture.unwrap_or_else(|| "x86_64".into()))
     }
@@ -221,7 +224,13 @@ impl DockerDriver {
             .await?
             .upload_to_container(&name, Some(options), bollard::body_full(tar.into()))
             .await
-            .map_err(|e| map_err("copying the backends into", &format!("container `{name}`"), e))
+            .map_err(|e| {
+                map_err(
+                    "copying the backends into",
+                    &format!("container `{name}`"),
+                    e,
+                )
+            })
     }
 
     async fn read_backends(&self, cluster: &ClusterName) -> Result<Vec<SocketAddr>, DriverError> {
@@ -263,7 +272,9 @@ impl ApiBalancer for DockerDriver {
                 if l.get(LABEL_CLUSTER).map(String::as_str) != Some(spec.cluster.as_str()) {
                     return Err(DriverError::AlreadyExists {
                         what: format!("container `{name}` (not this cluster's load balancer)"),
-                        hint: Some(format!("remove or rename that container (`docker rm -f {name}`)")),
+                        hint: Some(format!(
+                            "remove or rename that container (`docker rm -f {name}`)"
+                        )),
                     });
                 }
                 if foreign(Some(&l), spec.owner.as_deref()) {
@@ -295,7 +306,10 @@ impl ApiBalancer for DockerDriver {
             .unwrap_or(false);
         if !running {
             docker
-                .start_container(&name, None::<bollard::query_parameters::StartContainerOptions>)
+                .start_container(
+                    &name,
+                    None::<bollard::query_parameters::StartContainerOptions>,
+                )
                 .await
                 .map_err(|e| map_err("starting", &format!("container `{name}`"), e))?;
         }
@@ -323,8 +337,15 @@ impl ApiBalancer for DockerDriver {
         // It keeps no state: killed at once rather than waiting out a stop timeout (as PID 1
         // without a handler it would ignore SIGTERM).
         let name = balancer_container(cluster.as_str());
-        let options = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
-        match self.client().await?.kill_container(&name, Some(options)).await {
+        let options = KillContainerOptionsBuilder::default()
+            .signal("SIGKILL")
+            .build();
+        match self
+            .client()
+            .await?
+            .kill_container(&name, Some(options))
+            .await
+        {
             Ok(()) => Ok(()),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 409, ..
@@ -333,10 +354,7 @@ impl ApiBalancer for DockerDriver {
         }
     }
 
-    async fn balancer(
-        &self,
-        cluster: &ClusterName,
-    ) -> Result<Option<BalancerStatus>, DriverError> {
+    async fn balancer(&self, cluster: &ClusterName) -> Result<Option<BalancerStatus>, DriverError> {
         let Some(c) = self.inspect_balancer(cluster).await? else {
             return Ok(None);
         };
@@ -375,7 +393,9 @@ mod tests {
         assert_eq!(l[LABEL_HOME], "home1");
         assert_eq!(l[LABEL_BALANCER], "api");
         let h = c.host_config.as_ref().unwrap();
-        let b = &h.port_bindings.as_ref().unwrap()["6443/tcp"].as_ref().unwrap()[0];
+        let b = &h.port_bindings.as_ref().unwrap()["6443/tcp"]
+            .as_ref()
+            .unwrap()[0];
         assert_eq!(b.host_ip.as_deref(), Some("127.0.0.1"));
         assert_eq!(b.host_port.as_deref(), Some("40500"));
         assert_eq!(h.network_mode.as_deref(), Some("timonel-dev"));

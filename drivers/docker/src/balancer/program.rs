@@ -31,7 +31,11 @@ pub enum Elf {
 
 /// Reads enough of `bytes` (the start of a file) to tell.
 pub fn classify(bytes: &[u8]) -> Elf {
-    let u16_at = |o: usize| bytes.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u16_at = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
     let u32_at = |o: usize| {
         bytes
             .get(o..o + 4)
@@ -45,8 +49,7 @@ pub fn classify(bytes: &[u8]) -> Elf {
         })
     };
     // 64-bit (class 2), little-endian (data 1) only: what timonel's build makes.
-    if bytes.get(..4) != Some(b"\x7fELF") || bytes.get(4) != Some(&2) || bytes.get(5) != Some(&1)
-    {
+    if bytes.get(..4) != Some(b"\x7fELF") || bytes.get(4) != Some(&2) || bytes.get(5) != Some(&1) {
         return Elf::NotElf;
     }
     let (Some(machine), Some(phoff), Some(phentsize), Some(phnum)) =
@@ -121,7 +124,9 @@ pub fn locate_in(
 ) -> Result<PathBuf, DriverError> {
     let missing = |reason: String| DriverError::NotAvailable {
         driver: "docker".into(),
-        reason: format!("the load balancer of a cluster with several servers needs `{PROGRAM}`: {reason}"),
+        reason: format!(
+            "the load balancer of a cluster with several servers needs `{PROGRAM}`: {reason}"
+        ),
         fix: BUILD_FIX.to_string(),
     };
     if let Some(explicit) = explicit.filter(|v| !v.is_empty()) {
@@ -213,8 +218,14 @@ mod tests {
         let exe = exe_dir.path().join("timonel");
         let path = std::env::join_paths([path_dir.path()]).unwrap();
         let err = locate_in(None, Some(exe.clone()), Some(path.clone()), "x86_64").unwrap_err();
-        let text = format!("{err} {}", timonel_driver::Hint::hint(&err).unwrap_or_default());
-        assert!(text.contains("beside timonel in") && text.contains("on PATH"), "{text}");
+        let text = format!(
+            "{err} {}",
+            timonel_driver::Hint::hint(&err).unwrap_or_default()
+        );
+        assert!(
+            text.contains("beside timonel in") && text.contains("on PATH"),
+            "{text}"
+        );
         assert!(text.contains("scripts/build-lb.sh"), "{text}");
         // A dynamic one beside timonel is passed over for a static one on PATH.
         std::fs::write(exe_dir.path().join(file_name()), elf(0x3e, 3)).unwrap();
