@@ -197,3 +197,58 @@ fn several_servers_without_the_balancer_program_are_refused_before_anything_is_m
         .join(&sb.profile)
         .exists());
 }
+
+#[test]
+#[ignore = "needs a docker daemon"]
+fn an_interrupted_start_leaves_no_load_balancer() {
+    use std::io::{BufRead, BufReader};
+    if !require_docker() {
+        return;
+    }
+    let sb = Sandbox::new("lb-int");
+    let args = [
+        "start",
+        "-v",
+        "--driver",
+        "docker",
+        "--kubernetes-version",
+        VERSION,
+        "--control-planes",
+        "3",
+    ];
+    let mut child = sb
+        .cmd(&args)
+        .env("TIMONEL_LB", balancer_binary())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    // Interrupted once the balancer runs: its container exists.
+    for line in lines.map_while(Result::ok) {
+        let at_balancer = line.contains("API load balancer on");
+        seen.push(line);
+        if at_balancer {
+            Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .unwrap();
+        }
+    }
+    let status = child.wait().unwrap();
+    let log = seen.join("\n");
+    eprintln!("{log}");
+    assert!(
+        seen.iter().any(|l| l.contains("API load balancer on")),
+        "never reached the balancer:\n{log}"
+    );
+    assert_eq!(status.code(), Some(130), "{log}");
+    assert_eq!(sb.leftovers(), Vec::<String>::new(), "{log}");
+    assert!(!sb
+        .timonel_home()
+        .join("profiles")
+        .join(&sb.profile)
+        .exists());
+    sb.mark_deleted();
+}

@@ -169,7 +169,37 @@ impl DockerDriver {
             source: program.display().to_string(),
         };
         import_rootfs(&docker, import, tar, size, report).await?;
+        self.remove_old_balancer_images(&image).await;
         Ok(image)
+    }
+
+    /// Removes balancer images of earlier programs that no container uses (best effort: one
+    /// in use is refused by the daemon and kept).
+    async fn remove_old_balancer_images(&self, keep: &str) {
+        let Ok(docker) = self.client().await else {
+            return;
+        };
+        let filters = HashMap::from([(
+            "reference".to_string(),
+            vec![format!("{BALANCER_IMAGE_REPO}:*")],
+        )]);
+        let options = bollard::query_parameters::ListImagesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let Ok(images) = docker.list_images(Some(options)).await else {
+            return;
+        };
+        for tag in images.into_iter().flat_map(|i| i.repo_tags) {
+            if tag != keep {
+                let _ = docker
+                    .remove_image(
+                        &tag,
+                        None::<bollard::query_parameters::RemoveImageOptions>,
+                        None,
+                    )
+                    .await;
+            }
+        }
     }
 
     async fn inspect_balancer(
