@@ -5,7 +5,12 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-target=x86_64-unknown-linux-gnu
+# The host's own target (x86_64 or aarch64 Linux), where Docker's daemon runs too.
+target=$(rustc -vV | sed -n 's/^host: //p')
+case "$target" in
+  *-linux-gnu) ;;
+  *) echo "build-lb.sh: the balancer is a Linux program; this host is $target (build it on Linux, or with a Linux cross toolchain)" >&2; exit 1 ;;
+esac
 RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build -p timonel-lb --release --target "$target" >&2
 bin="${CARGO_TARGET_DIR:-$PWD/target}/$target/release/timonel-lb"
