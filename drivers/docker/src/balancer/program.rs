@@ -26,7 +26,7 @@ pub enum Elf {
     Static(&'static str),
     /// It needs a dynamic loader and libraries a scratch image does not have.
     Dynamic,
-    NotElf,
+    Other,
 }
 
 /// Reads enough of `bytes` (the start of a file) to tell.
@@ -50,12 +50,12 @@ pub fn classify(bytes: &[u8]) -> Elf {
     };
     // 64-bit (class 2), little-endian (data 1) only: what timonel's build makes.
     if bytes.get(..4) != Some(b"\x7fELF") || bytes.get(4) != Some(&2) || bytes.get(5) != Some(&1) {
-        return Elf::NotElf;
+        return Elf::Other;
     }
     let (Some(machine), Some(phoff), Some(phentsize), Some(phnum)) =
         (u16_at(18), u64_at(32), u16_at(54), u16_at(56))
     else {
-        return Elf::NotElf;
+        return Elf::Other;
     };
     for i in 0..u64::from(phnum) {
         let at = phoff.saturating_add(i.saturating_mul(u64::from(phentsize)));
@@ -63,7 +63,7 @@ pub fn classify(bytes: &[u8]) -> Elf {
         match usize::try_from(at).ok().and_then(u32_at) {
             Some(3) => return Elf::Dynamic,
             Some(_) => {}
-            None => return Elf::NotElf,
+            None => return Elf::Other,
         }
     }
     Elf::Static(match machine {
@@ -108,7 +108,7 @@ fn unfit(path: &Path, arch: &str) -> Option<String> {
             "`{}` is dynamically linked (a plain `cargo build`), and the balancer runs alone in a scratch image",
             path.display()
         )),
-        Elf::NotElf => Some(format!(
+        Elf::Other => Some(format!(
             "`{}` is not a 64-bit Linux program",
             path.display()
         )),
@@ -202,8 +202,8 @@ mod tests {
         assert_eq!(classify(&elf(0x3e, 1)), Elf::Static("x86_64"));
         assert_eq!(classify(&elf(0xb7, 6)), Elf::Static("aarch64"));
         assert_eq!(classify(&elf(0x3e, 3)), Elf::Dynamic);
-        assert_eq!(classify(b"#!/bin/sh\n"), Elf::NotElf);
-        assert_eq!(classify(&elf(0x3e, 1)[..60]), Elf::NotElf, "truncated");
+        assert_eq!(classify(b"#!/bin/sh\n"), Elf::Other);
+        assert_eq!(classify(&elf(0x3e, 1)[..60]), Elf::Other, "truncated");
         // This test program itself: what `cargo build` makes on Linux is dynamic.
         #[cfg(all(target_os = "linux", not(target_feature = "crt-static")))]
         {
