@@ -91,6 +91,11 @@ fn the_api_survives_the_first_server_through_the_load_balancer() {
     assert_eq!(url, format!("https://{port}"));
     assert_eq!(backends(&sb), server_addrs(&sb));
     assert_eq!(backends(&sb).len(), 3);
+    let text = sb.ok(&["status"]);
+    assert!(
+        text.contains(&format!("lb:      running ({url} → ")),
+        "{text}"
+    );
     assert_eq!(sb.ready_nodes().len(), 3);
     // The first server runs embedded etcd (--cluster-init), so it shows the etcd role.
     let first = stdout(&sb.kubectl(&["get", "node", &p, "--no-headers"]));

@@ -160,6 +160,15 @@ async fn roles_and_ports_are_planned_per_node_kind() {
     let machines = plan::ports(&o, NodeKind::Machine, false).unwrap();
     assert_eq!(machines.api, vec![k3s::API_PORT; 2]);
 
+    assert_eq!(containers.balancer, None);
+    // Servers behind a load balancer: one port more, and --apiserver-port is the balancer's.
+    let mut o3 = opts(&w, 3, 3);
+    o3.apiserver_port = Some(free_ports(o3.listen_address, 1, None).unwrap()[0]);
+    let balanced = plan::ports(&o3, NodeKind::Container, true).unwrap();
+    assert_eq!(balanced.balancer, o3.apiserver_port);
+    assert_eq!(balanced.api.len(), 3);
+    assert!(!balanced.api.contains(&balanced.balancer.unwrap()));
+
     let fetched = artifacts::Fetched {
         version: "v1.31.2+k3s1".into(),
         ..Default::default()
