@@ -176,15 +176,7 @@ fn several_servers_without_the_balancer_program_are_refused_before_anything_is_m
     let sb = Sandbox::new("lb-none");
     let missing = sb.home.path().join("no-timonel-lb");
     let out = sb
-        .cmd(&[
-            "start",
-            "--driver",
-            "docker",
-            "--kubernetes-version",
-            VERSION,
-            "--control-planes",
-            "3",
-        ])
+        .cmd(&start_args(&["--control-planes", "3"]))
         .env("TIMONEL_LB", &missing)
         .output()
         .unwrap();
@@ -196,11 +188,7 @@ fn several_servers_without_the_balancer_program_are_refused_before_anything_is_m
     );
     assert!(err.contains("scripts/build-lb.sh"), "{err}");
     assert_eq!(sb.leftovers(), Vec::<String>::new());
-    assert!(!sb
-        .timonel_home()
-        .join("profiles")
-        .join(&sb.profile)
-        .exists());
+    assert!(!sb.profile_dir().exists());
 }
 
 #[test]
@@ -211,16 +199,7 @@ fn an_interrupted_start_leaves_no_load_balancer() {
         return;
     }
     let sb = Sandbox::new("lb-int");
-    let args = [
-        "start",
-        "-v",
-        "--driver",
-        "docker",
-        "--kubernetes-version",
-        VERSION,
-        "--control-planes",
-        "3",
-    ];
+    let args = start_args(&["-v", "--control-planes", "3"]);
     let mut child = sb
         .cmd(&args)
         .env("TIMONEL_LB", balancer_binary())
@@ -250,10 +229,6 @@ fn an_interrupted_start_leaves_no_load_balancer() {
     );
     assert_eq!(status.code(), Some(130), "{log}");
     assert_eq!(sb.leftovers(), Vec::<String>::new(), "{log}");
-    assert!(!sb
-        .timonel_home()
-        .join("profiles")
-        .join(&sb.profile)
-        .exists());
+    assert!(!sb.profile_dir().exists());
     sb.mark_deleted();
 }
