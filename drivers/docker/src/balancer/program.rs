@@ -82,8 +82,10 @@ pub fn elf_arch(daemon: &str) -> &str {
     }
 }
 
+/// `timonel-lb` on every host, Windows included: it is a Linux program (Docker Desktop runs
+/// Linux containers), never run by this host.
 fn file_name() -> String {
-    format!("{PROGRAM}{}", std::env::consts::EXE_SUFFIX)
+    PROGRAM.to_string()
 }
 
 /// Why a candidate is passed over, or `None` when it fits.
