@@ -121,6 +121,11 @@ cargo clippy --workspace --all-targets -- -D warnings
 log "building the k3s stand-in (static)"
 "$here/build-standin.sh" >/dev/null
 
+# The API load balancer of multi-server clusters on Docker: static, named by TIMONEL_LB.
+log "building the API load balancer (timonel-lb, static)"
+TIMONEL_LB=$("$here/build-lb.sh")
+export TIMONEL_LB
+
 # timonel finds its kvm helper beside itself: target/debug/timonel-kvm for the tests.
 log "building the kvm helper (timonel-kvm)"
 cargo build -p timonel-driver-kvm --bin timonel-kvm

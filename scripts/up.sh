@@ -68,5 +68,14 @@ fi
 say "building timonel (release)"
 (cd "$root" && cargo build --release --quiet --bin timonel)
 
+# Clusters with several servers (--control-planes) get a load balancer in front of their API,
+# a static program timonel finds beside itself.
+say "building the API load balancer (timonel-lb, static)"
+if lb=$("$here/build-lb.sh" 2>/dev/null); then
+    cp "$lb" "$root/target/release/timonel-lb"
+else
+    say "timonel-lb could not be built (scripts/build-lb.sh says why): clusters with one server work, --control-planes above 1 is refused"
+fi
+
 say "timonel start $*"
 exec "$root/target/release/timonel" start "$@"

@@ -158,6 +158,10 @@ pub struct Profile {
     /// which read as none: an additive field, so the schema stays 1.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<timonel_driver::Mount>,
+    /// Docker, several servers: the host port of the load balancer in front of their API
+    /// (`timonel-<name>-lb`), where the kubeconfig points. Kept across stop and start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balancer_port: Option<u16>,
     /// Servers share an embedded etcd (HA): the first was started with `--cluster-init`, and more
     /// servers can join.
     #[serde(default)]
@@ -183,6 +187,11 @@ impl Profile {
             .iter()
             .filter(|n| n.role == NodeRole::Server)
             .min_by_key(|n| n.index)
+    }
+    /// The URL the kubeconfig uses: the load balancer's when there is one.
+    pub fn balancer_url(&self) -> Option<String> {
+        self.balancer_port
+            .map(|p| server_url(self.listen_address, p))
     }
     /// The host-reachable API URL of a server node.
     pub fn api_url(&self, node: &NodeRecord) -> Option<String> {
@@ -387,6 +396,7 @@ mod tests {
             disk_mib: None,
             ssh_user: None,
             embedded_etcd: false,
+            balancer_port: None,
             token: "secret".into(),
             kubeconfig: None,
             phase: Phase::Running,

@@ -144,6 +144,18 @@ pub async fn status(ctx: &Ctx, args: StatusArgs) -> anyhow::Result<ExitCode> {
             for m in &report.mounts {
                 crate::outln!("mount:   {m}")?;
             }
+            if let Some(lb) = &report.load_balancer {
+                crate::outln!(
+                    "lb:      {} ({} → {})",
+                    lb.state,
+                    lb.url,
+                    if lb.backends.is_empty() {
+                        "no backends".to_string()
+                    } else {
+                        lb.backends.join(", ")
+                    }
+                )?;
+            }
             crate::outln!(
                 "{:<24} {:<7} {:<12} {:<8} {:<16} KUBERNETES",
                 "NODE",

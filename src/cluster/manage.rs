@@ -24,6 +24,9 @@ pub async fn stop(ctx: &Ctx, timeout: Duration) -> anyhow::Result<()> {
         .printer
         .step(&format!("stopping {} node(s)", profile.nodes.len()));
     stop_nodes(&driver, &profile, timeout).await?;
+    if let (Some(_), Some(lb)) = (profile.balancer_port, driver.as_api_balancer()) {
+        lb.stop_balancer(&profile.name).await?;
+    }
     step.finish(&format!("Stopped profile `{}`", profile.name));
     profile.phase = Phase::Stopped;
     ctx.store.save(&profile)?;
@@ -269,7 +272,21 @@ pub struct StatusReport {
     /// Host folders in the nodes (`--mount`), as `HOST:NODE[:ro]`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<String>,
+    /// The load balancer in front of several servers' API, when the cluster has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<BalancerRow>,
     pub nodes: Vec<NodeStatus>,
+}
+
+/// What `status` reports of the API load balancer.
+#[derive(Debug, Serialize)]
+pub struct BalancerRow {
+    /// running, stopped, not created, …
+    pub state: String,
+    /// Where the kubeconfig reaches it.
+    pub url: String,
+    /// The servers it sends connections to (`IP:PORT` on the cluster network).
+    pub backends: Vec<String>,
 }
 
 impl StatusReport {
@@ -277,10 +294,15 @@ impl StatusReport {
     /// also answers 2 for a paused cluster), 3 a node is not running, 4 nodes run but the API or
     /// a node is not ready.
     pub fn exit_code(&self) -> u8 {
-        if self
-            .nodes
-            .iter()
-            .any(|n| n.host != "running" && n.host != "paused")
+        let balancer_down = self
+            .load_balancer
+            .as_ref()
+            .is_some_and(|b| b.state != "running");
+        if balancer_down
+            || self
+                .nodes
+                .iter()
+                .any(|n| n.host != "running" && n.host != "paused")
         {
             3
         } else if self.nodes.iter().any(|n| n.host == "paused") {
@@ -298,23 +320,37 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<StatusReport> {
     let profile = ctx.store.load(&ctx.profile)?;
     let driver = ctx.driver_for(&profile)?;
     let mut creds = saved_credentials(&ctx.store, &profile.name).ok();
-    let states = futures_util::future::join_all(profile.nodes.iter().map(|n| {
+    let node_states = futures_util::future::join_all(profile.nodes.iter().map(|n| {
         let driver = driver.clone();
         let name = n.name.clone();
         async move { driver.state(&name).await }
-    }))
-    .await;
-    // A paused API server would only time out: it is not asked while every server is paused.
-    let servers_paused = profile
-        .nodes
-        .iter()
-        .zip(&states)
-        .filter(|(n, _)| n.role == timonel_driver::NodeRole::Server)
-        .all(|(_, s)| matches!(s, Ok(MachineState::Paused)));
-    let (api_state, server, ready) = if servers_paused {
-        ("paused", None, None)
-    } else {
-        api_status(&profile, creds.as_ref()).await
+    }));
+    // The nodes, the load balancer and the API are asked at once; but a paused API server would
+    // only time out, so its answer is not awaited when every server is paused.
+    let (states, load_balancer, (api_state, server, ready)) = {
+        let mut api = std::pin::pin!(api_status(&profile, creds.as_ref()));
+        let nodes_and_balancer = std::pin::pin!(async {
+            tokio::join!(node_states, balancer_row(driver.as_ref(), &profile))
+        });
+        let ((states, load_balancer), early) =
+            match futures_util::future::select(nodes_and_balancer, api.as_mut()).await {
+                futures_util::future::Either::Left((both, _)) => (both, None),
+                futures_util::future::Either::Right((answer, rest)) => (rest.await, Some(answer)),
+            };
+        let servers_paused = profile
+            .nodes
+            .iter()
+            .zip(&states)
+            .filter(|(n, _)| n.role == timonel_driver::NodeRole::Server)
+            .all(|(_, s)| matches!(s, Ok(MachineState::Paused)));
+        let api = if servers_paused {
+            ("paused", None, None)
+        } else if let Some(answer) = early {
+            answer
+        } else {
+            api.await
+        };
+        (states, load_balancer, api)
     };
     if let (Some(c), Some(url)) = (creds.as_mut(), server) {
         c.server = url;
@@ -364,6 +400,7 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<StatusReport> {
         api: api_state.to_string(),
         api_server: creds.map(|c| c.server),
         mounts: profile.mounts.iter().map(ToString::to_string).collect(),
+        load_balancer,
         nodes,
     })
 }
@@ -382,6 +419,28 @@ fn cluster_state(nodes: &[NodeStatus]) -> &'static str {
     } else {
         "degraded"
     }
+}
+
+/// The load balancer's state and backends, when the profile has one.
+async fn balancer_row(
+    driver: &dyn timonel_driver::Driver,
+    profile: &crate::profile::Profile,
+) -> Option<BalancerRow> {
+    let url = profile.balancer_url()?;
+    let found = match driver.as_api_balancer() {
+        Some(lb) => lb.balancer(&profile.name).await,
+        None => Ok(None),
+    };
+    let (state, backends) = match found {
+        Ok(Some(b)) => (b.state, b.backends),
+        Ok(None) => (MachineState::NotCreated, Vec::new()),
+        Err(e) => (MachineState::Unknown { raw: e.to_string() }, Vec::new()),
+    };
+    Some(BalancerRow {
+        state: state.to_string(),
+        url,
+        backends: backends.iter().map(ToString::to_string).collect(),
+    })
 }
 
 /// `timonel kubeconfig`: the profile's standalone kubeconfig; with `merge`, merged again into

@@ -52,10 +52,24 @@ pub fn saved_credentials(store: &Store, name: &ClusterName) -> anyhow::Result<Cl
     Ok(crate::kubeconfig::parse_k3s_yaml(&text)?)
 }
 
-/// The first server whose API answers, as (client, host-reachable URL). With several servers
-/// this is how the kubeconfig fails over: each server's API port is published on the host, and
-/// `start` / `kubeconfig --merge` point the context at one that answers.
+/// The API that answers, as (client, host-reachable URL): the load balancer's when the cluster
+/// has one and it answers, else the first server whose API does. Without a balancer (VMs,
+/// machines) this is how the kubeconfig fails over: each server's API port is reachable from
+/// the host, and `kubeconfig --merge` points the context at one that answers.
 pub async fn live_api(
+    profile: &Profile,
+    creds: &ClusterCredentials,
+) -> Option<(crate::distro::ready::ApiClient, String)> {
+    if let Some(url) = profile.balancer_url() {
+        if let Some(found) = first_ready(creds, vec![url]).await {
+            return Some(found);
+        }
+    }
+    live_server(profile, creds).await
+}
+
+/// The first server whose own API answers (not through the balancer), as (client, URL).
+pub async fn live_server(
     profile: &Profile,
     creds: &ClusterCredentials,
 ) -> Option<(crate::distro::ready::ApiClient, String)> {
@@ -70,7 +84,14 @@ pub async fn live_api(
         let u = servers.remove(pos);
         servers.insert(0, u);
     }
-    for url in servers {
+    first_ready(creds, servers).await
+}
+
+async fn first_ready(
+    creds: &ClusterCredentials,
+    urls: Vec<String>,
+) -> Option<(crate::distro::ready::ApiClient, String)> {
+    for url in urls {
         if let Ok(api) = crate::distro::ready::ApiClient::new(creds, &url) {
             if matches!(api.api_ready().await, Ok(true)) {
                 return Some((api, url));

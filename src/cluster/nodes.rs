@@ -87,6 +87,16 @@ pub async fn node_add(ctx: &Ctx, add: NodeAdd) -> Result<MachineName> {
                 "Node {} ({}) joined, Ready ({ip})",
                 record.name, record.role
             ));
+            if record.role == NodeRole::Server {
+                if let Err(e) = super::start::set_backends(nodes.driver().as_ref(), &profile).await
+                {
+                    ctx.printer.warn(&format!(
+                        "the API load balancer was not given the new server ({}); `timonel start -p {}` gives it every server",
+                        timonel_driver::error_chain(&e),
+                        profile.name
+                    ));
+                }
+            }
             Ok(record.name)
         }
         Err(e) => {
@@ -106,7 +116,8 @@ async fn join_target(ctx: &Ctx, profile: &Profile) -> Result<(ApiClient, std::ne
     let name = &profile.name;
     let creds =
         saved_credentials(&ctx.store, name).map_err(|e| Error::internal(format!("{e:#}")))?;
-    let Some((api, url)) = super::live_api(profile, &creds).await else {
+    // A server's own URL: the new node joins that server by its address.
+    let Some((api, url)) = super::live_server(profile, &creds).await else {
         return Err(UserError::new(
             format!("no API server of profile `{name}` answers"),
             format!("`timonel status -p {name}` shows what is down; `timonel start -p {name}` brings it back"),
@@ -348,6 +359,12 @@ pub async fn node_delete(ctx: &Ctx, node: &str) -> anyhow::Result<()> {
     let nodes = super::node::ops(ctx.driver_for(&profile)?, &ctx.home);
     super::pause::refuse_when_paused(nodes.driver().as_ref(), &profile, "delete a node").await?;
     let step = ctx.printer.step(&format!("deleting node {node}"));
+    if record.role == NodeRole::Server {
+        // The balancer stops sending to it before it goes.
+        let mut without = profile.clone();
+        without.nodes.retain(|n| n.name != record.name);
+        super::start::set_backends(nodes.driver().as_ref(), &without).await?;
+    }
     if let Ok(creds) = saved_credentials(&ctx.store, &name) {
         let api = ApiClient::new(&creds, &creds.server)?;
         if let Err(e) = api.delete_node(node).await {

@@ -34,28 +34,38 @@ fn workspace_root() -> PathBuf {
 /// (it is quick when the binary is up to date, and prints the path).
 pub fn standin_binary() -> PathBuf {
     static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    PATH.get_or_init(|| {
-        if let Some(p) = std::env::var_os("TIMONEL_STANDIN") {
-            return PathBuf::from(p);
-        }
-        let out = Command::new("bash")
-            .arg(workspace_root().join("scripts/build-standin.sh"))
-            .output()
-            .expect("run scripts/build-standin.sh");
-        assert!(
-            out.status.success(),
-            "building the k3s stand-in failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let path = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .map(|l| PathBuf::from(l.trim()))
-            .expect("build-standin.sh printed the binary's path");
-        assert!(path.exists(), "{} does not exist", path.display());
-        path
-    })
-    .clone()
+    PATH.get_or_init(|| built("TIMONEL_STANDIN", "build-standin.sh"))
+        .clone()
+}
+
+/// The static API load balancer program: `$TIMONEL_LB`, else what scripts/build-lb.sh builds.
+pub fn balancer_binary() -> PathBuf {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| built("TIMONEL_LB", "build-lb.sh"))
+        .clone()
+}
+
+/// The program `$<var>` names, else the one `scripts/<script>` builds and prints the path of.
+fn built(var: &str, script: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(var) {
+        return PathBuf::from(p);
+    }
+    let out = Command::new("bash")
+        .arg(workspace_root().join("scripts").join(script))
+        .output()
+        .unwrap_or_else(|e| panic!("run scripts/{script}: {e}"));
+    assert!(
+        out.status.success(),
+        "scripts/{script} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .map(|l| PathBuf::from(l.trim()))
+        .unwrap_or_else(|| panic!("scripts/{script} printed no path"));
+    assert!(path.exists(), "{} does not exist", path.display());
+    path
 }
 
 /// A `file://` mirror with the real release layout, serving the stand-in as [`VERSION`]:
@@ -84,6 +94,19 @@ impl StandinMirror {
     pub fn url(&self) -> String {
         format!("file://{}", self.dir.path().display())
     }
+}
+
+/// `start --driver docker --kubernetes-version VERSION` and `extra`: a start for the stand-in.
+pub fn start_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "start",
+        "--driver",
+        "docker",
+        "--kubernetes-version",
+        VERSION,
+    ];
+    args.extend_from_slice(extra);
+    args
 }
 
 /// A timonel sandbox: its own TIMONEL_HOME and KUBECONFIG, a unique profile name, and a guard
@@ -123,6 +146,11 @@ impl Sandbox {
         self.home.path().join("timonel")
     }
 
+    /// The profile's folder under the sandbox's home.
+    pub fn profile_dir(&self) -> PathBuf {
+        self.timonel_home().join("profiles").join(&self.profile)
+    }
+
     /// `timonel <args>` with this sandbox's environment and `-p <profile>`.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_timonel"));
@@ -151,17 +179,17 @@ impl Sandbox {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    /// `timonel start` for the stand-in: the test version, from the mirror, on docker.
+    /// `timonel start` for the stand-in: the test version, from the mirror, on docker. Several
+    /// servers get the API load balancer built by scripts/build-lb.sh (`TIMONEL_LB`).
     pub fn start(&self, extra: &[&str]) -> Output {
-        let mut args = vec![
-            "start",
-            "--driver",
-            "docker",
-            "--kubernetes-version",
-            VERSION,
-        ];
-        args.extend_from_slice(extra);
-        self.run(&args)
+        let args = start_args(extra);
+        let mut c = self.cmd(&args);
+        if extra.contains(&"--control-planes") {
+            c.env("TIMONEL_LB", balancer_binary());
+        }
+        let out = c.output().expect("run timonel");
+        log_output("timonel", &args, &out);
+        out
     }
 
     pub fn kubectl(&self, args: &[&str]) -> Output {

@@ -3,6 +3,7 @@
 //! knowing the concrete driver.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::pin::Pin;
 
@@ -11,7 +12,8 @@ use futures_core::Stream;
 
 use crate::driver::Reporter;
 use crate::error::DriverError;
-use crate::name::MachineName;
+use crate::name::{ClusterName, MachineName};
+use crate::state::MachineState;
 
 /// Drivers whose nodes run an image built locally from the distribution's verified binary.
 #[async_trait]
@@ -45,6 +47,55 @@ pub trait Preflight: Send + Sync {
         &self,
         nodes: &[MachineName],
     ) -> Result<BTreeMap<MachineName, MachineFacts>, DriverError>;
+}
+
+/// The load balancer in front of a cluster's API servers (several servers): where it is
+/// published on the host and where it sends connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalancerSpec {
+    pub cluster: ClusterName,
+    /// The home that owns the cluster (labels, as `MachineSpec::owner`).
+    pub owner: Option<String>,
+    pub host_ip: IpAddr,
+    pub host_port: u16,
+    /// The servers' API addresses on the cluster network.
+    pub backends: Vec<SocketAddr>,
+}
+
+/// A cluster's load balancer as the backend sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalancerStatus {
+    pub state: MachineState,
+    /// The host port it is published on.
+    pub host_port: Option<u16>,
+    /// The backends it was last given.
+    pub backends: Vec<SocketAddr>,
+}
+
+/// Drivers that put a load balancer in front of the API servers of a cluster with several.
+/// It belongs to the cluster: `delete_cluster` removes it with the nodes.
+#[async_trait]
+pub trait ApiBalancer: Send + Sync {
+    /// Whether one can be made here (its program is found and fits), checked before anything
+    /// is created.
+    async fn balancer_ready(&self) -> Result<(), DriverError>;
+    /// Creates the balancer when missing, starts it when stopped, and gives it `spec`'s
+    /// backends.
+    async fn ensure_balancer(
+        &self,
+        spec: &BalancerSpec,
+        report: &dyn Reporter,
+    ) -> Result<(), DriverError>;
+    /// Replaces the backends, without a restart. Ok when the cluster has no balancer.
+    async fn set_backends(
+        &self,
+        cluster: &ClusterName,
+        backends: &[SocketAddr],
+    ) -> Result<(), DriverError>;
+    /// Stops it (it keeps its port for the next start). Ok when there is none.
+    async fn stop_balancer(&self, cluster: &ClusterName) -> Result<(), DriverError>;
+    /// `None` when the cluster has no balancer.
+    async fn balancer(&self, cluster: &ClusterName) -> Result<Option<BalancerStatus>, DriverError>;
 }
 
 /// A node's log as it is written: chunks of bytes until the node stops.

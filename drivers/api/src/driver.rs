@@ -309,4 +309,9 @@ pub trait Driver: Send + Sync {
     fn as_host_resources(&self) -> Option<&dyn crate::capability::HostResources> {
         None
     }
+    /// A load balancer in front of the API servers of a cluster with several, when the driver
+    /// makes one.
+    fn as_api_balancer(&self) -> Option<&dyn crate::capability::ApiBalancer> {
+        None
+    }
 }

@@ -359,6 +359,10 @@ impl Driver for DockerDriver {
     fn as_host_resources(&self) -> Option<&dyn HostResources> {
         Some(self)
     }
+
+    fn as_api_balancer(&self) -> Option<&dyn timonel_driver::ApiBalancer> {
+        Some(self)
+    }
 }
 
 #[async_trait]

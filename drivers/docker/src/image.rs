@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use timonel_driver::{DriverError, Reporter};
 
-use crate::archive::{append_dir, append_file, tar_stream, writer_failure};
+use crate::archive::{append_dir, append_file, tar_stream, writer_failure, TarStream};
 use crate::client::{error_text, is_not_found, DockerDriver};
 use crate::{LABEL_IMAGE, LABEL_K3S_SHA256, LABEL_K3S_VERSION};
 
@@ -210,16 +210,75 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// sha256 of a file, streamed.
-fn file_sha256(path: &Path) -> io::Result<String> {
+pub(crate) fn file_sha256(path: &Path) -> io::Result<String> {
     let mut f = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
     io::copy(&mut f, &mut hasher)?;
     Ok(hex(&hasher.finalize()))
+}
+
+/// An image made from a rootfs tar: where it goes, and the config the import gives it.
+pub(crate) struct Import<'a> {
+    pub repo: &'a str,
+    pub tag: &'a str,
+    pub message: String,
+    pub changes: Vec<String>,
+    /// What the tar is written from, for a failure to read it.
+    pub source: String,
+}
+
+/// Streams the rootfs `tar` (about `size` bytes) into the daemon's image import, reporting
+/// progress. A file that could not be read explains a failure better than the daemon's answer.
+pub(crate) async fn import_rootfs(
+    docker: &bollard::Docker,
+    import: Import<'_>,
+    tar: TarStream,
+    size: u64,
+    report: &dyn Reporter,
+) -> Result<(), DriverError> {
+    let image = format!("{}:{}", import.repo, import.tag);
+    // The tag inside `repo`: Podman (4.3) ignores the `tag` parameter of an import and tags
+    // `latest`; Docker reads a tag in `repo` the same way.
+    let options = CreateImageOptionsBuilder::default()
+        .from_src("-")
+        .repo(&image)
+        .message(&import.message)
+        .changes(import.changes)
+        .build();
+    let mut responses = Box::pin(import_client(docker.clone()).create_image(
+        Some(options),
+        Some(bollard::body_try_stream(tar.stream)),
+        None,
+    ));
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut failure = None;
+    loop {
+        tokio::select! {
+            item = responses.next() => match item {
+                None => break,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => { failure = Some(error_text(&e)); break; }
+            },
+            _ = tick.tick() => report.progress(tar.written.load(std::sync::atomic::Ordering::Relaxed), Some(size)),
+        }
+    }
+    drop(responses);
+    if let Some(e) = writer_failure(tar.writer.await) {
+        return Err(DriverError::io(format!("streaming `{}`", import.source), e));
+    }
+    if let Some(message) = failure {
+        return Err(DriverError::backend(
+            format!("importing image `{image}`"),
+            message,
+        ));
+    }
+    report.progress(size, Some(size));
+    Ok(())
 }
 
 impl DockerDriver {
@@ -276,45 +335,15 @@ impl DockerDriver {
         };
         let owned_version = version.to_string();
         let tar = tar_stream(move |b| write_rootfs(b, reader, size, &owned_version));
-        // The tag inside `repo`: Podman (4.3) ignores the `tag` parameter of an import and
-        // tags `latest`; Docker reads a tag in `repo` the same way.
-        let options = CreateImageOptionsBuilder::default()
-            .from_src("-")
-            .repo(&image)
-            .message(&format!("timonel node image, k3s {version}"))
-            .changes(image_changes(version, &sha))
-            .build();
-        let mut responses = Box::pin(import_client(docker.clone()).create_image(
-            Some(options),
-            Some(bollard::body_try_stream(tar.stream)),
-            None,
-        ));
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        let mut failure = None;
-        loop {
-            tokio::select! {
-                item = responses.next() => match item {
-                    None => break,
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => { failure = Some(error_text(&e)); break; }
-                },
-                _ = tick.tick() => report.progress(tar.written.load(std::sync::atomic::Ordering::Relaxed), Some(size)),
-            }
-        }
-        drop(responses);
-        if let Some(e) = writer_failure(tar.writer.await) {
-            return Err(DriverError::io(
-                format!("streaming `{}`", k3s_binary.display()),
-                e,
-            ));
-        }
-        if let Some(message) = failure {
-            return Err(DriverError::backend(
-                format!("importing image `{image}`"),
-                message,
-            ));
-        }
-        report.progress(size, Some(size));
+        let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or_default();
+        let import = Import {
+            repo: NODE_IMAGE_REPO,
+            tag,
+            message: format!("timonel node image, k3s {version}"),
+            changes: image_changes(version, &sha),
+            source: k3s_binary.display().to_string(),
+        };
+        import_rootfs(&docker, import, tar, size, report).await?;
         let streamed = hasher
             .lock()
             .map(|h| hex(&h.clone().finalize()))

@@ -15,6 +15,7 @@
 
 mod answers;
 mod archive;
+mod balancer;
 mod client;
 mod config;
 mod driver;
@@ -28,6 +29,10 @@ mod raw;
 mod pause;
 mod security;
 
+pub use balancer::{
+    balancer_container, BACKENDS_FILE, BALANCER_IMAGE_REPO, ENV_PROGRAM as ENV_BALANCER_PROGRAM,
+    LABEL_BALANCER,
+};
 pub use client::{DockerDriver, DEFAULT_HOST, START_WAIT};
 pub use config::{container_config, SecurityProfile, CAPABILITIES, OPTIONAL_CAPABILITIES};
 pub use engine::Engine;

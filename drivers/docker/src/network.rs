@@ -35,13 +35,14 @@ impl Subnet {
         let o = self.0.octets();
         Ipv4Addr::new(o[0], o[1], o[2], n)
     }
-    /// The static address of node `index` (1-based): `.index+1`, so the first node is `.2`.
+    /// The static address of node `index` (1-based): `.index+1`, so the first node is `.2`
+    /// (`.254` is the API load balancer's).
     pub fn node(self, index: u32) -> Result<Ipv4Addr, DriverError> {
         match u8::try_from(index + 1) {
-            Ok(n) if index >= 1 && n < 255 => Ok(self.host(n)),
+            Ok(n) if index >= 1 && n < 254 => Ok(self.host(n)),
             _ => Err(DriverError::Unsupported {
                 driver: "docker".into(),
-                what: format!("node index {index} (a cluster network holds nodes 1 to 253)"),
+                what: format!("node index {index} (a cluster network holds nodes 1 to 252)"),
             }),
         }
     }
@@ -364,7 +365,8 @@ mod tests {
         assert_eq!(s.node(1).unwrap(), Ipv4Addr::new(10, 201, 0, 2));
         assert_eq!(s.node(3).unwrap(), Ipv4Addr::new(10, 201, 0, 4));
         assert!(s.node(0).is_err());
-        assert!(s.node(254).is_err());
+        assert_eq!(s.node(252).unwrap(), Ipv4Addr::new(10, 201, 0, 253));
+        assert!(s.node(253).is_err(), ".254 is the load balancer's");
         assert_eq!(s.to_string(), "10.201.0.0/24");
     }
 

@@ -49,7 +49,11 @@ pub(super) async fn run(run: &mut Run<'_>) -> Result<()> {
         }
     }
     let first = run.profile.node(server.name.as_str()).unwrap_or(&server);
-    creds.server = match run.profile.api_url(first) {
+    creds.server = match run
+        .profile
+        .balancer_url()
+        .or_else(|| run.profile.api_url(first))
+    {
         Some(url) => url,
         None => {
             let port = server

@@ -7,6 +7,7 @@
 //! | artifacts   | `artifacts.rs`  | the k3s version, binary, airgap images, VM base image     |
 //! | node image  | `node_image.rs` | the container image built from the binary (if the driver has one) |
 //! | nodes       | `nodes.rs`      | create and start the first server, then the others        |
+//! | balancer    | `balancer.rs`   | the load balancer in front of several servers (Docker)    |
 //! | install     | `install.rs`    | k3s into the nodes this run created (VMs, over SSH)       |
 //! | credentials | `credentials.rs`| the admin kubeconfig k3s wrote, with host-reachable URLs   |
 //! | wait        | `wait.rs`       | readiness to `--wait`                                     |
@@ -16,6 +17,7 @@
 //! `timonel node add` runs the same nodes, install and wait steps for one node.
 
 mod artifacts;
+mod balancer;
 mod credentials;
 mod install;
 mod kubeconfig;
@@ -32,6 +34,7 @@ use std::time::Duration;
 use timonel_driver::MachineName;
 
 pub(crate) use artifacts::ensure_binary;
+pub(crate) use balancer::set_backends;
 pub(crate) use install::node_install;
 pub use options::{SshStart, StartOptions};
 pub(crate) use plan::free_ports;
@@ -128,10 +131,11 @@ async fn create(
     plan::host_folders(opts, driver.as_ref())?;
     let arch = plan::preflight(ctx, opts, driver.as_ref(), cancel).await?;
     plan::resources(ctx, opts, driver.as_ref()).await?;
+    let balanced = balancer::ready(ctx, opts, driver.as_ref()).await?;
     let arts = artifacts::fetch(ctx, opts, driver.kind(), kind, arch, cancel).await?;
     let node_image = node_image::ensure(ctx, opts, driver.as_ref(), &arts).await?;
     cancel.check()?;
-    let ports = plan::ports(opts, kind)?;
+    let ports = plan::ports(opts, kind, balanced)?;
     let profile = plan::profile(ctx, opts, driver.kind(), &arts, node_image, ssh, &ports)?;
     let mut run = Run {
         ctx,
@@ -156,6 +160,7 @@ async fn create(
 /// records the profile as running. Shared by a fresh start and a resume.
 async fn bring_up(run: &mut Run<'_>, opts: &StartOptions) -> Result<()> {
     nodes::run(run).await?;
+    balancer::run(run).await?;
     install::run(run).await?;
     credentials::run(run).await?;
     wait::run(run, opts.wait).await?;

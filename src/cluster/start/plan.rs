@@ -213,6 +213,7 @@ pub(super) fn profile(
         ca_certs: opts.ca_certs.clone(),
         registry_mirrors: opts.registry_mirrors.clone(),
         embedded_etcd: servers > 1,
+        balancer_port: ports.balancer,
         token: k3s::new_token(),
         kubeconfig,
         nodes: (1..=total)
@@ -244,12 +245,38 @@ pub(super) struct Ports {
     pub api: Vec<u16>,
     /// One per node, for VMs reached through NAT: SSH forwarded from the host.
     pub ssh: Vec<u16>,
+    /// The load balancer in front of several servers' API, where the driver makes one.
+    pub balancer: Option<u16>,
 }
 
-/// Picks the ports for `opts`'s nodes on a driver whose nodes are `kind`.
-pub(super) fn ports(opts: &StartOptions, kind: timonel_driver::NodeKind) -> Result<Ports> {
+/// Picks the ports for `opts`'s nodes on a driver whose nodes are `kind`; `balanced`: the
+/// servers get a load balancer, whose port is `--apiserver-port` then.
+pub(super) fn ports(
+    opts: &StartOptions,
+    kind: timonel_driver::NodeKind,
+    balanced: bool,
+) -> Result<Ports> {
     use timonel_driver::NodeKind;
     let servers = opts.control_planes.max(1) as usize;
+    if balanced {
+        let mut api = free_ports(opts.listen_address, servers + 1, opts.apiserver_port)
+            .map_err(|e| Error::io("cannot find free ports for the API server", e))?;
+        let balancer = api.remove(0);
+        let ssh = match kind {
+            NodeKind::Vm => free_ports(
+                opts.listen_address,
+                (opts.nodes as usize).max(servers),
+                None,
+            )
+            .map_err(|e| Error::io("cannot find free ports for SSH", e))?,
+            _ => Vec::new(),
+        };
+        return Ok(Ports {
+            api,
+            ssh,
+            balancer: Some(balancer),
+        });
+    }
     let total = (opts.nodes as usize).max(servers);
     let io = |what: &str| {
         let what = what.to_string();
@@ -260,17 +287,20 @@ pub(super) fn ports(opts: &StartOptions, kind: timonel_driver::NodeKind) -> Resu
         NodeKind::Machine => Ports {
             api: vec![k3s::API_PORT; servers],
             ssh: Vec::new(),
+            balancer: None,
         },
         NodeKind::Container => Ports {
             api: free_ports(opts.listen_address, servers, opts.apiserver_port)
                 .map_err(io("cannot find free ports for the API server"))?,
             ssh: Vec::new(),
+            balancer: None,
         },
         NodeKind::Vm => Ports {
             api: free_ports(opts.listen_address, servers, opts.apiserver_port)
                 .map_err(io("cannot find free ports for the API server"))?,
             ssh: free_ports(opts.listen_address, total, None)
                 .map_err(io("cannot find free ports for SSH"))?,
+            balancer: None,
         },
     })
 }

@@ -61,7 +61,10 @@ pub fn conflicts(profile: &Profile, opts: &StartOptions) -> Vec<String> {
         c.push("--env".to_string());
     }
     if let Some(p) = opts.apiserver_port {
-        if Some(p) != profile.server().and_then(|s| s.api_port) {
+        let current = profile
+            .balancer_port
+            .or_else(|| profile.server().and_then(|s| s.api_port));
+        if Some(p) != current {
             c.push("--apiserver-port".to_string());
         }
     }

@@ -153,13 +153,22 @@ async fn a_standalone_start_and_delete_touch_no_kubeconfig_of_the_user_s() {
 async fn roles_and_ports_are_planned_per_node_kind() {
     let w = world();
     let o = opts(&w, 4, 2);
-    let containers = plan::ports(&o, NodeKind::Container).unwrap();
+    let containers = plan::ports(&o, NodeKind::Container, false).unwrap();
     assert_eq!((containers.api.len(), containers.ssh.len()), (2, 0));
     assert_ne!(containers.api[0], containers.api[1]);
-    let vms = plan::ports(&o, NodeKind::Vm).unwrap();
+    let vms = plan::ports(&o, NodeKind::Vm, false).unwrap();
     assert_eq!((vms.api.len(), vms.ssh.len()), (2, 4));
-    let machines = plan::ports(&o, NodeKind::Machine).unwrap();
+    let machines = plan::ports(&o, NodeKind::Machine, false).unwrap();
     assert_eq!(machines.api, vec![k3s::API_PORT; 2]);
+
+    assert_eq!(containers.balancer, None);
+    // Servers behind a load balancer: one port more, and --apiserver-port is the balancer's.
+    let mut o3 = opts(&w, 3, 3);
+    o3.apiserver_port = Some(free_ports(o3.listen_address, 1, None).unwrap()[0]);
+    let balanced = plan::ports(&o3, NodeKind::Container, true).unwrap();
+    assert_eq!(balanced.balancer, o3.apiserver_port);
+    assert_eq!(balanced.api.len(), 3);
+    assert!(!balanced.api.contains(&balanced.balancer.unwrap()));
 
     let fetched = artifacts::Fetched {
         version: "v1.31.2+k3s1".into(),

@@ -276,6 +276,10 @@ impl ClientResponse {
     }
 }
 
+/// How long a connect may take: inside a cluster network a live server answers at once, and a
+/// dead address (a server that is gone) must not hold the request that asked for long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Sends one HTTPS request on a fresh connection.
 pub fn request(
     config: Arc<ClientConfig>,
@@ -286,7 +290,7 @@ pub fn request(
     body: &[u8],
 ) -> io::Result<ClientResponse> {
     let addr = url.socket_addr().map_err(io::Error::other)?;
-    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+    let tcp = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
     tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
     tcp.set_write_timeout(Some(Duration::from_secs(30)))?;
     let name = ServerName::try_from(url.host.clone()).map_err(io::Error::other)?;

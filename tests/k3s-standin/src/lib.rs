@@ -25,6 +25,7 @@ pub mod net;
 pub mod nodes;
 pub mod objects;
 pub mod pki;
+pub mod replica;
 pub mod runtime;
 pub mod server;
 pub mod tls;

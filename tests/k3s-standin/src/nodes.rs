@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::fsutil;
 use crate::http;
 use crate::net::HttpsUrl;
+pub use crate::replica::Replica;
 
 /// `POST`: register or heartbeat a node. Basic auth `node:<password>` or `server:<password>`.
 pub const REGISTER_PATH: &str = "/v1-k3s/standin/register";
@@ -288,10 +289,14 @@ impl UpstreamClient {
     }
 }
 
-/// Where a server keeps its nodes: locally (first server) or on the server it joined.
+/// Where a server keeps its nodes: locally (first server) or on the server it joined, with a
+/// copy of what that server last said. k3s servers share their state through embedded etcd, so
+/// any live server answers for the nodes when another is gone; the stand-in models that with
+/// the copy: while the server it joined does not answer, a joined server lists the nodes it
+/// last saw and refreshes its own and known nodes' heartbeats there.
 pub enum Nodes {
     Local(Mutex<NodeStore>),
-    Upstream(UpstreamClient),
+    Upstream(UpstreamClient, Replica),
 }
 
 impl Nodes {
@@ -314,7 +319,16 @@ impl Nodes {
                     is_new,
                 ))
             }
-            Nodes::Upstream(client) => Ok((client.register(req)?, false)),
+            Nodes::Upstream(client, replica) => {
+                if replica.up() {
+                    match client.register(req) {
+                        Ok(r) => return Ok((r, false)),
+                        Err(NodeError::Unavailable(_)) => replica.went_down(),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok((replica.heartbeat(req, now)?, false))
+            }
         }
     }
 
@@ -324,7 +338,19 @@ impl Nodes {
                 .lock()
                 .map_err(|_| NodeError::Unavailable("node registry poisoned".into()))?
                 .list()),
-            Nodes::Upstream(client) => client.list(),
+            Nodes::Upstream(client, replica) => {
+                if replica.up() {
+                    match client.list() {
+                        Ok(list) => {
+                            replica.keep(&list);
+                            return Ok(list);
+                        }
+                        Err(NodeError::Unavailable(_)) => replica.went_down(),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(replica.list())
+            }
         }
     }
 
@@ -334,7 +360,7 @@ impl Nodes {
                 .lock()
                 .map_err(|_| NodeError::Unavailable("node registry poisoned".into()))?
                 .delete(name),
-            Nodes::Upstream(client) => client.delete(name),
+            Nodes::Upstream(client, _) => client.delete(name),
         }
     }
 }
@@ -373,6 +399,42 @@ mod tests {
         assert_eq!(nodes.len(), 1);
         assert!(nodes[0].is_ready(110));
         assert!(!nodes[0].is_ready(105 + STALE_AFTER_SECS + 1));
+    }
+
+    #[test]
+    fn a_joined_server_answers_from_its_copy_while_the_first_is_gone() {
+        let client = UpstreamClient {
+            // Nothing listens on port 1: refused at once.
+            url: HttpsUrl::parse("https://127.0.0.1:1").unwrap(),
+            config: crate::tls::insecure_client_config().unwrap(),
+            user: "server".into(),
+            password: "pw".into(),
+        };
+        let mut store = NodeStore::load(None, true).unwrap();
+        store.register(&req("s1", "pw1"), 100).unwrap();
+        store.register(&req("s2", "pw2"), 100).unwrap();
+        let replica = Replica::default();
+        replica.keep(&store.list());
+        let nodes = Nodes::Upstream(client, replica);
+        let listed = nodes.list().unwrap();
+        assert_eq!(listed.len(), 2);
+        // Its own heartbeat is kept; a stranger or a wrong password is not taken.
+        nodes.register(&req("s2", "pw2"), 200).unwrap();
+        let s2 = nodes
+            .list()
+            .unwrap()
+            .into_iter()
+            .find(|n| n.name == "s2")
+            .unwrap();
+        assert_eq!(s2.last_seen, 200);
+        assert!(matches!(
+            nodes.register(&req("s2", "other"), 201),
+            Err(NodeError::Rejected(_))
+        ));
+        assert!(matches!(
+            nodes.register(&req("new", "pw"), 201),
+            Err(NodeError::Unavailable(_))
+        ));
     }
 
     #[test]

@@ -381,12 +381,15 @@ fn start(settings: &Settings) -> Result<(), String> {
         Some((joined, boot, pw)) => {
             etcd |= boot.etcd;
             (
-                Nodes::Upstream(UpstreamClient {
-                    url: joined.url.clone(),
-                    config: joined.config.clone(),
-                    user: "server".into(),
-                    password: pw.clone(),
-                }),
+                Nodes::Upstream(
+                    UpstreamClient {
+                        url: joined.url.clone(),
+                        config: joined.config.clone(),
+                        user: "server".into(),
+                        password: pw.clone(),
+                    },
+                    Default::default(),
+                ),
                 boot.server_node.clone(),
             )
         }
