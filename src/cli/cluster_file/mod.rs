@@ -111,6 +111,7 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Loaded> {
         };
     let dir = path
         .parent()
+        .filter(|d| !d.as_os_str().is_empty())
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     let dir = std::path::absolute(&dir).unwrap_or(dir);
