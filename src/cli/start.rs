@@ -158,12 +158,23 @@ pub async fn run(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
 
 /// The flags checked (everything before anything is touched) and turned into options.
 pub(super) fn prepare(ctx: &Ctx, mut args: StartArgs) -> anyhow::Result<StartOptions> {
-    if let Some(file) = args.cluster_file.take() {
+    let file = args.cluster_file.take();
+    if let Some(file) = &file {
         file.apply(&mut args)?;
     }
     warn_odd(ctx, &args);
-    let (ca_certs, ports) = check_values(&args)?;
-    let ssh = ssh_options(&args)?;
+    // Each of the file's values was checked alone; what fails now is values that do not go
+    // together, which may come from the file.
+    let checked = check_values(&args).and_then(|v| Ok((v, ssh_options(&args)?)));
+    let ((ca_certs, ports), ssh) = match (checked, file) {
+        (Err(e), Some(file)) => {
+            return Err(e.context(format!(
+                "with the cluster file `{}` (its fields stand for the flags named below: docs/cluster-file.md)",
+                file.path.display()
+            )))
+        }
+        (checked, _) => checked?,
+    };
     let sources = args.mirror.sources(args.offline)?;
     options(ctx, args, (ca_certs, ports), ssh, sources)
 }

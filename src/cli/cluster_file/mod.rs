@@ -224,6 +224,7 @@ fn resolve(dir: &Path, written: &str) -> String {
         Some(rest) => dirs::home_dir()
             .map(|h| h.join(rest))
             .unwrap_or_else(|| PathBuf::from(written)),
+        None if Path::new(written).has_root() => PathBuf::from(written),
         None => dir.join(written),
     };
     path.to_string_lossy().into_owned()

@@ -56,6 +56,10 @@ const HEAD: &str = "apiVersion: timonel.dev/v1alpha1\nkind: Cluster\n";
 /// `start`'s options for `argv` (after `timonel`), with the cluster file `text` and a home
 /// holding `settings` (config.json).
 fn options(argv: &[&str], text: &str, settings: &str) -> StartOptions {
+    try_options(argv, text, settings).unwrap()
+}
+
+fn try_options(argv: &[&str], text: &str, settings: &str) -> anyhow::Result<StartOptions> {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ca.pem"), PEM).unwrap();
     let home = Home::at(dir.path().join("home"));
@@ -73,7 +77,7 @@ fn options(argv: &[&str], text: &str, settings: &str) -> StartOptions {
         home,
         profile,
     );
-    crate::cli::start::prepare(&ctx, *args).unwrap()
+    crate::cli::start::prepare(&ctx, *args)
 }
 
 #[test]
@@ -137,11 +141,18 @@ fn ssh_and_vm_fields_become_their_flags() {
     );
     assert!(args.ssh_accept_new_host_keys && args.adopt);
 
-    let text = format!("{HEAD}driver: kvm\nvm:\n  image: /images/base.qcow2\n  diskSize: 20g\n");
+    let text = format!("{HEAD}driver: kvm\nvm:\n  image: images/base.qcow2\n  diskSize: 20g\n");
     let file = parse_at(dir.path(), &text).unwrap();
     let mut args = start_args(&["start"]);
     file.apply(&mut args).unwrap();
-    assert_eq!(args.vm_image, Some(PathBuf::from("/images/base.qcow2")));
+    assert_eq!(
+        args.vm_image,
+        Some(
+            std::path::absolute(dir.path())
+                .unwrap()
+                .join("images/base.qcow2")
+        )
+    );
     assert_eq!(args.disk_size, Some(20 * 1024));
 }
 
@@ -191,6 +202,23 @@ fn flags_win_over_the_file_which_wins_over_config_set() {
     );
     assert!(o.preload);
     assert_eq!(o.ca_certs.len(), 1);
+}
+
+#[test]
+fn values_that_do_not_go_together_name_the_file_and_the_flags() {
+    let text = format!("{HEAD}driver: docker\nssh:\n  machines: [root@10.0.0.2]\n");
+    let e = try_options(&["start"], &text, "{}").unwrap_err();
+    let shown = crate::cli::report::render(&e);
+    assert!(
+        shown.starts_with("error: with the cluster file `"),
+        "{shown}"
+    );
+    assert!(shown.contains("cluster.yaml`"), "{shown}");
+    assert!(shown.contains("caused by: --node"), "{shown}");
+    assert!(shown.contains("hint: drop them"), "{shown}");
+    // The same with the flag that resolves it: the command line wins.
+    let o = try_options(&["start", "--driver", "ssh"], &text, "{}").unwrap();
+    assert_eq!(o.ssh.unwrap().machines.len(), 1);
 }
 
 #[test]
