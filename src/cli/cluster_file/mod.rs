@@ -105,7 +105,7 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Loaded> {
     let name =
         match &file.name {
             Some(n) => Some(n.value.parse::<ClusterName>().map_err(|e| {
-                located(path, Some(n.referenced), &format!("`name`: {e}"), &e.hint())
+                located(path, Some(n.referenced), &format!("`name`: {e}"), e.hint())
             })?),
             None => None,
         };

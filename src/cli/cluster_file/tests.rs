@@ -165,6 +165,24 @@ fn start_args(argv: &[&str]) -> crate::cli::start::StartArgs {
 }
 
 #[test]
+fn the_flags_given_are_told_from_defaults_for_start_and_run() {
+    assert_eq!(
+        start_args(&["start", "--cpus", "2", "-n", "3"]).explicit,
+        ["nodes", "cpus"]
+    );
+    assert!(start_args(&["start"]).explicit.is_empty());
+    let cli = Cli::parse_from([
+        "timonel", "run", "--memory", "1g", "--config", "f", "--", "true",
+    ])
+    .unwrap();
+    let Command::Run(run) = cli.command else {
+        panic!("not run")
+    };
+    assert!(run.start.explicit.contains(&"memory".to_string()));
+    assert!(!run.start.explicit.contains(&"cpus".to_string()));
+}
+
+#[test]
 fn flags_win_over_the_file_which_wins_over_config_set() {
     let settings = r#"{"memory": "3g", "cpus": "4", "wait-timeout": "2m"}"#;
     let text = format!("{HEAD}cpus: 2\nports: [8080:80]\nservers: 1\nagents: 1\n");
