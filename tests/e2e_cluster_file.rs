@@ -7,39 +7,9 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use support::sandbox::*;
-
-/// `timonel <args>` in the sandbox's environment without `-p`: the profile comes from the file.
-fn run_without_profile(sb: &Sandbox, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_timonel"))
-        .args(args)
-        .env("TIMONEL_HOME", sb.timonel_home())
-        .env("KUBECONFIG", &sb.kubeconfig)
-        .env("TIMONEL_BINARY_MIRROR", sb.mirror.url())
-        .env("TIMONEL_NO_PROGRESS", "1")
-        .env_remove("TIMONEL_PROFILE")
-        .env_remove("TIMONEL_DRIVER")
-        .output()
-        .unwrap();
-    eprintln!(
-        "$ timonel {} -> {}\n{}{}",
-        args.join(" "),
-        out.status,
-        stdout(&out),
-        stderr(&out)
-    );
-    out
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The host port Docker publishes `node_port/tcp` of `container` on.
 fn published(container: &str, node_port: u16) -> String {
@@ -78,7 +48,7 @@ fn start_from_a_file_export_it_and_create_the_cluster_again_from_the_export() {
     let file = file.to_str().unwrap();
 
     // The file names the profile; its nodes are what kubectl sees Ready.
-    let out = run_without_profile(&sb, &["start", "--config", file]);
+    let out = sb.run_unnamed(&["start", "--config", file]);
     assert!(out.status.success(), "start --config failed");
     assert_eq!(sb.ready_nodes(), [p.clone(), format!("{p}-m02")]);
     let server = format!("timonel-{p}");
@@ -116,7 +86,7 @@ fn start_from_a_file_export_it_and_create_the_cluster_again_from_the_export() {
     // Delete, then the exported file creates the same cluster again.
     sb.ok(&["delete"]);
     assert!(sb.leftovers().is_empty(), "{:?}", sb.leftovers());
-    let out = run_without_profile(&sb, &["start", "--config", out_path]);
+    let out = sb.run_unnamed(&["start", "--config", out_path]);
     assert!(out.status.success(), "start --config of the export failed");
     assert_eq!(sb.ready_nodes(), [p.clone(), format!("{p}-m02")]);
     assert!(published(&server, 80).ends_with(&format!(":{port}")));

@@ -22,7 +22,7 @@ use super::start::{check_values, StartArgs};
 use crate::distro::k3s;
 use crate::error::UserError;
 pub use export::{export, to_yaml};
-use schema::{ClusterFile, API_VERSIONS, KIND};
+use schema::{At, ClusterFile, API_VERSIONS, KIND};
 
 /// What to do about any mistake in a file.
 const SCHEMA_HINT: &str =
@@ -230,208 +230,154 @@ fn resolve(dir: &Path, written: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// A flag with one value.
-fn one(
-    id: &'static str,
-    field: &'static str,
-    flag: &str,
-    v: Option<(String, Location)>,
-) -> Option<Setting> {
-    v.map(|(v, at)| Setting {
-        id,
-        field,
-        values: vec![(vec![flag.to_string(), v], at)],
-    })
+/// Makes [`Setting`]s: each field's text and place as the tokens of its flag (`start`'s
+/// definition of the flag gives its name and whether it takes a value).
+struct Flags {
+    cmd: clap::Command,
+    dir: PathBuf,
+    out: Vec<Setting>,
 }
 
-/// A repeatable flag, once per item.
-fn list(
-    id: &'static str,
-    field: &'static str,
-    flag: &str,
-    items: Option<Vec<(String, Location)>>,
-) -> Option<Setting> {
-    items.map(|items| Setting {
-        id,
-        field,
-        values: items
-            .into_iter()
-            .map(|(v, at)| (vec![format!("{flag}={v}")], at))
-            .collect(),
-    })
+impl Flags {
+    /// The flag `--name` of the clap id, and whether it takes a value (not a switch).
+    fn flag(&self, id: &str) -> (String, bool) {
+        let arg = self.cmd.get_arguments().find(|a| a.get_id() == id);
+        let long = arg.and_then(|a| a.get_long()).unwrap_or(id);
+        let takes = arg.is_none_or(|a| a.get_action().takes_values());
+        (format!("--{long}"), takes)
+    }
+
+    /// A field that sets a flag once; a switch is given for `true` and left out for `false`.
+    fn one(&mut self, id: &'static str, field: &'static str, v: Option<(String, Location)>) {
+        let (flag, takes_value) = self.flag(id);
+        if let Some((v, at)) = v {
+            let tokens = match (takes_value, v.as_str()) {
+                (true, _) => vec![flag, v],
+                (false, "true") => vec![flag],
+                (false, _) => vec![],
+            };
+            self.out.push(Setting {
+                id,
+                field,
+                values: vec![(tokens, at)],
+            });
+        }
+    }
+
+    /// A field that is a list: the repeatable flag once per item.
+    fn list(&mut self, id: &'static str, field: &'static str, items: Option<&Vec<At<String>>>) {
+        let (flag, _) = self.flag(id);
+        if let Some(items) = items {
+            let values = items
+                .iter()
+                .map(|v| (vec![format!("{flag}={}", v.value)], v.referenced))
+                .collect();
+            self.out.push(Setting { id, field, values });
+        }
+    }
+
+    /// A path: relative to the file's folder.
+    fn path(&self, v: Option<&At<String>>) -> Option<(String, Location)> {
+        v.map(|v| (resolve(&self.dir, &v.value), v.referenced))
+    }
 }
 
-/// A flag without a value: given for `true`, left out for `false`.
-fn switch(
-    id: &'static str,
-    field: &'static str,
-    flag: &str,
-    v: &Option<schema::At<bool>>,
-) -> Option<Setting> {
-    v.as_ref().map(|v| Setting {
-        id,
-        field,
-        values: vec![(
-            if v.value {
-                vec![flag.to_string()]
-            } else {
-                vec![]
-            },
-            v.referenced,
-        )],
-    })
+/// A scalar field's text and place.
+fn text<T: ToString>(v: Option<&At<T>>) -> Option<(String, Location)> {
+    v.map(|v| (v.value.to_string(), v.referenced))
 }
 
 /// The flags the file sets.
 fn settings(path: &Path, f: &ClusterFile, dir: &Path) -> Result<Vec<Setting>, UserError> {
-    use schema::At;
-    let s = |v: &Option<At<String>>| v.as_ref().map(|v| (v.value.clone(), v.referenced));
-    let p = |v: &Option<At<String>>| v.as_ref().map(|v| (resolve(dir, &v.value), v.referenced));
-    let items = |v: &Option<Vec<At<String>>>| {
-        v.as_ref()
-            .map(|v| v.iter().map(|v| (v.value.clone(), v.referenced)).collect())
+    let mut s = Flags {
+        cmd: StartArgs::augment_args(clap::Command::new("start")),
+        dir: dir.to_path_buf(),
+        out: Vec::new(),
     };
     let nodes = (f.servers.is_some() || f.agents.is_some()).then(|| {
         let servers = f.servers.as_ref().map_or(1, |v| v.value);
         let agents = f.agents.as_ref().map_or(0, |v| v.value);
-        let at = f
-            .agents
-            .as_ref()
-            .or(f.servers.as_ref())
-            .map_or(Location::UNKNOWN, |v| v.referenced);
+        let at =
+            (f.agents.as_ref().or(f.servers.as_ref())).map_or(Location::UNKNOWN, |v| v.referenced);
         (servers.saturating_add(agents).to_string(), at)
     });
     let api = f.api_server.as_ref();
     let vm = f.vm.as_ref();
     let ssh = f.ssh.as_ref();
     let reg = f.registries.as_ref();
-    let mut out = vec![
-        one("driver", "driver", "--driver", s(&f.driver)),
-        one(
-            "kubernetes_version",
-            "kubernetesVersion",
-            "--kubernetes-version",
-            s(&f.kubernetes_version),
-        ),
-        one(
-            "control_planes",
-            "servers",
-            "--control-planes",
-            f.servers
-                .as_ref()
-                .map(|v| (v.value.to_string(), v.referenced)),
-        ),
-        one("nodes", "servers + agents", "--nodes", nodes),
-        one(
-            "cpus",
-            "cpus",
-            "--cpus",
-            f.cpus.as_ref().map(|v| (v.value.to_string(), v.referenced)),
-        ),
-        one("memory", "memory", "--memory", s(&f.memory)),
-        one("node_image", "nodeImage", "--node-image", s(&f.node_image)),
-        one(
-            "preload",
-            "preload",
-            "--preload",
-            f.preload
-                .as_ref()
-                .map(|v| (v.value.to_string(), v.referenced)),
-        ),
-        one(
-            "apiserver_port",
-            "apiServer.port",
-            "--apiserver-port",
-            api.and_then(|a| a.port.as_ref())
-                .map(|v| (v.value.to_string(), v.referenced)),
-        ),
-        one(
-            "listen_address",
-            "apiServer.listenAddress",
-            "--listen-address",
-            api.and_then(|a| s(&a.listen_address)),
-        ),
-        one(
-            "vm_image",
-            "vm.image",
-            "--vm-image",
-            vm.and_then(|v| p(&v.image)),
-        ),
-        one(
-            "disk_size",
-            "vm.diskSize",
-            "--disk-size",
-            vm.and_then(|v| s(&v.disk_size)),
-        ),
-        one(
-            "ssh_key",
-            "ssh.key",
-            "--ssh-key",
-            ssh.and_then(|v| p(&v.key)),
-        ),
-        one(
-            "ssh_known_hosts",
-            "ssh.knownHosts",
-            "--ssh-known-hosts",
-            ssh.and_then(|v| p(&v.known_hosts)),
-        ),
-        list("disable", "disable", "--disable", items(&f.disable)),
-        list("env", "env", "--env", items(&f.env)),
-        list("ports", "ports", "--ports", items(&f.ports)),
-        list(
-            "registry_mirrors",
-            "registries.mirrors",
-            "--registry-mirror",
-            reg.and_then(|r| items(&r.mirrors)),
-        ),
-        list(
-            "machines",
-            "ssh.machines",
-            "--node",
-            ssh.and_then(|v| items(&v.machines)),
-        ),
-        ssh.and_then(|v| {
-            switch(
-                "ssh_accept_new_host_keys",
-                "ssh.acceptNewHostKeys",
-                "--ssh-accept-new-host-keys",
-                &v.accept_new_host_keys,
-            )
-        }),
-        ssh.and_then(|v| switch("adopt", "ssh.adopt", "--adopt", &v.adopt)),
-    ];
+    s.one("driver", "driver", text(f.driver.as_ref()));
+    s.one(
+        "kubernetes_version",
+        "kubernetesVersion",
+        text(f.kubernetes_version.as_ref()),
+    );
+    s.one("control_planes", "servers", text(f.servers.as_ref()));
+    s.one("nodes", "servers + agents", nodes);
+    s.one("cpus", "cpus", text(f.cpus.as_ref()));
+    s.one("memory", "memory", text(f.memory.as_ref()));
+    s.one("node_image", "nodeImage", text(f.node_image.as_ref()));
+    s.one("preload", "preload", text(f.preload.as_ref()));
+    s.one(
+        "apiserver_port",
+        "apiServer.port",
+        text(api.and_then(|a| a.port.as_ref())),
+    );
+    let listen = text(api.and_then(|a| a.listen_address.as_ref()));
+    s.one("listen_address", "apiServer.listenAddress", listen);
+    let image = s.path(vm.and_then(|v| v.image.as_ref()));
+    s.one("vm_image", "vm.image", image);
+    s.one(
+        "disk_size",
+        "vm.diskSize",
+        text(vm.and_then(|v| v.disk_size.as_ref())),
+    );
+    let key = s.path(ssh.and_then(|v| v.key.as_ref()));
+    s.one("ssh_key", "ssh.key", key);
+    let known_hosts = s.path(ssh.and_then(|v| v.known_hosts.as_ref()));
+    s.one("ssh_known_hosts", "ssh.knownHosts", known_hosts);
+    let accept = text(ssh.and_then(|v| v.accept_new_host_keys.as_ref()));
+    s.one("ssh_accept_new_host_keys", "ssh.acceptNewHostKeys", accept);
+    s.one(
+        "adopt",
+        "ssh.adopt",
+        text(ssh.and_then(|v| v.adopt.as_ref())),
+    );
+    s.list("disable", "disable", f.disable.as_ref());
+    s.list("env", "env", f.env.as_ref());
+    s.list("ports", "ports", f.ports.as_ref());
+    s.list(
+        "registry_mirrors",
+        "registries.mirrors",
+        reg.and_then(|r| r.mirrors.as_ref()),
+    );
+    s.list(
+        "machines",
+        "ssh.machines",
+        ssh.and_then(|v| v.machines.as_ref()),
+    );
     let mut files = Vec::new();
     for cert in reg.iter().flat_map(|r| r.ca_certs.iter().flatten()) {
-        match (&cert.file, &cert.pem) {
-            (Some(file), None) => files.push((resolve(dir, &file.value), file.referenced)),
-            (None, Some(_)) => {}
-            (Some(file), Some(_)) => {
-                return Err(located(
-                    path,
-                    Some(file.referenced),
-                    "`registries.caCerts[]` has both `file` and `pem`",
-                    "give each certificate as `file:` or as `pem:`, not both",
-                ))
+        let (at, problem) = match (&cert.file, &cert.pem) {
+            (Some(file), None) => {
+                let value = resolve(dir, &file.value);
+                files.push(At::new(value, file.referenced, file.defined));
+                continue;
             }
-            (None, None) => {
-                return Err(located(
-                    path,
-                    None,
-                    "`registries.caCerts[]` has an entry with neither `file` nor `pem`",
-                    "give each certificate as `file: PATH` or `pem: |` with the PEM text",
-                ))
-            }
-        }
-    }
-    if !files.is_empty() {
-        out.push(list(
-            "ca_certs",
-            "registries.caCerts[].file",
-            "--ca-cert",
-            Some(files),
+            (None, Some(_)) => continue,
+            (Some(file), Some(_)) => (Some(file.referenced), "has both `file` and `pem`"),
+            (None, None) => (None, "has an entry with neither `file` nor `pem`"),
+        };
+        return Err(located(
+            path,
+            at,
+            &format!("`registries.caCerts[]` {problem}"),
+            "give each certificate as `file: PATH` (a PEM file) or as `pem: |` (the PEM text), not both",
         ));
     }
-    Ok(out.into_iter().flatten().collect())
+    if !files.is_empty() {
+        s.list("ca_certs", "registries.caCerts[].file", Some(&files));
+    }
+    Ok(s.out)
 }
 
 /// Copies one flag's value (by clap id) from the file's parsed flags into `args`.

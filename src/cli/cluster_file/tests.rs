@@ -168,7 +168,7 @@ fn start_args(argv: &[&str]) -> crate::cli::start::StartArgs {
 fn the_flags_given_are_told_from_defaults_for_start_and_run() {
     assert_eq!(
         start_args(&["start", "--cpus", "2", "-n", "3"]).explicit,
-        ["nodes", "cpus"]
+        ["cpus", "nodes"]
     );
     assert!(start_args(&["start"]).explicit.is_empty());
     let cli = Cli::parse_from([
