@@ -247,10 +247,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     }
     let profile = match &cli.command {
         Command::Run(_) if !cli.global.profile_given => run::fresh_profile()?,
-        _ if !cli.global.profile_given => file_name.unwrap_or(cli.global.profile.clone()),
+        _ if !cli.global.profile_given => file_name.clone().unwrap_or(cli.global.profile.clone()),
         _ => cli.global.profile.clone(),
     };
     let ctx = Ctx::new(printer, home, profile);
+    if let Some(name) = file_name.filter(|n| cli.global.profile_given && *n != ctx.profile) {
+        ctx.printer.warn(&format!(
+            "the cluster file names the cluster `{name}`; -p (or TIMONEL_PROFILE) wins: this is `{}`",
+            ctx.profile
+        ));
+    }
     match cli.command {
         Command::Start(args) => start::run(&ctx, *args).await,
         Command::Stop(args) => manage::stop(&ctx, args).await,

@@ -337,6 +337,18 @@ fn ssh_options(args: &StartArgs) -> anyhow::Result<Option<SshStart>> {
         // Resuming an existing ssh profile needs no machines: they are in the profile.
         return Ok(None);
     }
+    for (i, m) in args.machines.iter().enumerate() {
+        if args.machines[..i]
+            .iter()
+            .any(|o| o.to_string() == m.to_string())
+        {
+            return Err(UserError::new(
+                format!("--node {m} is given twice: a machine can be only one node"),
+                "give each machine once, servers first",
+            )
+            .into());
+        }
+    }
     let n = args.machines.len() as u32;
     if let Some(nodes) = args.nodes {
         if nodes != n {

@@ -240,6 +240,22 @@ fn values_that_do_not_go_together_name_the_file_and_the_flags() {
 }
 
 #[test]
+fn a_machine_given_twice_is_refused_in_the_file_as_on_the_command_line() {
+    let text = format!(
+        "{HEAD}driver: ssh\nssh:\n  machines: [root@10.0.0.2, root@10.0.0.3, root@10.0.0.2]\n"
+    );
+    let shown = crate::cli::report::render(&try_options(&["start"], &text, "{}").unwrap_err());
+    assert!(shown.contains("cluster.yaml`"), "{shown}");
+    assert!(
+        shown.contains("--node root@10.0.0.2 is given twice"),
+        "{shown}"
+    );
+    let flags = ["start", "--node", "pi@10.0.0.9", "--node", "pi@10.0.0.9:22"];
+    let e = try_options(&flags, &format!("{HEAD}"), "{}").unwrap_err();
+    assert!(format!("{e:#}").contains("given twice"), "{e:#}");
+}
+
+#[test]
 fn unknown_fields_are_refused_where_they_are() {
     let (m, h) = error(&format!("{HEAD}servers: 1\nnodez: 3\n"));
     assert!(
