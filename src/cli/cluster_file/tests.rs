@@ -251,7 +251,7 @@ fn a_machine_given_twice_is_refused_in_the_file_as_on_the_command_line() {
         "{shown}"
     );
     let flags = ["start", "--node", "pi@10.0.0.9", "--node", "pi@10.0.0.9:22"];
-    let e = try_options(&flags, &format!("{HEAD}"), "{}").unwrap_err();
+    let e = try_options(&flags, HEAD, "{}").unwrap_err();
     assert!(format!("{e:#}").contains("given twice"), "{e:#}");
 }
 
