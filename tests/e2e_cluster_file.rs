@@ -139,3 +139,39 @@ fn a_bad_file_is_refused_with_its_place_before_anything_is_touched() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("cfile-none"), "{}", stderr(&out));
 }
+
+#[test]
+#[ignore = "needs a docker daemon"]
+fn run_makes_its_cluster_from_the_file() {
+    if !require_docker() {
+        return;
+    }
+    let _daemon = daemon_shared();
+    let sb = Sandbox::new("cfrun");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cluster.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: timonel.dev/v1alpha1\nkind: Cluster\ndriver: docker\n\
+             kubernetesVersion: {VERSION}\nservers: 1\nagents: 2\n"
+        ),
+    )
+    .unwrap();
+    let out = sb.run(&[
+        "run",
+        "--config",
+        file.to_str().unwrap(),
+        "--",
+        "kubectl",
+        "get",
+        "nodes",
+        "--no-headers",
+    ]);
+    assert!(out.status.success(), "run --config failed");
+    let nodes = stdout(&out);
+    assert_eq!(nodes.lines().count(), 3, "{nodes}");
+    assert!(nodes.lines().all(|l| l.contains(" Ready ")), "{nodes}");
+    sb.mark_deleted();
+    assert!(sb.leftovers().is_empty(), "{:?}", sb.leftovers());
+}
