@@ -74,7 +74,7 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Loaded> {
                     Some(i) => message[..i].to_string(),
                     None => message,
                 };
-                located(path, e.location(), &message, SCHEMA_HINT)
+                located(path, e.location(), &plain(message), SCHEMA_HINT)
             },
         )?;
     if !API_VERSIONS.contains(&file.api_version.value.as_str()) {
@@ -147,6 +147,21 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Loaded> {
         settings,
         ca_pems,
     })
+}
+
+/// The YAML reader's word for a wrong type, followed by what the field wants in plain words.
+fn plain(message: String) -> String {
+    let wants = match message.as_str() {
+        "invalid u16" => "expected a port number (a whole number up to 65535)",
+        "invalid u32" => "expected a whole number",
+        "invalid floating point" => "expected a number, e.g. 2 or 0.5",
+        "invalid boolean" => "expected true or false",
+        "expected sequence start" => "expected a list (`[a, b]` or one `- item` per line)",
+        "expected mapping start" => "expected fields (`key: value` lines, indented)",
+        "expected string scalar" => "expected a single value, not a list or fields",
+        _ => return message,
+    };
+    format!("{message}: {wants}")
 }
 
 impl Loaded {

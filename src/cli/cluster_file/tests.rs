@@ -282,7 +282,25 @@ fn unknown_fields_are_refused_where_they_are() {
 #[test]
 fn wrong_types_are_refused_where_they_are() {
     let (m, _) = error(&format!("{HEAD}servers: three\n"));
-    assert!(m.starts_with("d/cluster.yaml:3:10: invalid u32"), "{m}");
+    assert_eq!(
+        m,
+        "d/cluster.yaml:3:10: invalid u32: expected a whole number"
+    );
+    let (m, _) = error(&format!("{HEAD}ssh:\n  adopt: maybe\n"));
+    assert!(m.starts_with("d/cluster.yaml:4:10: "), "{m}");
+    assert!(m.contains("true or false"), "{m}");
+    let (m, _) = error(&format!("{HEAD}cpus: two\n"));
+    assert_eq!(
+        m,
+        "d/cluster.yaml:3:7: invalid floating point: expected a number, e.g. 2 or 0.5"
+    );
+    let (m, _) = error(&format!("{HEAD}apiServer:\n  port: 99999\n"));
+    assert!(
+        m.starts_with("d/cluster.yaml:4:9: invalid u16: expected a port number"),
+        "{m}"
+    );
+    let (m, _) = error(&format!("{HEAD}apiServer: 6443\n"));
+    assert!(m.starts_with("d/cluster.yaml:3:12: "), "{m}");
     let (m, _) = error(&format!("{HEAD}ports: 8080:80\n"));
     assert!(
         m.starts_with("d/cluster.yaml:3:8: expected sequence start"),
