@@ -53,6 +53,13 @@ fn error(text: &str) -> (String, String) {
 
 const HEAD: &str = "apiVersion: timonel.dev/v1alpha1\nkind: Cluster\n";
 
+/// [`error`], which must begin with `starts` (the place, then what is wrong).
+fn refused(text: &str, starts: &str) -> (String, String) {
+    let (m, h) = error(text);
+    assert!(m.starts_with(starts), "{m}");
+    (m, h)
+}
+
 /// `start`'s options for `argv` (after `timonel`), with the cluster file `text` and a home
 /// holding `settings` (config.json).
 fn options(argv: &[&str], text: &str, settings: &str) -> StartOptions {
@@ -257,25 +264,20 @@ fn a_machine_given_twice_is_refused_in_the_file_as_on_the_command_line() {
 
 #[test]
 fn unknown_fields_are_refused_where_they_are() {
-    let (m, h) = error(&format!("{HEAD}servers: 1\nnodez: 3\n"));
-    assert!(
-        m.starts_with("d/cluster.yaml:4:1: unknown field `nodez`, expected one of"),
-        "{m}"
+    let (m, h) = refused(
+        &format!("{HEAD}servers: 1\nnodez: 3\n"),
+        "d/cluster.yaml:4:1: unknown field `nodez`, expected one of",
     );
     assert!(m.contains("agents"), "{m}");
     assert!(h.contains("docs/cluster-file.md"), "{h}");
-    let (m, _) = error(&format!("{HEAD}apiServer:\n  port: 1\n  adress: 0.0.0.0\n"));
-    assert!(
-        m.starts_with(
-            "d/cluster.yaml:5:3: unknown field `adress`, expected one of port, listenAddress"
-        ),
-        "{m}"
+    refused(
+        &format!("{HEAD}apiServer:\n  port: 1\n  adress: 0.0.0.0\n"),
+        "d/cluster.yaml:5:3: unknown field `adress`, expected one of port, listenAddress",
     );
     // `mounts` is not part of this version (it comes with `start --mount`).
-    let (m, _) = error(&format!("{HEAD}mounts: []\n"));
-    assert!(
-        m.starts_with("d/cluster.yaml:3:1: unknown field `mounts`"),
-        "{m}"
+    refused(
+        &format!("{HEAD}mounts: []\n"),
+        "d/cluster.yaml:3:1: unknown field `mounts`",
     );
 }
 
@@ -286,109 +288,91 @@ fn wrong_types_are_refused_where_they_are() {
         m,
         "d/cluster.yaml:3:10: invalid u32: expected a whole number"
     );
-    let (m, _) = error(&format!("{HEAD}ssh:\n  adopt: maybe\n"));
-    assert!(m.starts_with("d/cluster.yaml:4:10: "), "{m}");
+    let (m, _) = refused(
+        &format!("{HEAD}ssh:\n  adopt: maybe\n"),
+        "d/cluster.yaml:4:10: ",
+    );
     assert!(m.contains("true or false"), "{m}");
     let (m, _) = error(&format!("{HEAD}cpus: two\n"));
     assert_eq!(
         m,
         "d/cluster.yaml:3:7: invalid floating point: expected a number, e.g. 2 or 0.5"
     );
-    let (m, _) = error(&format!("{HEAD}apiServer:\n  port: 99999\n"));
-    assert!(
-        m.starts_with("d/cluster.yaml:4:9: invalid u16: expected a port number"),
-        "{m}"
+    refused(
+        &format!("{HEAD}apiServer:\n  port: 99999\n"),
+        "d/cluster.yaml:4:9: invalid u16: expected a port number",
     );
-    let (m, _) = error(&format!("{HEAD}apiServer: 6443\n"));
-    assert!(m.starts_with("d/cluster.yaml:3:12: "), "{m}");
-    let (m, _) = error(&format!("{HEAD}ports: 8080:80\n"));
-    assert!(
-        m.starts_with("d/cluster.yaml:3:8: expected sequence start"),
-        "{m}"
+    refused(&format!("{HEAD}apiServer: 6443\n"), "d/cluster.yaml:3:12: ");
+    refused(
+        &format!("{HEAD}ports: 8080:80\n"),
+        "d/cluster.yaml:3:8: expected sequence start",
     );
-    let (m, _) = error(&format!("{HEAD}memory: [2g]\n"));
-    assert!(
-        m.starts_with("d/cluster.yaml:3:9: expected string scalar"),
-        "{m}"
+    refused(
+        &format!("{HEAD}memory: [2g]\n"),
+        "d/cluster.yaml:3:9: expected string scalar",
     );
-    let (m, _) = error(&format!("{HEAD}cpus: 2\ncpus: 3\n"));
-    assert!(
-        m.starts_with("d/cluster.yaml:4:1: duplicate mapping key: cpus"),
-        "{m}"
+    refused(
+        &format!("{HEAD}cpus: 2\ncpus: 3\n"),
+        "d/cluster.yaml:4:1: duplicate mapping key: cpus",
     );
 }
 
 #[test]
 fn bad_values_are_checked_like_their_flags() {
-    let (m, h) = error(&format!("{HEAD}memory: 100m\n"));
-    assert!(
-        m.starts_with("d/cluster.yaml:3:9: `memory`: invalid value '100m' for '--memory <MEMORY>'"),
-        "{m}"
+    let (m, h) = refused(
+        &format!("{HEAD}memory: 100m\n"),
+        "d/cluster.yaml:3:9: `memory`: invalid value '100m' for '--memory <MEMORY>'",
     );
     assert!(m.contains("too little memory"), "{m}");
     assert!(!h.is_empty());
-    let (m, _) = error(&format!("{HEAD}servers: 1\nagents: 40\n"));
-    assert!(
-        m.starts_with(
-            "d/cluster.yaml:4:9: `servers + agents`: invalid value '41' for '--nodes <NODES>'"
-        ),
-        "{m}"
+    refused(
+        &format!("{HEAD}servers: 1\nagents: 40\n"),
+        "d/cluster.yaml:4:9: `servers + agents`: invalid value '41' for '--nodes <NODES>'",
     );
-    let (m, h) = error(&format!("{HEAD}ports:\n  - 8080:80\n  - 99999:80\n"));
-    assert!(
-        m.starts_with("d/cluster.yaml:5:5: `ports`: --ports: `99999` is not a port number"),
-        "{m}"
+    let (_, h) = refused(
+        &format!("{HEAD}ports:\n  - 8080:80\n  - 99999:80\n"),
+        "d/cluster.yaml:5:5: `ports`: --ports: `99999` is not a port number",
     );
     assert!(h.contains("HOST_PORT:NODE_PORT"), "{h}");
-    let (m, h) = error(&format!("{HEAD}disable: [traefik, trafik]\n"));
-    assert!(m.starts_with("d/cluster.yaml:3:20: `disable`:"), "{m}");
-    assert!(h.contains("--disable"), "{h}");
-    let (m, _) = error(&format!("{HEAD}registries:\n  mirrors: [ftp://x]\n"));
-    assert!(
-        m.starts_with("d/cluster.yaml:4:13: `registries.mirrors`: --registry-mirror `ftp://x` is not an http(s) URL"),
-        "{m}"
+    let (_, h) = refused(
+        &format!("{HEAD}disable: [traefik, trafik]\n"),
+        "d/cluster.yaml:3:20: `disable`:",
     );
-    let (m, _) = error(&format!(
-        "{HEAD}registries:\n  caCerts:\n    - file: nowhere.pem\n"
-    ));
-    assert!(
-        m.starts_with("d/cluster.yaml:5:13: `registries.caCerts[].file`: --ca-cert"),
-        "{m}"
+    assert!(h.contains("--disable"), "{h}");
+    refused(&format!("{HEAD}registries:\n  mirrors: [ftp://x]\n"), "d/cluster.yaml:4:13: `registries.mirrors`: --registry-mirror `ftp://x` is not an http(s) URL");
+    let (m, _) = refused(
+        &format!("{HEAD}registries:\n  caCerts:\n    - file: nowhere.pem\n"),
+        "d/cluster.yaml:5:13: `registries.caCerts[].file`: --ca-cert",
     );
     assert!(m.contains("nowhere.pem"), "{m}");
-    let (m, _) = error(&format!(
-        "{HEAD}registries:\n  caCerts:\n    - pem: not a cert\n"
-    ));
-    assert!(
-        m.starts_with("d/cluster.yaml:5:12: `registries.caCerts[].pem` is not usable"),
-        "{m}"
+    refused(
+        &format!("{HEAD}registries:\n  caCerts:\n    - pem: not a cert\n"),
+        "d/cluster.yaml:5:12: `registries.caCerts[].pem` is not usable",
     );
     let (m, _) = error(&format!(
         "{HEAD}registries:\n  caCerts:\n    - file: a.pem\n      pem: x\n"
     ));
     assert!(m.contains("has both `file` and `pem`"), "{m}");
-    let (m, _) = error(&format!("{HEAD}driver: floppy\n"));
-    assert!(
-        m.starts_with("d/cluster.yaml:3:9: `driver`: invalid value 'floppy'"),
-        "{m}"
+    refused(
+        &format!("{HEAD}driver: floppy\n"),
+        "d/cluster.yaml:3:9: `driver`: invalid value 'floppy'",
     );
-    let (m, _) = error(&format!("{HEAD}kubernetesVersion: Banana!\n"));
-    assert!(
-        m.starts_with("d/cluster.yaml:3:20: `kubernetesVersion`:"),
-        "{m}"
+    refused(
+        &format!("{HEAD}kubernetesVersion: Banana!\n"),
+        "d/cluster.yaml:3:20: `kubernetesVersion`:",
     );
-    let (m, _) = error(&format!("{HEAD}env: [1NOPE]\n"));
-    assert!(
-        m.starts_with("d/cluster.yaml:3:7: `env`: invalid value '1NOPE'"),
-        "{m}"
+    refused(
+        &format!("{HEAD}env: [1NOPE]\n"),
+        "d/cluster.yaml:3:7: `env`: invalid value '1NOPE'",
     );
-    let (m, _) = error(&format!("{HEAD}cpus: 0\n"));
-    assert!(
-        m.starts_with("d/cluster.yaml:3:7: `cpus`: invalid value '0'"),
-        "{m}"
+    refused(
+        &format!("{HEAD}cpus: 0\n"),
+        "d/cluster.yaml:3:7: `cpus`: invalid value '0'",
     );
-    let (m, h) = error(&format!("{HEAD}name: Not_A_Name\n"));
-    assert!(m.starts_with("d/cluster.yaml:3:7: `name`:"), "{m}");
+    let (_, h) = refused(
+        &format!("{HEAD}name: Not_A_Name\n"),
+        "d/cluster.yaml:3:7: `name`:",
+    );
     assert!(!h.is_empty());
 }
 
@@ -402,13 +386,11 @@ fn versions_and_kinds_this_timonel_does_not_read_are_refused() {
     assert!(h.contains("timonel.dev/v1alpha1"), "{h}");
     let (m, _) = error("apiVersion: timonel.dev/v1alpha1\nkind: Pod\n");
     assert_eq!(m, "d/cluster.yaml:2:7: kind `Pod` is not a cluster file");
-    let (m, _) = error("kind: Cluster\n");
-    assert!(
-        m.starts_with("d/cluster.yaml:1:1: missing field `apiVersion`"),
-        "{m}"
+    refused(
+        "kind: Cluster\n",
+        "d/cluster.yaml:1:1: missing field `apiVersion`",
     );
-    let (m, _) = error("");
-    assert!(m.starts_with("d/cluster.yaml:"), "{m}");
+    refused("", "d/cluster.yaml:");
 }
 
 #[test]
