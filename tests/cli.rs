@@ -179,6 +179,7 @@ fn a_reader_that_goes_away_ends_every_printing_command_quietly() {
         &["config", "view"],
         &["config", "view", "-o", "json"],
         &["config", "get", "memory"],
+        &["config", "export", "-p", "dev"],
         &["profile", "list"],
         &["profile", "list", "-o", "json"],
         &["cache", "list"],

@@ -352,14 +352,6 @@ impl Drop for LocalImage {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 #[ignore = "needs a docker daemon"]
 fn logs_image_load_service_and_addons_on_two_nodes() {

@@ -1,4 +1,5 @@
-//! `timonel config set|get|unset|view`: persistent defaults for `start` (src/config.rs).
+//! `timonel config set|get|unset|view`: persistent defaults for `start` (src/config.rs);
+//! `timonel config export`: a cluster's cluster file (`cli::cluster_file`).
 
 use std::process::ExitCode;
 
@@ -19,6 +20,20 @@ pub enum ConfigCommand {
     Unset(KeyArgs),
     /// Print every setting.
     View(ViewArgs),
+    /// Write the cluster file of an existing cluster (-p), from which `start --config`
+    /// creates it again: to stdout, or to a new file with -o.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Write the file here (a file that exists is refused without --force), written whole
+    /// or not at all.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
+    /// Replace FILE if it exists.
+    #[arg(long, requires = "output")]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +101,7 @@ pub async fn run(ctx: &Ctx, cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
                 ctx.printer.info(&format!("`{key}` was not set"));
             }
         }
+        ConfigCommand::Export(a) => export(ctx, a)?,
         ConfigCommand::View(a) => {
             let settings = Settings::load(home)?;
             match a.output {
@@ -112,4 +128,38 @@ pub async fn run(ctx: &Ctx, cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn export(ctx: &Ctx, a: ExportArgs) -> anyhow::Result<()> {
+    use super::cluster_file;
+    let profile = ctx.store.load(&ctx.profile)?;
+    let text = cluster_file::to_yaml(&cluster_file::export(&profile, &ctx.home))?;
+    let Some(path) = a.output else {
+        crate::output::write_stdout(format_args!("{text}"))?;
+        return Ok(());
+    };
+    let failed = |e: std::io::Error| {
+        UserError::new(
+            format!("cannot write `{}`: {e}", path.display()),
+            "give a path in a folder you can write to",
+        )
+    };
+    if a.force {
+        crate::fsutil::atomic_write(&path, text.as_bytes(), 0o644).map_err(failed)?;
+    } else if !crate::fsutil::write_new(&path, text.as_bytes(), 0o644).map_err(failed)? {
+        return Err(UserError::new(
+            format!("`{}` exists; it was left as it is", path.display()),
+            "give another path, or add --force to replace it",
+        )
+        .into());
+    }
+    ctx.printer.done(
+        &format!(
+            "Wrote the cluster file of `{}` to {}",
+            profile.name,
+            path.display()
+        ),
+        None,
+    );
+    Ok(())
 }

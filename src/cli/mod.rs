@@ -8,6 +8,7 @@ use crate::output::{ColorChoice, Printer, Verbosity};
 
 mod addons;
 mod cache;
+pub mod cluster_file;
 mod completion;
 mod config_cmd;
 mod doctor;
@@ -160,21 +161,46 @@ impl Cli {
     /// Parses the process's arguments, noting whether the profile was given rather than
     /// defaulted (`timonel run` makes a fresh one otherwise).
     pub fn parse_args() -> Self {
+        Self::parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Parses a command line, noting what was given rather than defaulted: the profile, and
+    /// `start`'s (and `run`'s) flags, which win over a cluster file.
+    pub fn parse_from<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
         use clap::parser::ValueSource;
         use clap::{CommandFactory, FromArgMatches};
-        let matches = Self::command().get_matches();
-        let mut cli = Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        let matches = Self::command().try_get_matches_from(args)?;
+        let mut cli = Self::from_arg_matches(&matches)?;
+        let given = |m: &clap::ArgMatches, id: &str| {
+            matches!(
+                m.value_source(id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            )
+        };
         let mut level = Some(&matches);
         while let Some(m) = level {
-            if matches!(
-                m.value_source("profile"),
-                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-            ) {
+            if given(m, "profile") {
                 cli.global.profile_given = true;
             }
             level = m.subcommand().map(|(_, sub)| sub);
         }
-        cli
+        if let Some((_, sub)) = matches.subcommand() {
+            let explicit = sub
+                .ids()
+                .map(|id| id.as_str().to_string())
+                .filter(|id| given(sub, id))
+                .collect();
+            match &mut cli.command {
+                Command::Start(a) => a.explicit = explicit,
+                Command::Run(a) => a.start.explicit = explicit,
+                _ => {}
+            }
+        }
+        Ok(cli)
     }
 
     /// Whether the command streams JSON events on stdout (`start -o json`), so `main` reports a
@@ -208,11 +234,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     };
     let printer = Printer::new(verbosity, cli.global.color, cli.global.no_progress);
     let home = Home::from_env()?;
+    let mut cli = cli;
+    // The cluster file first: its `name` is the profile unless `-p` is given.
+    let start = match &mut cli.command {
+        Command::Start(a) => Some(&mut **a),
+        Command::Run(a) => Some(&mut a.start),
+        _ => None,
+    };
+    let mut file_name = None;
+    if let Some(start) = start {
+        if let Some(path) = &start.config {
+            let file = cluster_file::load(path)?;
+            file_name = file.name.clone();
+            start.cluster_file = Some(file);
+        }
+    }
     let profile = match &cli.command {
         Command::Run(_) if !cli.global.profile_given => run::fresh_profile()?,
+        _ if !cli.global.profile_given => file_name.clone().unwrap_or(cli.global.profile.clone()),
         _ => cli.global.profile.clone(),
     };
     let ctx = Ctx::new(printer, home, profile);
+    if let Some(name) = file_name.filter(|n| cli.global.profile_given && *n != ctx.profile) {
+        ctx.printer.warn(&format!(
+            "the cluster file names the cluster `{name}`; -p (or TIMONEL_PROFILE) wins: this is `{}`",
+            ctx.profile
+        ));
+    }
     match cli.command {
         Command::Start(args) => start::run(&ctx, *args).await,
         Command::Stop(args) => manage::stop(&ctx, args).await,

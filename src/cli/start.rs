@@ -25,14 +25,14 @@ pub struct StartArgs {
     #[arg(long = "kubernetes-version", visible_alias = "k8s-version")]
     pub kubernetes_version: Option<String>,
     /// Number of nodes in all: the servers, then agents (default 1, or `timonel config`).
-    #[arg(short = 'n', long, value_parser = clap::value_parser!(u32).range(1..=32))]
+    #[arg(short = 'n', long, value_parser = crate::config::parse_nodes)]
     pub nodes: Option<u32>,
     /// Number of servers (control-plane nodes). More than one runs embedded etcd; use an odd
     /// number, 3 or more, for a control plane that survives losing a server.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=9))]
     pub control_planes: u32,
     /// CPUs per node (a limit for container nodes).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::config::parse_cpus)]
     pub cpus: Option<f64>,
     /// Memory per node: 2g, 2048m, …
     #[arg(short = 'm', long, value_parser = cluster::parse_memory)]
@@ -118,10 +118,24 @@ pub struct StartArgs {
     /// Use only the local cache; never the network.
     #[arg(long)]
     pub offline: bool,
+    /// A cluster file (docs/cluster-file.md) with the cluster's settings; flags given here win
+    /// over it.
+    #[arg(long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// `json`: a stream of JSON events on stdout, one per line (steps with durations, warnings,
     /// the final error with a reason code and hint), for CI.
     #[arg(short, long, value_enum, default_value_t = super::OutputFormat::Text)]
     pub output: super::OutputFormat,
+    /// The flags given on the command line or by their environment variable, by id: they win
+    /// over the cluster file (set by `Cli::parse_from`).
+    #[arg(skip)]
+    pub explicit: Vec<String>,
+    /// The cluster file `--config` names, read (set by `cli::run`, applied by [`prepare`]).
+    #[arg(skip)]
+    pub cluster_file: Option<super::cluster_file::Loaded>,
+    /// CA certificates the cluster file gives as PEM text.
+    #[arg(skip)]
+    pub ca_pems: Vec<String>,
 }
 
 pub async fn run(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
@@ -149,22 +163,30 @@ pub async fn run(ctx: &Ctx, args: StartArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The flags checked (everything before anything is touched) and turned into options.
-pub(super) fn prepare(ctx: &Ctx, args: StartArgs) -> anyhow::Result<StartOptions> {
-    let (ca_certs, ports) = check(ctx, &args)?;
-    let ssh = ssh_options(&args)?;
+pub(super) fn prepare(ctx: &Ctx, mut args: StartArgs) -> anyhow::Result<StartOptions> {
+    let file = args.cluster_file.take();
+    if let Some(file) = &file {
+        file.apply(&mut args)?;
+    }
+    warn_odd(ctx, &args);
+    // Each of the file's values was checked alone; what fails now is values that do not go
+    // together, which may come from the file.
+    let checked = check_values(&args).and_then(|v| Ok((v, ssh_options(&args)?)));
+    let ((ca_certs, ports), ssh) = match (checked, file) {
+        (Err(e), Some(file)) => {
+            return Err(e.context(format!(
+                "with the cluster file `{}` (its fields stand for the flags named below: docs/cluster-file.md)",
+                file.path.display()
+            )))
+        }
+        (checked, _) => checked?,
+    };
     let sources = args.mirror.sources(args.offline)?;
     options(ctx, args, (ca_certs, ports), ssh, sources)
 }
 
-/// Checks the flags that need no driver, warns about the odd ones, and reads the CA files.
-/// Returns the CA certificates and the port mappings.
-fn check(ctx: &Ctx, args: &StartArgs) -> anyhow::Result<(Vec<String>, Vec<PortMapping>)> {
-    k3s::validate_disable(&args.disable).map_err(|e| {
-        UserError::new(
-            e,
-            "list components separated by commas, e.g. `--disable traefik,servicelb`",
-        )
-    })?;
+/// Warns about flags that work but are likely not what was meant.
+fn warn_odd(ctx: &Ctx, args: &StartArgs) {
     if args.control_planes > 1 && args.control_planes.is_multiple_of(2) {
         ctx.printer.warn(&format!(
             "{} servers give no more fault tolerance than {}: etcd needs a majority, so use an odd number (3 survives losing one)",
@@ -178,15 +200,18 @@ fn check(ctx: &Ctx, args: &StartArgs) -> anyhow::Result<(Vec<String>, Vec<PortMa
             args.listen_address
         ));
     }
-    if let Some(c) = args.cpus {
-        if !(c > 0.0 && c <= 1024.0) {
-            return Err(UserError::new(
-                format!("--cpus {c} is not a CPU count"),
-                "give a positive number such as 2 or 0.5",
-            )
-            .into());
-        }
-    }
+}
+
+/// Checks the flags that need no driver and reads the CA files: the same checks for a flag and
+/// for the cluster file's field that stands for it. Returns the CA certificates (the files'
+/// and the cluster file's PEM text) and the port mappings.
+pub(super) fn check_values(args: &StartArgs) -> anyhow::Result<(Vec<String>, Vec<PortMapping>)> {
+    k3s::validate_disable(&args.disable).map_err(|e| {
+        UserError::new(
+            e,
+            "list components separated by commas, e.g. `--disable traefik,servicelb`",
+        )
+    })?;
     if let Some(v) = &args.kubernetes_version {
         v.parse::<crate::artifact::VersionSpec>()?;
     }
@@ -206,6 +231,7 @@ fn check(ctx: &Ctx, args: &StartArgs) -> anyhow::Result<(Vec<String>, Vec<PortMa
         })?;
         ca_certs.push(text);
     }
+    ca_certs.extend(args.ca_pems.iter().cloned());
     for m in &args.registry_mirrors {
         let ok = url::Url::parse(m)
             .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
@@ -336,6 +362,18 @@ fn ssh_options(args: &StartArgs) -> anyhow::Result<Option<SshStart>> {
     if args.machines.is_empty() {
         // Resuming an existing ssh profile needs no machines: they are in the profile.
         return Ok(None);
+    }
+    for (i, m) in args.machines.iter().enumerate() {
+        if args.machines[..i]
+            .iter()
+            .any(|o| o.to_string() == m.to_string())
+        {
+            return Err(UserError::new(
+                format!("--node {m} is given twice: a machine can be only one node"),
+                "give each machine once, servers first",
+            )
+            .into());
+        }
     }
     let n = args.machines.len() as u32;
     if let Some(nodes) = args.nodes {

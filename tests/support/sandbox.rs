@@ -153,10 +153,17 @@ impl Sandbox {
 
     /// `timonel <args>` with this sandbox's environment and `-p <profile>`.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_timonel"));
         // The profile first: everything after `--` belongs to the command (`timonel ssh -- …`).
-        c.args(["-p", &self.profile])
-            .args(args)
+        let mut full = vec!["-p", &self.profile];
+        full.extend_from_slice(args);
+        self.cmd_unnamed(&full)
+    }
+
+    /// `timonel <args>` with this sandbox's environment and no `-p` (the profile comes from
+    /// elsewhere, e.g. a cluster file's `name`).
+    pub fn cmd_unnamed(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_timonel"));
+        c.args(args)
             .env("TIMONEL_HOME", self.timonel_home())
             .env("KUBECONFIG", &self.kubeconfig)
             .env("TIMONEL_BINARY_MIRROR", self.mirror.url())
@@ -168,6 +175,13 @@ impl Sandbox {
 
     pub fn run(&self, args: &[&str]) -> Output {
         let out = self.cmd(args).output().expect("run timonel");
+        log_output("timonel", args, &out);
+        out
+    }
+
+    /// [`Sandbox::run`] without `-p`.
+    pub fn run_unnamed(&self, args: &[&str]) -> Output {
+        let out = self.cmd_unnamed(args).output().expect("run timonel");
         log_output("timonel", args, &out);
         out
     }
@@ -301,6 +315,15 @@ fn cleanup_label(profile: &str) {
     for id in ids(&["network", "ls", "-q", "--filter", &filter]) {
         let _ = Command::new("docker").args(["network", "rm", &id]).output();
     }
+}
+
+/// A TCP port nothing listens on now, on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Polls `f` every 200 ms until it returns true or `timeout` passes.
