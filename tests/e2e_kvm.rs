@@ -31,36 +31,12 @@ fn require_libvirt() -> Option<PathBuf> {
         "libvirtd does not answer at qemu:///system (scripts/start-libvirt.sh starts it)"
             .to_string()
     } else {
-        let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/build-test-vm-image.sh");
-        match Command::new("bash").arg(&script).output() {
-            Ok(o) if o.status.success() => {
-                let path = PathBuf::from(
-                    String::from_utf8_lossy(&o.stdout)
-                        .lines()
-                        .last()
-                        .unwrap_or("")
-                        .trim(),
-                );
-                if path.exists() {
-                    return Some(path);
-                }
-                format!(
-                    "build-test-vm-image.sh printed `{}`, which does not exist",
-                    path.display()
-                )
-            }
-            Ok(o) => format!(
-                "build-test-vm-image.sh failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-            ),
-            Err(e) => format!("cannot run build-test-vm-image.sh: {e}"),
+        match support::vm_image::test_vm_image() {
+            Ok(path) => return Some(path),
+            Err(why) => why,
         }
     };
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true and {why}");
-    }
-    eprintln!("skipping: {why}");
+    support::vm_image::skip_or_fail(&why);
     None
 }
 

@@ -20,7 +20,7 @@ What maps to what (docs/hypervisor-tools.md, "VBoxManage backed by QEMU"):
 
 A VM is running while its QEMU process lives; when the process is gone the VM is `poweroff`.
 Bridges are named `tvb<8 hex>` and taps `tvt<8 hex>` (hashes of the state directory and the
-interface or VM), so they belong to one state directory. Needs root (bridges, taps), qemu-img,
+interface or VM), so they belong to one state directory; `qemu/links.log` lists those made. Needs root (bridges, taps), qemu-img,
 qemu-system-x86_64 and dnsmasq. Host-only networks (`hostonlynet`) are not backed.
 """
 
@@ -67,6 +67,13 @@ def tap_name(sim, vm):
 
 def _link_exists(name):
     return os.path.exists(f"/sys/class/net/{name}")
+
+
+def _made(sim, link):
+    """Notes a bridge or tap this state directory made, in `qemu/links.log` (so a test can check
+    that none is left)."""
+    with open(os.path.join(_dir(sim), "links.log"), "a") as f:
+        f.write(link + "\n")
 
 
 def _colon_mac(mac):
@@ -229,6 +236,7 @@ def ensure_hostonly(sim, hif):
     when its DHCP server is enabled, dnsmasq serving that server's range."""
     br = bridge_name(sim, hif["name"])
     if not _link_exists(br):
+        _made(sim, br)
         _run(sim, ["ip", "link", "add", br, "type", "bridge", "nf_call_iptables", "0",
                    "nf_call_ip6tables", "0"])
         if hif["ip"] != "0.0.0.0":
@@ -308,6 +316,7 @@ def start(sim, name, vm):
             br = ensure_hostonly(sim, hif)
             tap = tap_name(sim, vm)
             if not _link_exists(tap):
+                _made(sim, tap)
                 _run(sim, ["ip", "tuntap", "add", "dev", tap, "mode", "tap"])
             _run(sim, ["ip", "link", "set", tap, "master", br, "up"])
             argv += ["-netdev", f"tap,id=n{i},ifname={tap},script=no,downscript=no"]
