@@ -91,7 +91,8 @@ impl SimWorld {
 
     /// The taps and bridges this world made (the simulator notes each) that still exist.
     fn links(&self) -> Vec<String> {
-        let log = std::fs::read_to_string(self.dir.path().join("qemu/links.log")).unwrap_or_default();
+        let log =
+            std::fs::read_to_string(self.dir.path().join("qemu/links.log")).unwrap_or_default();
         let mut names: Vec<String> = log
             .lines()
             .filter(|n| Path::new("/sys/class/net").join(n).exists())
@@ -190,7 +191,10 @@ fn a_virtualbox_cluster_on_real_guests() {
     // stop: the guest powers off (its QEMU exits); start: the same lease comes back.
     assert!(sb.run(&["stop"]).status.success());
     assert_eq!(sb.run(&["status"]).status.code(), Some(3));
-    assert!(world.qemu_pids().is_empty(), "a guest still runs after stop");
+    assert!(
+        world.qemu_pids().is_empty(),
+        "a guest still runs after stop"
+    );
     assert!(
         sb.run(&["start", "--wait-timeout", "10m"]).status.success(),
         "resume on virtualbox (QEMU) failed"
