@@ -13,6 +13,10 @@ use std::process::Command;
 
 use support::sandbox::*;
 
+/// Free space the test needs where its homes live: the image as VMDK and two nodes' VDIs (each
+/// about the image's 750 MiB of data), and the 2 GiB per node timonel checks for before `node add`.
+const NEEDS_MIB: u64 = 4 * 1024;
+
 fn simulator() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/simulators/vboxmanage/VBoxManage")
 }
@@ -32,9 +36,29 @@ fn require_qemu() -> Option<PathBuf> {
         .arg("-u")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    // The VMDK timonel converts the image to, and one VDI per node (two nodes).
+    let free_mib = Command::new("df")
+        .args(["--output=avail", "-BM"])
+        .arg(std::env::temp_dir())
+        .output()
+        .ok()
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            text.lines()
+                .last()?
+                .trim()
+                .trim_end_matches('M')
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or(0);
     let why = match (missing, root) {
         (Some(p), _) => format!("`{p}` is not installed"),
         (None, false) => "not root: the QEMU backing makes bridges and taps".to_string(),
+        (None, true) if free_mib < NEEDS_MIB => format!(
+            "{} has {free_mib} MiB free; two nodes' disks need {NEEDS_MIB} MiB",
+            std::env::temp_dir().display()
+        ),
         (None, true) => match support::vm_image::test_vm_image() {
             Ok(path) => return Some(path),
             Err(why) => why,
@@ -155,7 +179,7 @@ fn a_virtualbox_cluster_on_real_guests() {
         "10m",
     ]);
     assert!(out.status.success(), "start on virtualbox (QEMU) failed");
-    assert_eq!(sb.ready_nodes(), [sb.profile.clone()]);
+    assert_eq!(sb.ready_nodes(), std::slice::from_ref(&sb.profile));
     assert_eq!(world.qemu_pids().len(), 1, "one guest runs");
 
     // ip: the guest's DHCP lease on the host-only network, not the host's own address there.
@@ -200,7 +224,7 @@ fn a_virtualbox_cluster_on_real_guests() {
         "resume on virtualbox (QEMU) failed"
     );
     assert_eq!(sb.ok(&["ip"]).trim(), ip.to_string(), "the address changed");
-    assert_eq!(sb.ready_nodes(), [sb.profile.clone()]);
+    assert_eq!(sb.ready_nodes(), std::slice::from_ref(&sb.profile));
 
     // node add: a second guest joins the server over the host-only network.
     let out = sb.run(&["node", "add", "--wait-timeout", "10m"]);
