@@ -77,21 +77,8 @@ fn start_a_vm_cluster_on_kvm_and_remove_it() {
         out
     };
     let image = image.display().to_string();
-    let out = run(&[
-        "start",
-        "--driver",
-        "kvm",
-        "--vm-image",
-        &image,
-        "--kubernetes-version",
-        VERSION,
-        "--memory",
-        "1g",
-        "--cpus",
-        "2",
-        "--wait-timeout",
-        "10m",
-    ]);
+    let args = support::vm_image::vm_start_args("kvm", &image, "2", &[]);
+    let out = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(out.status.success(), "start on kvm failed");
 
     let nodes = sb.kubectl(&["get", "nodes", "--no-headers"]);

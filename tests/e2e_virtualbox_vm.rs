@@ -160,24 +160,9 @@ fn a_virtualbox_cluster_on_real_guests() {
     std::env::set_var("TIMONEL_VBOX_SIM_QEMU", "1");
     let sb = Sandbox::new("vbq");
     let image = image.display().to_string();
-    let out = sb.run(&[
-        "start",
-        "--driver",
-        "virtualbox",
-        "--vm-image",
-        &image,
-        "--kubernetes-version",
-        VERSION,
-        "--memory",
-        "1g",
-        "--cpus",
-        "1",
-        // The image's own size: no copy to grow it, and little of the host's disk used.
-        "--disk-size",
-        "2g",
-        "--wait-timeout",
-        "10m",
-    ]);
+    // The image's own disk size: no copy to grow it, and little of the host's disk used.
+    let args = support::vm_image::vm_start_args("virtualbox", &image, "1", &["--disk-size", "2g"]);
+    let out = sb.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(out.status.success(), "start on virtualbox (QEMU) failed");
     assert_eq!(sb.ready_nodes(), std::slice::from_ref(&sb.profile));
     assert_eq!(world.qemu_pids().len(), 1, "one guest runs");

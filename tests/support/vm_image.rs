@@ -40,3 +40,27 @@ pub fn skip_or_fail(why: &str) {
     }
     eprintln!("skipping: {why}");
 }
+
+/// `start` on VM driver `driver` booting `image` with the stand-in: 1 GiB and `cpus` per node, up
+/// to 10 minutes to be Ready (TCG boots on a loaded host), then `extra`.
+pub fn vm_start_args(driver: &str, image: &str, cpus: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "start",
+        "--driver",
+        driver,
+        "--vm-image",
+        image,
+        "--kubernetes-version",
+        super::sandbox::VERSION,
+        "--memory",
+        "1g",
+        "--cpus",
+        cpus,
+        "--wait-timeout",
+        "10m",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
