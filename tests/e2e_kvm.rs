@@ -31,36 +31,12 @@ fn require_libvirt() -> Option<PathBuf> {
         "libvirtd does not answer at qemu:///system (scripts/start-libvirt.sh starts it)"
             .to_string()
     } else {
-        let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/build-test-vm-image.sh");
-        match Command::new("bash").arg(&script).output() {
-            Ok(o) if o.status.success() => {
-                let path = PathBuf::from(
-                    String::from_utf8_lossy(&o.stdout)
-                        .lines()
-                        .last()
-                        .unwrap_or("")
-                        .trim(),
-                );
-                if path.exists() {
-                    return Some(path);
-                }
-                format!(
-                    "build-test-vm-image.sh printed `{}`, which does not exist",
-                    path.display()
-                )
-            }
-            Ok(o) => format!(
-                "build-test-vm-image.sh failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-            ),
-            Err(e) => format!("cannot run build-test-vm-image.sh: {e}"),
+        match support::vm_image::test_vm_image() {
+            Ok(path) => return Some(path),
+            Err(why) => why,
         }
     };
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true and {why}");
-    }
-    eprintln!("skipping: {why}");
+    support::vm_image::skip_or_fail(&why);
     None
 }
 
@@ -110,26 +86,10 @@ fn start_a_vm_cluster_on_kvm_and_remove_it() {
     }
     std::fs::write(shared.path().join("hello.txt"), "from the host\n").unwrap();
     let mount = format!("{}:/data:ro", shared.path().display());
-    let out = run(&[
-        "start",
-        "--driver",
-        "kvm",
-        "--vm-image",
-        &image,
-        "--kubernetes-version",
-        VERSION,
-        "--memory",
-        "1g",
-        "--cpus",
-        "2",
-        "--wait-timeout",
-        "10m",
-        // The overlay is sparse, but the check wants the full size free.
-        "--disk-size",
-        "4g",
-        "--mount",
-        &mount,
-    ]);
+    // The overlay is sparse, but the check wants the full size free.
+    let extra = ["--disk-size", "4g", "--mount", mount.as_str()];
+    let args = support::vm_image::vm_start_args("kvm", &image, "2", &extra);
+    let out = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(out.status.success(), "start on kvm failed");
 
     let nodes = sb.kubectl(&["get", "nodes", "--no-headers"]);

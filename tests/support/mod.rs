@@ -5,6 +5,7 @@
 pub mod mirror;
 pub mod sandbox;
 pub mod ssh_hosts;
+pub mod vm_image;
 
 use std::path::Path;
 use std::sync::Mutex;

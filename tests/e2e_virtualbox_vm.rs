@@ -1,0 +1,257 @@
+//! `timonel start --driver virtualbox` end to end on real guests: the VBoxManage simulator with
+//! its QEMU backing (TIMONEL_VBOX_SIM_QEMU=1) boots a TCG guest from the disk and seed the driver
+//! attached, forwards the driver's NAT rules on 127.0.0.1, and stands for the host-only
+//! interface with a bridge and dnsmasq this test owns. The k3s stand-in is installed over SSH;
+//! kubectl judges the cluster. One cluster, one boot sequence: start, stop/start, node add.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::sandbox::*;
+
+/// Free space the test needs where its homes live: the image as VMDK and two nodes' VDIs (each
+/// about the image's 750 MiB of data), and the 2 GiB per node timonel checks for before `node add`.
+const NEEDS_MIB: u64 = 4 * 1024;
+
+fn simulator() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/simulators/vboxmanage/VBoxManage")
+}
+
+/// The test image when QEMU, dnsmasq and root (bridges, taps) are there; `None` after
+/// skipping (or failing under CI=true) with the reason.
+fn require_qemu() -> Option<PathBuf> {
+    let missing = ["qemu-system-x86_64", "qemu-img", "dnsmasq", "ip", "python3"]
+        .into_iter()
+        .find(|p| {
+            Command::new("sh")
+                .args(["-c", &format!("command -v {p} || test -x /usr/sbin/{p}")])
+                .output()
+                .map_or(true, |o| !o.status.success())
+        });
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    // The VMDK timonel converts the image to, and one VDI per node (two nodes).
+    let free_mib = Command::new("df")
+        .args(["--output=avail", "-BM"])
+        .arg(std::env::temp_dir())
+        .output()
+        .ok()
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            text.lines()
+                .last()?
+                .trim()
+                .trim_end_matches('M')
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or(0);
+    let why = match (missing, root) {
+        (Some(p), _) => format!("`{p}` is not installed"),
+        (None, false) => "not root: the QEMU backing makes bridges and taps".to_string(),
+        (None, true) if free_mib < NEEDS_MIB => format!(
+            "{} has {free_mib} MiB free; two nodes' disks need {NEEDS_MIB} MiB",
+            std::env::temp_dir().display()
+        ),
+        (None, true) => match support::vm_image::test_vm_image() {
+            Ok(path) => return Some(path),
+            Err(why) => why,
+        },
+    };
+    support::vm_image::skip_or_fail(&why);
+    None
+}
+
+/// The simulator's world, owned by this test: on drop, whatever QEMU guest, bridge or DHCP
+/// server is still there goes (through the simulator's own VBoxManage commands).
+struct SimWorld {
+    dir: tempfile::TempDir,
+}
+
+impl SimWorld {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"version": "7.0.14r161095", "ip_after_polls": 0}"#,
+        )
+        .unwrap();
+        Self { dir }
+    }
+
+    fn vbox(&self, args: &[&str]) -> String {
+        let out = Command::new(simulator()).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn state(&self) -> serde_json::Value {
+        let path = self.dir.path().join("state.json");
+        std::fs::read(path)
+            .map(|b| serde_json::from_slice(&b).unwrap())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The QEMU processes of this world still running (the simulator's pid files name them).
+    fn qemu_pids(&self) -> Vec<u32> {
+        let Ok(entries) = std::fs::read_dir(self.dir.path().join("qemu")) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".pid"))
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
+            .filter(|pid: &u32| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.starts_with("qemu-system"))
+            })
+            .collect()
+    }
+
+    /// The taps and bridges this world made (the simulator notes each) that still exist.
+    fn links(&self) -> Vec<String> {
+        let log =
+            std::fs::read_to_string(self.dir.path().join("qemu/links.log")).unwrap_or_default();
+        let mut names: Vec<String> = log
+            .lines()
+            .filter(|n| Path::new("/sys/class/net").join(n).exists())
+            .map(str::to_string)
+            .collect();
+        names.dedup();
+        names
+    }
+}
+
+impl Drop for SimWorld {
+    fn drop(&mut self) {
+        for name in self.state()["vms"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
+            self.vbox(&["controlvm", &name, "poweroff"]);
+        }
+        for h in self.state()["hostonlyifs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            let name = h["name"].as_str().unwrap_or("").to_string();
+            self.vbox(&["hostonlyif", "remove", &name]);
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs QEMU, dnsmasq, root and the test VM image"]
+fn a_virtualbox_cluster_on_real_guests() {
+    let Some(image) = require_qemu() else {
+        return;
+    };
+    let world = SimWorld::new();
+    // Every timonel, kubectl and simulator this test runs sees the simulator.
+    std::env::set_var("TIMONEL_VBOXMANAGE", simulator());
+    std::env::set_var("TIMONEL_VBOX_SIM_STATE", world.dir.path());
+    std::env::set_var("TIMONEL_VBOX_SIM_QEMU", "1");
+    let sb = Sandbox::new("vbq");
+    let image = image.display().to_string();
+    // The image's own disk size: no copy to grow it, and little of the host's disk used.
+    let args = support::vm_image::vm_start_args("virtualbox", &image, "1", &["--disk-size", "2g"]);
+    let out = sb.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "start on virtualbox (QEMU) failed");
+    assert_eq!(sb.ready_nodes(), std::slice::from_ref(&sb.profile));
+    assert_eq!(world.qemu_pids().len(), 1, "one guest runs");
+
+    // ip: the guest's DHCP lease on the host-only network, not the host's own address there.
+    let ip: std::net::Ipv4Addr = sb.ok(&["ip"]).trim().parse().unwrap();
+    let host_side = world.state()["hostonlyifs"][0]["ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(ip.to_string(), host_side);
+    assert!(sb.run(&["status"]).status.success());
+    // The API and SSH are reached through the driver's NAT forwards on loopback.
+    let kc = read_yaml(&sb.kubeconfig);
+    let server = kc["clusters"][0]["cluster"]["server"].as_str().unwrap();
+    assert!(server.starts_with("https://127.0.0.1:"), "{server}");
+
+    let out = sb.run(&["ssh", "--", "uname", "-s"]);
+    assert_eq!(stdout(&out).trim(), "Linux");
+    let out = sb.run(&["logs"]);
+    assert!(
+        stdout(&out).contains("k3s is up and running"),
+        "{}",
+        stdout(&out)
+    );
+
+    // addons over SSH: the server's config lists what is disabled.
+    sb.ok(&["addons", "disable", "traefik"]);
+    let config = sb.ok(&["ssh", "--", "cat", "/etc/rancher/k3s/config.yaml"]);
+    assert!(config.contains("traefik"), "{config}");
+    sb.ok(&["addons", "enable", "traefik"]);
+    let config = sb.ok(&["ssh", "--", "cat", "/etc/rancher/k3s/config.yaml"]);
+    assert!(!config.contains("traefik"), "{config}");
+
+    // stop: the guest powers off (its QEMU exits); start: the same lease comes back.
+    assert!(sb.run(&["stop"]).status.success());
+    assert_eq!(sb.run(&["status"]).status.code(), Some(3));
+    assert!(
+        world.qemu_pids().is_empty(),
+        "a guest still runs after stop"
+    );
+    assert!(
+        sb.run(&["start", "--wait-timeout", "10m"]).status.success(),
+        "resume on virtualbox (QEMU) failed"
+    );
+    assert_eq!(sb.ok(&["ip"]).trim(), ip.to_string(), "the address changed");
+    assert_eq!(sb.ready_nodes(), std::slice::from_ref(&sb.profile));
+
+    // node add: a second guest joins the server over the host-only network.
+    let out = sb.run(&["node", "add", "--wait-timeout", "10m"]);
+    assert!(out.status.success(), "node add on virtualbox (QEMU) failed");
+    assert_eq!(sb.ready_nodes().len(), 2);
+    assert_eq!(world.qemu_pids().len(), 2);
+
+    // delete: no VM, disk, seed, port forward or guest left.
+    assert!(sb.run(&["delete"]).status.success());
+    sb.mark_deleted();
+    assert_eq!(world.vbox(&["list", "vms"]).trim(), "", "VMs left");
+    let media = world.state()["media"].clone();
+    assert!(
+        media.as_array().unwrap().iter().all(|m| !m["path"]
+            .as_str()
+            .unwrap()
+            .contains(sb.home.path().to_str().unwrap())),
+        "media left: {media}"
+    );
+    assert!(world.qemu_pids().is_empty(), "guests left");
+    assert!(
+        !sb.timonel_home()
+            .join("machines")
+            .join(&sb.profile)
+            .exists(),
+        "disks left"
+    );
+    // The driver keeps the host-only interface and its DHCP server for the next cluster (as
+    // VirtualBox users share one); the world's drop removes them, which the next lines check.
+    let links = world.links();
+    assert!(
+        links.iter().all(|l| l.starts_with("tvb")),
+        "taps left: {links:?}"
+    );
+    let made = world.dir.path().join("qemu/links.log");
+    assert!(made.exists(), "the QEMU backing made no bridge");
+    let bridges_of = world.dir.path().to_path_buf();
+    drop(world);
+    assert!(!bridges_of.exists());
+    let left: Vec<_> = links
+        .iter()
+        .filter(|l| Path::new("/sys/class/net").join(l).exists())
+        .collect();
+    assert!(left.is_empty(), "bridges left: {left:?}");
+}
