@@ -25,8 +25,8 @@ mod image;
 mod logs;
 mod network;
 mod objects;
-mod raw;
 mod pause;
+mod raw;
 mod security;
 
 pub use balancer::{

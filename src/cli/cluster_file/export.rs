@@ -74,6 +74,7 @@ pub fn export(profile: &Profile, home: &Home) -> Written {
             .iter()
             .map(|p| format!("{}:{}/{}", p.host_port, p.node_port, p.protocol))
             .collect(),
+        mounts: profile.mounts.iter().map(ToString::to_string).collect(),
         api_server: WrittenApiServer {
             listen_address: profile.listen_address.to_string(),
         },

@@ -360,6 +360,22 @@ fn settings(path: &Path, f: &ClusterFile, dir: &Path) -> Result<Vec<Setting>, Us
     s.list("disable", "disable", f.disable.as_ref());
     s.list("env", "env", f.env.as_ref());
     s.list("ports", "ports", f.ports.as_ref());
+    // A mount's host folder, like every path of the file, is relative to the file's folder.
+    let mounts = f.mounts.as_ref().map(|items| {
+        items
+            .iter()
+            .map(|m| match timonel_driver::Mount::split(&m.value) {
+                Ok((host, node, ro)) => {
+                    let host = resolve(dir, &host);
+                    let value = format!("{host}:{node}{}", if ro { ":ro" } else { "" });
+                    At::new(value, m.referenced, m.defined)
+                }
+                // The flag's parser says what is wrong with it.
+                Err(_) => m.clone(),
+            })
+            .collect::<Vec<_>>()
+    });
+    s.list("mounts", "mounts", mounts.as_ref());
     s.list(
         "registry_mirrors",
         "registries.mirrors",
@@ -416,6 +432,7 @@ fn copy(args: &mut StartArgs, from: &StartArgs, id: &str) {
         "disable" => args.disable = f.disable.clone(),
         "env" => args.env = f.env.clone(),
         "ports" => args.ports = f.ports.clone(),
+        "mounts" => args.mounts = f.mounts.clone(),
         "registry_mirrors" => args.registry_mirrors = f.registry_mirrors.clone(),
         "machines" => args.machines = f.machines.clone(),
         "ca_certs" => args.ca_certs = f.ca_certs.clone(),

@@ -14,9 +14,6 @@ pub const KIND: &str = "Cluster";
 pub type At<T> = Spanned<T>;
 
 /// The file as read. Unknown fields are refused.
-///
-/// Host folder mounts (`mounts`) come with `start --mount` and are not part of this version of
-/// the schema yet.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ClusterFile {
@@ -42,6 +39,8 @@ pub struct ClusterFile {
     pub env: Option<Vec<At<String>>>,
     /// `--ports`, each `HOST:NODE[/tcp|udp]`.
     pub ports: Option<Vec<At<String>>>,
+    /// `--mount`, each `HOST_DIR:NODE_DIR[:ro]`; a relative host folder is relative to the file.
+    pub mounts: Option<Vec<At<String>>>,
     pub api_server: Option<ApiServer>,
     pub registries: Option<Registries>,
     /// `--node-image`.
@@ -123,6 +122,8 @@ pub struct Written {
     pub env: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<String>,
     pub api_server: WrittenApiServer,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registries: Option<WrittenRegistries>,

@@ -69,6 +69,7 @@ fn options(argv: &[&str], text: &str, settings: &str) -> StartOptions {
 fn try_options(argv: &[&str], text: &str, settings: &str) -> anyhow::Result<StartOptions> {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ca.pem"), PEM).unwrap();
+    std::fs::create_dir_all(dir.path().join("data").join("sub")).unwrap();
     let home = Home::at(dir.path().join("home"));
     std::fs::create_dir_all(home.root()).unwrap();
     std::fs::write(home.root().join(crate::config::FILE), settings).unwrap();
@@ -274,11 +275,48 @@ fn unknown_fields_are_refused_where_they_are() {
         &format!("{HEAD}apiServer:\n  port: 1\n  adress: 0.0.0.0\n"),
         "d/cluster.yaml:5:3: unknown field `adress`, expected one of port, listenAddress",
     );
-    // `mounts` is not part of this version (it comes with `start --mount`).
-    refused(
-        &format!("{HEAD}mounts: []\n"),
-        "d/cluster.yaml:3:1: unknown field `mounts`",
+}
+
+#[test]
+fn mounts_are_flags_with_host_folders_relative_to_the_file() {
+    let o = options(
+        &["start"],
+        &format!("{HEAD}mounts:\n  - data:/data:ro\n  - ./data/sub:/src\n"),
+        "{}",
     );
+    assert_eq!(o.mounts.len(), 2, "{:?}", o.mounts);
+    let (ro, rw) = (&o.mounts[0], &o.mounts[1]);
+    assert!(ro.host.is_absolute() && ro.host.ends_with("data"), "{ro:?}");
+    assert_eq!((ro.node.as_str(), ro.read_only), ("/data", true));
+    assert!(
+        rw.host.ends_with("data/sub") || rw.host.ends_with("sub"),
+        "{rw:?}"
+    );
+    assert_eq!((rw.node.as_str(), rw.read_only), ("/src", false));
+    // A flag replaces the file's list.
+    let tmp = std::path::absolute(std::env::temp_dir()).unwrap();
+    let o = options(
+        &["start", "--mount", &format!("{}:/other", tmp.display())],
+        &format!("{HEAD}mounts: [data:/data]\n"),
+        "{}",
+    );
+    assert_eq!(o.mounts.len(), 1);
+    assert_eq!(o.mounts[0].node, "/other");
+    // A bad node folder is refused where it is written, by the flag's own parser; so is a host
+    // folder that does not exist.
+    let (m, _) = refused(
+        &format!(
+            "{HEAD}mounts:\n  - {t}:/data\n  - {t}:relative\n",
+            t = tmp.display()
+        ),
+        "d/cluster.yaml:5:5: `mounts`: ",
+    );
+    assert!(m.contains("relative"), "{m}");
+    let (m, _) = refused(
+        &format!("{HEAD}mounts: [missing:/m]\n"),
+        "d/cluster.yaml:3:10: `mounts`: ",
+    );
+    assert!(m.contains("does not exist"), "{m}");
 }
 
 #[test]
@@ -428,6 +466,9 @@ fn rich_profile() -> crate::profile::Profile {
     p.ports = vec![crate::cluster::parse_port("8443:443/tcp", p.listen_address).unwrap()];
     p.registry_mirrors = vec!["https://mirror.example.com".into()];
     p.ca_certs = vec![PEM.into()];
+    // A host folder that exists wherever the test runs.
+    let host = std::path::absolute(std::env::temp_dir()).unwrap();
+    p.mounts = vec![timonel_driver::Mount::new(host, "/data", true).unwrap()];
     p
 }
 
@@ -448,6 +489,7 @@ fn export_then_start_config_gives_the_same_options() {
     assert_eq!(o.disable, p.disable);
     assert_eq!(o.env, p.env);
     assert_eq!(o.ports, p.ports);
+    assert_eq!(o.mounts, p.mounts);
     assert_eq!(o.listen_address, p.listen_address);
     assert_eq!(o.registry_mirrors, p.registry_mirrors);
     assert_eq!(o.ca_certs, p.ca_certs);
