@@ -14,6 +14,8 @@
 # The PID file exists only while a daemon this script started is (or was) running; when the
 # daemon was already up, no PID file is written and any stale one is removed.
 set -euo pipefail
+# shellcheck source=lib/wait-daemon.sh
+. "$(dirname "$0")/lib/wait-daemon.sh"
 
 tmp="${TMPDIR:-/tmp}"
 pidfile="${TIMONEL_DOCKERD_PIDFILE:-$tmp/timonel-dockerd.pid}"
@@ -27,6 +29,7 @@ else
 fi
 
 say() { echo "start-docker: $*" >&2; }
+docker_answers() { docker info >/dev/null 2>&1; }
 
 if docker info >/dev/null 2>&1; then
     say "a Docker daemon is already answering; nothing to start"
@@ -68,19 +71,5 @@ else
     echo "$pid" >"$pidfile"
 fi
 
-deadline=$((SECONDS + timeout))
-until docker info >/dev/null 2>&1; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-        say "dockerd (pid $pid) exited; last lines of $log:"
-        tail -n 20 "$log" >&2 || true
-        rm -f "$pidfile"
-        exit 1
-    fi
-    if ((SECONDS >= deadline)); then
-        say "dockerd (pid $pid) did not answer within ${timeout}s; last lines of $log:"
-        tail -n 20 "$log" >&2 || true
-        exit 1
-    fi
-    sleep 0.5
-done
+wait_daemon "dockerd" "$pid" "$log" "$pidfile" "$timeout" docker_answers
 say "dockerd is up (pid $pid, pid file $pidfile, $(docker version --format 'server {{.Server.Version}}, API {{.Server.APIVersion}}' 2>/dev/null))"

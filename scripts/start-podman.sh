@@ -27,6 +27,8 @@
 #   TIMONEL_PODMAN_PIDFILE   PID file  (default: ${TMPDIR:-/tmp}/timonel-podman.pid)
 #   TIMONEL_PODMAN_TIMEOUT   seconds to wait for /_ping (default: 30)
 set -euo pipefail
+# shellcheck source=lib/wait-daemon.sh
+. "$(dirname "$0")/lib/wait-daemon.sh"
 
 tmp="${TMPDIR:-/tmp}"
 user=""
@@ -107,21 +109,7 @@ else
     echo "$pid" >"$pidfile"
 fi
 
-deadline=$((SECONDS + timeout))
-until ping; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-        say "podman system service (pid $pid) exited; last lines of $log:"
-        tail -n 20 "$log" >&2 || true
-        rm -f "$pidfile"
-        exit 1
-    fi
-    if ((SECONDS >= deadline)); then
-        say "podman system service (pid $pid) did not answer within ${timeout}s; last lines of $log:"
-        tail -n 20 "$log" >&2 || true
-        exit 1
-    fi
-    sleep 0.2
-done
+wait_daemon "podman system service" "$pid" "$log" "$pidfile" "$timeout" ping
 say "Podman's service is up (pid $pid, pid file $pidfile)"
 [[ -n "$user" ]] && echo "$address"
 exit 0

@@ -18,7 +18,7 @@ log() { printf '\n==> %s\n' "$*" >&2; }
 # build the test VM image and the SSH test hosts, and OpenSSH's client (ssh-agent, ssh).
 packages=(docker.io libvirt-daemon-system libvirt-dev pkg-config qemu-system-x86 qemu-utils
           debootstrap fdisk grub-pc-bin grub2-common e2fsprogs busybox-static openssh-client
-          podman golang-github-containernetworking-plugin-dnsname uidmap curl)
+          podman golang-github-containernetworking-plugin-dnsname uidmap curl dnsmasq-base)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
