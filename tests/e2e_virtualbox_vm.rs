@@ -254,4 +254,14 @@ fn a_virtualbox_cluster_on_real_guests() {
         .filter(|l| Path::new("/sys/class/net").join(l).exists())
         .collect();
     assert!(left.is_empty(), "bridges left: {left:?}");
+    // Nor the FORWARD rule that let the guests on the bridge reach each other.
+    let rules = Command::new("iptables")
+        .args(["-S", "FORWARD"])
+        .output()
+        .unwrap();
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    assert!(
+        !links.iter().any(|l| rules.contains(l.as_str())),
+        "firewall rules left: {rules}"
+    );
 }

@@ -29,6 +29,7 @@ import json
 import os
 import signal
 import socket
+import shutil
 import subprocess
 import time
 
@@ -242,6 +243,13 @@ def ensure_hostonly(sim, hif):
         if hif["ip"] != "0.0.0.0":
             _run(sim, ["ip", "addr", "add", f"{hif['ip']}/{_prefix(hif['mask'])}", "dev", br])
         _run(sim, ["ip", "link", "set", br, "up"])
+    # Guests on one host-only network reach each other through the bridge. Where br_netfilter
+    # is loaded with bridge-nf-call-iptables=1 (Docker loads it and sets FORWARD's policy to
+    # DROP), the host sysctl overrides the bridge's own nf_call_iptables=0 and bridged frames
+    # meet FORWARD: let this bridge's own traffic through, as VirtualBox's host-only switch does.
+    if shutil.which("iptables") and subprocess.run(
+            ["iptables", "-C", "FORWARD"] + _forward_rule(br), capture_output=True).returncode:
+        _run(sim, ["iptables", "-I", "FORWARD"] + _forward_rule(br))
     server = next((d for d in sim.w["dhcpservers"]
                    if d["netname"] == "HostInterfaceNetworking-" + hif["name"]), None)
     pidfile = _dnsmasq_pid(sim, br)
@@ -255,9 +263,17 @@ def ensure_hostonly(sim, hif):
     return br
 
 
+def _forward_rule(br):
+    return ["-i", br, "-o", br, "-j", "ACCEPT", "-m", "comment", "--comment", "timonel vbox sim"]
+
+
 def remove_hostonly(sim, ifname):
     br = bridge_name(sim, ifname)
     stop_dhcp(sim, ifname)
+    if shutil.which("iptables"):
+        while subprocess.run(["iptables", "-D", "FORWARD"] + _forward_rule(br),
+                             capture_output=True).returncode == 0:
+            pass
     if _link_exists(br):
         subprocess.run(["ip", "link", "del", br], capture_output=True)
 
