@@ -84,8 +84,15 @@ pub fn make(kind: DriverKind) -> Result<Selected, ChoiceError> {
 
 /// The driver of an existing profile (the SSH driver needs the profile's machines).
 pub fn for_profile(profile: &crate::profile::Profile) -> Result<Selected, ChoiceError> {
-    if profile.driver != DriverKind::Ssh {
-        return make(profile.driver);
+    match (profile.driver, &profile.docker_host) {
+        // The engine the nodes are on; an explicit DOCKER_HOST still wins.
+        (DriverKind::Docker, Some(host))
+            if std::env::var("DOCKER_HOST").map_or(true, |h| h.is_empty()) =>
+        {
+            return Ok(Arc::new(DockerDriver::connect_with_host(host)));
+        }
+        (DriverKind::Ssh, _) => {}
+        (kind, _) => return make(kind),
     }
     let settings = profile.ssh.clone().ok_or_else(|| {
         UserError::new(

@@ -158,6 +158,12 @@ pub struct Profile {
     /// which read as none: an additive field, so the schema stays 1.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<timonel_driver::Mount>,
+    /// Docker driver: the engine's address the nodes were made on (`DOCKER_HOST`, or the socket
+    /// timonel found), so that later commands ask that engine even when another engine's socket
+    /// is the one that exists then (Docker stopped, Podman running). Absent in older files:
+    /// the address is found again as at `start`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_host: Option<String>,
     /// Docker, several servers: the host port of the load balancer in front of their API
     /// (`timonel-<name>-lb`), where the kubeconfig points. Kept across stop and start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -366,6 +372,7 @@ pub(crate) mod tests {
         let name: ClusterName = name.parse().unwrap();
         Profile {
             schema: SCHEMA,
+            docker_host: None,
             nodes: vec![NodeRecord {
                 name: name.machine(1),
                 role: NodeRole::Server,

@@ -114,13 +114,19 @@ impl DockerDriver {
     /// `$XDG_RUNTIME_DIR/podman/podman.sock`) if one exists. Lazy: this never fails;
     /// [`probe`](timonel_driver::Driver::probe) tells whether the daemon answers.
     pub fn connect() -> Self {
-        let host = pick_host(
+        Self::connect_with_host(&Self::default_host())
+    }
+
+    /// The address [`connect`](Self::connect) uses now: `DOCKER_HOST`, else Docker's socket when
+    /// it exists, else Podman's. A cluster records it so that later commands ask the engine its
+    /// nodes are on, not whichever engine's socket happens to exist then.
+    pub fn default_host() -> String {
+        pick_host(
             std::env::var("DOCKER_HOST").ok(),
             cfg!(windows),
             std::env::var("XDG_RUNTIME_DIR").ok().as_deref(),
             |path| std::path::Path::new(path).exists(),
-        );
-        Self::connect_with_host(&host)
+        )
     }
 
     /// Connects to an explicit daemon address (`unix:///path`, `npipe:////./pipe/name`,

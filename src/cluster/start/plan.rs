@@ -214,6 +214,8 @@ pub(super) fn profile(
         registry_mirrors: opts.registry_mirrors.clone(),
         embedded_etcd: servers > 1,
         balancer_port: ports.balancer,
+        docker_host: (driver == DriverKind::Docker)
+            .then(timonel_driver_docker::DockerDriver::default_host),
         token: k3s::new_token(),
         kubeconfig,
         nodes: (1..=total)
