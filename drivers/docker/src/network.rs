@@ -63,6 +63,14 @@ impl fmt::Display for Subnet {
     }
 }
 
+/// Whether a failed network create means the subnet was taken meanwhile (then the next one is
+/// tried): Docker answers `Pool overlaps with other one on this address space`, Podman `subnet
+/// 10.201.0.0/24 is already used on the host or by another config` (500).
+fn subnet_taken(message: &str) -> bool {
+    message.contains("overlap")
+        || message.contains("is already used on the host or by another config")
+}
+
 /// The first /24 from `start` upward that overlaps none of `used` (address, prefix length).
 pub fn pick_subnet(used: &[(Ipv4Addr, u8)], start: Subnet) -> Option<Subnet> {
     let base = u32::from(start.0) & 0xffff_ff00;
@@ -251,7 +259,7 @@ impl DockerDriver {
                 }
                 Err(e) => {
                     last_error = error_text(&e);
-                    if !last_error.contains("overlap") {
+                    if !subnet_taken(&last_error) {
                         break;
                     }
                     // Someone took it between our look and our create: try the next one.
@@ -356,6 +364,16 @@ mod tests {
             message: "Pool overlaps with other one on this address space".into(),
         };
         assert!(!is_duplicate(&overlap));
+        // Both engines' answers for a subnet taken between our look and our create.
+        assert!(subnet_taken(
+            "Docker responded with status code 403: Pool overlaps with other one on this address space"
+        ));
+        assert!(subnet_taken(
+            "Docker responded with status code 500: subnet 10.201.0.0/24 is already used on the host or by another config"
+        ));
+        assert!(!subnet_taken(
+            "Docker responded with status code 500: network name timonel-dev already used: network already exists"
+        ));
     }
 
     #[test]
