@@ -1,8 +1,10 @@
 //! [`HyperVDriver`]: the [`Driver`] implementation. Every Hyper-V action is one PowerShell run.
 
+mod address;
+mod leftovers;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -13,17 +15,16 @@ use timonel_driver::{
     StopMode, WaitError,
 };
 
-use crate::files::{path_string, remove_file_when_released, write_vmid};
+use crate::files::{path_string, write_vmid};
 use crate::parse::{
-    parse_json, parse_json_list, parse_vm_state, pick_ipv4, Inspect, IpReport, ProbeReport,
-    Removed, StopReport, VmInfo,
+    parse_json, parse_json_list, parse_vm_state, Inspect, ProbeReport, Removed, StopReport, VmInfo,
 };
 use crate::probe::{powershell_check_fix, probe_verdict};
 use crate::record::{failure_error, to_driver_error, Failure};
 use crate::script::{self, CreateParams, PsScript, VmRef};
 use crate::settings::has_marker;
 use crate::settings::{even_memory_mib, vm_notes, whole_cpus};
-use crate::switch::{choose_switch, no_address_error, SWITCH_OPTION};
+use crate::switch::{choose_switch, SWITCH_OPTION};
 
 /// The environment variable naming the PowerShell executable (`powershell.exe`, `pwsh`, or a
 /// simulator in tests).
@@ -167,91 +168,6 @@ impl HyperVDriver {
         }
     }
 
-    async fn ip_once(
-        &self,
-        name: &MachineName,
-        seen: &Mutex<Option<IpReport>>,
-    ) -> Result<Result<IpAddr, String>, DriverError> {
-        let what = vm_what(name);
-        let out = self
-            .run(
-                "read the VM's addresses",
-                &what,
-                script::ip(&self.vm_ref(name)),
-            )
-            .await?;
-        let report: IpReport = parse_json("the VM's addresses", &out)?;
-        self.remember(name, &report.vm_id);
-        let state = parse_vm_state(&report.state);
-        let result = match state {
-            MachineState::Running => Ok(pick_ipv4(&report.ip_addresses).ok_or_else(|| {
-                if report.ip_addresses.is_empty() {
-                    "running, no address reported yet (is hv_kvp_daemon running in the guest?)"
-                        .to_string()
-                } else {
-                    format!("running, only {}", report.ip_addresses.join(", "))
-                }
-            })),
-            MachineState::Starting => Ok(Err("starting".to_string())),
-            other => Err(DriverError::InvalidState {
-                what,
-                state: other.to_string(),
-                action: "reading its IP address".to_string(),
-            }),
-        };
-        *seen
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(report);
-        result
-    }
-
-    /// The error for a VM that got no IPv4 address in time: it names the VM's switch (and its
-    /// kind, from one more look at the switches) and how to pick another.
-    async fn no_address(
-        &self,
-        name: &MachineName,
-        after: Duration,
-        last: &str,
-        report: Option<IpReport>,
-    ) -> DriverError {
-        let report = report.unwrap_or(IpReport {
-            vm_id: String::new(),
-            state: String::new(),
-            ip_addresses: Vec::new(),
-            switch_name: String::new(),
-        });
-        let switch = report
-            .switch_name
-            .split(',')
-            .next()
-            .unwrap_or("")
-            .to_string();
-        let found = if switch.is_empty() {
-            None
-        } else {
-            match self
-                .run("inspect Hyper-V", &vm_what(name), script::inspect(name))
-                .await
-            {
-                Ok(out) => parse_json::<Inspect>("the virtual switches", &out)
-                    .ok()
-                    .and_then(|i| i.switches.into_iter().find(|s| s.name == switch)),
-                Err(_) => None,
-            }
-        };
-        no_address_error(
-            name.as_str(),
-            after,
-            last,
-            &switch,
-            found.as_ref(),
-            &report.ip_addresses,
-        )
-    }
-
-    /// Removes what a removed VM left behind: its disk (`<name>.vhdx`), the ISOs and the
-    /// `hyperv-vmid` record in the same directory. Nothing outside that directory is touched,
-    /// so a base image can never be removed. Returns the files removed.
     /// Pauses (`Suspend-VM`) or resumes (`Resume-VM`) the VM. The script only calls the cmdlet
     /// in the state it accepts and answers the state after: already there is Ok, anything else
     /// (off, saved, starting) is `InvalidState`.
@@ -281,39 +197,6 @@ impl HyperVDriver {
                 action: action.to_string(),
             }),
         }
-    }
-
-    async fn remove_leftovers(&self, removed: &Removed) -> Result<Vec<PathBuf>, DriverError> {
-        let disk_name = format!("{}.vhdx", removed.name);
-        let Some(disk) = removed.files.iter().map(PathBuf::from).find(|p| {
-            p.file_name()
-                .is_some_and(|f| f.to_string_lossy().eq_ignore_ascii_case(&disk_name))
-        }) else {
-            return Ok(Vec::new());
-        };
-        let Some(dir) = disk.parent().map(Path::to_path_buf) else {
-            return Ok(Vec::new());
-        };
-        let mut targets = vec![disk.clone()];
-        for f in removed.files.iter().map(PathBuf::from) {
-            let iso = f.extension().is_some_and(|e| e.eq_ignore_ascii_case("iso"));
-            if iso && f.parent() == Some(dir.as_path()) {
-                targets.push(f);
-            }
-        }
-        let record = dir.join(VMID_FILE);
-        if std::fs::read_to_string(&record)
-            .is_ok_and(|id| id.trim().eq_ignore_ascii_case(&removed.vm_id))
-        {
-            targets.push(record);
-        }
-        let mut gone = Vec::new();
-        for path in targets {
-            if remove_file_when_released(&path, self.timing).await? {
-                gone.push(path);
-            }
-        }
-        Ok(gone)
     }
 }
 
