@@ -87,6 +87,26 @@ fn more_than_the_host_has_is_refused_and_nothing_is_created() {
             .join(&sb.profile)
             .exists());
     }
+    // VM-only flags are refused on containers instead of being silently ignored.
+    for args in [
+        &["--vm-image", "/nonexistent.qcow2"][..],
+        &["--disk-size", "30g"][..],
+    ] {
+        let out = sb.start(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&format!("{} only apply to VM drivers", args[0])),
+            "{err}"
+        );
+        assert!(err.contains("--driver kvm"), "{err}");
+        assert!(sb.leftovers().is_empty(), "{:?}", sb.leftovers());
+        assert!(!sb
+            .timonel_home()
+            .join("profiles")
+            .join(&sb.profile)
+            .exists());
+    }
 }
 
 #[test]

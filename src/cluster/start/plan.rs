@@ -124,6 +124,27 @@ pub(super) async fn preflight(
         )
         .into());
     }
+    if driver.capabilities().nodes == timonel_driver::NodeKind::Container {
+        let given: Vec<&str> = [
+            opts.vm_image.is_some().then_some("--vm-image"),
+            opts.disk_mib.is_some().then_some("--disk-size"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !given.is_empty() {
+            return Err(UserError::new(
+                format!(
+                    "{} only apply to VM drivers, and the {} driver runs containers",
+                    given.join(" and "),
+                    driver.kind()
+                ),
+                "drop them, or choose a VM driver with --driver kvm|hyperv|virtualbox \
+                 (containers share the host's disk; --node-image picks their image)",
+            )
+            .into());
+        }
+    }
     let Some(check) = driver.as_preflight() else {
         return Ok(Arch::host()?);
     };
