@@ -23,7 +23,7 @@ pub mod wait;
 
 pub use access::{FilePlacement, FileSource, NodeAccess};
 pub use capability::{
-    local_host, ApiBalancer, BalancerSpec, BalancerStatus, FollowLogs, HostCapacity, HostResources,
+    local_host, ApiBalancer, BalancerSpec, BalancerStatus, DiskImages, DiskSource, FollowLogs, HostCapacity, HostResources,
     LogStream, MachineFacts, NodeImages, Preflight,
 };
 pub use driver::{
