@@ -42,11 +42,13 @@ struct Made {
 }
 
 fn path_text(path: &Path) -> Result<String, DriverError> {
-    path.to_str().map(str::to_string).ok_or_else(|| DriverError::Backend {
-        op: "make the base VHDX".to_string(),
-        message: format!("the path `{}` is not valid Unicode", path.display()),
-        hint: None,
-    })
+    path.to_str()
+        .map(str::to_string)
+        .ok_or_else(|| DriverError::Backend {
+            op: "make the base VHDX".to_string(),
+            message: format!("the path `{}` is not valid Unicode", path.display()),
+            hint: None,
+        })
 }
 
 #[async_trait]
@@ -108,8 +110,9 @@ mod tests {
         assert!(text.contains("Hyper-V\\Convert-VHD -Path $env:TIMONEL_VHD_SOURCE"));
         assert!(text.contains("-VHDType Dynamic"));
         assert!(!text.contains("evil") && !text.contains('"'), "{text}");
-        assert!(s
-            .env()
-            .contains(&(vars::VHD_PATH.to_string(), "C:\\c\\it's; $(evil).vhdx".to_string())));
+        assert!(s.env().contains(&(
+            vars::VHD_PATH.to_string(),
+            "C:\\c\\it's; $(evil).vhdx".to_string()
+        )));
     }
 }

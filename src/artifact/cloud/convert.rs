@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use timonel_driver_vm::ImageFile;
 use timonel_driver::{Cmd, CommandError, DiskImages, HostRunner, Runner};
+use timonel_driver_vm::ImageFile;
 
 use super::{mtime, native, read_json, write_json, ImageMeta, Job};
 use crate::artifact::cache::{blocking, lock_artifact, now, rfc3339, sync_dir, ArtifactCache};
@@ -153,7 +153,13 @@ pub(super) async fn convert(
                 "converting `{}` to {format} with {program}",
                 image.file_name
             ));
-            qemu_img(program, (&layout.image, source_format), (&tmp, format), image).await
+            qemu_img(
+                program,
+                (&layout.image, source_format),
+                (&tmp, format),
+                image,
+            )
+            .await
         }
         Converter::Tool(tool) => {
             report.step(&format!(
@@ -161,13 +167,7 @@ pub(super) async fn convert(
                 image.file_name,
                 tool.disk_tool()
             ));
-            native::make(
-                tool,
-                (&layout.image, source_format),
-                (&tmp, format),
-                report,
-            )
-            .await
+            native::make(tool, (&layout.image, source_format), (&tmp, format), report).await
         }
     };
     if let Err(e) = made {
@@ -219,20 +219,16 @@ async fn qemu_img(
         .arg(utf8_path(image)?)
         .arg(utf8_path(dest)?)
         .timeout(CONVERT_TIMEOUT);
-    HostRunner
-        .run(&cmd)
-        .await
-        .map(drop)
-        .map_err(|e| match e {
-            CommandError::NotFound { program } => ArtifactError::ConverterMissing {
-                tool: program,
-                file: file.file_name.clone(),
-                format: format.to_string(),
-            },
-            source => ArtifactError::ConvertFailed {
-                path: image.to_path_buf(),
-                format: format.to_string(),
-                source: Box::new(source),
-            },
-        })
+    HostRunner.run(&cmd).await.map(drop).map_err(|e| match e {
+        CommandError::NotFound { program } => ArtifactError::ConverterMissing {
+            tool: program,
+            file: file.file_name.clone(),
+            format: format.to_string(),
+        },
+        source => ArtifactError::ConvertFailed {
+            path: image.to_path_buf(),
+            format: format.to_string(),
+            source: Box::new(source),
+        },
+    })
 }

@@ -551,5 +551,5 @@ mod raw;
 mod tests;
 pub mod vhd;
 
-use convert::{convert, Converter};
 pub use convert::ConvertedMeta;
+use convert::{convert, Converter};

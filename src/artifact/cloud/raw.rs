@@ -57,8 +57,8 @@ impl DiskReader {
                 })
             }
             "raw" => {
-                let f = File::open(path)
-                    .map_err(|e| ArtifactError::io("could not read", path, e))?;
+                let f =
+                    File::open(path).map_err(|e| ArtifactError::io("could not read", path, e))?;
                 let size = f
                     .metadata()
                     .map_err(|e| ArtifactError::io("could not read", path, e))?

@@ -122,4 +122,4 @@ pub fn checksum(footer: &[u8; 512]) -> u32 {
 
 #[cfg(test)]
 #[path = "vhd_tests.rs"]
-mod tests;
+pub(crate) mod tests;

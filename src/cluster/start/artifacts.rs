@@ -129,5 +129,8 @@ async fn base_image(
             "the default cloud image has no disk for the {kind} driver"
         ))
     })?;
-    Ok(artifact::ensure_cloud_image(cache, sources, &file, driver.as_disk_images(), report).await?)
+    Ok(
+        artifact::ensure_cloud_image(cache, sources, &file, driver.as_disk_images(), report)
+            .await?,
+    )
 }
