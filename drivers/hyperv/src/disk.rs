@@ -51,6 +51,37 @@ fn path_text(path: &Path) -> Result<String, DriverError> {
         })
 }
 
+/// Hyper-V's virtual disk errors (`0xC03A…`) name the file, not the fix: say what to do.
+fn with_disk_hint(e: DriverError) -> DriverError {
+    match e {
+        DriverError::Backend { op, message, .. } if message.contains("(0xC03A001A)") => {
+            DriverError::Backend {
+                op,
+                message,
+                hint: Some(
+                    "Hyper-V refuses disk files that are sparse, compressed or encrypted: clear \
+                     the Compress and Encrypt attributes of timonel's cache folder (`compact /u \
+                     /s:<folder>`, `cipher /d /s:<folder>`) and start again"
+                        .to_string(),
+                ),
+            }
+        }
+        DriverError::Backend { op, message, .. } if message.contains("(0xC03A") => {
+            DriverError::Backend {
+                op,
+                message,
+                hint: Some(
+                    "the VHD timonel wrote for Hyper-V is damaged (a full disk?): check the free \
+                     space, delete the image's folder under `images` in timonel's cache and \
+                     start again"
+                        .to_string(),
+                ),
+            }
+        }
+        other => other,
+    }
+}
+
 #[async_trait]
 impl DiskImages for HyperVDriver {
     fn disk_formats(&self) -> &[&'static str] {
@@ -82,7 +113,8 @@ impl DiskImages for HyperVDriver {
         let what = format!("the disk `{}`", dest.display());
         let out = self
             .run(op, &what, convert(&path_text(source)?, &path_text(dest)?))
-            .await?;
+            .await
+            .map_err(with_disk_hint)?;
         let made: Made = parse_json("the converted disk", &out)?;
         if made.vhd_format != "VHDX" || made.vhd_type != "Dynamic" || made.size == 0 {
             let _ = std::fs::remove_file(dest);
