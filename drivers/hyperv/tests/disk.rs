@@ -26,12 +26,25 @@ fn qemu_img() -> bool {
 
 fn qemu(args: &[&str]) -> String {
     let out = Command::new("qemu-img").args(args).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn fixed_vhd(path: &Path) {
-    qemu(&["create", "-q", "-f", "vpc", "-o", "subformat=fixed", path.to_str().unwrap(), "8M"]);
+    qemu(&[
+        "create",
+        "-q",
+        "-f",
+        "vpc",
+        "-o",
+        "subformat=fixed",
+        path.to_str().unwrap(),
+        "8M",
+    ]);
 }
 
 #[tokio::test]
@@ -50,12 +63,8 @@ async fn convert_vhd_makes_a_dynamic_vhdx_of_the_same_size() {
         .make_disk(&src, &dest, "vhdx", &SilentReporter)
         .await
         .unwrap();
-    let info: serde_json::Value = serde_json::from_str(&qemu(&[
-        "info",
-        "--output=json",
-        dest.to_str().unwrap(),
-    ]))
-    .unwrap();
+    let info: serde_json::Value =
+        serde_json::from_str(&qemu(&["info", "--output=json", dest.to_str().unwrap()])).unwrap();
     assert_eq!(info["format"], "vhdx");
     let src_info: serde_json::Value = serde_json::from_str(&qemu(&[
         "info",
@@ -80,10 +89,7 @@ async fn a_file_without_a_vhd_footer_is_refused_and_nothing_is_left() {
         .make_disk(&src, &dest, "vhdx", &SilentReporter)
         .await
         .unwrap_err();
-    assert!(
-        err.to_string().contains("footer is missing"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("footer is missing"), "{err}");
     assert!(err.hint().unwrap().contains("damaged"), "{:?}", err.hint());
     assert!(!dest.exists());
     let err = driver
@@ -108,6 +114,10 @@ async fn a_sparse_or_compressed_source_is_refused_with_what_to_change() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("0xC03A001A"), "{err}");
-    assert!(err.hint().unwrap().contains("compact /u"), "{:?}", err.hint());
+    assert!(
+        err.hint().unwrap().contains("compact /u"),
+        "{:?}",
+        err.hint()
+    );
     assert!(!dest.exists());
 }
