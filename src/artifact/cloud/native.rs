@@ -116,3 +116,7 @@ fn write_source(
     }
     written
 }
+
+#[cfg(all(test, unix))]
+#[path = "native_tests.rs"]
+mod tests;

@@ -10,8 +10,9 @@ VERR_FILE_NOT_FOUND`), a size that is not whole 512-byte sectors (the VD lines, 
 create the disk image "<dst>": VERR_VD_INVALID_SIZE`), an existing destination (`Cannot create
 the disk image "<dst>": VERR_ALREADY_EXISTS`); all exit 1, wrong arguments exit 2.
 
-The disk written is a real VDI made with qemu-img when the QEMU backing is on (its guests boot
-the disks cloned from it); otherwise a copy of the raw bytes, like the simulator's clonemedium.
+The disk written is a real one, made with qemu-img, whenever qemu-img is there (the QEMU
+backing's guests boot the disks cloned from it, and it needs qemu-img anyway); without qemu-img
+it is a copy of the raw bytes, like the simulator's clonemedium without the backing.
 """
 
 import os
@@ -63,7 +64,7 @@ def cmd_convertfromraw(sim, args):
                   f'Cannot create the disk image "{dst}": VERR_VD_INVALID_SIZE')
     if os.path.exists(dst):
         sim.error(f'Cannot create the disk image "{dst}": VERR_ALREADY_EXISTS')
-    if qemu.enabled():
+    if qemu.enabled() or shutil.which("qemu-img"):
         out_fmt = {"VDI": "vdi", "VMDK": "vmdk", "VHD": "vpc"}[fmt.upper()]
         qemu._run(sim, ["qemu-img", "convert", "-q", "-f", "raw", "-O", out_fmt, src, dst])
     else:
