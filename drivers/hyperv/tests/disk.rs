@@ -1,5 +1,7 @@
 //! The base VHDX made by `Convert-VHD` (`DiskImages`), against the PowerShell simulator, which
 //! reads the source's VHD footer like Hyper-V and writes a real VHDX with qemu-img.
+#![cfg(unix)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 mod common;
 

@@ -1,4 +1,6 @@
 //! The base VDI made by `VBoxManage convertfromraw` (`DiskImages`), against the simulator.
+#![cfg(unix)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The cache flow with the hypervisors' own tools (their simulators) and no `qemu-img`: the
 //! converter's name given to the cache does not exist, so any use of it would fail.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
