@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use timonel_driver::{DiskImages, DiskSource, DriverError, Reporter};
+use timonel_driver::{DiskImages, DiskSource, DiskTool, DriverError};
 
 use crate::parse::parse_json;
 use crate::script::{vars, PsScript};
@@ -84,32 +84,17 @@ fn with_disk_hint(e: DriverError) -> DriverError {
 
 #[async_trait]
 impl DiskImages for HyperVDriver {
-    fn disk_formats(&self) -> &[&'static str] {
-        &["vhdx"]
-    }
-
-    fn disk_source(&self) -> DiskSource {
-        DiskSource::FixedVhd
-    }
-
-    fn disk_tool(&self) -> String {
-        "Hyper-V's Convert-VHD".to_string()
-    }
-
-    async fn make_disk(
-        &self,
-        source: &Path,
-        dest: &Path,
-        format: &str,
-        _report: &dyn Reporter,
-    ) -> Result<(), DriverError> {
-        let op = "make the base VHDX";
-        if format != "vhdx" {
-            return Err(DriverError::Unsupported {
-                driver: "hyperv".to_string(),
-                what: format!("making {format} disks"),
-            });
+    fn disk_tool(&self) -> DiskTool {
+        DiskTool {
+            name: "Hyper-V's Convert-VHD",
+            formats: &["vhdx"],
+            source: DiskSource::FixedVhd,
         }
+    }
+
+    async fn make_disk(&self, source: &Path, dest: &Path, format: &str) -> Result<(), DriverError> {
+        let op = "make the base VHDX";
+        debug_assert_eq!(format, "vhdx");
         let what = format!("the disk `{}`", dest.display());
         let out = self
             .run(op, &what, convert(&path_text(source)?, &path_text(dest)?))

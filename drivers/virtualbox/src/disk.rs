@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use timonel_driver::{DiskImages, DiskSource, DriverError, Reporter};
+use timonel_driver::{DiskImages, DiskSource, DiskTool, DriverError};
 
 use crate::driver::VirtualBoxDriver;
 
@@ -28,37 +28,23 @@ pub fn convert_args(source: &Path, dest: &Path) -> Vec<String> {
 
 #[async_trait]
 impl DiskImages for VirtualBoxDriver {
-    fn disk_formats(&self) -> &[&'static str] {
-        &["vdi"]
-    }
-
-    fn disk_source(&self) -> DiskSource {
-        DiskSource::Raw
-    }
-
-    fn disk_tool(&self) -> String {
-        "VBoxManage convertfromraw".to_string()
-    }
-
-    async fn make_disk(
-        &self,
-        source: &Path,
-        dest: &Path,
-        format: &str,
-        _report: &dyn Reporter,
-    ) -> Result<(), DriverError> {
-        if format != "vdi" {
-            return Err(DriverError::Unsupported {
-                driver: "virtualbox".to_string(),
-                what: format!("making {format} disks"),
-            });
+    fn disk_tool(&self) -> DiskTool {
+        DiskTool {
+            name: "VBoxManage convertfromraw",
+            formats: &["vdi"],
+            source: DiskSource::Raw,
         }
+    }
+
+    /// VBoxManage removes a disk it could not finish; one whose process was killed may be left,
+    /// so it is removed here too.
+    async fn make_disk(&self, source: &Path, dest: &Path, format: &str) -> Result<(), DriverError> {
+        debug_assert_eq!(format, "vdi");
         let cmd = self
             .vbox
             .cmd(convert_args(source, dest))
             .timeout(CONVERT_TIMEOUT);
         if let Err(e) = self.vbox.run(cmd).await {
-            // VBoxManage removes a disk it could not finish; a killed one may not have.
             let _ = std::fs::remove_file(dest);
             let what = format!("disk `{}`", dest.display());
             return Err(e.into_driver(&what, "make the base VDI"));

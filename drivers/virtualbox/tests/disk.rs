@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 
 use common::{sim_path, simulator, Sim, V61, V7};
-use timonel_driver::{DiskImages, DiskSource, SilentReporter};
+use timonel_driver::{DiskImages, DiskSource};
 
 fn raw_disk(path: &std::path::Path, len: usize) {
     let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
@@ -18,15 +18,12 @@ fn raw_disk(path: &std::path::Path, len: usize) {
 async fn convertfromraw_makes_the_disk_without_registering_it() {
     let sim = Sim::new(V7, "");
     let driver = sim.driver();
-    assert_eq!(driver.disk_formats(), ["vdi"]);
-    assert_eq!(driver.disk_source(), DiskSource::Raw);
+    assert_eq!(driver.disk_tool().formats, ["vdi"]);
+    assert_eq!(driver.disk_tool().source, DiskSource::Raw);
     let src = sim.dir.path().join("disk.raw");
     raw_disk(&src, 2 << 20);
     let dest = sim.dir.path().join("base.vdi");
-    driver
-        .make_disk(&src, &dest, "vdi", &SilentReporter)
-        .await
-        .unwrap();
+    driver.make_disk(&src, &dest, "vdi").await.unwrap();
     assert!(dest.is_file());
     let calls = sim.calls();
     assert_eq!(
@@ -75,10 +72,7 @@ async fn bad_sizes_and_existing_files_fail_as_virtualbox_says_and_leave_nothing(
     let odd = sim.dir.path().join("odd.raw");
     raw_disk(&odd, 1000);
     let dest = sim.dir.path().join("odd.vdi");
-    let err = driver
-        .make_disk(&odd, &dest, "vdi", &SilentReporter)
-        .await
-        .unwrap_err();
+    let err = driver.make_disk(&odd, &dest, "vdi").await.unwrap_err();
     assert!(err.to_string().contains("VERR_VD_INVALID_SIZE"), "{err}");
     assert!(!dest.exists());
     let src = sim.dir.path().join("disk.raw");
@@ -132,11 +126,8 @@ fn with_the_qemu_backing_the_vdi_is_real_and_clones_hold_the_disk() {
             .env("PATH", sim_path())
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
     };
     vbox(&[
         "convertfromraw",

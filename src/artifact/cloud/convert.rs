@@ -165,9 +165,9 @@ pub(super) async fn convert(
             report.step(&format!(
                 "making the {format} disk from `{}` with {}",
                 image.file_name,
-                tool.disk_tool()
+                tool.disk_tool().name
             ));
-            native::make(tool, (&layout.image, source_format), (&tmp, format), report).await
+            native::make(tool, (&layout.image, source_format), (&tmp, format)).await
         }
     };
     if let Err(e) = made {

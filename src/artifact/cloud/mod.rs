@@ -398,7 +398,7 @@ async fn ensure_with(
             let converter = match disks {
                 Some(tool)
                     if native::readable(&source_format)
-                        && tool.disk_formats().contains(&format.as_str()) =>
+                        && tool.disk_tool().formats.contains(&format.as_str()) =>
                 {
                     Converter::Tool(tool)
                 }

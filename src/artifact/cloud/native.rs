@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use timonel_driver::{DiskImages, DiskSource, Reporter};
+use timonel_driver::{DiskImages, DiskSource};
 
 use super::raw::{output_size, write_disk, DiskReader, Written};
 use crate::artifact::cache::blocking;
@@ -51,9 +51,8 @@ pub(super) async fn make(
     tool: &dyn DiskImages,
     (image, source_format): (&Path, &str),
     (dest, format): (&Path, &str),
-    report: &dyn Reporter,
 ) -> Result<(), ArtifactError> {
-    let kind = tool.disk_source();
+    let kind = tool.disk_tool().source;
     let ext = match kind {
         DiskSource::Raw => "raw",
         DiskSource::FixedVhd => "vhd",
@@ -77,15 +76,14 @@ pub(super) async fn make(
         Ok(written) => {
             let dir = dest.parent().unwrap_or(Path::new("."));
             match check_space(dir, written.data, &format!("{format} disk")) {
-                Ok(()) => tool
-                    .make_disk(&source, dest, format, report)
-                    .await
-                    .map_err(|e| ArtifactError::DiskToolFailed {
+                Ok(()) => tool.make_disk(&source, dest, format).await.map_err(|e| {
+                    ArtifactError::DiskToolFailed {
                         path: image.to_path_buf(),
                         format: format.to_string(),
-                        tool: tool.disk_tool(),
+                        tool: tool.disk_tool().name.to_string(),
                         source: Box::new(e),
-                    }),
+                    }
+                }),
                 Err(e) => Err(e),
             }
         }

@@ -15,7 +15,7 @@ use url::Url;
 use super::super::{ensure_with, image_dir, ArtifactCache, Sources};
 use super::*;
 use crate::artifact::checksum::sha256_hex;
-use crate::artifact::cloud::vhd::tests::{qemu_img, run};
+use crate::artifact::cloud::vhd::tests::{info, qemu_img, to_qcow2, to_raw};
 
 const NO_QEMU_IMG: &str = "timonel-test-no-qemu-img";
 
@@ -23,35 +23,30 @@ fn sims() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/simulators")
 }
 
-/// An executable shell script `path` running `body`.
-fn script(path: &Path, body: &str) {
-    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+/// `<dir>/<name>`: an executable that runs the simulator `sim` (under tests/simulators) with its
+/// state in `<dir>/<state>`, named by the environment variable `state_var`.
+fn wrapper(dir: &Path, name: &str, (state_var, state): (&str, &str), sim: &str) -> PathBuf {
+    let path = dir.join(name);
+    let (state, sim) = (dir.join(state), sims().join(sim));
+    let body = format!(
+        "#!/bin/sh\n{state_var}='{}' exec python3 '{}' \"$@\"\n",
+        state.display(),
+        sim.display()
+    );
+    std::fs::write(&path, body).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
 }
 
 fn hyperv(dir: &Path) -> HyperVDriver {
-    let ps = dir.join("powershell");
-    script(
-        &ps,
-        &format!(
-            "TIMONEL_PS_SIM_STATE='{}' exec python3 '{}' \"$@\"",
-            dir.join("ps-state").display(),
-            sims().join("powershell/powershell-sim.py").display()
-        ),
-    );
+    let state = ("TIMONEL_PS_SIM_STATE", "ps-state");
+    let ps = wrapper(dir, "powershell", state, "powershell/powershell-sim.py");
     HyperVDriver::with_runner(Arc::new(HostRunner)).with_powershell(ps.to_str().unwrap())
 }
 
 fn virtualbox(dir: &Path) -> VirtualBoxDriver {
-    let vbox = dir.join("VBoxManage");
-    script(
-        &vbox,
-        &format!(
-            "TIMONEL_VBOX_SIM_STATE='{}' exec python3 '{}' \"$@\"",
-            dir.join("vbox-state").display(),
-            sims().join("vboxmanage/VBoxManage").display()
-        ),
-    );
+    let state = ("TIMONEL_VBOX_SIM_STATE", "vbox-state");
+    let vbox = wrapper(dir, "VBoxManage", state, "vboxmanage/VBoxManage");
     VirtualBoxDriver::with_runner(Arc::new(HostRunner), vbox)
 }
 
@@ -67,20 +62,7 @@ fn publish(dir: &Path, qemu: &str, convert_to: &str) -> (ImageFile, Vec<u8>) {
     let raw = src.join("disk.raw");
     std::fs::write(&raw, &disk).unwrap();
     let img = src.join("cloud.img");
-    run(
-        qemu,
-        &[
-            "convert",
-            "-q",
-            "-c",
-            "-f",
-            "raw",
-            "-O",
-            "qcow2",
-            raw.to_str().unwrap(),
-            img.to_str().unwrap(),
-        ],
-    );
+    to_qcow2(qemu, &raw, &img, "-c");
     let digest = sha256_hex(&std::fs::read(&img).unwrap());
     std::fs::write(src.join("SHA256SUMS"), format!("{digest} *cloud.img\n")).unwrap();
     let image = ImageFile {
@@ -114,35 +96,28 @@ async fn made_with(tool: &dyn DiskImages, format: &str, calls: &Path) {
     let dir = tempfile::tempdir().unwrap();
     let (image, disk) = publish(dir.path(), qemu, format);
     let cache = ArtifactCache::new(dir.path().join("cache"));
-    let got = ensure_with(
-        &cache,
-        &Sources::default(),
-        &image,
-        (NO_QEMU_IMG, Some(tool)),
-        &SilentReporter,
-    )
-    .await
-    .unwrap();
+    let ensure = || {
+        let sources = Sources::default();
+        let (cache, image) = (&cache, &image);
+        async move {
+            ensure_with(
+                cache,
+                &sources,
+                image,
+                (NO_QEMU_IMG, Some(tool)),
+                &SilentReporter,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let got = ensure().await;
     assert_eq!(got.extension().unwrap(), format);
-    let info: serde_json::Value = serde_json::from_str(&run(
-        qemu,
-        &["info", "--output=json", got.to_str().unwrap()],
-    ))
-    .unwrap();
+    let info = info(qemu, format, &got);
     assert_eq!(info["format"], format, "{info}");
     // The disk inside is the published one (grown to whole VHD cylinders for Hyper-V).
     let back = dir.path().join("back.raw");
-    run(
-        qemu,
-        &[
-            "convert",
-            "-q",
-            "-O",
-            "raw",
-            got.to_str().unwrap(),
-            back.to_str().unwrap(),
-        ],
-    );
+    to_raw(qemu, format, &got, &back);
     let back = std::fs::read(back).unwrap();
     assert!(back[..disk.len()] == disk[..] && back[disk.len()..].iter().all(|b| *b == 0));
     // Only the download, the result and their records stay: no intermediate file.
@@ -160,16 +135,7 @@ async fn made_with(tool: &dyn DiskImages, format: &str, calls: &Path) {
     );
     // A second run finds it in the cache: the tool is not run again.
     let before = std::fs::read_to_string(calls).unwrap();
-    let again = ensure_with(
-        &cache,
-        &Sources::default(),
-        &image,
-        (NO_QEMU_IMG, Some(tool)),
-        &SilentReporter,
-    )
-    .await
-    .unwrap();
-    assert_eq!(again, got);
+    assert_eq!(ensure().await, got);
     assert_eq!(std::fs::read_to_string(calls).unwrap(), before);
 }
 

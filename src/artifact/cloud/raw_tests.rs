@@ -1,6 +1,6 @@
 use super::*;
 
-use crate::artifact::cloud::vhd::tests::{qemu_img, run};
+use crate::artifact::cloud::vhd::tests::{info, qemu_img, run, to_qcow2, to_raw};
 
 /// A disk of `len` (> 3 MiB) bytes: data, a run of zeros longer than a chunk, data, a zero tail.
 fn sample(len: usize) -> Vec<u8> {
@@ -29,17 +29,14 @@ fn a_qcow2_reads_back_as_the_disk_it_holds_compressed_or_not_v2_or_v3() {
     let disk = sample(6 * 1024 * 1024 + 3 * 512);
     let raw = dir.path().join("disk.raw");
     std::fs::write(&raw, &disk).unwrap();
-    for (name, extra) in [
-        ("plain.qcow2", vec![]),
-        ("compressed.qcow2", vec!["-c"]),
-        ("v2.qcow2", vec!["-c", "-o", "compat=0.10"]),
-        ("small-clusters.qcow2", vec!["-o", "cluster_size=4096"]),
+    for (name, opts) in [
+        ("plain.qcow2", ""),
+        ("compressed.qcow2", "-c"),
+        ("v2.qcow2", "-c -o compat=0.10"),
+        ("small-clusters.qcow2", "-o cluster_size=4096"),
     ] {
         let q = dir.path().join(name);
-        let mut args = vec!["convert", "-q", "-f", "raw", "-O", "qcow2"];
-        args.extend(extra);
-        args.extend([raw.to_str().unwrap(), q.to_str().unwrap()]);
-        run(qemu, &args);
+        to_qcow2(qemu, &raw, &q, opts);
         let (out, w) = write(dir.path(), &q, "qcow2", DiskSource::Raw);
         let got = std::fs::read(&out).unwrap();
         assert_eq!(got.len(), disk.len(), "{name}");
@@ -58,45 +55,16 @@ fn a_fixed_vhd_is_what_qemu_reads_and_converts_back_byte_for_byte() {
     let raw = dir.path().join("disk.raw");
     std::fs::write(&raw, &disk).unwrap();
     let q = dir.path().join("disk.qcow2");
-    run(
-        qemu,
-        &[
-            "convert",
-            "-q",
-            "-c",
-            "-f",
-            "raw",
-            "-O",
-            "qcow2",
-            raw.to_str().unwrap(),
-            q.to_str().unwrap(),
-        ],
-    );
+    to_qcow2(qemu, &raw, &q, "-c");
     let (vhd, w) = write(dir.path(), &q, "qcow2", DiskSource::FixedVhd);
     let (size, _) = vhd::fitted(disk.len() as u64);
     assert_eq!(w.size, size + 512);
     assert_eq!(std::fs::metadata(&vhd).unwrap().len(), size + 512);
-    let info: serde_json::Value = serde_json::from_str(&run(
-        qemu,
-        &["info", "-f", "vpc", "--output=json", vhd.to_str().unwrap()],
-    ))
-    .unwrap();
+    let info = info(qemu, "vpc", &vhd);
     assert_eq!(info["format"], "vpc");
     assert_eq!(info["virtual-size"].as_u64(), Some(size), "{info}");
     let back = dir.path().join("back.raw");
-    run(
-        qemu,
-        &[
-            "convert",
-            "-q",
-            "-f",
-            "vpc",
-            "-O",
-            "raw",
-            vhd.to_str().unwrap(),
-            back.to_str().unwrap(),
-        ],
-    );
+    to_raw(qemu, "vpc", &vhd, &back);
     let mut want = disk.clone();
     want.resize(usize::try_from(size).unwrap(), 0);
     assert!(
@@ -145,19 +113,10 @@ fn a_stop_ends_the_write_and_unreadable_images_are_refused_clearly() {
     assert!(err.to_string().contains("only qcow2 and raw"), "{err}");
     let Some(qemu) = qemu_img() else { return };
     let child = dir.path().join("child.qcow2");
+    let backing = format!("-F raw -b {}", raw.display());
     run(
         qemu,
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-F",
-            "raw",
-            "-b",
-            raw.to_str().unwrap(),
-            child.to_str().unwrap(),
-        ],
+        &format!("create -q -f qcow2 {backing} {}", child.display()),
     );
     let err = DiskReader::open(&child, "qcow2").err().unwrap();
     assert!(err.to_string().contains("backing file"), "{err}");

@@ -16,14 +16,40 @@ pub(crate) fn qemu_img() -> Option<&'static str> {
     None
 }
 
-pub(crate) fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// Runs `program` with `args` split at spaces (the tests' paths are temporary folders, which
+/// have none) and returns its stdout; it must succeed.
+pub(crate) fn run(program: &str, args: &str) -> String {
+    let out = Command::new(program)
+        .args(args.split_whitespace())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{program} {args}: {stderr}");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `qemu-img convert` of the raw disk `raw` to a qcow2 at `dest`, with `opts` (`-c`: compressed).
+pub(crate) fn to_qcow2(qemu: &str, raw: &std::path::Path, dest: &std::path::Path, opts: &str) {
+    let (raw, dest) = (raw.display(), dest.display());
+    run(
+        qemu,
+        &format!("convert -q {opts} -f raw -O qcow2 {raw} {dest}"),
+    );
+}
+
+/// `qemu-img convert` of `src` (read as `format`) to the raw disk `dest`.
+pub(crate) fn to_raw(qemu: &str, format: &str, src: &std::path::Path, dest: &std::path::Path) {
+    let (src, dest) = (src.display(), dest.display());
+    run(qemu, &format!("convert -q -f {format} -O raw {src} {dest}"));
+}
+
+/// `qemu-img info` of `path` read as `format` (`vpc`: a fixed VHD is not probed).
+pub(crate) fn info(qemu: &str, format: &str, path: &std::path::Path) -> serde_json::Value {
+    let out = run(
+        qemu,
+        &format!("info -f {format} --output=json {}", path.display()),
+    );
+    serde_json::from_str(&out).unwrap()
 }
 
 #[test]
@@ -77,20 +103,8 @@ fn qemu_makes_fixed_vhds_of_the_same_sizes() {
     let dir = tempfile::tempdir().unwrap();
     for mib in [1u64, 3, 100, 2048, 3584] {
         let path = dir.path().join(format!("{mib}.vhd"));
-        let p = path.to_str().unwrap();
-        run(
-            qemu,
-            &[
-                "create",
-                "-q",
-                "-f",
-                "vpc",
-                "-o",
-                "subformat=fixed",
-                p,
-                &format!("{mib}M"),
-            ],
-        );
+        let opts = "-q -f vpc -o subformat=fixed";
+        run(qemu, &format!("create {opts} {} {mib}M", path.display()));
         let len = std::fs::metadata(&path).unwrap().len();
         assert_eq!(fitted(mib << 20).0 + 512, len, "{mib} MiB");
         std::fs::remove_file(&path).unwrap();
