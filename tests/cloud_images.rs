@@ -143,7 +143,7 @@ impl Fixture {
     }
 
     async fn ensure(&self, sources: &Sources, image: &ImageFile) -> Result<PathBuf, ArtifactError> {
-        ensure_cloud_image(&self.cache, sources, image, &SilentReporter).await
+        ensure_cloud_image(&self.cache, sources, image, None, &SilentReporter).await
     }
 }
 
@@ -176,7 +176,7 @@ async fn ubuntu_sha256sums_with_binary_marker() {
     let data = content(1, 300 * 1024 + 11);
     let image = f.ubuntu(&data);
     let report = RecordingReporter::default();
-    let path = ensure_cloud_image(&f.cache, &f.sources(), &image, &report)
+    let path = ensure_cloud_image(&f.cache, &f.sources(), &image, None, &report)
         .await
         .unwrap();
 
@@ -315,7 +315,7 @@ async fn a_cache_hit_makes_no_request_and_a_changed_file_is_fetched_again() {
     // Same handle, then a fresh handle on the same folder (as a new process would have).
     assert_eq!(f.ensure(&f.sources(), &image).await.unwrap(), first);
     let again = ArtifactCache::new(f.cache.root());
-    let second = ensure_cloud_image(&again, &f.sources(), &image, &SilentReporter)
+    let second = ensure_cloud_image(&again, &f.sources(), &image, None, &SilentReporter)
         .await
         .unwrap();
     assert_eq!(second, first);
@@ -543,7 +543,7 @@ async fn converts_once_with_qemu_img_and_reuses_the_conversion() {
     image.convert_to = Some("vhdx".to_string());
 
     let report = RecordingReporter::default();
-    let got = ensure_cloud_image(&f.cache, &f.sources(), &image, &report)
+    let got = ensure_cloud_image(&f.cache, &f.sources(), &image, None, &report)
         .await
         .unwrap();
     let dir = image_dir(&f.cache, &image);
@@ -578,7 +578,7 @@ async fn converts_once_with_qemu_img_and_reuses_the_conversion() {
     let requests = f.mirror.total_requests();
     let mtime = std::fs::metadata(&got).unwrap().modified().unwrap();
     let report = RecordingReporter::default();
-    let again = ensure_cloud_image(&f.cache, &f.offline(), &image, &report)
+    let again = ensure_cloud_image(&f.cache, &f.offline(), &image, None, &report)
         .await
         .unwrap();
     assert_eq!(again, got);

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use timonel_driver::{CommandError, Hint};
+use timonel_driver::{CommandError, DriverError, Hint};
 
 use super::{ENV_INSECURE_MIRROR, ENV_OFFLINE};
 
@@ -142,6 +142,33 @@ pub enum ArtifactError {
 
     #[error("unsupported disk format `{format}`")]
     UnsupportedDiskFormat { format: String },
+
+    #[error("cannot read `{}` as a {format} image: {message}", .path.display())]
+    UnreadableImage {
+        path: PathBuf,
+        format: String,
+        message: String,
+    },
+
+    #[error(
+        "not enough free space in `{}` to make the {what}: {} MiB needed, {} MiB free",
+        .dir.display(), .need.div_ceil(1 << 20), .free >> 20
+    )]
+    NoSpace {
+        dir: PathBuf,
+        what: String,
+        need: u64,
+        free: u64,
+    },
+
+    #[error("{tool} could not make the {format} disk from `{}`", .path.display())]
+    DiskToolFailed {
+        path: PathBuf,
+        format: String,
+        tool: String,
+        #[source]
+        source: Box<DriverError>,
+    },
 
     #[error("{what} `{}`", .path.display())]
     Io {
@@ -337,6 +364,22 @@ impl Hint for ArtifactError {
                  its folder under `images/` in the cache so it is fetched again"
                     .to_string(),
             ),
+            Self::UnreadableImage { .. } => Some(
+                "the download is not a qcow2 image timonel can read itself (one with a backing \
+                 file, encryption or zstd compression); pass a disk in the driver's format with \
+                 `--vm-image PATH`"
+                    .to_string(),
+            ),
+            Self::NoSpace { .. } => Some(
+                "free some space there (`timonel cache clean` removes cached downloads), or set \
+                 TIMONEL_HOME to a folder on a larger disk"
+                    .to_string(),
+            ),
+            Self::DiskToolFailed { source, .. } => Some(source.hint().unwrap_or_else(|| {
+                "check the free space in the cache folder; if the download is damaged, delete \
+                 its folder under `images/` in the cache so it is fetched again"
+                    .to_string()
+            })),
             Self::UnsupportedDiskFormat { .. } => Some(
                 "timonel converts to `qcow2`, `raw`, `vmdk`, `vdi`, `vhdx` and `vpc`".to_string(),
             ),

@@ -6,7 +6,8 @@
 //! - [`ensure_k3s`] makes sure the release's files for one architecture are in the cache and
 //!   returns their paths. A verified cached file makes no request at all.
 //! - [`ensure_cloud_image`] does the same for the VM drivers' cloud images, verified against
-//!   the publisher's `SHA256SUMS`/`SHA512SUMS`, converted once with `qemu-img` when needed.
+//!   the publisher's `SHA256SUMS`/`SHA512SUMS`, converted once when needed (by the hypervisor's own
+//!   tool for Hyper-V and VirtualBox, docs/vm-disks.md; else `qemu-img`).
 //! - [`commands`] holds the data side of `timonel cache list|download|clean`.
 //!
 //! Layout and locking are described in [`cache`]; resumable, verified downloads live in the

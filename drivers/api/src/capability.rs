@@ -98,6 +98,38 @@ pub trait ApiBalancer: Send + Sync {
     async fn balancer(&self, cluster: &ClusterName) -> Result<Option<BalancerStatus>, DriverError>;
 }
 
+/// The file a driver's disk tool reads (see [`DiskImages`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskSource {
+    /// The bare disk, byte for byte (VirtualBox's `convertfromraw`).
+    Raw,
+    /// A fixed VHD: the bare disk and a 512-byte footer (Hyper-V's `Convert-VHD`).
+    FixedVhd,
+}
+
+/// A hypervisor's tool that makes its disk format from a plain disk (see [`DiskImages`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskTool {
+    /// For messages (`Hyper-V's Convert-VHD`).
+    pub name: &'static str,
+    /// The formats it makes (`vhdx`, `vdi`), lowercase.
+    pub formats: &'static [&'static str],
+    /// What it reads.
+    pub source: DiskSource,
+}
+
+/// Drivers whose hypervisor makes its own disk format from a plain disk with its own tool, so a
+/// downloaded cloud image becomes the base disk without `qemu-img`. timonel writes the source
+/// file (the cloud image's disk, as [`DiskTool::source`] says) and keeps the result in its cache.
+#[async_trait]
+pub trait DiskImages: Send + Sync {
+    /// The tool.
+    fn disk_tool(&self) -> DiskTool;
+    /// Makes `dest`, which does not exist, in `format` (one of [`DiskTool::formats`]) from
+    /// `source`. On an error nothing is left at `dest`.
+    async fn make_disk(&self, source: &Path, dest: &Path, format: &str) -> Result<(), DriverError>;
+}
+
 /// A node's log as it is written: chunks of bytes until the node stops.
 pub type LogStream = Pin<Box<dyn Stream<Item = Result<Vec<u8>, DriverError>> + Send>>;
 

@@ -314,4 +314,8 @@ pub trait Driver: Send + Sync {
     fn as_api_balancer(&self) -> Option<&dyn crate::capability::ApiBalancer> {
         None
     }
+    /// Making the base disk from a cloud image with the hypervisor's own tool, when it has one.
+    fn as_disk_images(&self) -> Option<&dyn crate::capability::DiskImages> {
+        None
+    }
 }

@@ -23,8 +23,8 @@ pub mod wait;
 
 pub use access::{FilePlacement, FileSource, NodeAccess};
 pub use capability::{
-    local_host, ApiBalancer, BalancerSpec, BalancerStatus, FollowLogs, HostCapacity, HostResources,
-    LogStream, MachineFacts, NodeImages, Preflight,
+    local_host, ApiBalancer, BalancerSpec, BalancerStatus, DiskImages, DiskSource, DiskTool,
+    FollowLogs, HostCapacity, HostResources, LogStream, MachineFacts, NodeImages, Preflight,
 };
 pub use driver::{
     Availability, Capabilities, Driver, DriverKind, MachineSpec, NodeKind, NodeRole, PortMapping,

@@ -152,7 +152,12 @@ impl HyperVDriver {
     }
 
     /// Runs one script; a failure becomes a typed error about `what`.
-    async fn run(&self, op: &str, what: &str, script: PsScript) -> Result<String, DriverError> {
+    pub(crate) async fn run(
+        &self,
+        op: &str,
+        what: &str,
+        script: PsScript,
+    ) -> Result<String, DriverError> {
         let Some(ps) = &self.powershell else {
             let (reason, fix) = needs_windows();
             return Err(DriverError::NotAvailable {
@@ -225,6 +230,11 @@ impl Driver for HyperVDriver {
     }
 
     fn as_host_resources(&self) -> Option<&dyn timonel_driver::HostResources> {
+        Some(self)
+    }
+
+    /// The base VHDX is made by Hyper-V's own `Convert-VHD` (crate::disk): no `qemu-img`.
+    fn as_disk_images(&self) -> Option<&dyn timonel_driver::DiskImages> {
         Some(self)
     }
 
@@ -306,7 +316,7 @@ impl Driver for HyperVDriver {
                     "base image `{}` is not a VHDX; Generation 2 VMs boot only from VHDX",
                     disk.base_image.display()
                 ),
-                hint: Some("convert it: `qemu-img convert -O vhdx -o subformat=dynamic <image> <image>.vhdx`".to_string()),
+                hint: Some("convert it in an elevated PowerShell: `Convert-VHD -Path <image>.vhd -DestinationPath <image>.vhdx -VHDType Dynamic` (a qcow2 image: leave out --vm-image and timonel makes the VHDX from its default cloud image)".to_string()),
             });
         }
 

@@ -9,6 +9,7 @@
 //! - Failures are classified by the error record's category and id, never by its (localized)
 //!   message ([`record`]).
 
+pub mod disk;
 mod driver;
 mod files;
 pub mod parse;

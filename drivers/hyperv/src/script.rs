@@ -18,6 +18,7 @@ pub mod vars {
     pub const SWITCH: &str = "TIMONEL_SWITCH";
     pub const VHD_PARENT: &str = "TIMONEL_VHD_PARENT";
     pub const VHD_PATH: &str = "TIMONEL_VHD_PATH";
+    pub const VHD_SOURCE: &str = "TIMONEL_VHD_SOURCE";
     pub const DISK_MB: &str = "TIMONEL_DISK_MB";
     pub const SEED_ISO: &str = "TIMONEL_SEED_ISO";
     pub const VM_DIR: &str = "TIMONEL_VM_DIR";
@@ -79,7 +80,7 @@ pub struct PsScript {
 }
 
 impl PsScript {
-    fn new(body: &[&'static str]) -> Self {
+    pub(crate) fn new(body: &[&'static str]) -> Self {
         let mut statements = PRELUDE.to_vec();
         statements.extend_from_slice(body);
         Self {
@@ -98,12 +99,12 @@ impl PsScript {
         }
     }
 
-    fn set(mut self, key: &str, value: impl Into<String>) -> Self {
+    pub(crate) fn set(mut self, key: &str, value: impl Into<String>) -> Self {
         self.env.push((key.to_string(), value.into()));
         self
     }
 
-    fn timeout(mut self, timeout: Duration) -> Self {
+    pub(crate) fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }

@@ -237,6 +237,11 @@ impl Driver for VirtualBoxDriver {
         Some(self)
     }
 
+    /// A base VDI is made by `VBoxManage convertfromraw` (crate::disk): no `qemu-img`.
+    fn as_disk_images(&self) -> Option<&dyn timonel_driver::DiskImages> {
+        Some(self)
+    }
+
     /// Shared folders (`sharedfolder add`), mounted in the guest with `vboxsf`, which the
     /// guest's kernel must have (the Guest Additions, or a kernel that ships the driver).
     fn host_folders(&self) -> timonel_driver::HostFolders {

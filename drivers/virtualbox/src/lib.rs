@@ -10,6 +10,7 @@
 //! `/VirtualBox/GuestInfo/Net/1/V4/IP`.
 
 mod create;
+pub mod disk;
 mod driver;
 pub mod error;
 mod lifecycle;

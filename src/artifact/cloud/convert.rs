@@ -1,19 +1,31 @@
-//! Converting a verified cloud image to the disk format a driver needs, once, with `qemu-img`
-//! (or the converter a test names): under the image's lock, to a temporary name, then renamed.
+//! Converting a verified cloud image to the disk format a driver needs, once: with the
+//! hypervisor's own tool where the driver has one ([`native`](super::native)), else with
+//! `qemu-img` (or the converter a test names); under the image's lock, to a temporary name, then
+//! renamed.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use timonel_driver::{Cmd, CommandError, HostRunner, Runner};
+use timonel_driver::{Cmd, CommandError, DiskImages, HostRunner, Runner};
+use timonel_driver_vm::ImageFile;
 
-use super::{mtime, read_json, write_json, ImageMeta, Job};
+use super::{mtime, native, read_json, write_json, ImageMeta, Job};
 use crate::artifact::cache::{blocking, lock_artifact, now, rfc3339, sync_dir, ArtifactCache};
 use crate::artifact::checksum::hash_file;
 use crate::artifact::error::ArtifactError;
 
 /// A conversion writes a few GB; slow disks need time.
 const CONVERT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// What makes the driver's format.
+#[derive(Clone, Copy)]
+pub(super) enum Converter<'a> {
+    /// `qemu-img` (its program name).
+    QemuImg(&'a str),
+    /// The hypervisor's own tool, through its driver.
+    Tool(&'a dyn DiskImages),
+}
 
 /// What is recorded next to a converted image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,7 +114,7 @@ pub(super) async fn convert(
     job: &Job<'_>,
     source: &ImageMeta,
     (source_format, format): (&str, &str),
-    converter: &str,
+    converter: Converter<'_>,
 ) -> Result<PathBuf, ArtifactError> {
     let Job {
         cache,
@@ -134,30 +146,33 @@ pub(super) async fn convert(
     }
     let tmp = layout
         .dir
-        .join(format!("{prefix}{:08x}", rand::random::<u32>()));
-    report.step(&format!(
-        "converting `{}` to {format} with {converter}",
-        image.file_name
-    ));
-    let cmd = Cmd::new(converter)
-        .args(["convert", "-f", source_format, "-O", format])
-        .arg(utf8_path(&layout.image)?)
-        .arg(utf8_path(&tmp)?)
-        .timeout(CONVERT_TIMEOUT);
-    if let Err(e) = HostRunner.run(&cmd).await {
+        .join(format!("{prefix}{:08x}.{format}", rand::random::<u32>()));
+    let made = match converter {
+        Converter::QemuImg(program) => {
+            report.step(&format!(
+                "converting `{}` to {format} with {program}",
+                image.file_name
+            ));
+            qemu_img(
+                program,
+                (&layout.image, source_format),
+                (&tmp, format),
+                image,
+            )
+            .await
+        }
+        Converter::Tool(tool) => {
+            report.step(&format!(
+                "making the {format} disk from `{}` with {}",
+                image.file_name,
+                tool.disk_tool().name
+            ));
+            native::make(tool, (&layout.image, source_format), (&tmp, format)).await
+        }
+    };
+    if let Err(e) = made {
         let _ = tokio::fs::remove_file(&tmp).await;
-        return Err(match e {
-            CommandError::NotFound { program } => ArtifactError::ConverterMissing {
-                tool: program,
-                file: image.file_name.clone(),
-                format: format.to_string(),
-            },
-            source => ArtifactError::ConvertFailed {
-                path: layout.image.clone(),
-                format: format.to_string(),
-                source: Box::new(source),
-            },
-        });
+        return Err(e);
     }
     let meta = ConvertedMeta {
         size: 0,
@@ -190,4 +205,30 @@ pub(super) async fn convert(
         let _ = tokio::fs::remove_file(&tmp).await;
     }
     finished.map(|()| dest)
+}
+
+/// `qemu-img convert -f <source format> -O <format> <image> <dest>`.
+async fn qemu_img(
+    program: &str,
+    (image, source_format): (&Path, &str),
+    (dest, format): (&Path, &str),
+    file: &ImageFile,
+) -> Result<(), ArtifactError> {
+    let cmd = Cmd::new(program)
+        .args(["convert", "-f", source_format, "-O", format])
+        .arg(utf8_path(image)?)
+        .arg(utf8_path(dest)?)
+        .timeout(CONVERT_TIMEOUT);
+    HostRunner.run(&cmd).await.map(drop).map_err(|e| match e {
+        CommandError::NotFound { program } => ArtifactError::ConverterMissing {
+            tool: program,
+            file: file.file_name.clone(),
+            format: format.to_string(),
+        },
+        source => ArtifactError::ConvertFailed {
+            path: image.to_path_buf(),
+            format: format.to_string(),
+            source: Box::new(source),
+        },
+    })
 }

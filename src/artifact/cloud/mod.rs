@@ -1,7 +1,8 @@
 //! Cloud images for the VM drivers, through the artifact cache: the publisher's checksum file
 //! (`SHA256SUMS`, `SHA512SUMS`, BSD style) and the image it lists, fetched with the same
-//! resumable, retried, verified downloads as the k3s release files, and converted once with
-//! `qemu-img` when a driver needs another disk format.
+//! resumable, retried, verified downloads as the k3s release files, and converted once when a
+//! driver needs another disk format: by the hypervisor's own tool where the driver has one
+//! (Hyper-V, VirtualBox: no `qemu-img` needed, docs/vm-disks.md), else with `qemu-img`.
 //!
 //! ```text
 //! <cache>/images/<image id>-<hash of the image URL>/
@@ -9,7 +10,7 @@
 //!   <file>                              the verified download, e.g. noble-server-cloudimg-amd64.img
 //!   <file>.meta.json                    size, algorithm, digest, URLs, fetched at, mtime
 //!   <file>.partial / <file>.lock        a download in progress / held while one process fetches
-//!   <stem>.<format>                     a conversion (`qemu-img convert -O <format>`), e.g. .vhdx
+//!   <stem>.<format>                     a conversion (the driver's tool or `qemu-img`), e.g. .vhdx
 //!   <stem>.<format>.meta.json           size, sha256, and the digest of the download it came from
 //! ```
 //!
@@ -22,7 +23,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use timonel_driver::Reporter;
+use timonel_driver::{DiskImages, Reporter};
 use timonel_driver_vm::checksum::parse_checksums;
 use timonel_driver_vm::{ChecksumEntry, HashAlgorithm, ImageFile};
 use url::Url;
@@ -306,7 +307,9 @@ async fn verified_image(
 
 /// Makes sure the cloud image `image` is in the cache, verified against the line for its file
 /// name in the publisher's checksum file, and returns its path; with `image.convert_to`, the
-/// path of the converted disk (converted once, with `qemu-img`, and kept next to the download).
+/// path of the converted disk (converted once and kept next to the download): with `disks`, the
+/// driver's own tool, when it makes that format and timonel reads the download's format (qcow2,
+/// raw); otherwise `qemu-img`.
 ///
 /// A verified cached image makes no request. Offline (asked for, or because no connection can
 /// be made) only the cache is used and a miss is an [`ArtifactError::ImageNotCached`] naming
@@ -316,17 +319,18 @@ pub async fn ensure_cloud_image(
     cache: &ArtifactCache,
     sources: &Sources,
     image: &ImageFile,
+    disks: Option<&dyn DiskImages>,
     report: &dyn Reporter,
 ) -> Result<PathBuf, ArtifactError> {
-    ensure_with(cache, sources, image, QEMU_IMG, report).await
+    ensure_with(cache, sources, image, (QEMU_IMG, disks), report).await
 }
 
-/// [`ensure_cloud_image`] with the converter's program named, for tests.
+/// [`ensure_cloud_image`] with `qemu-img`'s program named, for tests.
 async fn ensure_with(
     cache: &ArtifactCache,
     sources: &Sources,
     image: &ImageFile,
-    converter: &str,
+    (qemu_img, disks): (&str, Option<&dyn DiskImages>),
     report: &dyn Reporter,
 ) -> Result<PathBuf, ArtifactError> {
     let url = source_url("cloud image URL", &image.url, sources)?;
@@ -390,7 +394,18 @@ async fn ensure_with(
     };
     match target {
         None => Ok(layout.image),
-        Some(format) => convert(&job, &meta, (&source_format, &format), converter).await,
+        Some(format) => {
+            let converter = match disks {
+                Some(tool)
+                    if native::readable(&source_format)
+                        && tool.disk_tool().formats.contains(&format.as_str()) =>
+                {
+                    Converter::Tool(tool)
+                }
+                _ => Converter::QemuImg(qemu_img),
+            };
+            convert(&job, &meta, (&source_format, &format), converter).await
+        }
     }
 }
 
@@ -530,8 +545,11 @@ async fn fetch_image(
 }
 
 mod convert;
+mod native;
+mod raw;
 #[cfg(test)]
 mod tests;
+pub mod vhd;
 
-use convert::convert;
 pub use convert::ConvertedMeta;
+use convert::{convert, Converter};

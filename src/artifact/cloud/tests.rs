@@ -104,7 +104,7 @@ async fn a_missing_converter_is_a_clear_error_with_the_install_hint() {
         &cache,
         &Sources::default(),
         &img,
-        "timonel-no-such-qemu-img",
+        ("timonel-no-such-qemu-img", None),
         &SilentReporter,
     )
     .await

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use timonel_driver::{DriverKind, NodeKind};
+use timonel_driver::{Driver, NodeKind};
 
 use super::{Install, StartOptions};
 use crate::artifact::{self, Arch, ArtifactCache, K3sVersion, Sources, VersionSpec};
@@ -26,7 +26,7 @@ pub(crate) struct Fetched {
 pub(super) async fn fetch(
     ctx: &Ctx,
     opts: &StartOptions,
-    driver: DriverKind,
+    driver: &dyn Driver,
     nodes: NodeKind,
     arch: Arch,
     cancel: &Cancel,
@@ -103,12 +103,13 @@ pub(crate) async fn ensure_binary(
 }
 
 /// The verified base image for `driver`'s VMs: `--vm-image PATH` as given, else the default
-/// cloud image of the catalog, fetched and verified through the artifact cache.
+/// cloud image of the catalog, fetched and verified through the artifact cache, and converted
+/// to the driver's disk format (by its own tool when it has one).
 async fn base_image(
     cache: &ArtifactCache,
     sources: &Sources,
     given: Option<&Path>,
-    driver: DriverKind,
+    driver: &dyn Driver,
     report: &dyn timonel_driver::Reporter,
 ) -> Result<PathBuf> {
     if let Some(path) = given {
@@ -122,10 +123,14 @@ async fn base_image(
     }
     let catalog = timonel_driver_vm::VmImageCatalog::builtin()?;
     let image = catalog.get(timonel_driver_vm::catalog::DEFAULT_IMAGE)?;
-    let file = image.for_driver(driver.as_str()).ok_or_else(|| {
+    let kind = driver.kind();
+    let file = image.for_driver(kind.as_str()).ok_or_else(|| {
         Error::internal(format!(
-            "the default cloud image has no disk for the {driver} driver"
+            "the default cloud image has no disk for the {kind} driver"
         ))
     })?;
-    Ok(artifact::ensure_cloud_image(cache, sources, &file, report).await?)
+    Ok(
+        artifact::ensure_cloud_image(cache, sources, &file, driver.as_disk_images(), report)
+            .await?,
+    )
 }

@@ -132,7 +132,7 @@ async fn create(
     let arch = plan::preflight(ctx, opts, driver.as_ref(), cancel).await?;
     plan::resources(ctx, opts, driver.as_ref()).await?;
     let balanced = balancer::ready(ctx, opts, driver.as_ref()).await?;
-    let arts = artifacts::fetch(ctx, opts, driver.kind(), kind, arch, cancel).await?;
+    let arts = artifacts::fetch(ctx, opts, driver.as_ref(), kind, arch, cancel).await?;
     let node_image = node_image::ensure(ctx, opts, driver.as_ref(), &arts).await?;
     cancel.check()?;
     let ports = plan::ports(opts, kind, balanced)?;

@@ -26,6 +26,10 @@ import sys
 import textwrap
 import uuid
 
+sys.dont_write_bytecode = True  # no __pycache__ beside the simulator in the source tree
+sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
+import vhd_convert  # noqa: E402  (Convert-VHD and Get-VHD of the base VHDX)
+
 DEFAULT_SWITCH_ID = "c08cb7b8-9b3c-408e-8e30-5e16a3aeb444"
 
 DEFAULTS = {
@@ -83,7 +87,7 @@ HYPERV_CMDLETS = [
     "Get-VM", "New-VM", "Start-VM", "Stop-VM", "Remove-VM", "Resume-VM", "Suspend-VM", "Set-VM",
     "Get-VMSwitch", "Set-VMMemory", "Set-VMProcessor", "Set-VMFirmware", "Add-VMDvdDrive",
     "New-VHD", "Get-VHD", "Resize-VHD", "Get-VMNetworkAdapter", "Get-VMHardDiskDrive",
-    "Get-VMDvdDrive",
+    "Get-VMDvdDrive", "Convert-VHD",
 ]
 OTHER_COMMANDS = [
     "Get-Module", "Get-CimInstance", "Get-Service", "Where-Object", "ForEach-Object",
@@ -767,6 +771,8 @@ class Sim:
         s = self.script
         if "Get-Module -ListAvailable" in s:
             return "probe", self.op_probe
+        if "Hyper-V\\Convert-VHD" in s:
+            return "convert-vhd", lambda: vhd_convert.op_convert(self, param, PsError, SimBug)
         if "Hyper-V\\New-VM" in s:
             return "create", self.op_create
         if "Hyper-V\\Remove-VM" in s:
