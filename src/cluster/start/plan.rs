@@ -212,6 +212,7 @@ pub(super) fn profile(
         mounts: opts.mounts.clone(),
         ca_certs: opts.ca_certs.clone(),
         registry_mirrors: opts.registry_mirrors.clone(),
+        k3s_args: opts.k3s_args.clone(),
         embedded_etcd: servers > 1,
         balancer_port: ports.balancer,
         docker_host: (driver == DriverKind::Docker)

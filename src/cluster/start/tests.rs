@@ -78,6 +78,7 @@ pub(super) fn opts(w: &World, nodes: u32, control_planes: u32) -> StartOptions {
         node_image: Some("fake/k3s:v1.31.2-k3s1".to_string()),
         ca_certs: Vec::new(),
         registry_mirrors: Vec::new(),
+        k3s_args: Default::default(),
         vm_image: None,
         disk_mib: None,
         apiserver_port: None,
