@@ -265,6 +265,10 @@ pub(super) fn ports(
         let mut api = free_ports(opts.listen_address, servers + 1, opts.apiserver_port)
             .map_err(|e| Error::io("cannot find free ports for the API server", e))?;
         let balancer = api.remove(0);
+        if kind == NodeKind::Machine {
+            // The API is served on the machines themselves; only the balancer is here.
+            api = vec![k3s::API_PORT; servers];
+        }
         let ssh = match kind {
             NodeKind::Vm => free_ports(
                 opts.listen_address,
