@@ -171,8 +171,9 @@ pub struct Profile {
     /// the address is found again as at `start`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_host: Option<String>,
-    /// Docker, several servers: the host port of the load balancer in front of their API
-    /// (`timonel-<name>-lb`), where the kubeconfig points. Kept across stop and start.
+    /// Several servers: the host port of the load balancer in front of their API (Docker's
+    /// `timonel-<name>-lb` container, or the `timonel-lb` host process of VM and ssh clusters),
+    /// where the kubeconfig points. Kept across stop and start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balancer_port: Option<u16>,
     /// Servers share an embedded etcd (HA): the first was started with `--cluster-init`, and more

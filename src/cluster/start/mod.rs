@@ -7,9 +7,9 @@
 //! | artifacts   | `artifacts.rs`  | the k3s version, binary, airgap images, VM base image     |
 //! | node image  | `node_image.rs` | the container image built from the binary (if the driver has one) |
 //! | nodes       | `nodes.rs`      | create and start the first server, then the others        |
-//! | balancer    | `balancer.rs`   | the load balancer in front of several servers (Docker)    |
 //! | install     | `install.rs`    | k3s into the nodes this run created (VMs, over SSH)       |
 //! | credentials | `credentials.rs`| the admin kubeconfig k3s wrote, with host-reachable URLs   |
+//! | balancer    | `balancer.rs`   | the load balancer in front of several servers             |
 //! | wait        | `wait.rs`       | readiness to `--wait`                                     |
 //! | kubeconfig  | `kubeconfig.rs` | merge into the user's kubeconfig, mark the profile running |
 //!

@@ -248,7 +248,7 @@ pub(super) struct Ports {
     pub api: Vec<u16>,
     /// One per node, for VMs reached through NAT: SSH forwarded from the host.
     pub ssh: Vec<u16>,
-    /// The load balancer in front of several servers' API, where the driver makes one.
+    /// The load balancer in front of several servers' API.
     pub balancer: Option<u16>,
 }
 
