@@ -401,7 +401,17 @@ fn three_servers_on_three_machines_survive_losing_the_first() {
         .collect();
     let out = sb
         .cmd(&[])
-        .args(start_args(&keys, &nodes, &["--control-planes", "3"]))
+        .args(start_args(
+            &keys,
+            &nodes,
+            &[
+                "--control-planes",
+                "3",
+                "--k3s-arg",
+                "--node-label=lane=ha@server",
+                "--k3s-arg=--kubelet-arg=eviction-hard=memory.available<5%",
+            ],
+        ))
         .env("TIMONEL_LB", balancer_binary())
         .env_remove("TIMONEL_SSH_PASSWORD")
         .output()
@@ -429,6 +439,16 @@ fn three_servers_on_three_machines_survive_losing_the_first() {
             assert!(config.contains(&other.ip.to_string()), "{config}");
         }
     }
+    // The k3s arguments reached the servers' command line through the systemd unit, as given
+    // (every node's first, then the servers'; `%` survives systemd's specifiers).
+    let shown = stdout(&sb.kubectl(&["get", "nodes", "-l", "lane=ha", "--no-headers"]));
+    assert_eq!(shown.lines().count(), 3, "{shown}");
+    let exec = h3.exec("systemctl show k3s -p ExecStart --value");
+    let exec = String::from_utf8_lossy(&exec.stdout).into_owned();
+    assert!(
+        exec.contains("argv[]=/usr/local/bin/k3s server --kubelet-arg=eviction-hard=memory.available<5% --node-label=lane=ha ;"),
+        "{exec}"
+    );
     let joined = h2.exec("cat /etc/rancher/k3s/config.yaml");
     assert!(String::from_utf8_lossy(&joined.stdout).contains(&format!("https://{}:6443", h1.ip)));
     // The airgap images came from the cache, not from the machines' network.
