@@ -151,6 +151,13 @@ pub struct Profile {
     /// docker.io registry mirrors (`--registry-mirror`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub registry_mirrors: Vec<String>,
+    /// Extra `k3s server`/`k3s agent` arguments (`--k3s-arg`). Absent in older files: none
+    /// (an additive field, so the schema stays 1).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::distro::k3s_args::K3sArgs::is_empty"
+    )]
+    pub k3s_args: crate::distro::k3s_args::K3sArgs,
     /// Extra ports published from the first server (`--ports`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<timonel_driver::PortMapping>,
@@ -164,8 +171,9 @@ pub struct Profile {
     /// the address is found again as at `start`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_host: Option<String>,
-    /// Docker, several servers: the host port of the load balancer in front of their API
-    /// (`timonel-<name>-lb`), where the kubeconfig points. Kept across stop and start.
+    /// Several servers: the host port of the load balancer in front of their API (Docker's
+    /// `timonel-<name>-lb` container, or the `timonel-lb` host process of VM and ssh clusters),
+    /// where the kubeconfig points. Kept across stop and start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balancer_port: Option<u16>,
     /// Servers share an embedded etcd (HA): the first was started with `--cluster-init`, and more
@@ -399,6 +407,7 @@ pub(crate) mod tests {
             mounts: vec![],
             ca_certs: vec![],
             registry_mirrors: vec![],
+            k3s_args: Default::default(),
             vm_image: None,
             disk_mib: None,
             ssh_user: None,

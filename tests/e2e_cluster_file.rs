@@ -20,6 +20,24 @@ fn published(container: &str, node_port: u16) -> String {
     stdout(&out).trim().to_string()
 }
 
+/// Each node's labels, as kubectl shows them.
+fn labels(sb: &Sandbox) -> serde_json::Map<String, serde_json::Value> {
+    let out = sb.kubectl(&["get", "nodes", "-o", "json"]);
+    assert!(out.status.success(), "kubectl get nodes -o json failed");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["metadata"]["name"].as_str().unwrap().to_string(),
+                n["metadata"]["labels"].clone(),
+            )
+        })
+        .collect()
+}
+
 fn yaml(text: &str) -> serde_json::Value {
     serde_saphyr::from_str(text).unwrap()
 }
@@ -41,7 +59,9 @@ fn start_from_a_file_export_it_and_create_the_cluster_again_from_the_export() {
         format!(
             "apiVersion: timonel.dev/v1alpha1\nkind: Cluster\nname: {p}\ndriver: docker\n\
              kubernetesVersion: {VERSION}\nservers: 1\nagents: 1\ndisable: [traefik]\n\
-             env: [TIMONEL_TEST=cluster-file]\nports: [\"{port}:80\"]\n"
+             env: [TIMONEL_TEST=cluster-file]\nports: [\"{port}:80\"]\n\
+             k3sArgs:\n  server: [\"--node-label=lane=server\"]\n  \
+             agent: [\"--node-label=lane=agent\"]\n  all: [\"--node-label=tier=all\"]\n"
         ),
     )
     .unwrap();
@@ -57,6 +77,14 @@ fn start_from_a_file_export_it_and_create_the_cluster_again_from_the_export() {
         "port {port} is not published: {}",
         published(&server, 80)
     );
+    // The k3s arguments reached the nodes they were for, as k3s node labels.
+    let l = labels(&sb);
+    let m02 = format!("{p}-m02");
+    assert_eq!(l[p.as_str()]["lane"], "server", "{l:?}");
+    assert_eq!(l[m02.as_str()]["lane"], "agent", "{l:?}");
+    for node in [p.as_str(), m02.as_str()] {
+        assert_eq!(l[node]["tier"], "all", "{l:?}");
+    }
 
     // Export: to stdout, then to a file that is never overwritten without --force.
     let exported = sb.ok(&["config", "export"]);
@@ -71,6 +99,9 @@ fn start_from_a_file_export_it_and_create_the_cluster_again_from_the_export() {
     assert_eq!(v["ports"][0], format!("{port}:80/tcp").as_str());
     assert_eq!(v["disable"][0], "traefik");
     assert_eq!(v["env"][0], "TIMONEL_TEST=cluster-file");
+    assert_eq!(v["k3sArgs"]["server"][0], "--node-label=lane=server");
+    assert_eq!(v["k3sArgs"]["agent"][0], "--node-label=lane=agent");
+    assert_eq!(v["k3sArgs"]["all"][0], "--node-label=tier=all");
     let out_file = dir.path().join("exported.yaml");
     let out_path = out_file.to_str().unwrap();
     sb.ok(&["config", "export", "-o", out_path]);
@@ -90,6 +121,7 @@ fn start_from_a_file_export_it_and_create_the_cluster_again_from_the_export() {
     assert!(out.status.success(), "start --config of the export failed");
     assert_eq!(sb.ready_nodes(), [p.clone(), format!("{p}-m02")]);
     assert!(published(&server, 80).ends_with(&format!(":{port}")));
+    assert_eq!(labels(&sb)[m02.as_str()]["lane"], "agent");
     assert_eq!(sb.ok(&["config", "export"]), exported);
 
     sb.ok(&["delete"]);

@@ -9,6 +9,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use support::sandbox::*;
 use support::ssh_hosts::{assert_as_before, snapshot_diff as diff, TestHost, TestHosts};
@@ -400,13 +401,28 @@ fn three_servers_on_three_machines_survive_losing_the_first() {
         .collect();
     let out = sb
         .cmd(&[])
-        .args(start_args(&keys, &nodes, &["--control-planes", "3"]))
+        .args(start_args(
+            &keys,
+            &nodes,
+            &[
+                "--control-planes",
+                "3",
+                "--k3s-arg",
+                "--node-label=lane=ha@server",
+                "--k3s-arg=--kubelet-arg=eviction-hard=memory.available<5%",
+            ],
+        ))
+        .env("TIMONEL_LB", balancer_binary())
         .env_remove("TIMONEL_SSH_PASSWORD")
         .output()
         .unwrap();
     eprintln!("{}{}", stdout(&out), stderr(&out));
     assert!(out.status.success(), "start failed");
     assert_eq!(sb.ready_nodes().len(), 3);
+    // The kubeconfig points at the load balancer, a timonel-lb process on this machine.
+    let port = balancer_port(&sb);
+    assert_eq!(kubeconfig_server(&sb), format!("https://127.0.0.1:{port}"));
+    let lb = balancer_process(&sb).expect("no timonel-lb process");
     let p = &sb.profile;
     let first = stdout(&sb.kubectl(&["get", "node", p, "--no-headers"]));
     assert!(first.contains("etcd"), "{first}");
@@ -423,6 +439,16 @@ fn three_servers_on_three_machines_survive_losing_the_first() {
             assert!(config.contains(&other.ip.to_string()), "{config}");
         }
     }
+    // The k3s arguments reached the servers' command line through the systemd unit, as given
+    // (every node's first, then the servers'; `%` survives systemd's specifiers).
+    let shown = stdout(&sb.kubectl(&["get", "nodes", "-l", "lane=ha", "--no-headers"]));
+    assert_eq!(shown.lines().count(), 3, "{shown}");
+    let exec = h3.exec("systemctl show k3s -p ExecStart --value");
+    let exec = String::from_utf8_lossy(&exec.stdout).into_owned();
+    assert!(
+        exec.contains("argv[]=/usr/local/bin/k3s server --kubelet-arg=eviction-hard=memory.available<5% --node-label=lane=ha ;"),
+        "{exec}"
+    );
     let joined = h2.exec("cat /etc/rancher/k3s/config.yaml");
     assert!(String::from_utf8_lossy(&joined.stdout).contains(&format!("https://{}:6443", h1.ip)));
     // The airgap images came from the cache, not from the machines' network.
@@ -433,26 +459,96 @@ fn three_servers_on_three_machines_survive_losing_the_first() {
         String::from_utf8_lossy(&images.stdout)
     );
 
-    // The first server's k3s stops behind timonel's back: the context moves to a live one.
+    let status = sb.ok(&["status"]);
+    assert!(
+        status.contains(&format!("lb:      running (https://127.0.0.1:{port} → ")),
+        "{status}"
+    );
+
+    // The first server's k3s stops behind timonel's back: the API keeps answering through the
+    // balancer, with nothing asked of the user.
     assert!(h1.exec("systemctl stop k3s").status.success());
-    let out = sb.run(&["kubeconfig", "--merge"]);
-    assert!(out.status.success());
-    let server = sb.kubectl(&[
-        "config",
-        "view",
-        "--minify",
-        "-o",
-        "jsonpath={.clusters[0].cluster.server}",
-    ]);
-    let server = stdout(&server);
-    assert_ne!(server.trim(), format!("https://{}:6443", h1.ip));
+    eventually(
+        "the API through the balancer",
+        Duration::from_secs(20),
+        || {
+            let out = sb.kubectl(&["get", "nodes", "--no-headers"]);
+            out.status.success() && stdout(&out).lines().count() == 3
+        },
+    );
+    assert_eq!(kubeconfig_server(&sb), format!("https://127.0.0.1:{port}"));
+
+    // stop ends the process and start makes it again on the same port.
+    sb.ok(&["stop"]);
+    assert!(!alive(&lb), "timonel-lb still runs after stop");
+    let status = sb.run(&["status"]);
+    assert!(
+        stdout(&status).contains("timonel start"),
+        "{}",
+        stdout(&status)
+    );
+    sb.cmd(&["start"])
+        .env("TIMONEL_LB", balancer_binary())
+        .status()
+        .unwrap()
+        .success()
+        .then_some(())
+        .expect("start after stop failed");
+    assert_eq!(balancer_port(&sb), port);
+    let lb = balancer_process(&sb).expect("no timonel-lb process after start");
     assert_eq!(
         stdout(&sb.kubectl(&["get", "--raw", "/readyz"])).trim(),
         "ok"
     );
 
     sb.ok(&["delete"]);
+    assert!(!alive(&lb), "timonel-lb still runs after delete");
     assert_as_before(&hosts.hosts, &before, "after delete");
+}
+
+/// The load balancer's port, from the profile.
+fn balancer_port(sb: &Sandbox) -> u16 {
+    let text = std::fs::read_to_string(sb.profile_dir().join("profile.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["balancer_port"].as_u64().expect("no balancer_port") as u16
+}
+
+fn kubeconfig_server(sb: &Sandbox) -> String {
+    let out = sb.kubectl(&[
+        "config",
+        "view",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ]);
+    stdout(&out).trim().to_string()
+}
+
+/// The recorded timonel-lb process (pid, start time), when it runs.
+fn balancer_process(sb: &Sandbox) -> Option<(u32, String)> {
+    let text = std::fs::read_to_string(sb.profile_dir().join("lb-process.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let lb = (
+        v["pid"].as_u64()? as u32,
+        v["started"].as_str()?.to_string(),
+    );
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", lb.0)).ok()?;
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("timonel-lb"),
+        "pid {} is not timonel-lb",
+        lb.0
+    );
+    alive(&lb).then_some(lb)
+}
+
+/// Whether the process still runs (the same pid with the same start: field 22 of its stat).
+fn alive((pid, started): &(u32, String)) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let rest = &stat[stat.rfind(')').unwrap() + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[0] != "Z" && f.get(19) == Some(&started.as_str())
 }
 
 #[test]

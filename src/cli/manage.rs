@@ -155,6 +155,12 @@ pub async fn status(ctx: &Ctx, args: StatusArgs) -> anyhow::Result<ExitCode> {
                         lb.backends.join(", ")
                     }
                 )?;
+                if lb.state != "running" {
+                    crate::outln!(
+                        "         the kubeconfig points at it: `timonel start -p {}` starts it again",
+                        report.profile
+                    )?;
+                }
             }
             crate::outln!(
                 "{:<24} {:<7} {:<12} {:<8} {:<16} KUBERNETES",

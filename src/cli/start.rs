@@ -11,6 +11,7 @@ use timonel_driver_ssh::SshHost;
 use super::Ctx;
 use crate::cluster::{self, SshStart, StartOptions};
 use crate::distro::k3s;
+use crate::distro::k3s_args::{K3sArg, K3sArgs};
 use crate::distro::ready::WaitFor;
 use crate::error::UserError;
 
@@ -65,6 +66,15 @@ pub struct StartArgs {
     /// A registry mirror for docker.io images, written to k3s's registries.yaml (repeatable).
     #[arg(long = "registry-mirror")]
     pub registry_mirrors: Vec<String>,
+    /// An extra argument for k3s, one `--name` or `--name=value` for the nodes after `@`
+    /// (default: all), e.g. `--k3s-arg --node-label=tier=db@agent` (repeatable). Flags timonel
+    /// sets itself (--token, --server, --node-name, --tls-san, --disable, …) are refused.
+    #[arg(
+        long = "k3s-arg",
+        value_name = "ARG[@server|@agent|@all]",
+        allow_hyphen_values = true
+    )]
+    pub k3s_args: Vec<K3sArg>,
     /// VM drivers: boot this local disk image (qcow2 for kvm, VHDX for hyperv, VMDK/VDI for
     /// virtualbox) instead of the default cloud image.
     #[arg(long)]
@@ -314,6 +324,7 @@ fn options(
         node_image: args.node_image,
         ca_certs,
         registry_mirrors: args.registry_mirrors,
+        k3s_args: K3sArgs::from_list(&args.k3s_args),
         vm_image: args.vm_image,
         disk_mib: args.disk_size,
         apiserver_port: args.apiserver_port,

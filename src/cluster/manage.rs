@@ -24,8 +24,12 @@ pub async fn stop(ctx: &Ctx, timeout: Duration) -> anyhow::Result<()> {
         .printer
         .step(&format!("stopping {} node(s)", profile.nodes.len()));
     stop_nodes(&driver, &profile, timeout).await?;
-    if let (Some(_), Some(lb)) = (profile.balancer_port, driver.as_api_balancer()) {
-        lb.stop_balancer(&profile.name).await?;
+    let dir = ctx.store.dir(&profile.name);
+    if let (Some(_), Some(lb)) = (
+        profile.balancer_port,
+        super::start::balancer_of(driver.as_ref(), &dir),
+    ) {
+        lb.get().stop_balancer(&profile.name).await?;
     }
     step.finish(&format!("Stopped profile `{}`", profile.name));
     profile.phase = Phase::Stopped;
@@ -64,6 +68,9 @@ async fn delete_one(
             None
         }
     };
+    // A host-process load balancer (VMs, machines) first: it is recorded in the profile's
+    // folder, which goes below.
+    super::host_lb::HostBalancer::at(ctx.store.dir(name)).stop()?;
     let kinds: Vec<DriverKind> = match &profile {
         Some(p) => vec![p.driver],
         None => drivers::label_capable(),
@@ -285,7 +292,8 @@ pub struct BalancerRow {
     pub state: String,
     /// Where the kubeconfig reaches it.
     pub url: String,
-    /// The servers it sends connections to (`IP:PORT` on the cluster network).
+    /// The servers it sends connections to (`IP:PORT`: on the cluster network for Docker's
+    /// container, as this machine reaches them for the host process).
     pub backends: Vec<String>,
 }
 
@@ -320,6 +328,7 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<StatusReport> {
     let profile = ctx.store.load(&ctx.profile)?;
     let driver = ctx.driver_for(&profile)?;
     let mut creds = saved_credentials(&ctx.store, &profile.name).ok();
+    let lb_dir = ctx.store.dir(&profile.name);
     let node_states = futures_util::future::join_all(profile.nodes.iter().map(|n| {
         let driver = driver.clone();
         let name = n.name.clone();
@@ -330,7 +339,10 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<StatusReport> {
     let (states, load_balancer, (api_state, server, ready)) = {
         let mut api = std::pin::pin!(api_status(&profile, creds.as_ref()));
         let nodes_and_balancer = std::pin::pin!(async {
-            tokio::join!(node_states, balancer_row(driver.as_ref(), &profile))
+            tokio::join!(
+                node_states,
+                balancer_row(driver.as_ref(), &lb_dir, &profile)
+            )
         });
         let ((states, load_balancer), early) =
             match futures_util::future::select(nodes_and_balancer, api.as_mut()).await {
@@ -424,11 +436,12 @@ fn cluster_state(nodes: &[NodeStatus]) -> &'static str {
 /// The load balancer's state and backends, when the profile has one.
 async fn balancer_row(
     driver: &dyn timonel_driver::Driver,
+    dir: &Path,
     profile: &crate::profile::Profile,
 ) -> Option<BalancerRow> {
     let url = profile.balancer_url()?;
-    let found = match driver.as_api_balancer() {
-        Some(lb) => lb.balancer(&profile.name).await,
+    let found = match super::start::balancer_of(driver, dir) {
+        Some(lb) => lb.get().balancer(&profile.name).await,
         None => Ok(None),
     };
     let (state, backends) = match found {

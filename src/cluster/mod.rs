@@ -6,6 +6,7 @@ mod addons;
 mod cancel;
 mod ctx;
 mod error;
+pub(crate) mod host_lb;
 mod images;
 mod manage;
 pub mod node;

@@ -88,7 +88,12 @@ pub async fn node_add(ctx: &Ctx, add: NodeAdd) -> Result<MachineName> {
                 record.name, record.role
             ));
             if record.role == NodeRole::Server {
-                if let Err(e) = super::start::set_backends(nodes.driver().as_ref(), &profile).await
+                if let Err(e) = super::start::set_backends(
+                    nodes.driver().as_ref(),
+                    &ctx.store.dir(&profile.name),
+                    &profile,
+                )
+                .await
                 {
                     ctx.printer.warn(&format!(
                         "the API load balancer was not given the new server ({}); `timonel start -p {}` gives it every server",
@@ -363,7 +368,12 @@ pub async fn node_delete(ctx: &Ctx, node: &str) -> anyhow::Result<()> {
         // The balancer stops sending to it before it goes.
         let mut without = profile.clone();
         without.nodes.retain(|n| n.name != record.name);
-        super::start::set_backends(nodes.driver().as_ref(), &without).await?;
+        super::start::set_backends(
+            nodes.driver().as_ref(),
+            &ctx.store.dir(&without.name),
+            &without,
+        )
+        .await?;
     }
     if let Ok(creds) = saved_credentials(&ctx.store, &name) {
         let api = ApiClient::new(&creds, &creds.server)?;

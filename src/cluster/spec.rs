@@ -33,6 +33,7 @@ pub fn cluster_settings(profile: &Profile) -> ClusterSettings {
             .collect(),
         ca_certs: profile.ca_certs.clone(),
         registry_mirrors: profile.registry_mirrors.clone(),
+        k3s_args: profile.k3s_args.clone(),
     }
 }
 

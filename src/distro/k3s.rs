@@ -112,11 +112,15 @@ pub fn plan(
         NodeRole::Server => "server",
         NodeRole::Agent => "agent",
     };
+    // The user's extra arguments go on the command line: timonel's own flags are in
+    // config.yaml, and `--k3s-arg` refuses those (k3s_args::OWNED), so no flag is given twice.
+    let mut args = vec![command.to_string()];
+    args.extend(cluster.k3s_args.for_role(node.role).cloned());
     Ok(InstallPlan {
         files,
         service: ServiceSpec {
             program: BINARY_PATH.to_string(),
-            args: vec![command.to_string()],
+            args,
             env: cluster.env.clone(),
         },
     })
@@ -166,9 +170,26 @@ pub fn systemd_unit(service: &ServiceSpec, binary: &str) -> String {
         unit.push_str(&format!("Environment=\"{k}={}\"\n", v.replace('"', "\\\"")));
     }
     unit.push_str("KillMode=process\nDelegate=yes\nLimitNOFILE=1048576\nLimitNPROC=infinity\nTasksMax=infinity\nTimeoutStartSec=0\nRestart=always\nRestartSec=5s\nExecStartPre=-/sbin/modprobe br_netfilter\nExecStartPre=-/sbin/modprobe overlay\n");
-    unit.push_str(&format!("ExecStart={binary} {}\n", service.args.join(" ")));
+    let args: Vec<String> = service.args.iter().map(|a| unit_word(a)).collect();
+    unit.push_str(&format!("ExecStart={binary} {}\n", args.join(" ")));
     unit.push_str("\n[Install]\nWantedBy=multi-user.target\n");
     unit
+}
+
+/// One argument of `ExecStart=` as systemd reads it back: `%` and `$` doubled (they start
+/// specifiers and variables), and in double quotes, with `\\` and `\"` escaped, when it has
+/// spaces, quotes or backslashes (docs/k3s-contract.md §7.3).
+fn unit_word(arg: &str) -> String {
+    let arg = arg.replace('%', "%%").replace('$', "$$");
+    if arg.is_empty()
+        || arg
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '\\' | ';'))
+    {
+        format!("\"{}\"", arg.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        arg
+    }
 }
 
 /// Where the binary goes on VMs and machines, as install.sh puts it.
@@ -258,7 +279,55 @@ mod tests {
             env: vec![],
             ca_certs: vec![],
             registry_mirrors: vec![],
+            k3s_args: Default::default(),
         }
+    }
+
+    #[test]
+    fn extra_args_reach_the_command_line_of_their_nodes() {
+        let mut c = cluster();
+        let list: Vec<crate::distro::k3s_args::K3sArg> = [
+            "--node-label=tier=all",
+            "--node-taint=role=cp:NoSchedule@server",
+            "--node-label=x=agent@agent",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        c.k3s_args = crate::distro::k3s_args::K3sArgs::from_list(&list);
+        let mut node = NodeSettings {
+            name: "dev".into(),
+            role: NodeRole::Server,
+            join: None,
+            cluster_init: false,
+        };
+        let server = plan(&c, &node, None).unwrap();
+        assert_eq!(
+            server.service.args,
+            [
+                "server",
+                "--node-label=tier=all",
+                "--node-taint=role=cp:NoSchedule"
+            ]
+        );
+        node.role = NodeRole::Agent;
+        let agent = plan(&c, &node, None).unwrap();
+        assert_eq!(
+            agent.service.args,
+            ["agent", "--node-label=tier=all", "--node-label=x=agent"]
+        );
+        // The systemd unit keeps each argument one word, whatever it holds.
+        let mut svc = agent.service.clone();
+        svc.args
+            .push("--kubelet-arg=eviction-hard=memory.available<5%".into());
+        svc.args.push("--node-label=a=b c\"$HOME".into());
+        let unit = systemd_unit(&svc, SERVICE_BINARY_PATH);
+        let exec = unit.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
+        assert_eq!(
+            exec,
+            "ExecStart=/usr/local/bin/k3s agent --node-label=tier=all --node-label=x=agent \
+             --kubelet-arg=eviction-hard=memory.available<5%% \"--node-label=a=b c\\\"$$HOME\""
+        );
     }
 
     #[test]

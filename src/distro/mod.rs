@@ -3,6 +3,7 @@
 //! k3s is the first; k0s or kubeadm would sit behind the same shapes.
 
 pub mod k3s;
+pub mod k3s_args;
 pub mod ready;
 
 use timonel_driver::{FilePlacement, NodeRole, ServiceSpec};
@@ -22,6 +23,8 @@ pub struct ClusterSettings {
     pub ca_certs: Vec<String>,
     /// Registry mirrors for docker.io (k3s `registries.yaml`).
     pub registry_mirrors: Vec<String>,
+    /// Extra `k3s server`/`k3s agent` arguments (`--k3s-arg`).
+    pub k3s_args: k3s_args::K3sArgs,
 }
 
 /// One node's part in the cluster.

@@ -1,5 +1,7 @@
 //! timonel-lb: the TCP load balancer timonel runs in front of the API servers of a cluster with
-//! several servers on Docker (docs/architecture.md, "The API load balancer").
+//! several servers — in a container on Docker, as a host process for VM and ssh clusters
+//! (docs/architecture.md, "The API load balancer"). Standard library only, so it builds for
+//! every host timonel does (Linux, macOS, Windows).
 //!
 //! It listens on one address and passes each connection, bytes untouched (TLS ends at the API
 //! servers), to a healthy backend, taking them in turn. Backends come from a file, one
@@ -96,7 +98,7 @@ pub fn main_with(args: Vec<String>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// One line on stderr: the container's log.
+/// One line on stderr: the container's log, or the host process's `lb.log`.
 pub(crate) fn log(line: &str) {
     eprintln!("timonel-lb: {line}");
 }

@@ -386,6 +386,7 @@ fn settings(path: &Path, f: &ClusterFile, dir: &Path) -> Result<Vec<Setting>, Us
         "ssh.machines",
         ssh.and_then(|v| v.machines.as_ref()),
     );
+    k3s_args(path, &mut s, f.k3s_args.as_ref())?;
     let mut files = Vec::new();
     for cert in reg.iter().flat_map(|r| r.ca_certs.iter().flatten()) {
         let (at, problem) = match (&cert.file, &cert.pem) {
@@ -411,6 +412,40 @@ fn settings(path: &Path, f: &ClusterFile, dir: &Path) -> Result<Vec<Setting>, Us
     Ok(s.out)
 }
 
+/// `k3sArgs.server|agent|all`: `--k3s-arg ARG@<list>`. The list names the nodes, so an item
+/// with its own `@server`/`@agent`/`@all` is refused rather than read two ways.
+fn k3s_args(path: &Path, s: &mut Flags, f: Option<&schema::K3sArgs>) -> Result<(), UserError> {
+    let Some(f) = f else { return Ok(()) };
+    for (field, scope, items) in [
+        ("k3sArgs.server", "server", &f.server),
+        ("k3sArgs.agent", "agent", &f.agent),
+        ("k3sArgs.all", "all", &f.all),
+    ] {
+        let Some(items) = items else { continue };
+        let mut scoped = Vec::new();
+        for item in items {
+            if let Some(suffix) = ["@server", "@agent", "@all"]
+                .iter()
+                .find(|x| item.value.ends_with(*x))
+            {
+                return Err(located(
+                    path,
+                    Some(item.referenced),
+                    &format!(
+                        "`{field}`: `{}` names its nodes with `{suffix}`, but the list it is in names them",
+                        item.value
+                    ),
+                    &format!("drop `{suffix}` and put the argument in k3sArgs.server, k3sArgs.agent or k3sArgs.all"),
+                ));
+            }
+            let value = format!("{}@{scope}", item.value);
+            scoped.push(At::new(value, item.referenced, item.defined));
+        }
+        s.list("k3s_args", field, Some(&scoped));
+    }
+    Ok(())
+}
+
 /// Copies one flag's value (by clap id) from the file's parsed flags into `args`.
 fn copy(args: &mut StartArgs, from: &StartArgs, id: &str) {
     let f = from;
@@ -434,6 +469,7 @@ fn copy(args: &mut StartArgs, from: &StartArgs, id: &str) {
         "ports" => args.ports = f.ports.clone(),
         "mounts" => args.mounts = f.mounts.clone(),
         "registry_mirrors" => args.registry_mirrors = f.registry_mirrors.clone(),
+        "k3s_args" => args.k3s_args = f.k3s_args.clone(),
         "machines" => args.machines = f.machines.clone(),
         "ca_certs" => args.ca_certs = f.ca_certs.clone(),
         "ssh_accept_new_host_keys" => args.ssh_accept_new_host_keys = f.ssh_accept_new_host_keys,

@@ -47,6 +47,8 @@ pub struct ClusterFile {
     pub node_image: Option<At<String>>,
     /// `--preload`.
     pub preload: Option<At<bool>>,
+    /// `--k3s-arg`, by the nodes each list is for.
+    pub k3s_args: Option<K3sArgs>,
     pub vm: Option<Vm>,
     pub ssh: Option<Ssh>,
 }
@@ -75,6 +77,15 @@ pub struct Registries {
 pub struct CaCert {
     pub file: Option<At<String>>,
     pub pem: Option<At<String>>,
+}
+
+/// `--k3s-arg ARG@server`, `ARG@agent` and `ARG` (all nodes).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct K3sArgs {
+    pub server: Option<Vec<At<String>>>,
+    pub agent: Option<Vec<At<String>>>,
+    pub all: Option<Vec<At<String>>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -129,6 +140,8 @@ pub struct Written {
     pub registries: Option<WrittenRegistries>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_image: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub k3s_args: Option<crate::distro::k3s_args::K3sArgs>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vm: Option<WrittenVm>,
     #[serde(skip_serializing_if = "Option::is_none")]

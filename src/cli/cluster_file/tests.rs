@@ -356,6 +356,49 @@ fn wrong_types_are_refused_where_they_are() {
 }
 
 #[test]
+fn k3s_args_are_flags_of_their_nodes_and_checked_with_their_place() {
+    let o = options(
+        &["start"],
+        &format!(
+            "{HEAD}k3sArgs:\n  server: [\"--node-taint=cp=true:NoSchedule\"]\n  \
+             agent:\n    - --node-label=tier=db\n  all: [\"--kubelet-arg=max-pods=50\"]\n"
+        ),
+        "{}",
+    );
+    assert_eq!(o.k3s_args.server, ["--node-taint=cp=true:NoSchedule"]);
+    assert_eq!(o.k3s_args.agent, ["--node-label=tier=db"]);
+    assert_eq!(o.k3s_args.all, ["--kubelet-arg=max-pods=50"]);
+    // The flag's own check, at the item's place.
+    let (m, h) = refused(
+        &format!("{HEAD}k3sArgs:\n  agent:\n    - --node-label=a=b\n    - --token=x\n"),
+        "d/cluster.yaml:6:7: `k3sArgs.agent`: invalid value '--token=x@agent' for '--k3s-arg",
+    );
+    assert!(m.contains("timonel sets --token itself"), "{m}");
+    assert!(!h.is_empty());
+    refused(
+        &format!("{HEAD}k3sArgs:\n  all: [node-label=a]\n"),
+        "d/cluster.yaml:4:9: `k3sArgs.all`: invalid value",
+    );
+    let (_, h) = refused(
+        &format!("{HEAD}k3sArgs:\n  all: [\"--node-label=a@server\"]\n"),
+        "d/cluster.yaml:4:9: `k3sArgs.all`: `--node-label=a@server` names its nodes",
+    );
+    assert!(h.contains("k3sArgs.server"), "{h}");
+    refused(
+        &format!("{HEAD}k3sArgs:\n  servers: []\n"),
+        "d/cluster.yaml:4:3: unknown field `servers`",
+    );
+    // The command line wins over the file.
+    let o = options(
+        &["start", "--k3s-arg", "--node-label=x=1@server"],
+        &format!("{HEAD}k3sArgs:\n  all: [\"--node-label=y=2\"]\n"),
+        "{}",
+    );
+    assert_eq!(o.k3s_args.server, ["--node-label=x=1"]);
+    assert!(o.k3s_args.all.is_empty());
+}
+
+#[test]
 fn bad_values_are_checked_like_their_flags() {
     let (m, h) = refused(
         &format!("{HEAD}memory: 100m\n"),
@@ -466,6 +509,14 @@ fn rich_profile() -> crate::profile::Profile {
     p.ports = vec![crate::cluster::parse_port("8443:443/tcp", p.listen_address).unwrap()];
     p.registry_mirrors = vec!["https://mirror.example.com".into()];
     p.ca_certs = vec![PEM.into()];
+    p.k3s_args = crate::distro::k3s_args::K3sArgs {
+        server: vec!["--node-taint=cp=true:NoSchedule".into()],
+        agent: vec![],
+        all: vec![
+            "--kubelet-arg=eviction-hard=memory.available<5%".into(),
+            "--kubelet-arg=max-pods=50".into(),
+        ],
+    };
     // A host folder that exists wherever the test runs.
     let host = std::path::absolute(std::env::temp_dir()).unwrap();
     p.mounts = vec![timonel_driver::Mount::new(host, "/data", true).unwrap()];
@@ -493,6 +544,7 @@ fn export_then_start_config_gives_the_same_options() {
     assert_eq!(o.listen_address, p.listen_address);
     assert_eq!(o.registry_mirrors, p.registry_mirrors);
     assert_eq!(o.ca_certs, p.ca_certs);
+    assert_eq!(o.k3s_args, p.k3s_args);
     assert_eq!(o.node_image, None);
     // `start --config` of it on the profile itself changes nothing (once the pending node is
     // finished or gone).
@@ -501,6 +553,13 @@ fn export_then_start_config_gives_the_same_options() {
     assert_eq!(
         crate::cluster::start_conflicts(&settled, &o),
         Vec::<String>::new()
+    );
+    // Other k3s arguments would change it, and are refused like other flags.
+    let mut other = o.clone();
+    other.k3s_args.agent.push("--node-label=z=1".into());
+    assert_eq!(
+        crate::cluster::start_conflicts(&settled, &other),
+        ["--k3s-arg"]
     );
     // Exporting the same profile again writes the same text.
     assert_eq!(text, to_yaml(&export(&p, &home)).unwrap());

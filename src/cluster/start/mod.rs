@@ -7,9 +7,9 @@
 //! | artifacts   | `artifacts.rs`  | the k3s version, binary, airgap images, VM base image     |
 //! | node image  | `node_image.rs` | the container image built from the binary (if the driver has one) |
 //! | nodes       | `nodes.rs`      | create and start the first server, then the others        |
-//! | balancer    | `balancer.rs`   | the load balancer in front of several servers (Docker)    |
 //! | install     | `install.rs`    | k3s into the nodes this run created (VMs, over SSH)       |
 //! | credentials | `credentials.rs`| the admin kubeconfig k3s wrote, with host-reachable URLs   |
+//! | balancer    | `balancer.rs`   | the load balancer in front of several servers             |
 //! | wait        | `wait.rs`       | readiness to `--wait`                                     |
 //! | kubeconfig  | `kubeconfig.rs` | merge into the user's kubeconfig, mark the profile running |
 //!
@@ -34,7 +34,7 @@ use std::time::Duration;
 use timonel_driver::MachineName;
 
 pub(crate) use artifacts::ensure_binary;
-pub(crate) use balancer::set_backends;
+pub(crate) use balancer::{of as balancer_of, set_backends};
 pub(crate) use install::node_install;
 pub use options::{SshStart, StartOptions};
 pub(crate) use plan::free_ports;
@@ -160,9 +160,11 @@ async fn create(
 /// records the profile as running. Shared by a fresh start and a resume.
 async fn bring_up(run: &mut Run<'_>, opts: &StartOptions) -> Result<()> {
     nodes::run(run).await?;
-    balancer::run(run).await?;
     install::run(run).await?;
     credentials::run(run).await?;
+    // After the credentials step, which records each server's host-reachable URL (the host
+    // process's backends); before the wait, which asks the API through it.
+    balancer::run(run).await?;
     wait::run(run, opts.wait).await?;
     kubeconfig::run(run, opts.keep_context)
 }
@@ -207,6 +209,7 @@ async fn remove_everything(
     nodes: &dyn NodeOps,
     kubeconfig_path: Option<&std::path::Path>,
 ) -> Result<()> {
+    crate::cluster::host_lb::HostBalancer::at(ctx.store.dir(&ctx.profile)).stop()?;
     nodes.remove_cluster(&ctx.profile).await?;
     if let Some(path) = kubeconfig_path {
         crate::kubeconfig::remove(path, ctx.profile.as_str(), &Default::default())?;

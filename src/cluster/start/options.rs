@@ -37,6 +37,8 @@ pub struct StartOptions {
     pub ca_certs: Vec<String>,
     /// docker.io registry mirrors.
     pub registry_mirrors: Vec<String>,
+    /// Extra k3s arguments, checked (`--k3s-arg`).
+    pub k3s_args: crate::distro::k3s_args::K3sArgs,
     /// VM drivers: a local base image (qcow2/VHDX/VMDK) instead of the default cloud image.
     pub vm_image: Option<PathBuf>,
     /// VM drivers: disk size per node.

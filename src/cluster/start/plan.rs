@@ -233,6 +233,7 @@ pub(super) fn profile(
         mounts: opts.mounts.clone(),
         ca_certs: opts.ca_certs.clone(),
         registry_mirrors: opts.registry_mirrors.clone(),
+        k3s_args: opts.k3s_args.clone(),
         embedded_etcd: servers > 1,
         balancer_port: ports.balancer,
         docker_host: (driver == DriverKind::Docker)
@@ -268,7 +269,7 @@ pub(super) struct Ports {
     pub api: Vec<u16>,
     /// One per node, for VMs reached through NAT: SSH forwarded from the host.
     pub ssh: Vec<u16>,
-    /// The load balancer in front of several servers' API, where the driver makes one.
+    /// The load balancer in front of several servers' API.
     pub balancer: Option<u16>,
 }
 
@@ -285,6 +286,10 @@ pub(super) fn ports(
         let mut api = free_ports(opts.listen_address, servers + 1, opts.apiserver_port)
             .map_err(|e| Error::io("cannot find free ports for the API server", e))?;
         let balancer = api.remove(0);
+        if kind == NodeKind::Machine {
+            // The API is served on the machines themselves; only the balancer is here.
+            api = vec![k3s::API_PORT; servers];
+        }
         let ssh = match kind {
             NodeKind::Vm => free_ports(
                 opts.listen_address,

@@ -57,6 +57,9 @@ pub fn conflicts(profile: &Profile, opts: &StartOptions) -> Vec<String> {
     {
         c.push("--ca-cert/--registry-mirror".to_string());
     }
+    if !opts.k3s_args.is_empty() && opts.k3s_args != profile.k3s_args {
+        c.push("--k3s-arg".to_string());
+    }
     if opts.env.iter().any(|e| !profile.env.contains(e)) {
         c.push("--env".to_string());
     }

@@ -78,6 +78,7 @@ pub(super) fn opts(w: &World, nodes: u32, control_planes: u32) -> StartOptions {
         node_image: Some("fake/k3s:v1.31.2-k3s1".to_string()),
         ca_certs: Vec::new(),
         registry_mirrors: Vec::new(),
+        k3s_args: Default::default(),
         vm_image: None,
         disk_mib: None,
         apiserver_port: None,
@@ -169,6 +170,10 @@ async fn roles_and_ports_are_planned_per_node_kind() {
     assert_eq!(balanced.balancer, o3.apiserver_port);
     assert_eq!(balanced.api.len(), 3);
     assert!(!balanced.api.contains(&balanced.balancer.unwrap()));
+    // Machines serve the API on their own port 6443; only the balancer's port is here.
+    let machines = plan::ports(&o3, NodeKind::Machine, true).unwrap();
+    assert_eq!(machines.api, vec![k3s::API_PORT; 3]);
+    assert_eq!(machines.balancer, o3.apiserver_port);
 
     let fetched = artifacts::Fetched {
         version: "v1.31.2+k3s1".into(),
