@@ -180,14 +180,14 @@ pub fn label_capable() -> Vec<DriverKind> {
 /// The clusters a shared backend has (by label), each with the ids of the timonel homes that
 /// created its objects (`None`: objects from before homes were labelled). Only the Docker
 /// daemon is shared between homes: VM and machine drivers keep their clusters under the home
-/// (disks, profiles) and are not listed. Empty when the daemon does not answer.
+/// (disks, profiles) and are not listed. Empty when the daemon does not answer. Only lists
+/// labels: no probe of the engine (`start` has just probed it; `delete --all` needs none).
 pub async fn clusters_by_home(
 ) -> std::collections::BTreeMap<ClusterName, std::collections::BTreeSet<Option<String>>> {
-    let docker = DockerDriver::connect();
-    if !docker.probe().await.is_ready() {
-        return Default::default();
-    }
-    docker.clusters_by_home().await.unwrap_or_default()
+    DockerDriver::connect()
+        .clusters_by_home()
+        .await
+        .unwrap_or_default()
 }
 
 /// The driver `start` uses: the requested one (which must be usable), else the first usable

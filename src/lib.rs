@@ -10,6 +10,7 @@ pub mod env;
 pub mod error;
 pub mod fsutil;
 pub mod home;
+pub mod http;
 pub mod kubeconfig;
 pub mod lock;
 pub mod output;

@@ -91,7 +91,7 @@ impl Fetcher {
     pub(crate) fn new(sources: &Sources) -> Result<Self, ArtifactError> {
         let net = &sources.network;
         let build = |policy| {
-            Client::builder()
+            crate::http::client_builder()
                 .connect_timeout(net.connect_timeout)
                 .read_timeout(net.read_timeout)
                 .redirect(policy)

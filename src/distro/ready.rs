@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use serde_json::Value;
-use timonel_driver::poll_until;
+use timonel_driver::poll_backoff;
 use tokio::time::Instant;
 
 use crate::kubeconfig::ClusterCredentials;
@@ -55,7 +55,7 @@ impl ApiClient {
         let mut identity = b64("client-certificate-data", &creds.client_cert_data)?;
         identity.push(b'\n');
         identity.extend(b64("client-key-data", &creds.client_key_data)?);
-        let mut builder = reqwest::Client::builder()
+        let mut builder = crate::http::client_builder()
             .tls_certs_only(
                 reqwest::Certificate::from_pem_bundle(&ca)
                     .map_err(|e| ReadyError::Credentials(format!("CA: {e}")))?,
@@ -193,7 +193,10 @@ fn is_ready(node: &Value) -> bool {
         .any(|c| c["type"] == "Ready" && c["status"] == "True")
 }
 
-const EVERY: Duration = Duration::from_millis(250);
+/// How often each condition is asked: soon at first (a container node answers within
+/// milliseconds), then every 250 ms.
+const EVERY: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(10)..=Duration::from_millis(250);
 
 /// Waits, within `timeout` overall, for what `wait` asks. `nodes` are the Kubernetes node names.
 pub async fn wait(
@@ -218,7 +221,7 @@ pub async fn wait(
     };
 
     step("waiting for the API server (/ping)");
-    poll_until("the supervisor (/ping)", left(), EVERY, || async {
+    poll_backoff("the supervisor (/ping)", left(), EVERY, || async {
         Ok(match api.get("/ping").await {
             Ok((200, body)) if body.trim() == "pong" => Ok(()),
             Ok((s, _)) => Err(format!("HTTP {s}")),
@@ -229,7 +232,7 @@ pub async fn wait(
     .map_err(timeout_err)?;
 
     step("waiting for the API server (/readyz)");
-    poll_until("the API server (/readyz)", left(), EVERY, || async {
+    poll_backoff("the API server (/readyz)", left(), EVERY, || async {
         Ok(match api.get("/readyz").await {
             Ok((200, body)) if body.trim() == "ok" => Ok(()),
             Ok((s, body)) => Err(format!("HTTP {s} {}", body.trim())),
@@ -244,7 +247,7 @@ pub async fn wait(
 
     for name in nodes {
         step(&format!("waiting for node {name} to be Ready"));
-        poll_until(&format!("node `{name}`"), left(), EVERY, || async {
+        poll_backoff(&format!("node `{name}`"), left(), EVERY, || async {
             Ok(match api.node_ready(name).await {
                 Ok(Some(true)) => Ok(()),
                 Ok(Some(false)) => Err("NotReady".to_string()),
@@ -260,7 +263,7 @@ pub async fn wait(
     }
 
     step("waiting for kube-system pods");
-    poll_until("the kube-system pods", left(), EVERY, || async {
+    poll_backoff("the kube-system pods", left(), EVERY, || async {
         Ok(
             match api.get_json("/api/v1/namespaces/kube-system/pods").await {
                 Ok(list) => pods_running(&list),
@@ -271,7 +274,7 @@ pub async fn wait(
     .await
     .map_err(timeout_err)?;
     step("waiting for cluster DNS");
-    poll_until(
+    poll_backoff(
         "cluster DNS (kube-dns endpoints)",
         left(),
         EVERY,

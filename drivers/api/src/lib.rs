@@ -35,4 +35,4 @@ pub use mount::{GuestMount, HostFolders, Mount, MountError};
 pub use name::{ClusterName, MachineName, NameError};
 pub use runner::{Cmd, HostRunner, Output, Runner};
 pub use state::{MachineState, StopMode};
-pub use wait::{poll_until, WaitError};
+pub use wait::{poll_backoff, poll_until, WaitError};

@@ -33,12 +33,29 @@ impl From<WaitError<crate::DriverError>> for crate::DriverError {
     }
 }
 
-/// Calls `probe` every `every` until it returns `Ok(Some(v))`, an error, or `timeout` passes.
-/// `Ok(None)` means "not yet"; the probe reports what it saw through `last` for the message.
+/// Calls `probe` every `every` until it returns `Ok(Ok(v))`, an error, or `timeout` passes.
+/// `Ok(Err(seen))` means "not yet"; `seen` is what the timeout's message shows as last seen.
 pub async fn poll_until<T, E, F, Fut>(
     what: &str,
     timeout: Duration,
     every: Duration,
+    probe: F,
+) -> Result<T, WaitError<E>>
+where
+    E: std::error::Error + 'static,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Result<T, String>, E>>,
+{
+    poll_backoff(what, timeout, every..=every, probe).await
+}
+
+/// Like [`poll_until`], but the interval starts at the range's start and doubles after each
+/// "not yet" up to its end: what is usually ready within a few milliseconds is seen at once,
+/// and what takes seconds (a real k3s) is not asked more often than with the longer interval.
+pub async fn poll_backoff<T, E, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    every: std::ops::RangeInclusive<Duration>,
     mut probe: F,
 ) -> Result<T, WaitError<E>>
 where
@@ -47,6 +64,7 @@ where
     Fut: Future<Output = Result<Result<T, String>, E>>,
 {
     let deadline = Instant::now() + timeout;
+    let (mut interval, longest) = (*every.start(), *every.end());
     loop {
         let last = match probe().await {
             Ok(Ok(v)) => return Ok(v),
@@ -61,7 +79,8 @@ where
                 last,
             });
         }
-        tokio::time::sleep(every.min(deadline - now)).await;
+        tokio::time::sleep(interval.min(deadline - now)).await;
+        interval = (interval * 2).min(longest.max(interval));
     }
 }
 
@@ -90,6 +109,26 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(v, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_doubles_the_interval_up_to_the_longest() {
+        let started = Instant::now();
+        let mut seen = Vec::new();
+        let v = poll_backoff::<_, Infallible, _, _>(
+            "thing",
+            Duration::from_secs(10),
+            Duration::from_millis(20)..=Duration::from_millis(100),
+            || {
+                seen.push(started.elapsed().as_millis());
+                let done = seen.len() == 6;
+                async move { Ok(if done { Ok(()) } else { Err("no".into()) }) }
+            },
+        )
+        .await;
+        assert!(v.is_ok());
+        // Waits of 20, 40, 80, then 100 (the longest), 100.
+        assert_eq!(seen, vec![0, 20, 60, 140, 240, 340]);
     }
 
     #[test]

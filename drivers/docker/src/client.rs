@@ -97,6 +97,9 @@ pub struct DockerDriver {
     start_wait: Duration,
     /// The engine, once identified by the probe.
     pub(crate) engine: OnceCell<Engine>,
+    /// The daemon's `/info`, as the probe read it (its ID and machine do not change while
+    /// timonel runs).
+    pub(crate) info: OnceCell<bollard::models::SystemInfo>,
 }
 
 impl std::fmt::Debug for DockerDriver {
@@ -139,6 +142,7 @@ impl DockerDriver {
             accepted_security: Mutex::new(HashMap::new()),
             start_wait: START_WAIT,
             engine: OnceCell::new(),
+            info: OnceCell::new(),
         }
     }
 
@@ -231,6 +235,27 @@ impl DockerDriver {
         }
     }
 
+    /// The daemon's `/info`: the probe's reading when there was one, else asked now (a
+    /// failure is a backend error of `op`).
+    pub(crate) async fn daemon_info(
+        &self,
+        op: &str,
+    ) -> Result<bollard::models::SystemInfo, DriverError> {
+        if let Some(info) = self.info.get() {
+            return Ok(info.clone());
+        }
+        self.client()
+            .await?
+            .info()
+            .await
+            .map_err(|e| DriverError::backend(op, error_text(&e)))
+    }
+
+    /// Whether the client is connected and its API version negotiated already.
+    pub(crate) fn is_negotiated(&self) -> bool {
+        self.negotiated.initialized()
+    }
+
     /// The client with a longer request timeout, for transfers and long stops.
     pub(crate) async fn long_client(&self) -> Result<Docker, DriverError> {
         Ok(self.client().await?.clone().with_timeout(LONG_REQUEST))
@@ -305,6 +330,7 @@ impl DockerDriver {
         }
         let described = engine.describe(&api);
         let _ = self.engine.set(engine);
+        let _ = self.info.set(info);
         Availability::Ready {
             version: described,
             notes,

@@ -370,9 +370,9 @@ impl HostResources for DockerDriver {
     /// The daemon's `/info`: its machine's CPUs and memory (on Docker Desktop, its VM's). The
     /// free disk of its data root is on that machine, which timonel may not reach: not known.
     async fn host_resources(&self) -> Result<HostCapacity, DriverError> {
-        let info = self.client().await?.info().await.map_err(|e| {
-            DriverError::backend("asking the Docker daemon for its resources", error_text(&e))
-        })?;
+        let info = self
+            .daemon_info("asking the Docker daemon for its resources")
+            .await?;
         let name = info.name.unwrap_or_default();
         Ok(HostCapacity {
             source: if name.is_empty() {

@@ -79,6 +79,17 @@ impl DockerDriver {
         &self,
         name: &str,
     ) -> Result<Option<ContainerInspectResponse>, DriverError> {
+        if !self.is_negotiated() {
+            // A command that only looks (`ip`, `status`) asks once, unversioned; anything but
+            // the container's description (not found, errors, a transport the plain request
+            // does not speak) is asked again below, negotiated, for its typed meaning.
+            let path = format!("/containers/{}/json", container_name(name));
+            let found: Option<ContainerInspectResponse> =
+                crate::raw::get_as(&self.host, &path).await;
+            if let Some(c) = found.filter(|c| c.id.is_some()) {
+                return Ok(Some(c));
+            }
+        }
         let docker = self.client().await?;
         match docker
             .inspect_container(&container_name(name), None::<InspectContainerOptions>)

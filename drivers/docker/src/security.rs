@@ -111,10 +111,12 @@ impl DockerDriver {
             .get(crate::OPTION_SECURITY_CACHE)
             .map(std::path::PathBuf::from);
         let daemon_key = match &file {
-            Some(_) => match self.client().await?.info().await {
-                Ok(info) => info.id.map(|id| format!("{id}|{key}")),
-                Err(_) => None,
-            },
+            Some(_) => self
+                .daemon_info("asking the Docker daemon for its ID")
+                .await
+                .ok()
+                .and_then(|info| info.id)
+                .map(|id| format!("{id}|{key}")),
             None => None,
         };
         if !cache.contains_key(&key) {

@@ -308,3 +308,48 @@ async fn a_daemon_that_is_still_starting_is_waited_for() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Docker 20.10's `GET /containers/timonel-n1/json` of a running node (the fields the driver
+/// reads; the daemon sends many more).
+const DOCKER_RUNNING_NODE: &str = r#"{"Id":"0183427948a88a959d4aa781ab05f95796a23071ab25baaf7aaff9adf1c9a7a3","Created":"2026-12-03T06:11:11.013576896Z","Name":"/timonel-n1","State":{"Status":"running","Running":true,"Paused":false,"Restarting":false,"OOMKilled":false,"Dead":false,"Pid":24239,"ExitCode":0,"Error":"","StartedAt":"2026-12-03T06:11:11.483831846Z","FinishedAt":"0001-01-01T00:00:00Z"},"Config":{"Hostname":"n1","Labels":{"dev.timonel.cluster":"n1","dev.timonel.node":"n1","dev.timonel.role":"server"}},"NetworkSettings":{"Ports":{"6443/tcp":[{"HostIp":"127.0.0.1","HostPort":"42303"}]},"Networks":{"timonel-n1":{"IPAMConfig":{"IPv4Address":"10.201.0.2"},"NetworkID":"83eb37a0b6a67534909a82bc123f562501e62d434d792a2964369fb2f9ac6712","Gateway":"10.201.0.1","IPAddress":"10.201.0.2","IPPrefixLen":24,"MacAddress":"02:42:0a:c9:00:02"}}}}"#;
+
+#[tokio::test]
+async fn a_look_at_a_node_is_one_request_without_version_negotiation() {
+    let mut routes = podman_routes(false, "2");
+    routes.insert(
+        "GET /containers/timonel-n1/json".into(),
+        Answer {
+            status: 200,
+            body: DOCKER_RUNNING_NODE.into(),
+            podman: false,
+        },
+    );
+    let engine = serve(routes).await;
+    let driver = DockerDriver::connect_with_host(&engine.host);
+    let n1 = "n1".parse().unwrap();
+    assert_eq!(
+        driver.ip(&n1).await.unwrap().to_string(),
+        "10.201.0.2",
+        "ip"
+    );
+    assert_eq!(driver.state(&n1).await.unwrap(), MachineState::Running);
+    assert_eq!(
+        *engine.seen.lock().unwrap(),
+        vec!["GET /containers/timonel-n1/json"; 2],
+        "no /version before the look"
+    );
+    // Anything but a description (here Podman's 404) is asked again, negotiated, for its
+    // typed meaning.
+    let gone = "n2".parse().unwrap();
+    assert_eq!(driver.state(&gone).await.unwrap(), MachineState::NotCreated);
+    let seen = engine.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen[2..],
+        [
+            "GET /containers/timonel-n2/json",
+            "GET /version",
+            "GET /containers/timonel-n2/json"
+        ],
+        "{seen:?}"
+    );
+}

@@ -75,13 +75,15 @@ pub(super) async fn run(run: &mut Run<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Reads a file from the node once it exists, polling with a deadline. A timeout stays a
+/// Reads a file from the node once it exists, polling (soon at first, then less often) with a
+/// deadline. A timeout stays a
 /// typed driver timeout (`NODE_TIMEOUT`).
 async fn wait_for_file(access: &dyn NodeAccess, path: &str, timeout: Duration) -> Result<String> {
-    let got = timonel_driver::poll_until::<_, DriverError, _, _>(
+    // A container node writes it within milliseconds of starting, a VM within seconds.
+    let got = timonel_driver::poll_backoff::<_, DriverError, _, _>(
         &format!("`{path}` in the node"),
         timeout,
-        Duration::from_millis(200),
+        Duration::from_millis(10)..=Duration::from_millis(200),
         || async {
             Ok(match access.copy_out(path).await {
                 Ok(bytes) if !bytes.is_empty() => Ok(String::from_utf8_lossy(&bytes).into_owned()),
