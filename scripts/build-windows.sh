@@ -7,6 +7,9 @@
 #   scripts/build-windows.sh --dev --unit-tests
 #                                       also builds timonel's unit tests for Windows and runs them
 #                                       under Wine (cargo's runner; Wine must be installed)
+#   scripts/build-windows.sh --dev --forwarder
+#                                       also builds win-forwarder.exe (tests/win-forwarder, the
+#                                       Windows lane's stand-in for powershell.exe/VBoxManage.exe)
 #
 # On Windows itself no script is needed: `cargo build --release` builds timonel.exe.
 #
@@ -17,8 +20,8 @@
 # `--config` for this target only: normal builds of the repository are not affected.
 #
 # The build goes to $CARGO_TARGET_DIR/windows (default target/windows), so the host's builds and
-# this one never invalidate each other. The last two lines of output are the paths of the .exe
-# and of the DLL.
+# this one never invalidate each other. The last lines of output are the paths of the .exe, of the
+# DLL and (with --forwarder) of win-forwarder.exe.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -26,13 +29,15 @@ root=$(cd "$here/.." && pwd)
 target=x86_64-pc-windows-gnu
 profile=${TIMONEL_WINDOWS_PROFILE:-release}
 unit_tests=false
+forwarder=false
 for arg in "$@"; do
   case "$arg" in
     --dev) profile=dev ;;
     --release) profile=release ;;
     --unit-tests) unit_tests=true ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "build-windows: unknown argument \`$arg\` (expected --dev, --release or --unit-tests)" >&2; exit 2 ;;
+    --forwarder) forwarder=true ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "build-windows: unknown argument \`$arg\` (expected --dev, --release, --unit-tests or --forwarder)" >&2; exit 2 ;;
   esac
 done
 case "$profile" in
@@ -70,10 +75,11 @@ linker=x86_64-w64-mingw32-gcc
 out_dir=${CARGO_TARGET_DIR:-$root/target}/windows
 bin_dir=$out_dir/$target/$([ "$profile" = dev ] && echo debug || echo release)
 
-# cargo_windows SUBCOMMAND ARGS...: cargo for the Windows target with the toolchain found above.
+# cargo_windows SUBCOMMAND PACKAGE ARGS...: cargo for the Windows target with the toolchain found
+# above.
 cargo_windows() {
-  local sub=$1; shift
-  local args=("$sub" --locked --profile "$profile" --target "$target" -p timonel
+  local sub=$1 package=$2; shift 2
+  local args=("$sub" --locked --profile "$profile" --target "$target" -p "$package"
               --config "target.$target.linker=\"$linker\"" "$@")
   if rustup_has_target; then
     (cd "$root" && CARGO_TARGET_DIR="$out_dir" cargo "${args[@]}")
@@ -90,7 +96,7 @@ if rustup_has_target; then
 else
   log "building timonel.exe ($profile) with $(/usr/bin/rustc --version) and std from source"
 fi
-cargo_windows build --bin timonel
+cargo_windows build timonel --bin timonel
 exe=$bin_dir/timonel.exe
 
 dll=$bin_dir/bcryptprimitives.dll
@@ -108,9 +114,14 @@ if [ "$unit_tests" = true ]; then
   wine=/usr/lib/wine/wine64
   [ -x "$wine" ] || wine=$(command -v wine64 || command -v wine)
   log "timonel's unit tests for Windows, under Wine"
-  WINEDEBUG=${WINEDEBUG:--all} cargo_windows test --lib \
+  WINEDEBUG=${WINEDEBUG:--all} cargo_windows test timonel --lib \
     --config "target.$target.runner=\"$wine\"" >&2
 fi
 
 echo "$exe"
 echo "$dll"
+if [ "$forwarder" = true ]; then
+  log "building win-forwarder.exe ($profile)"
+  cargo_windows build timonel-win-forwarder --bin win-forwarder
+  echo "$bin_dir/win-forwarder.exe"
+fi
