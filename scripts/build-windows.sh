@@ -10,6 +10,11 @@
 #   scripts/build-windows.sh --dev --forwarder
 #                                       also builds win-forwarder.exe (tests/win-forwarder, the
 #                                       Windows lane's stand-in for powershell.exe/VBoxManage.exe)
+#   scripts/build-windows.sh --dev --forwarder --driver-tests
+#                                       also builds the Hyper-V and VirtualBox drivers' lifecycle
+#                                       tests and the argv quoting test for Windows and runs them
+#                                       under Wine through forwarders; needs a running
+#                                       tests/windows/relay.py (TIMONEL_RELAY_PORT/_SECRET)
 #
 # On Windows itself no script is needed: `cargo build --release` builds timonel.exe.
 #
@@ -30,16 +35,21 @@ target=x86_64-pc-windows-gnu
 profile=${TIMONEL_WINDOWS_PROFILE:-release}
 unit_tests=false
 forwarder=false
+driver_tests=false
 for arg in "$@"; do
   case "$arg" in
     --dev) profile=dev ;;
     --release) profile=release ;;
     --unit-tests) unit_tests=true ;;
     --forwarder) forwarder=true ;;
-    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "build-windows: unknown argument \`$arg\` (expected --dev, --release, --unit-tests or --forwarder)" >&2; exit 2 ;;
+    --driver-tests) driver_tests=true ;;
+    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "build-windows: unknown argument \`$arg\` (expected --dev, --release, --unit-tests, --forwarder or --driver-tests)" >&2; exit 2 ;;
   esac
 done
+if [ "$driver_tests" = true ] && [ "$forwarder" != true ]; then
+  echo "build-windows: --driver-tests needs --forwarder" >&2; exit 2
+fi
 case "$profile" in
   release|dev) ;;
   *) echo "build-windows: TIMONEL_WINDOWS_PROFILE=$profile is not dev or release" >&2; exit 2 ;;
@@ -107,12 +117,14 @@ if [ ! -f "$dll" ] || [ "$src" -nt "$dll" ]; then
   mv "$dll.tmp" "$dll"
 fi
 
-if [ "$unit_tests" = true ]; then
+wine=/usr/lib/wine/wine64
+[ -x "$wine" ] || wine=$(command -v wine64 || command -v wine || echo wine)
+if [ "$unit_tests" = true ] || [ "$driver_tests" = true ]; then
   # Test executables live in deps/: the DLL goes there too, where Wine looks first.
   mkdir -p "$bin_dir/deps"
   cp "$dll" "$bin_dir/deps/"
-  wine=/usr/lib/wine/wine64
-  [ -x "$wine" ] || wine=$(command -v wine64 || command -v wine)
+fi
+if [ "$unit_tests" = true ]; then
   log "timonel's unit tests for Windows, under Wine"
   WINEDEBUG=${WINEDEBUG:--all} cargo_windows test timonel --lib \
     --config "target.$target.runner=\"$wine\"" >&2
@@ -123,5 +135,20 @@ echo "$dll"
 if [ "$forwarder" = true ]; then
   log "building win-forwarder.exe ($profile)"
   cargo_windows build timonel-win-forwarder --bin win-forwarder
-  echo "$bin_dir/win-forwarder.exe"
+  forwarder_exe=$bin_dir/win-forwarder.exe
+  if [ "$driver_tests" = true ]; then
+    : "${TIMONEL_RELAY_PORT:?start tests/windows/relay.py and set TIMONEL_RELAY_PORT}"
+    : "${TIMONEL_RELAY_SECRET:?set TIMONEL_RELAY_SECRET (the relay secret)}"
+    # The forwarder as the tests' Windows side sees it: Wine's Z: drive is /.
+    TIMONEL_WIN_FORWARDER=Z:$(printf '%s' "$forwarder_exe" | tr / '\\')
+    export TIMONEL_WIN_FORWARDER
+    for t in "timonel-driver-hyperv simulator" "timonel-driver-virtualbox lifecycle" \
+             "timonel-driver windows_argv --features testing"; do
+      set -- $t
+      log "$1's $2 tests for Windows, under Wine, through forwarders"
+      WINEDEBUG=${WINEDEBUG:--all} cargo_windows test "$1" --test "$2" "${@:3}" \
+        --config "target.$target.runner=\"$wine\"" >&2
+    done
+  fi
+  echo "$forwarder_exe"
 fi

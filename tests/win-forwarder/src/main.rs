@@ -163,8 +163,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("win-forwarder-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap_or_default();
         let path = dir.join("powershell.relay");
-        std::fs::write(&path, "port=4242\nsecret=s3\ntarget=powershell\nenv.A_B=x=y\n")
-            .unwrap_or_default();
+        std::fs::write(
+            &path,
+            "port=4242\nsecret=s3\ntarget=powershell\nenv.A_B=x=y\n",
+        )
+        .unwrap_or_default();
         let config = read_config(&path);
         let _ = std::fs::remove_dir_all(&dir);
         let config = config.unwrap_or_else(|e| panic!("{e}"));
