@@ -7,6 +7,14 @@
 #   scripts/build-windows.sh --dev --unit-tests
 #                                       also builds timonel's unit tests for Windows and runs them
 #                                       under Wine (cargo's runner; Wine must be installed)
+#   scripts/build-windows.sh --dev --forwarder
+#                                       also builds win-forwarder.exe (tests/win-forwarder, the
+#                                       Windows lane's stand-in for powershell.exe/VBoxManage.exe)
+#   scripts/build-windows.sh --dev --forwarder --driver-tests
+#                                       also builds the Hyper-V and VirtualBox drivers' lifecycle
+#                                       tests and the argv quoting test for Windows and runs them
+#                                       under Wine through forwarders; needs a running
+#                                       tests/windows/relay.py (TIMONEL_RELAY_PORT/_SECRET)
 #
 # On Windows itself no script is needed: `cargo build --release` builds timonel.exe.
 #
@@ -17,8 +25,8 @@
 # `--config` for this target only: normal builds of the repository are not affected.
 #
 # The build goes to $CARGO_TARGET_DIR/windows (default target/windows), so the host's builds and
-# this one never invalidate each other. The last two lines of output are the paths of the .exe
-# and of the DLL.
+# this one never invalidate each other. The last lines of output are the paths of the .exe, of the
+# DLL and (with --forwarder) of win-forwarder.exe.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -26,15 +34,22 @@ root=$(cd "$here/.." && pwd)
 target=x86_64-pc-windows-gnu
 profile=${TIMONEL_WINDOWS_PROFILE:-release}
 unit_tests=false
+forwarder=false
+driver_tests=false
 for arg in "$@"; do
   case "$arg" in
     --dev) profile=dev ;;
     --release) profile=release ;;
     --unit-tests) unit_tests=true ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "build-windows: unknown argument \`$arg\` (expected --dev, --release or --unit-tests)" >&2; exit 2 ;;
+    --forwarder) forwarder=true ;;
+    --driver-tests) driver_tests=true ;;
+    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "build-windows: unknown argument \`$arg\` (expected --dev, --release, --unit-tests, --forwarder or --driver-tests)" >&2; exit 2 ;;
   esac
 done
+if [ "$driver_tests" = true ] && [ "$forwarder" != true ]; then
+  echo "build-windows: --driver-tests needs --forwarder" >&2; exit 2
+fi
 case "$profile" in
   release|dev) ;;
   *) echo "build-windows: TIMONEL_WINDOWS_PROFILE=$profile is not dev or release" >&2; exit 2 ;;
@@ -70,10 +85,11 @@ linker=x86_64-w64-mingw32-gcc
 out_dir=${CARGO_TARGET_DIR:-$root/target}/windows
 bin_dir=$out_dir/$target/$([ "$profile" = dev ] && echo debug || echo release)
 
-# cargo_windows SUBCOMMAND ARGS...: cargo for the Windows target with the toolchain found above.
+# cargo_windows SUBCOMMAND PACKAGE ARGS...: cargo for the Windows target with the toolchain found
+# above.
 cargo_windows() {
-  local sub=$1; shift
-  local args=("$sub" --locked --profile "$profile" --target "$target" -p timonel
+  local sub=$1 package=$2; shift 2
+  local args=("$sub" --locked --profile "$profile" --target "$target" -p "$package"
               --config "target.$target.linker=\"$linker\"" "$@")
   if rustup_has_target; then
     (cd "$root" && CARGO_TARGET_DIR="$out_dir" cargo "${args[@]}")
@@ -81,7 +97,7 @@ cargo_windows() {
     # Debian's toolchain, not rustup's: it has the standard library's source to build for the
     # target. RUSTC_BOOTSTRAP lets this stable compiler take -Zbuild-std.
     (cd "$root" && env -u RUSTUP_TOOLCHAIN RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc \
-      CARGO_TARGET_DIR="$out_dir" /usr/bin/cargo "${args[@]}" -Zbuild-std=std,panic_abort)
+      CARGO_TARGET_DIR="$out_dir" /usr/bin/cargo -Zbuild-std=std,panic_abort "${args[@]}")
   fi
 }
 
@@ -90,7 +106,7 @@ if rustup_has_target; then
 else
   log "building timonel.exe ($profile) with $(/usr/bin/rustc --version) and std from source"
 fi
-cargo_windows build --bin timonel
+cargo_windows build timonel --bin timonel
 exe=$bin_dir/timonel.exe
 
 dll=$bin_dir/bcryptprimitives.dll
@@ -101,16 +117,43 @@ if [ ! -f "$dll" ] || [ "$src" -nt "$dll" ]; then
   mv "$dll.tmp" "$dll"
 fi
 
-if [ "$unit_tests" = true ]; then
+wine=/usr/lib/wine/wine64
+[ -x "$wine" ] || wine=$(command -v wine64 || command -v wine || echo wine)
+if [ "$unit_tests" = true ] || [ "$driver_tests" = true ]; then
   # Test executables live in deps/: the DLL goes there too, where Wine looks first.
   mkdir -p "$bin_dir/deps"
   cp "$dll" "$bin_dir/deps/"
-  wine=/usr/lib/wine/wine64
-  [ -x "$wine" ] || wine=$(command -v wine64 || command -v wine)
+fi
+if [ "$unit_tests" = true ]; then
   log "timonel's unit tests for Windows, under Wine"
-  WINEDEBUG=${WINEDEBUG:--all} cargo_windows test --lib \
+  WINEDEBUG=${WINEDEBUG:--all} cargo_windows test timonel --lib \
     --config "target.$target.runner=\"$wine\"" >&2
 fi
 
 echo "$exe"
 echo "$dll"
+if [ "$forwarder" = true ]; then
+  log "building win-forwarder.exe ($profile)"
+  cargo_windows build timonel-win-forwarder --bin win-forwarder
+  forwarder_exe=$bin_dir/win-forwarder.exe
+  if [ "$driver_tests" = true ]; then
+    : "${TIMONEL_RELAY_PORT:?start tests/windows/relay.py and set TIMONEL_RELAY_PORT}"
+    : "${TIMONEL_RELAY_SECRET:?set TIMONEL_RELAY_SECRET (the relay secret)}"
+    # The forwarder as the tests' Windows side sees it: Wine's Z: drive is /.
+    TIMONEL_WIN_FORWARDER=Z:$(printf '%s' "$forwarder_exe" | tr / '\\')
+    export TIMONEL_WIN_FORWARDER
+    # VirtualBox: the 7.x lifecycle and the checks of what reaches VBoxManage (each VBoxManage
+    # call is a Wine process: all 18 tests take 2.5-5 min there; the 6.1 variants add no
+    # Windows-specific path).
+    for t in "timonel-driver-hyperv simulator" \
+             "timonel-driver-virtualbox lifecycle -- contract_suite_on_7x create_builds_the_vm \
+               state_spawns_one_process graceful_stop_uses_acpi delete_removes_the_vm" \
+             "timonel-driver windows_argv --features testing"; do
+      set -- $t
+      log "$1's $2 tests for Windows, under Wine, through forwarders"
+      WINEDEBUG=${WINEDEBUG:--all} cargo_windows test "$1" --test "$2" \
+        --config "target.$target.runner=\"$wine\"" "${@:3}" >&2
+    done
+  fi
+  echo "$forwarder_exe"
+fi

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # The Windows lane: builds timonel.exe (dev profile, scripts/build-windows.sh) and runs it under
-# Wine with explicit checks of its output and exit codes, after timonel's unit tests built for
-# Windows and run under Wine. Wine is a stand-in for Windows: this
-# catches what breaks in the Windows build (paths, pipes, defaults, messages), it does not prove
-# that timonel works on Windows.
+# Wine with explicit checks of its output and exit codes, after timonel's unit tests and the
+# Hyper-V and VirtualBox drivers' lifecycle tests built for Windows and run under Wine. Wine is a
+# stand-in for Windows: this catches what breaks in the Windows build (paths, pipes, command-line
+# quoting, defaults, messages), it does not prove that timonel works on Windows.
+#
+# Wine cannot start Linux programs, so `powershell.exe` and `VBoxManage.exe` are copies of
+# win-forwarder.exe (tests/win-forwarder), which relay each run to tests/windows/relay.py, started
+# here, which runs the simulators of tests/simulators on the Linux side.
 #
 # Run by scripts/test.sh unless TIMONEL_SKIP_WINDOWS=1. Installs wine64 when root or CI=true.
 # Any failed check fails the lane (exit 1), after all checks ran.
@@ -37,13 +41,33 @@ mkdir -p "$WINEPREFIX"
 "$wine" cmd /c exit 0 >/dev/null 2>&1 || true
 rm -rf "$WINEPREFIX"/drive_c/users/*/.timonel
 
-# The .exe, and timonel's unit tests built for Windows and run under Wine (paths, KUBECONFIG
-# lists with `;`, lock files, atomic writes, …): a failing unit test fails the lane here.
-built=$("$here/build-windows.sh" --dev --unit-tests)
-exe=$(printf '%s\n' "$built" | tail -2 | head -1)
-
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+relay_pid=
+cleanup() {
+  [ -z "$relay_pid" ] || kill "$relay_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The relay for the forwarders, on a loopback port of its choosing, with a secret of this run.
+TIMONEL_RELAY_SECRET=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+export TIMONEL_RELAY_SECRET
+python3 "$root/tests/windows/relay.py" "$work/relay.port" &
+relay_pid=$!
+for _ in $(seq 100); do
+  [ -s "$work/relay.port" ] || ! kill -0 "$relay_pid" 2>/dev/null && break
+  sleep 0.1
+done
+[ -s "$work/relay.port" ] || { echo "test-windows: tests/windows/relay.py did not start" >&2; exit 1; }
+TIMONEL_RELAY_PORT=$(cat "$work/relay.port")
+export TIMONEL_RELAY_PORT
+
+# The .exe; timonel's unit tests built for Windows and run under Wine (paths, KUBECONFIG lists
+# with `;`, lock files, atomic writes, …); the forwarder, and through it the drivers' lifecycle
+# tests and the argv quoting test: a failing test fails the lane here.
+built=$("$here/build-windows.sh" --dev --unit-tests --forwarder --driver-tests)
+exe=$(printf '%s\n' "$built" | tail -3 | head -1)
+forwarder=$(printf '%s\n' "$built" | tail -1)
 failures=0
 fail() { printf 'FAIL: %s\n' "$*" >&2; failures=$((failures + 1)); }
 
@@ -113,6 +137,10 @@ grep -E -A1 '^driver hyperv' "$work/doctor.out" | grep -Eq 'elevat|Administrator
   fail "doctor: the Hyper-V check advises elevation when PowerShell did not answer"
 run kvm start --driver kvm
 expect kvm 1 --err 'only supported on Linux' --no-err 'panicked'
+
+# Hyper-V and VirtualBox answering through the forwarders (`doctor`, the CLI's own probes), and
+# Ctrl-C: tests/windows/cli-checks.sh.
+. "$here/windows/cli-checks.sh"
 
 if [ "$failures" -gt 0 ]; then
   echo "test-windows: $failures check(s) failed" >&2

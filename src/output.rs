@@ -146,13 +146,52 @@ fn env_set(name: &str) -> bool {
 }
 
 /// Whether what goes to stderr (step lines, log lines) is coloured: `--color always`, or
-/// `auto` with stderr a terminal and `NO_COLOR` unset.
+/// `auto` with stderr a terminal, `NO_COLOR` unset and, on Windows, a console that takes ANSI
+/// sequences (see [`console_takes_ansi`]).
 pub fn stderr_color(choice: ColorChoice) -> bool {
+    color_decision(
+        choice,
+        std::io::stderr().is_terminal(),
+        env_set(env::NO_COLOR),
+        console_takes_ansi,
+    )
+}
+
+/// The colour decision; `takes_ansi` is asked only for a terminal that may get colour (on
+/// Windows it changes the console's mode). `--color always` colours even where the console
+/// would show the sequences raw: the user asked for them (e.g. for a log viewer).
+fn color_decision(
+    choice: ColorChoice,
+    terminal: bool,
+    no_color: bool,
+    takes_ansi: impl FnOnce() -> bool,
+) -> bool {
     match choice {
-        ColorChoice::Always => true,
+        ColorChoice::Always => {
+            if terminal {
+                takes_ansi();
+            }
+            true
+        }
         ColorChoice::Never => false,
-        ColorChoice::Auto => std::io::stderr().is_terminal() && !env_set(env::NO_COLOR),
+        ColorChoice::Auto => terminal && !no_color && takes_ansi(),
     }
+}
+
+/// Whether the Windows console behind stderr shows ANSI colour sequences: it turns on the
+/// console's virtual terminal processing (Windows 10 and later; MSYS terminals take them as
+/// they are). An older console, where that fails, gets no colour rather than escape codes.
+/// Progress bars do not depend on it: indicatif draws through `console`, which moves the cursor
+/// with the console API there.
+#[cfg(windows)]
+fn console_takes_ansi() -> bool {
+    console::colors_enabled_stderr()
+}
+
+/// Terminals elsewhere take ANSI sequences.
+#[cfg(not(windows))]
+fn console_takes_ansi() -> bool {
+    true
 }
 
 impl Printer {
@@ -386,5 +425,31 @@ mod tests {
         assert_eq!(other.kind(), std::io::ErrorKind::Other);
         let epipe = reader_gone_as_broken_pipe(std::io::ErrorKind::BrokenPipe.into());
         assert_eq!(epipe.kind(), std::io::ErrorKind::BrokenPipe);
+    }
+
+    #[test]
+    fn a_console_without_ansi_gets_no_colour_unless_asked() {
+        use ColorChoice::*;
+        let asked = &std::cell::Cell::new(0);
+        let ansi = |takes: bool| {
+            move || {
+                asked.set(asked.get() + 1);
+                takes
+            }
+        };
+        assert!(color_decision(Auto, true, false, ansi(true)));
+        assert!(!color_decision(Auto, true, false, ansi(false)));
+        assert!(color_decision(Always, true, false, ansi(false)));
+        assert_eq!(
+            asked.get(),
+            3,
+            "a console is asked (on Windows: switched to ANSI)"
+        );
+        // Not a terminal, NO_COLOR, --color never: the console is left alone.
+        assert!(!color_decision(Auto, false, false, ansi(true)));
+        assert!(!color_decision(Auto, true, true, ansi(true)));
+        assert!(!color_decision(Never, true, false, ansi(true)));
+        assert!(color_decision(Always, false, true, ansi(true)));
+        assert_eq!(asked.get(), 3);
     }
 }

@@ -12,6 +12,8 @@ pub mod driver;
 pub mod error;
 #[cfg(any(test, feature = "testing"))]
 pub mod fake;
+#[cfg(any(test, feature = "testing"))]
+pub mod forwarder;
 pub mod mount;
 pub mod name;
 pub mod net;

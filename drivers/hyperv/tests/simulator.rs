@@ -1,6 +1,7 @@
 //! The driver's whole lifecycle against the PowerShell simulator
 //! (`tests/simulators/powershell/powershell-sim.py`), one simulated host per test.
-#![cfg(unix)]
+//! On Windows (under Wine, scripts/test-windows.sh) `powershell.exe` is a forwarder to the same
+//! simulator on the Linux side.
 
 mod common;
 
@@ -475,7 +476,12 @@ async fn values_with_quotes_and_subexpressions_stay_data() {
     let sim = Sim::new(json!({ "switches": [
         {"Id": "11111111-0000-4000-8000-000000000002", "Name": evil_switch, "SwitchType": 2}
     ]}));
-    let evil_dir = "it's; $(rm -rf x) `n \"q\"\nWrite-Host pwned";
+    // Windows folder names cannot hold `"` or line breaks; the rest stays, with non-ASCII.
+    let evil_dir = if cfg!(windows) {
+        "it's; $(rm -rf x) `n 'q' Año ünï"
+    } else {
+        "it's; $(rm -rf x) `n \"q\"\nWrite-Host pwned"
+    };
     let mut spec = sim.spec_in("dev", 1, evil_dir);
     spec.options
         .insert(SWITCH_OPTION.to_string(), evil_switch.to_string());

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use timonel_driver::{
     Availability, Capabilities, ClusterName, Driver, DriverError, DriverKind, MachineName,
-    MachineSpec, MachineState, NodeAccess, NodeKind, Reporter, Runner, StopMode,
+    MachineSpec, MachineState, NodeKind, Reporter, Runner, StopMode,
 };
 
 use crate::options::Accel;

@@ -1,5 +1,5 @@
-//! The whole lifecycle against the VBoxManage simulator, in 6.1 and 7.x modes.
-#![cfg(unix)]
+//! The whole lifecycle against the VBoxManage simulator, in 6.1 and 7.x modes. On Windows (under
+//! Wine, scripts/test-windows.sh) `VBoxManage.exe` is a forwarder to the same simulator.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 mod common;
@@ -69,8 +69,10 @@ async fn create_builds_the_vm_from_the_spec() {
     ] {
         assert!(info.contains(line), "missing {line:?} in\n{info}");
     }
-    assert!(info.contains(&format!("\"SATA-0-0\"=\"{}\"", disk.display())));
-    assert!(info.contains(&format!("\"SATA-1-0\"=\"{}\"", seed.display())));
+    // `--machinereadable` escapes backslashes (Windows paths).
+    let quoted = |p: &std::path::Path| p.display().to_string().replace('\\', "\\\\");
+    assert!(info.contains(&format!("\"SATA-0-0\"=\"{}\"", quoted(&disk))));
+    assert!(info.contains(&format!("\"SATA-1-0\"=\"{}\"", quoted(&seed))));
     let extra =
         String::from_utf8(sim.vbox(&["getextradata", "dev", "timonel/cluster"]).stdout).unwrap();
     assert_eq!(extra, "Value: dev\n");
@@ -446,10 +448,10 @@ async fn probe_reports_versions_and_install_problems() {
 async fn new_finds_vboxmanage_through_the_env_var() {
     let sim = Sim::new(V7, "");
     // Other tests pass the state directory per command; this one goes through the environment.
-    std::env::set_var("TIMONEL_VBOXMANAGE", common::simulator());
+    std::env::set_var("TIMONEL_VBOXMANAGE", &sim.program);
     std::env::set_var("TIMONEL_VBOX_SIM_STATE", sim.state());
     let driver = timonel_driver_virtualbox::VirtualBoxDriver::new();
-    assert_eq!(driver.program(), &common::simulator());
+    assert_eq!(driver.program(), &sim.program);
     assert!(driver.probe().await.is_ready());
     assert_eq!(
         driver.state(&"dev".parse().unwrap()).await.unwrap(),

@@ -3,7 +3,6 @@
 
 #![allow(dead_code, clippy::unwrap_used)] // test helpers: failing loudly is their job
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,17 +39,7 @@ impl Sim {
         let state = dir.path().join("sim-state");
         std::fs::create_dir_all(&state).unwrap();
         std::fs::write(state.join("scenario.json"), scenario.to_string()).unwrap();
-        let powershell = dir.path().join("powershell");
-        std::fs::write(
-            &powershell,
-            format!(
-                "#!/bin/sh\nTIMONEL_PS_SIM_STATE='{}' exec python3 '{}' \"$@\"\n",
-                state.display(),
-                SIMULATOR
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&powershell, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let powershell = launcher(dir.path(), &state);
         std::fs::create_dir_all(dir.path().join("images")).unwrap();
         std::fs::write(dir.path().join("images/base.vhdx"), vec![0u8; 4096]).unwrap();
         Self {
@@ -157,6 +146,38 @@ impl Sim {
     pub fn injected(&self) -> Option<String> {
         std::fs::read_to_string(self.state.join("INJECTED")).ok()
     }
+}
+
+/// `<dir>/powershell`: runs the simulator with its state in `state`.
+#[cfg(unix)]
+fn launcher(dir: &Path, state: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let powershell = dir.join("powershell");
+    std::fs::write(
+        &powershell,
+        format!(
+            "#!/bin/sh\nTIMONEL_PS_SIM_STATE='{}' exec python3 '{}' \"$@\"\n",
+            state.display(),
+            SIMULATOR
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&powershell, std::fs::Permissions::from_mode(0o755)).unwrap();
+    powershell
+}
+
+/// `<dir>/powershell.exe`: a Windows program that relays its runs to the simulator (tests under
+/// Wine, scripts/test-windows.sh), with its state in `state`.
+#[cfg(windows)]
+fn launcher(dir: &Path, state: &Path) -> PathBuf {
+    let state = state.to_str().unwrap();
+    timonel_driver::forwarder::install(
+        dir,
+        "powershell",
+        "powershell",
+        &[("TIMONEL_PS_SIM_STATE", state)],
+    )
+    .unwrap()
 }
 
 pub fn name(s: &str) -> MachineName {

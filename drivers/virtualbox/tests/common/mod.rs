@@ -52,8 +52,13 @@ impl Runner for SimRunner {
     async fn run(&self, cmd: &Cmd) -> Result<Output, CommandError> {
         let cmd = cmd
             .clone()
-            .env("TIMONEL_VBOX_SIM_STATE", self.state.to_string_lossy())
-            .env("PATH", sim_path());
+            .env("TIMONEL_VBOX_SIM_STATE", self.state.to_string_lossy());
+        // Under Wine the forwarder's relay runs python3 with its own PATH.
+        let cmd = if cfg!(unix) {
+            cmd.env("PATH", sim_path())
+        } else {
+            cmd
+        };
         HostRunner.run(&cmd).await
     }
     fn target(&self) -> &str {
@@ -63,6 +68,20 @@ impl Runner for SimRunner {
 
 pub struct Sim {
     pub dir: tempfile::TempDir,
+    /// What the driver runs as VBoxManage: the simulator, or on Windows (under Wine,
+    /// scripts/test-windows.sh) `VBoxManage.exe`, a forwarder to it.
+    pub program: PathBuf,
+}
+
+/// The program the driver runs as VBoxManage (see [`Sim::program`]).
+#[cfg(unix)]
+fn program(_dir: &Path) -> PathBuf {
+    simulator()
+}
+
+#[cfg(windows)]
+fn program(dir: &Path) -> PathBuf {
+    timonel_driver::forwarder::install(dir, "VBoxManage", "vboxmanage", &[]).unwrap()
 }
 
 impl Sim {
@@ -79,7 +98,8 @@ impl Sim {
         std::fs::write(dir.path().join("sim/config.json"), config).unwrap();
         std::fs::write(dir.path().join("base.vmdk"), b"base disk").unwrap();
         std::fs::write(dir.path().join("seed.iso"), b"cidata").unwrap();
-        Self { dir }
+        let program = program(dir.path());
+        Self { dir, program }
     }
 
     pub fn state(&self) -> PathBuf {
@@ -121,20 +141,21 @@ impl Sim {
             Arc::new(SimRunner {
                 state: self.state(),
             }),
-            simulator(),
+            self.program.clone(),
         )
         .with_timings(Self::fast_timings())
     }
 
     /// Runs the simulator directly (to set up a world or look at it).
     pub fn vbox(&self, args: &[&str]) -> std::process::Output {
-        std::process::Command::new(simulator())
-            .args(args)
+        let mut cmd = std::process::Command::new(&self.program);
+        cmd.args(args)
             .env("TIMONEL_VBOX_SIM_STATE", self.state())
-            .env("PATH", sim_path())
-            .env("LANG", "C")
-            .output()
-            .unwrap()
+            .env("LANG", "C");
+        if cfg!(unix) {
+            cmd.env("PATH", sim_path());
+        }
+        cmd.output().unwrap()
     }
 
     /// Runs the simulator directly and insists that it succeeds (setting up a world by hand).
