@@ -178,3 +178,40 @@ fn a_hyperv_cluster_on_real_guests() {
     assert!(rules.is_empty(), "firewall rules left: {rules:?}");
     assert_eq!(sha256_of(&base), base_sum, "the base VHDX was written");
 }
+
+/// `--hyperv-virtual-switch` reaches the driver: a switch the host does not have stops `start`
+/// at create with an error naming it and the switches there are, and nothing is left (no VM,
+/// no disk, no profile). The simulator models outputs only here (no guest boots).
+#[test]
+#[ignore = "runs timonel against the PowerShell simulator with the k3s stand-in's mirror"]
+fn a_virtual_switch_the_host_lacks_is_named_in_the_error() {
+    let world = SimWorld::new();
+    let sb = Sandbox::new("hvs");
+    // A VHDX by name is all the simulator's New-VHD needs from the base when QEMU is off.
+    let base = sb.home.path().join("base.vhdx");
+    std::fs::write(&base, b"not a disk").unwrap();
+    let base_arg = base.display().to_string();
+    let mut args =
+        support::vm_image::vm_start_args("hyperv", &base_arg, "1", &["--disk-size", "2g"]);
+    args.extend(["--hyperv-virtual-switch".into(), "minikube".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = sb
+        .cmd(&args)
+        .env("TIMONEL_POWERSHELL", simulator())
+        .env("TIMONEL_PS_SIM_STATE", world.path())
+        .env_remove("TIMONEL_HYPERV_SIM_QEMU")
+        .output()
+        .unwrap();
+    log_output("timonel", &args, &out);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("virtual switch `minikube` does not exist (found `Default Switch` (Default Switch))"),
+        "{err}"
+    );
+    assert!(err.contains("New-VMSwitch"), "{err}");
+    let vms = world.state()["vms"].clone();
+    assert!(vms.as_array().is_none_or(Vec::is_empty), "VMs left: {vms}");
+    assert!(!sb.profile_dir().exists(), "the profile was kept");
+    sb.mark_deleted();
+}
