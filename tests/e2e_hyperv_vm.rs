@@ -106,7 +106,11 @@ fn a_hyperv_cluster_on_real_guests() {
     assert!(out.status.success(), "start on hyperv (QEMU) failed");
     assert!(stderr(&out).contains("Default Switch"), "{}", stderr(&out));
     assert_eq!(sb.ready_nodes(), std::slice::from_ref(&sb.profile));
-    assert_eq!(qemu_backing::qemu_pids(world.path()).len(), 1, "one guest runs");
+    assert_eq!(
+        qemu_backing::qemu_pids(world.path()).len(),
+        1,
+        "one guest runs"
+    );
 
     // ip: the guest's DHCP lease on the switch's subnet, not the host's own address there.
     let ip: Ipv4Addr = sb.ok(&["ip"]).trim().parse().unwrap();
@@ -206,7 +210,9 @@ fn a_virtual_switch_the_host_lacks_is_named_in_the_error() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
-        err.contains("virtual switch `minikube` does not exist (found `Default Switch` (Default Switch))"),
+        err.contains(
+            "virtual switch `minikube` does not exist (found `Default Switch` (Default Switch))"
+        ),
         "{err}"
     );
     assert!(err.contains("New-VMSwitch"), "{err}");

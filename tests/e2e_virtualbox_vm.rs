@@ -51,7 +51,6 @@ impl SimWorld {
             .map(|b| serde_json::from_slice(&b).unwrap())
             .unwrap_or(serde_json::Value::Null)
     }
-
 }
 
 impl Drop for SimWorld {
@@ -93,7 +92,11 @@ fn a_virtualbox_cluster_on_real_guests() {
     let out = sb.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(out.status.success(), "start on virtualbox (QEMU) failed");
     assert_eq!(sb.ready_nodes(), std::slice::from_ref(&sb.profile));
-    assert_eq!(qemu_backing::qemu_pids(world.dir.path()).len(), 1, "one guest runs");
+    assert_eq!(
+        qemu_backing::qemu_pids(world.dir.path()).len(),
+        1,
+        "one guest runs"
+    );
 
     // ip: the guest's DHCP lease on the host-only network, not the host's own address there.
     let ip: std::net::Ipv4Addr = sb.ok(&["ip"]).trim().parse().unwrap();
@@ -143,7 +146,10 @@ fn a_virtualbox_cluster_on_real_guests() {
             .contains(sb.home.path().to_str().unwrap())),
         "media left: {media}"
     );
-    assert!(qemu_backing::qemu_pids(world.dir.path()).is_empty(), "guests left");
+    assert!(
+        qemu_backing::qemu_pids(world.dir.path()).is_empty(),
+        "guests left"
+    );
     assert!(
         !sb.timonel_home()
             .join("machines")

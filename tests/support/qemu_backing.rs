@@ -108,7 +108,11 @@ fn pid_files(world: &Path, suffix: &str) -> Vec<(PathBuf, u32)> {
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().ends_with(suffix))
         .filter_map(|e| {
-            let pid = std::fs::read_to_string(e.path()).ok()?.trim().parse().ok()?;
+            let pid = std::fs::read_to_string(e.path())
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
             Some((e.path(), pid))
         })
         .collect()
@@ -223,7 +227,8 @@ pub fn everyday_commands(sb: &Sandbox) {
 fn image_archive(dir: &Path, tag: &str) -> PathBuf {
     let src = dir.join("image-src");
     std::fs::create_dir_all(&src).unwrap();
-    let config = r#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let config =
+        r#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
     std::fs::write(src.join("config.json"), config).unwrap();
     std::fs::write(
         src.join("manifest.json"),
