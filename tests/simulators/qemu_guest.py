@@ -9,6 +9,7 @@ simulator's own error) and does not return.
 """
 
 import fcntl
+import hashlib
 import ipaddress
 import json
 import os
@@ -231,3 +232,66 @@ def claim_subnet(br, fail, made):
             ensure_bridge(br, f"{net[1]}/{net.prefixlen}", fail, made)
             return net
     fail(f"(QEMU backing) no free /24 left in {POOL}")
+
+
+# -- one simulator's world ------------------------------------------------------------------------
+
+LEASE_SECS = 3600
+
+
+def env_on(name):
+    return os.environ.get(name, "") not in ("", "0")
+
+
+def world_dir(sim_dir):
+    """`<state>/qemu`: pid files, QMP sockets, consoles, leases and `links.log`."""
+    d = os.path.join(sim_dir, "qemu")
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+def link_name(prefix, sim_dir, key):
+    """A bridge or tap name of this world: `prefix` and 8 hex of the state folder and `key`."""
+    digest = hashlib.sha256(f"{os.path.realpath(sim_dir)}\0{key}".encode()).hexdigest()
+    return prefix + digest[:8]
+
+
+def noter(sim_dir):
+    """Notes a bridge or tap this world made in `links.log` (so a test can check none is
+    left)."""
+    def note(link):
+        with open(os.path.join(world_dir(sim_dir), "links.log"), "a") as f:
+            f.write(link + "\n")
+    return note
+
+
+def guest_paths(sim_dir, key):
+    """A guest's pid file, QMP socket and console log."""
+    d = world_dir(sim_dir)
+    return (os.path.join(d, f"{key}.pid"), os.path.join(d, f"{key}.qmp"),
+            os.path.join(d, f"{key}.console.log"))
+
+
+def after_exit(sim_dir, key, tap):
+    """What an ended guest leaves: its pid file, QMP socket and tap go."""
+    pidfile, qmp_path, _ = guest_paths(sim_dir, key)
+    for p in (pidfile, qmp_path):
+        if os.path.exists(p):
+            os.remove(p)
+    remove_link(tap)
+
+
+def power_off(sim_dir, key, tap, fail):
+    """QMP quit, the process waited for, and what it leaves removed."""
+    pidfile, qmp_path, _ = guest_paths(sim_dir, key)
+    pid = pid_of(pidfile)
+    if pid is not None:
+        qmp(qmp_path, "quit", fail)
+        wait_gone(pid, 20)
+    after_exit(sim_dir, key, tap)
+
+
+def dhcp_files(sim_dir, br):
+    """The leases and pid file of bridge `br`'s dnsmasq."""
+    d = world_dir(sim_dir)
+    return os.path.join(d, f"{br}.leases"), os.path.join(d, f"{br}.dnsmasq.pid")

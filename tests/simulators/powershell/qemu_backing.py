@@ -40,30 +40,19 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..
 import qemu_guest as g  # noqa: E402  (what both simulators' QEMU backings share)
 
 ENV = "TIMONEL_HYPERV_SIM_QEMU"
-LEASE_SECS = 3600
 FORWARD_COMMENT = "timonel hyperv sim"
 
 
 def enabled():
-    return os.environ.get(ENV, "") not in ("", "0")
-
-
-def _dir(sim):
-    d = os.path.join(sim.dir, "qemu")
-    os.makedirs(d, exist_ok=True)
-    return d
-
-
-def _hash(*parts):
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:8]
+    return g.env_on(ENV)
 
 
 def bridge_name(sim, switch):
-    return "thb" + _hash(os.path.realpath(sim.dir), switch)
+    return g.link_name("thb", sim.dir, switch)
 
 
 def tap_name(sim, vm):
-    return "tht" + _hash(os.path.realpath(sim.dir), vm["VMId"])
+    return g.link_name("tht", sim.dir, vm["VMId"])
 
 
 def mac(vm):
@@ -71,18 +60,8 @@ def mac(vm):
     return "00155d" + hashlib.sha256(vm["VMId"].encode()).hexdigest()[:6]
 
 
-def _made(sim):
-    def note(link):
-        with open(os.path.join(_dir(sim), "links.log"), "a") as f:
-            f.write(link + "\n")
-    return note
-
-
 def _paths(sim, vm):
-    d = _dir(sim)
-    u = vm["VMId"]
-    return (os.path.join(d, f"{u}.pid"), os.path.join(d, f"{u}.qmp"),
-            os.path.join(d, f"{u}.console.log"))
+    return g.guest_paths(sim.dir, vm["VMId"])
 
 
 # -- disks --------------------------------------------------------------------------------------
@@ -120,11 +99,7 @@ def refresh(sim):
 
 
 def _after_exit(sim, vm):
-    pidfile, qmp_path, _ = _paths(sim, vm)
-    for p in (pidfile, qmp_path):
-        if os.path.exists(p):
-            os.remove(p)
-    g.remove_link(tap_name(sim, vm))
+    g.after_exit(sim.dir, vm["VMId"], tap_name(sim, vm))
     vm["qemu"] = False
 
 
@@ -135,23 +110,16 @@ def _switch_net(sim, name):
     br = bridge_name(sim, name)
     entry = nets.get(name)
     if entry is None or not g.link_exists(br):
-        net = g.claim_subnet(br, sim.fail, _made(sim))
+        net = g.claim_subnet(br, sim.fail, g.noter(sim.dir))
         entry = nets[name] = {"bridge": br, "net": str(net)}
         sim.save()
     g.allow_forward(br, FORWARD_COMMENT, sim.fail)
     net = ipaddress.ip_network(entry["net"])
     if sim.switch_has_dhcp(name):
-        g.start_dnsmasq(br, net[10], net[250], net.netmask, LEASE_SECS, _leases(sim, br),
-                        _dnsmasq_pid(sim, br), sim.fail, router=net[1])
+        leases, pidfile = g.dhcp_files(sim.dir, br)
+        g.start_dnsmasq(br, net[10], net[250], net.netmask, g.LEASE_SECS, leases, pidfile,
+                        sim.fail, router=net[1])
     return br
-
-
-def _leases(sim, br):
-    return os.path.join(_dir(sim), f"{br}.leases")
-
-
-def _dnsmasq_pid(sim, br):
-    return os.path.join(_dir(sim), f"{br}.dnsmasq.pid")
 
 
 def start(sim, vm):
@@ -166,7 +134,7 @@ def start(sim, vm):
     if vm.get("SwitchName"):
         br = _switch_net(sim, vm["SwitchName"])
         tap = tap_name(sim, vm)
-        g.ensure_tap(tap, br, sim.fail, _made(sim))
+        g.ensure_tap(tap, br, sim.fail, g.noter(sim.dir))
         argv += ["-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no",
                  "-device", f"virtio-net-pci,netdev=n0,mac={g.colon_mac(mac(vm))}"]
     else:
@@ -196,13 +164,9 @@ def shutdown(sim, vm, secs):
 
 def turn_off(sim, vm):
     """QMP quit, and the process waited for."""
-    if not vm.get("qemu"):
-        return
-    pid = g.pid_of(_paths(sim, vm)[0])
-    if pid is not None:
-        qmp(sim, vm, "quit")
-        g.wait_gone(pid, 20)
-    _after_exit(sim, vm)
+    if vm.get("qemu"):
+        g.power_off(sim.dir, vm["VMId"], tap_name(sim, vm), sim.fail)
+        vm["qemu"] = False
 
 
 def removed(sim, vm):
@@ -216,7 +180,7 @@ def removed(sim, vm):
 
 def remove_switch(sim, switch):
     br = bridge_name(sim, switch)
-    g.kill(_dnsmasq_pid(sim, br), "dnsmasq")
+    g.kill(g.dhcp_files(sim.dir, br)[1], "dnsmasq")
     g.disallow_forward(br, FORWARD_COMMENT)
     g.remove_link(br)
     sim.state.setdefault("qemu_switches", {}).pop(switch, None)
@@ -243,6 +207,6 @@ def addresses(sim, vm):
     """(IPv4 or None, link-local IPv6 or None) as the guest would report them through KVP."""
     if not vm.get("qemu") or not vm.get("SwitchName") or not _guest_sent(sim, vm):
         return None, None
-    br = bridge_name(sim, vm["SwitchName"])
-    v4 = g.leased_ip(_leases(sim, br), mac(vm), vm.get("qemu_started", 0), LEASE_SECS)
+    leases = g.dhcp_files(sim.dir, bridge_name(sim, vm["SwitchName"]))[0]
+    v4 = g.leased_ip(leases, mac(vm), vm.get("qemu_started", 0), g.LEASE_SECS)
     return v4, _link_local(mac(vm))

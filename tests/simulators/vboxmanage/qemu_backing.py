@@ -24,7 +24,6 @@ interface or VM), so they belong to one state directory; `qemu/links.log` lists 
 qemu-system-x86_64 and dnsmasq. Host-only networks (`hostonlynet`) are not backed.
 """
 
-import hashlib
 import json
 import os
 import socket
@@ -35,43 +34,23 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..
 import qemu_guest as g  # noqa: E402  (what both simulators' QEMU backings share)
 
 ENV = "TIMONEL_VBOX_SIM_QEMU"
-LEASE_SECS = 3600
 FORWARD_COMMENT = "timonel vbox sim"
 
 
 def enabled():
-    return os.environ.get(ENV, "") not in ("", "0")
-
-
-def _dir(sim):
-    d = os.path.join(sim.dir, "qemu")
-    os.makedirs(d, exist_ok=True)
-    return d
+    return g.env_on(ENV)
 
 
 def _run(sim, argv):
     return g.run(argv, sim.error)
 
 
-def _hash(*parts):
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:8]
-
-
 def bridge_name(sim, ifname):
-    return "tvb" + _hash(os.path.realpath(sim.dir), ifname)
+    return g.link_name("tvb", sim.dir, ifname)
 
 
 def tap_name(sim, vm):
-    return "tvt" + _hash(os.path.realpath(sim.dir), vm["uuid"])
-
-
-def _made(sim):
-    """Notes a bridge or tap this state directory made, in `qemu/links.log` (so a test can check
-    that none is left)."""
-    def note(link):
-        with open(os.path.join(_dir(sim), "links.log"), "a") as f:
-            f.write(link + "\n")
-    return note
+    return g.link_name("tvt", sim.dir, vm["uuid"])
 
 
 # -- disks --------------------------------------------------------------------------------------
@@ -94,10 +73,7 @@ def resize_disk(sim, path, mib):
 # -- processes ----------------------------------------------------------------------------------
 
 def _paths(sim, vm):
-    d = _dir(sim)
-    u = vm["uuid"]
-    return (os.path.join(d, f"{u}.pid"), os.path.join(d, f"{u}.qmp"),
-            os.path.join(d, f"{u}.console.log"))
+    return g.guest_paths(sim.dir, vm["uuid"])
 
 
 def alive(sim, vm):
@@ -119,11 +95,7 @@ def refresh(sim):
 
 
 def _after_exit(sim, vm):
-    pidfile, qmp_path, _ = _paths(sim, vm)
-    for p in (pidfile, qmp_path):
-        if os.path.exists(p):
-            os.remove(p)
-    g.remove_link(tap_name(sim, vm))
+    g.after_exit(sim.dir, vm["uuid"], tap_name(sim, vm))
     vm["qemu"] = False
 
 
@@ -158,11 +130,11 @@ def _prefix(mask):
 
 
 def _dnsmasq_pid(sim, bridge):
-    return os.path.join(_dir(sim), f"{bridge}.dnsmasq.pid")
+    return g.dhcp_files(sim.dir, bridge)[1]
 
 
 def leases_path(sim, bridge):
-    return os.path.join(_dir(sim), f"{bridge}.leases")
+    return g.dhcp_files(sim.dir, bridge)[0]
 
 
 def ensure_hostonly(sim, hif):
@@ -171,12 +143,12 @@ def ensure_hostonly(sim, hif):
     FORWARD, as VirtualBox's host-only switch does."""
     br = bridge_name(sim, hif["name"])
     cidr = f"{hif['ip']}/{_prefix(hif['mask'])}" if hif["ip"] != "0.0.0.0" else None
-    g.ensure_bridge(br, cidr, sim.error, _made(sim))
+    g.ensure_bridge(br, cidr, sim.error, g.noter(sim.dir))
     g.allow_forward(br, FORWARD_COMMENT, sim.error)
     server = next((d for d in sim.w["dhcpservers"]
                    if d["netname"] == "HostInterfaceNetworking-" + hif["name"]), None)
     if server and server.get("enabled") and hif["ip"] != "0.0.0.0":
-        g.start_dnsmasq(br, server["lower"], server["upper"], hif["mask"], LEASE_SECS,
+        g.start_dnsmasq(br, server["lower"], server["upper"], hif["mask"], g.LEASE_SECS,
                         leases_path(sim, br), _dnsmasq_pid(sim, br), sim.error)
     return br
 
@@ -200,7 +172,7 @@ def leased_ip(sim, vm):
     if not n or n.get("type") != "hostonly":
         return None
     path = leases_path(sim, bridge_name(sim, n.get("hostonlyadapter", "")))
-    return g.leased_ip(path, n["mac"], vm.get("qemu_started", 0), LEASE_SECS)
+    return g.leased_ip(path, n["mac"], vm.get("qemu_started", 0), g.LEASE_SECS)
 
 
 # -- lifecycle ----------------------------------------------------------------------------------
@@ -228,7 +200,7 @@ def start(sim, name, vm):
                           " (VERR_INTERNAL_ERROR)")
             br = ensure_hostonly(sim, hif)
             tap = tap_name(sim, vm)
-            g.ensure_tap(tap, br, sim.error, _made(sim))
+            g.ensure_tap(tap, br, sim.error, g.noter(sim.dir))
             argv += ["-netdev", f"tap,id=n{i},ifname={tap},script=no,downscript=no"]
         else:
             continue
@@ -240,10 +212,6 @@ def start(sim, name, vm):
 
 def power_off(sim, vm):
     """QMP quit, and the process waited for."""
-    if not vm.get("qemu"):
-        return
-    pid = g.pid_of(_paths(sim, vm)[0])
-    if pid is not None:
-        qmp(sim, vm, "quit")
-        g.wait_gone(pid, 20)
-    _after_exit(sim, vm)
+    if vm.get("qemu"):
+        g.power_off(sim.dir, vm["uuid"], tap_name(sim, vm), sim.error)
+        vm["qemu"] = False
