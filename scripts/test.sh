@@ -15,10 +15,12 @@ cd "$root"
 log() { printf '\n==> %s\n' "$*" >&2; }
 
 # Debian packages the tests use: daemons, libvirt headers for the kvm helper, the tools that
-# build the test VM image and the SSH test hosts, and OpenSSH's client (ssh-agent, ssh).
+# build the test VM image and the SSH test hosts, OpenSSH's client (ssh-agent, ssh), and what
+# the simulators' QEMU backings use for their guests' networks (dnsmasq, iptables).
 packages=(docker.io libvirt-daemon-system libvirt-dev pkg-config qemu-system-x86 qemu-utils
           debootstrap fdisk grub-pc-bin grub2-common e2fsprogs busybox-static openssh-client
-          podman golang-github-containernetworking-plugin-dnsname uidmap curl dnsmasq-base)
+          podman golang-github-containernetworking-plugin-dnsname uidmap curl dnsmasq-base
+          iptables)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

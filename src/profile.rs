@@ -145,6 +145,10 @@ pub struct Profile {
     /// VM drivers: the user timonel logs in as over SSH.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_user: Option<String>,
+    /// hyperv driver: the virtual switch every node connects to (`--hyperv-virtual-switch`);
+    /// none: the driver picks. An additive field: the schema stays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hyperv_switch: Option<String>,
     /// Extra CA certificates (PEM) every node trusts (`--ca-cert`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ca_certs: Vec<String>,
@@ -411,6 +415,7 @@ pub(crate) mod tests {
             vm_image: None,
             disk_mib: None,
             ssh_user: None,
+            hyperv_switch: None,
             embedded_etcd: false,
             balancer_port: None,
             token: "secret".into(),

@@ -2,7 +2,8 @@
 //! its QEMU backing (TIMONEL_VBOX_SIM_QEMU=1) boots a TCG guest from the disk and seed the driver
 //! attached, forwards the driver's NAT rules on 127.0.0.1, and stands for the host-only
 //! interface with a bridge and dnsmasq this test owns. The k3s stand-in is installed over SSH;
-//! kubectl judges the cluster. One cluster, one boot sequence: start, stop/start, node add.
+//! kubectl judges the cluster. One cluster, one boot sequence: start, ssh/logs/addons/image load,
+//! stop/start, node add.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
 
@@ -11,6 +12,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use support::qemu_backing;
 use support::sandbox::*;
 
 /// Free space the test needs where its homes live: the image as VMDK and two nodes' VDIs (each
@@ -19,53 +21,6 @@ const NEEDS_MIB: u64 = 4 * 1024;
 
 fn simulator() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/simulators/vboxmanage/VBoxManage")
-}
-
-/// The test image when QEMU, dnsmasq and root (bridges, taps) are there; `None` after
-/// skipping (or failing under CI=true) with the reason.
-fn require_qemu() -> Option<PathBuf> {
-    let missing = ["qemu-system-x86_64", "qemu-img", "dnsmasq", "ip", "python3"]
-        .into_iter()
-        .find(|p| {
-            Command::new("sh")
-                .args(["-c", &format!("command -v {p} || test -x /usr/sbin/{p}")])
-                .output()
-                .map_or(true, |o| !o.status.success())
-        });
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    // The VMDK timonel converts the image to, and one VDI per node (two nodes).
-    let free_mib = Command::new("df")
-        .args(["--output=avail", "-BM"])
-        .arg(std::env::temp_dir())
-        .output()
-        .ok()
-        .and_then(|o| {
-            let text = String::from_utf8_lossy(&o.stdout).into_owned();
-            text.lines()
-                .last()?
-                .trim()
-                .trim_end_matches('M')
-                .parse::<u64>()
-                .ok()
-        })
-        .unwrap_or(0);
-    let why = match (missing, root) {
-        (Some(p), _) => format!("`{p}` is not installed"),
-        (None, false) => "not root: the QEMU backing makes bridges and taps".to_string(),
-        (None, true) if free_mib < NEEDS_MIB => format!(
-            "{} has {free_mib} MiB free; two nodes' disks need {NEEDS_MIB} MiB",
-            std::env::temp_dir().display()
-        ),
-        (None, true) => match support::vm_image::test_vm_image() {
-            Ok(path) => return Some(path),
-            Err(why) => why,
-        },
-    };
-    support::vm_image::skip_or_fail(&why);
-    None
 }
 
 /// The simulator's world, owned by this test: on drop, whatever QEMU guest, bridge or DHCP
@@ -96,35 +51,6 @@ impl SimWorld {
             .map(|b| serde_json::from_slice(&b).unwrap())
             .unwrap_or(serde_json::Value::Null)
     }
-
-    /// The QEMU processes of this world still running (the simulator's pid files name them).
-    fn qemu_pids(&self) -> Vec<u32> {
-        let Ok(entries) = std::fs::read_dir(self.dir.path().join("qemu")) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".pid"))
-            .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
-            .filter(|pid: &u32| {
-                std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                    .is_ok_and(|c| c.starts_with("qemu-system"))
-            })
-            .collect()
-    }
-
-    /// The taps and bridges this world made (the simulator notes each) that still exist.
-    fn links(&self) -> Vec<String> {
-        let log =
-            std::fs::read_to_string(self.dir.path().join("qemu/links.log")).unwrap_or_default();
-        let mut names: Vec<String> = log
-            .lines()
-            .filter(|n| Path::new("/sys/class/net").join(n).exists())
-            .map(str::to_string)
-            .collect();
-        names.dedup();
-        names
-    }
 }
 
 impl Drop for SimWorld {
@@ -150,9 +76,10 @@ impl Drop for SimWorld {
 #[test]
 #[ignore = "needs QEMU, dnsmasq, root and the test VM image"]
 fn a_virtualbox_cluster_on_real_guests() {
-    let Some(image) = require_qemu() else {
+    let Some(image) = qemu_backing::require(NEEDS_MIB) else {
         return;
     };
+    let _guests = qemu_backing::guests_lock();
     let world = SimWorld::new();
     // Every timonel, kubectl and simulator this test runs sees the simulator.
     std::env::set_var("TIMONEL_VBOXMANAGE", simulator());
@@ -165,7 +92,11 @@ fn a_virtualbox_cluster_on_real_guests() {
     let out = sb.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(out.status.success(), "start on virtualbox (QEMU) failed");
     assert_eq!(sb.ready_nodes(), std::slice::from_ref(&sb.profile));
-    assert_eq!(world.qemu_pids().len(), 1, "one guest runs");
+    assert_eq!(
+        qemu_backing::qemu_pids(world.dir.path()).len(),
+        1,
+        "one guest runs"
+    );
 
     // ip: the guest's DHCP lease on the host-only network, not the host's own address there.
     let ip: std::net::Ipv4Addr = sb.ok(&["ip"]).trim().parse().unwrap();
@@ -180,28 +111,14 @@ fn a_virtualbox_cluster_on_real_guests() {
     let server = kc["clusters"][0]["cluster"]["server"].as_str().unwrap();
     assert!(server.starts_with("https://127.0.0.1:"), "{server}");
 
-    let out = sb.run(&["ssh", "--", "uname", "-s"]);
-    assert_eq!(stdout(&out).trim(), "Linux");
-    let out = sb.run(&["logs"]);
-    assert!(
-        stdout(&out).contains("k3s is up and running"),
-        "{}",
-        stdout(&out)
-    );
-
-    // addons over SSH: the server's config lists what is disabled.
-    sb.ok(&["addons", "disable", "traefik"]);
-    let config = sb.ok(&["ssh", "--", "cat", "/etc/rancher/k3s/config.yaml"]);
-    assert!(config.contains("traefik"), "{config}");
-    sb.ok(&["addons", "enable", "traefik"]);
-    let config = sb.ok(&["ssh", "--", "cat", "/etc/rancher/k3s/config.yaml"]);
-    assert!(!config.contains("traefik"), "{config}");
+    // ssh, logs, addons over SSH, image load into the guest.
+    qemu_backing::everyday_commands(&sb);
 
     // stop: the guest powers off (its QEMU exits); start: the same lease comes back.
     assert!(sb.run(&["stop"]).status.success());
     assert_eq!(sb.run(&["status"]).status.code(), Some(3));
     assert!(
-        world.qemu_pids().is_empty(),
+        qemu_backing::qemu_pids(world.dir.path()).is_empty(),
         "a guest still runs after stop"
     );
     assert!(
@@ -215,7 +132,7 @@ fn a_virtualbox_cluster_on_real_guests() {
     let out = sb.run(&["node", "add", "--wait-timeout", "10m"]);
     assert!(out.status.success(), "node add on virtualbox (QEMU) failed");
     assert_eq!(sb.ready_nodes().len(), 2);
-    assert_eq!(world.qemu_pids().len(), 2);
+    assert_eq!(qemu_backing::qemu_pids(world.dir.path()).len(), 2);
 
     // delete: no VM, disk, seed, port forward or guest left.
     assert!(sb.run(&["delete"]).status.success());
@@ -229,7 +146,10 @@ fn a_virtualbox_cluster_on_real_guests() {
             .contains(sb.home.path().to_str().unwrap())),
         "media left: {media}"
     );
-    assert!(world.qemu_pids().is_empty(), "guests left");
+    assert!(
+        qemu_backing::qemu_pids(world.dir.path()).is_empty(),
+        "guests left"
+    );
     assert!(
         !sb.timonel_home()
             .join("machines")
@@ -239,7 +159,7 @@ fn a_virtualbox_cluster_on_real_guests() {
     );
     // The driver keeps the host-only interface and its DHCP server for the next cluster (as
     // VirtualBox users share one); the world's drop removes them, which the next lines check.
-    let links = world.links();
+    let links = qemu_backing::links(world.dir.path());
     assert!(
         links.iter().all(|l| l.starts_with("tvb")),
         "taps left: {links:?}"
@@ -255,13 +175,6 @@ fn a_virtualbox_cluster_on_real_guests() {
         .collect();
     assert!(left.is_empty(), "bridges left: {left:?}");
     // Nor the FORWARD rule that let the guests on the bridge reach each other.
-    let rules = Command::new("iptables")
-        .args(["-S", "FORWARD"])
-        .output()
-        .unwrap();
-    let rules = String::from_utf8_lossy(&rules.stdout);
-    assert!(
-        !links.iter().any(|l| rules.contains(l.as_str())),
-        "firewall rules left: {rules}"
-    );
+    let rules = qemu_backing::forward_rules_of(&links);
+    assert!(rules.is_empty(), "firewall rules left: {rules:?}");
 }

@@ -82,6 +82,10 @@ pub struct StartArgs {
     /// VM drivers: disk size per node (e.g. 20g).
     #[arg(long, value_parser = cluster::parse_memory)]
     pub disk_size: Option<u64>,
+    /// hyperv driver: the virtual switch the VMs connect to (default: the Default Switch, else
+    /// the only External switch).
+    #[arg(long, value_name = "NAME")]
+    pub hyperv_virtual_switch: Option<String>,
     /// Host port for the API server (default: a free port, kept in the profile).
     #[arg(long)]
     pub apiserver_port: Option<u16>,
@@ -327,6 +331,7 @@ fn options(
         k3s_args: K3sArgs::from_list(&args.k3s_args),
         vm_image: args.vm_image,
         disk_mib: args.disk_size,
+        hyperv_switch: args.hyperv_virtual_switch,
         apiserver_port: args.apiserver_port,
         listen_address: args.listen_address,
         ports,

@@ -203,18 +203,22 @@ async fn export(docker: &DockerDriver, reference: &str, dir: &Path) -> anyhow::R
     })
 }
 
-async fn list_images(access: &dyn NodeAccess) -> String {
-    let cmd = Cmd::new(k3s::BINARY_PATH).args(["ctr", "-n", "k8s.io", "images", "ls", "-q"]);
+async fn list_images(access: &dyn NodeAccess, k3s_bin: &str) -> String {
+    let cmd = Cmd::new(k3s_bin).args(["ctr", "-n", "k8s.io", "images", "ls", "-q"]);
     access.run(&cmd).await.map(|o| o.stdout).unwrap_or_default()
 }
 
 /// Copies the tar into the node, imports it, removes it. Returns the imported names.
-async fn import_into(access: &dyn NodeAccess, tar: &HostTar) -> anyhow::Result<Vec<String>> {
+async fn import_into(
+    access: &dyn NodeAccess,
+    tar: &HostTar,
+    k3s_bin: &str,
+) -> anyhow::Result<Vec<String>> {
     let path = format!("{IMPORT_DIR}/{}.tar", tar.sha256);
     access
         .copy_in(&[FilePlacement::host_file(&path, 0o600, &tar.path)])
         .await?;
-    let cmd = Cmd::new(k3s::BINARY_PATH)
+    let cmd = Cmd::new(k3s_bin)
         .args(["ctr", "-n", "k8s.io", "images", "import", &path])
         .timeout(IMPORT_TIMEOUT);
     let imported = access.run(&cmd).await;
@@ -246,6 +250,8 @@ pub async fn load(ctx: &Ctx, args: &[String]) -> anyhow::Result<Vec<LoadRow>> {
     let name = profile.name.clone();
     let ops = super::node::ops(ctx.driver_for(&profile)?, &ctx.home);
     let driver = ops.driver().clone();
+    // VM and machine nodes have k3s where install.sh puts it, containers where the image does.
+    let k3s_bin = k3s::binary_path(driver.capabilities().nodes);
 
     let running = running_nodes(ctx, &profile, driver.as_ref()).await?;
     // The host's Docker daemon, where images given by name come from.
@@ -263,7 +269,7 @@ pub async fn load(ctx: &Ctx, args: &[String]) -> anyhow::Result<Vec<LoadRow>> {
             .await
         {
             Ok(a) => {
-                let listed = list_images(a.as_ref()).await;
+                let listed = list_images(a.as_ref(), k3s_bin).await;
                 (Some(a), listed)
             }
             Err(_) => (None, String::new()),
@@ -327,7 +333,7 @@ pub async fn load(ctx: &Ctx, args: &[String]) -> anyhow::Result<Vec<LoadRow>> {
             for &i in todo {
                 let s = &sources[i];
                 let result = match (&access, &s.tar) {
-                    (Some(a), Some(tar)) => import_into(a.as_ref(), tar).await,
+                    (Some(a), Some(tar)) => import_into(a.as_ref(), tar, k3s_bin).await,
                     (None, _) => Err(anyhow!("cannot reach the node")),
                     (_, None) => Err(anyhow!("the image was not exported")),
                 };

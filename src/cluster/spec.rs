@@ -83,6 +83,12 @@ pub fn machine_spec(
                 .to_string(),
         );
     }
+    if let Some(switch) = &profile.hyperv_switch {
+        spec.options.insert(
+            timonel_driver_hyperv::SWITCH_OPTION.to_string(),
+            switch.clone(),
+        );
+    }
     spec.image = profile.node_image.clone();
     spec.files = plan.files;
     spec.service = Some(plan.service);

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
-use timonel_driver::{Cmd, FilePlacement, NodeRole, ServiceSpec};
+use timonel_driver::{Cmd, FilePlacement, NodeKind, NodeRole, ServiceSpec};
 
 use super::{ClusterSettings, InstallPlan, NodeSettings};
 
@@ -194,6 +194,15 @@ fn unit_word(arg: &str) -> String {
 
 /// Where the binary goes on VMs and machines, as install.sh puts it.
 pub const SERVICE_BINARY_PATH: &str = "/usr/local/bin/k3s";
+
+/// Where a node of `kind` has the k3s binary: the image's path in containers, install.sh's on
+/// VMs and machines.
+pub fn binary_path(kind: NodeKind) -> &'static str {
+    match kind {
+        NodeKind::Container => BINARY_PATH,
+        NodeKind::Vm | NodeKind::Machine => SERVICE_BINARY_PATH,
+    }
+}
 
 /// The systemd unit that runs k3s on a VM or machine, as install.sh names it.
 pub fn unit_name(role: NodeRole) -> &'static str {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod mirror;
+pub mod qemu_backing;
 pub mod sandbox;
 pub mod ssh_hosts;
 pub mod vm_image;

@@ -43,6 +43,8 @@ pub struct StartOptions {
     pub vm_image: Option<PathBuf>,
     /// VM drivers: disk size per node.
     pub disk_mib: Option<u64>,
+    /// hyperv driver: the virtual switch the VMs connect to (`--hyperv-virtual-switch`).
+    pub hyperv_switch: Option<String>,
     pub apiserver_port: Option<u16>,
     pub listen_address: IpAddr,
     pub ports: Vec<PortMapping>,

@@ -173,9 +173,19 @@ pub(super) async fn preflight(
     Ok(arch)
 }
 
-/// Refuses CPUs, memory or VM disks the nodes' host cannot give, before anything is fetched,
-/// built or created.
+/// Refuses CPUs, memory or VM disks the nodes' host cannot give (and a Hyper-V switch for
+/// another driver), before anything is fetched, built or created.
 pub(super) async fn resources(ctx: &Ctx, opts: &StartOptions, driver: &dyn Driver) -> Result<()> {
+    if opts.hyperv_switch.is_some() && driver.kind() != DriverKind::Hyperv {
+        return Err(UserError::new(
+            format!(
+                "--hyperv-virtual-switch applies to the hyperv driver, not to {}",
+                driver.kind()
+            ),
+            "drop it, or start with --driver hyperv",
+        )
+        .into());
+    }
     let servers = opts.control_planes.max(1);
     let vm = driver.capabilities().nodes == timonel_driver::NodeKind::Vm;
     let request = crate::cluster::resources::Request {
@@ -223,6 +233,7 @@ pub(super) fn profile(
         node_image,
         vm_image: arts.vm_image.clone(),
         disk_mib: opts.disk_mib,
+        hyperv_switch: opts.hyperv_switch.clone(),
         ssh_user: None,
         listen_address: opts.listen_address,
         cpus: opts.cpus,

@@ -76,6 +76,11 @@ pub fn conflicts(profile: &Profile, opts: &StartOptions) -> Vec<String> {
             c.push("--node-image".to_string());
         }
     }
+    if let Some(switch) = &opts.hyperv_switch {
+        if Some(switch) != profile.hyperv_switch.as_ref() {
+            c.push("--hyperv-virtual-switch".to_string());
+        }
+    }
     if !opts.ports.is_empty() && opts.ports != profile.ports {
         c.push("--ports".to_string());
     }

@@ -81,6 +81,7 @@ pub(super) fn opts(w: &World, nodes: u32, control_planes: u32) -> StartOptions {
         k3s_args: Default::default(),
         vm_image: None,
         disk_mib: None,
+        hyperv_switch: None,
         apiserver_port: None,
         listen_address: IpAddr::from([127, 0, 0, 1]),
         ports: Vec::new(),
@@ -392,6 +393,21 @@ async fn mounts_on_a_driver_that_cannot_share_folders_are_refused_before_anythin
     let text = timonel_driver::error_chain(&err);
     assert!(
         text.contains("--mount cannot be used with the fake driver"),
+        "{text}"
+    );
+    assert!(w.fake.calls().is_empty(), "{:?}", w.fake.calls());
+    assert!(w.ctx.store.try_load(&w.ctx.profile).unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_hyperv_switch_on_another_driver_is_refused_before_anything_is_made() {
+    let w = world();
+    let mut o = opts(&w, 1, 1);
+    o.hyperv_switch = Some("LAN".into());
+    let err = start(&w.ctx, o, &Cancel::default()).await.unwrap_err();
+    let text = timonel_driver::error_chain(&err);
+    assert!(
+        text.contains("--hyperv-virtual-switch applies to the hyperv driver, not to fake"),
         "{text}"
     );
     assert!(w.fake.calls().is_empty(), "{:?}", w.fake.calls());

@@ -17,6 +17,9 @@ State lives in the directory named by TIMONEL_PS_SIM_STATE:
 
 The driver's disk and ISO paths are real files: New-VHD creates the differencing disk file,
 Remove-VM leaves it in place (as Hyper-V does), Add-VMDvdDrive needs the ISO to exist.
+
+With TIMONEL_HYPERV_SIM_QEMU=1 in the environment the VMs are real QEMU guests (qemu_backing.py
+beside this file says how each cmdlet maps); the outputs stay the same.
 """
 
 import json
@@ -29,6 +32,7 @@ import uuid
 sys.dont_write_bytecode = True  # no __pycache__ beside the simulator in the source tree
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 import vhd_convert  # noqa: E402  (Convert-VHD and Get-VHD of the base VHDX)
+import qemu_backing as qemu  # noqa: E402  (real QEMU guests when TIMONEL_HYPERV_SIM_QEMU=1)
 
 DEFAULT_SWITCH_ID = "c08cb7b8-9b3c-408e-8e30-5e16a3aeb444"
 
@@ -441,6 +445,12 @@ class Sim:
             with open(path, encoding="utf-8") as f:
                 self.state = json.load(f)
         self.lookup_kind = "-"
+        if qemu.enabled():
+            qemu.refresh(self)
+
+    def fail(self, message):
+        """The QEMU backing could not do what a cmdlet asked (the host lacks something)."""
+        raise SimBug(message)
 
     def save(self):
         path = os.path.join(self.dir, "vms.json")
@@ -573,9 +583,13 @@ class Sim:
                           "ObjectNotFound,Microsoft.Vhd.PowerShell.Cmdlets.NewVhd")
         vm = None
         try:
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(json.dumps({"differencing": True, "parent": parent}))
-            parent_size = self.state["vhds"].get(parent, {}).get("Size", os.path.getsize(parent))
+            if qemu.enabled():
+                qemu.make_differencing(self, path, parent)
+                parent_size = qemu.disk_size(self, parent)
+            else:
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(json.dumps({"differencing": True, "parent": parent}))
+                parent_size = self.state["vhds"].get(parent, {}).get("Size", os.path.getsize(parent))
             self.state["vhds"][path] = {"Parent": parent, "Size": parent_size}
             if call_params(s, "Hyper-V\\Resize-VHD") is not None:
                 size = param(s, "Hyper-V\\Resize-VHD", "SizeBytes")
@@ -583,6 +597,8 @@ class Sim:
                     raise SimBug("Resize-VHD on another disk than New-VHD made")
                 if int(size) > parent_size:
                     self.state["vhds"][path]["Size"] = int(size)
+                    if qemu.enabled():
+                        qemu.resize(self, path, int(size))
             name = param(s, "Hyper-V\\New-VM", "Name")
             mem = int(param(s, "Hyper-V\\New-VM", "MemoryStartupBytes"))
             gen = int(param(s, "Hyper-V\\New-VM", "Generation", required=False) or 1)
@@ -655,6 +671,13 @@ class Sim:
             v4 = self.scenario["ipv4_prefix"] + str(index)
             if vm["ip_polls"] <= k:
                 ips = []
+            elif vm.get("qemu"):
+                # The guest's own addresses: none until it is up, its lease once it has one.
+                v4, v6 = qemu.addresses(self, vm)
+                if v4 and v6:
+                    ips = [v6, v4] if self.scenario["ipv6_first"] else [v4, v6]
+                else:
+                    ips = [a for a in (v4, v6) if a]
             elif vm["ip_polls"] <= k + n or not self.switch_has_dhcp(vm.get("SwitchName")):
                 # Without a DHCP server on its switch the guest only ever has its link-local
                 # IPv6 address, which KVP reports like any other.
@@ -683,12 +706,16 @@ class Sim:
         if vm["State"] == "Stopping":
             raise self.wrong_state(vm, "Start-VM", "Hyper-V\\Start-VM -VM $vm")
         if vm["State"] == "Paused":
+            if vm.get("qemu"):
+                qemu.qmp(self, vm, "cont")
             vm["State"] = "Running"
         elif vm["State"] != "Running":
             if self.scenario["deny_start"]:
                 raise PsError("Hyper-V\\Start-VM", self.fmt("start_denied", name=vm["Name"], id=vm["VMId"].upper()),
                               "PermissionDenied", ":", "Start-VM", "VirtualizationException",
                               "AccessDenied,Microsoft.HyperV.PowerShell.Commands.StartVM")
+            if qemu.enabled():
+                qemu.start(self, vm)
             vm["State"] = "Running"
             vm["ip_polls"] = 0
         return self.json_out(self.vm_view(vm))
@@ -713,6 +740,8 @@ class Sim:
         forced = False
         stuck = self.scenario["stuck_stopping"]
         if vm["State"] == "Paused" and "-eq 'Paused') { Hyper-V\\Resume-VM" in self.script:
+            if vm.get("qemu"):
+                qemu.qmp(self, vm, "cont")
             vm["State"] = "Running"
         graceful = call_params(self.script, "Hyper-V\\Stop-VM -VM $vm -Force -AsJob") is not None
         if graceful and vm["State"] == "Running":
@@ -720,12 +749,18 @@ class Sim:
                 raise SimBug("a graceful stop job that nobody waits for")
             if stuck:
                 vm["State"] = "Stopping"
+            elif vm.get("qemu") and not self.scenario["refuse_graceful_stop"]:
+                # The guest shuts down within the job's wait, or is still Running after it.
+                secs = int(os.environ.get("TIMONEL_STOP_SECONDS", "0") or "0")
+                if qemu.shutdown(self, vm, secs):
+                    vm["State"] = "Off"
             elif not self.scenario["refuse_graceful_stop"]:
                 vm["State"] = "Off"
         self.wait_stopping(vm)
         if "-TurnOff" in self.script and vm["State"] not in ("Off", "Saved", "FastSaved"):
             if vm["State"] == "Stopping" and stuck:
                 raise self.wrong_state(vm)
+            qemu.turn_off(self, vm)
             vm["State"] = "Off"
             forced = True
         return self.json_out({"VMId": vm["VMId"], "State": vm["State"], "Forced": forced})
@@ -745,6 +780,8 @@ class Sim:
             raise SimBug(f"{cmdlet} without looking at the state first")
         vm = self.find_vm()
         if vm["State"] == before:
+            if vm.get("qemu"):
+                qemu.qmp(self, vm, "stop" if after == "Paused" else "cont")
             vm["State"] = after
         return self.json_out(self.vm_view(vm))
 
@@ -754,6 +791,8 @@ class Sim:
             raise self.wrong_state(vm)
         vm["State"] = "Off"
         self.state["vms"].remove(vm)  # the disk files stay, as with Hyper-V
+        if qemu.enabled():
+            qemu.removed(self, vm)
         return {"VMId": vm["VMId"], "Name": vm["Name"], "Files": files}
 
     def op_delete(self):

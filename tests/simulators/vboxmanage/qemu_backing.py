@@ -6,7 +6,7 @@ What maps to what (docs/hypervisor-tools.md, "VBoxManage backed by QEMU"):
   clonemedium disk A B --format F   qemu-img convert -O f A B (QEMU reads VMDK, VDI, VHD)
   modifymedium --resize MiB         a fresh image of the new size, the old one copied into it
                                     (qemu-img cannot resize VDI in place)
-  startvm --type headless           qemu-system-x86_64 -accel tcg, daemonized: the attached disk
+  startvm --type headless           qemu-system-x86_64 -machine accel=tcg, daemonized: the attached disk
                                     (virtio) and DVDs; NIC 1 NAT = QEMU user networking with one
                                     hostfwd per natpf1 rule; NIC 2 host-only = a tap on a Linux
                                     bridge standing for the host-only interface, with dnsmasq as
@@ -24,61 +24,33 @@ interface or VM), so they belong to one state directory; `qemu/links.log` lists 
 qemu-system-x86_64 and dnsmasq. Host-only networks (`hostonlynet`) are not backed.
 """
 
-import hashlib
 import json
 import os
-import signal
 import socket
-import shutil
-import subprocess
+import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), ".."))
+import qemu_guest as g  # noqa: E402  (what both simulators' QEMU backings share)
+
 ENV = "TIMONEL_VBOX_SIM_QEMU"
-LEASE_SECS = 3600
+FORWARD_COMMENT = "timonel vbox sim"
 
 
 def enabled():
-    return os.environ.get(ENV, "") not in ("", "0")
-
-
-def _dir(sim):
-    d = os.path.join(sim.dir, "qemu")
-    os.makedirs(d, exist_ok=True)
-    return d
+    return g.env_on(ENV)
 
 
 def _run(sim, argv):
-    r = subprocess.run(argv, capture_output=True, text=True)
-    if r.returncode != 0:
-        sim.error(f"(QEMU backing) `{' '.join(argv)}` failed: {r.stderr.strip()}")
-    return r.stdout
-
-
-def _hash(*parts):
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:8]
+    return g.run(argv, sim.error)
 
 
 def bridge_name(sim, ifname):
-    return "tvb" + _hash(os.path.realpath(sim.dir), ifname)
+    return g.link_name("tvb", sim.dir, ifname)
 
 
 def tap_name(sim, vm):
-    return "tvt" + _hash(os.path.realpath(sim.dir), vm["uuid"])
-
-
-def _link_exists(name):
-    return os.path.exists(f"/sys/class/net/{name}")
-
-
-def _made(sim, link):
-    """Notes a bridge or tap this state directory made, in `qemu/links.log` (so a test can check
-    that none is left)."""
-    with open(os.path.join(_dir(sim), "links.log"), "a") as f:
-        f.write(link + "\n")
-
-
-def _colon_mac(mac):
-    return ":".join(mac[i:i + 2] for i in range(0, 12, 2)).lower()
+    return g.link_name("tvt", sim.dir, vm["uuid"])
 
 
 # -- disks --------------------------------------------------------------------------------------
@@ -100,49 +72,12 @@ def resize_disk(sim, path, mib):
 
 # -- processes ----------------------------------------------------------------------------------
 
-def _pid(path):
-    try:
-        with open(path) as f:
-            pid = int(f.read().strip())
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return pid if f.read() else None
-    except (OSError, ValueError):
-        return None
-
-
-def _kill(path, name_part):
-    pid = _pid(path)
-    if pid is not None:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            if name_part.encode() in f.read():
-                os.kill(pid, signal.SIGTERM)
-                _wait_gone(pid, 10)
-    if os.path.exists(path):
-        os.remove(path)
-
-
-def _wait_gone(pid, secs):
-    deadline = time.time() + secs
-    while time.time() < deadline:
-        if not os.path.exists(f"/proc/{pid}"):
-            return True
-        time.sleep(0.1)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    return False
-
-
 def _paths(sim, vm):
-    d = _dir(sim)
-    u = vm["uuid"]
-    return (os.path.join(d, f"{u}.pid"), os.path.join(d, f"{u}.qmp"),
-            os.path.join(d, f"{u}.console.log"))
+    return g.guest_paths(sim.dir, vm["uuid"])
 
 
 def alive(sim, vm):
-    return _pid(_paths(sim, vm)[0]) is not None
+    return g.pid_of(_paths(sim, vm)[0]) is not None
 
 
 def refresh(sim):
@@ -160,44 +95,14 @@ def refresh(sim):
 
 
 def _after_exit(sim, vm):
-    pidfile, qmp_path, _ = _paths(sim, vm)
-    for p in (pidfile, qmp_path):
-        if os.path.exists(p):
-            os.remove(p)
-    tap = tap_name(sim, vm)
-    if _link_exists(tap):
-        subprocess.run(["ip", "link", "del", tap], capture_output=True)
+    g.after_exit(sim.dir, vm["uuid"], tap_name(sim, vm))
     vm["qemu"] = False
 
 
 # -- QMP ----------------------------------------------------------------------------------------
 
 def qmp(sim, vm, command, arguments=None):
-    _, path, _ = _paths(sim, vm)
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(20)
-    try:
-        s.connect(path)
-        f = s.makefile("rw")
-        f.readline()  # the greeting
-        for msg in ({"execute": "qmp_capabilities"},
-                    {"execute": command, **({"arguments": arguments} if arguments else {})}):
-            f.write(json.dumps(msg) + "\n")
-            f.flush()
-            while True:
-                line = f.readline()
-                if not line:
-                    return None  # QEMU quit while answering
-                reply = json.loads(line)
-                if "error" in reply:
-                    sim.error(f"(QEMU backing) QMP {command}: {reply['error'].get('desc')}")
-                if "return" in reply:
-                    break
-        return reply["return"]
-    except OSError as e:
-        sim.error(f"(QEMU backing) QMP {command} on {path}: {e}")
-    finally:
-        s.close()
+    return g.qmp(_paths(sim, vm)[1], command, sim.error, arguments)
 
 
 def _hostfwd(rule):
@@ -225,62 +130,39 @@ def _prefix(mask):
 
 
 def _dnsmasq_pid(sim, bridge):
-    return os.path.join(_dir(sim), f"{bridge}.dnsmasq.pid")
+    return g.dhcp_files(sim.dir, bridge)[1]
 
 
 def leases_path(sim, bridge):
-    return os.path.join(_dir(sim), f"{bridge}.leases")
+    return g.dhcp_files(sim.dir, bridge)[0]
 
 
 def ensure_hostonly(sim, hif):
     """The bridge standing for host-only interface `hif` (with the host's address on it) and,
-    when its DHCP server is enabled, dnsmasq serving that server's range."""
+    when its DHCP server is enabled, dnsmasq serving that server's range. Its own traffic passes
+    FORWARD, as VirtualBox's host-only switch does."""
     br = bridge_name(sim, hif["name"])
-    if not _link_exists(br):
-        _made(sim, br)
-        _run(sim, ["ip", "link", "add", br, "type", "bridge", "nf_call_iptables", "0",
-                   "nf_call_ip6tables", "0"])
-        if hif["ip"] != "0.0.0.0":
-            _run(sim, ["ip", "addr", "add", f"{hif['ip']}/{_prefix(hif['mask'])}", "dev", br])
-        _run(sim, ["ip", "link", "set", br, "up"])
-    # Guests on one host-only network reach each other through the bridge. Where br_netfilter
-    # is loaded with bridge-nf-call-iptables=1 (Docker loads it and sets FORWARD's policy to
-    # DROP), the host sysctl overrides the bridge's own nf_call_iptables=0 and bridged frames
-    # meet FORWARD: let this bridge's own traffic through, as VirtualBox's host-only switch does.
-    if shutil.which("iptables") and subprocess.run(
-            ["iptables", "-C", "FORWARD"] + _forward_rule(br), capture_output=True).returncode:
-        _run(sim, ["iptables", "-I", "FORWARD"] + _forward_rule(br))
+    cidr = f"{hif['ip']}/{_prefix(hif['mask'])}" if hif["ip"] != "0.0.0.0" else None
+    g.ensure_bridge(br, cidr, sim.error, g.noter(sim.dir))
+    g.allow_forward(br, FORWARD_COMMENT, sim.error)
     server = next((d for d in sim.w["dhcpservers"]
                    if d["netname"] == "HostInterfaceNetworking-" + hif["name"]), None)
-    pidfile = _dnsmasq_pid(sim, br)
-    if server and server.get("enabled") and _pid(pidfile) is None and hif["ip"] != "0.0.0.0":
-        _run(sim, ["dnsmasq", "--conf-file=/dev/null", "--port=0", f"--interface={br}",
-                   "--bind-interfaces", "--except-interface=lo", "--user=root",
-                   f"--dhcp-range={server['lower']},{server['upper']},{hif['mask']},"
-                   f"{LEASE_SECS}s",
-                   f"--dhcp-leasefile={leases_path(sim, br)}", f"--pid-file={pidfile}",
-                   "--dhcp-option=3", "--dhcp-option=6", "--dhcp-authoritative"])
+    if server and server.get("enabled") and hif["ip"] != "0.0.0.0":
+        g.start_dnsmasq(br, server["lower"], server["upper"], hif["mask"], g.LEASE_SECS,
+                        leases_path(sim, br), _dnsmasq_pid(sim, br), sim.error)
     return br
-
-
-def _forward_rule(br):
-    return ["-i", br, "-o", br, "-j", "ACCEPT", "-m", "comment", "--comment", "timonel vbox sim"]
 
 
 def remove_hostonly(sim, ifname):
     br = bridge_name(sim, ifname)
     stop_dhcp(sim, ifname)
-    if shutil.which("iptables"):
-        while subprocess.run(["iptables", "-D", "FORWARD"] + _forward_rule(br),
-                             capture_output=True).returncode == 0:
-            pass
-    if _link_exists(br):
-        subprocess.run(["ip", "link", "del", br], capture_output=True)
+    g.disallow_forward(br, FORWARD_COMMENT)
+    g.remove_link(br)
 
 
 def stop_dhcp(sim, ifname):
     br = bridge_name(sim, ifname)
-    _kill(_dnsmasq_pid(sim, br), "dnsmasq")
+    g.kill(_dnsmasq_pid(sim, br), "dnsmasq")
 
 
 def leased_ip(sim, vm):
@@ -290,27 +172,14 @@ def leased_ip(sim, vm):
     if not n or n.get("type") != "hostonly":
         return None
     path = leases_path(sim, bridge_name(sim, n.get("hostonlyadapter", "")))
-    try:
-        with open(path) as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    mac = _colon_mac(n["mac"])
-    for line in lines:
-        parts = line.split()
-        if len(parts) >= 3 and parts[1].lower() == mac \
-                and int(parts[0]) - LEASE_SECS >= vm.get("qemu_started", 0) - 1:
-            return parts[2]
-    return None
+    return g.leased_ip(path, n["mac"], vm.get("qemu_started", 0), g.LEASE_SECS)
 
 
 # -- lifecycle ----------------------------------------------------------------------------------
 
 def start(sim, name, vm):
     pidfile, qmp_path, console = _paths(sim, vm)
-    argv = ["qemu-system-x86_64", "-name", name, "-accel", "tcg", "-m", str(vm["memory"]),
-            "-smp", str(vm["cpus"]), "-display", "none", "-daemonize", "-pidfile", pidfile,
-            "-qmp", f"unix:{qmp_path},server=on,wait=off", "-serial", f"file:{console}"]
+    argv = g.qemu_argv(name, vm["memory"], vm["cpus"], pidfile, qmp_path, console)
     for a in vm["attach"].values():
         if a["type"] == "hdd":
             argv += ["-drive", f"file={a['path']},if=virtio"]
@@ -331,14 +200,11 @@ def start(sim, name, vm):
                           " (VERR_INTERNAL_ERROR)")
             br = ensure_hostonly(sim, hif)
             tap = tap_name(sim, vm)
-            if not _link_exists(tap):
-                _made(sim, tap)
-                _run(sim, ["ip", "tuntap", "add", "dev", tap, "mode", "tap"])
-            _run(sim, ["ip", "link", "set", tap, "master", br, "up"])
+            g.ensure_tap(tap, br, sim.error, g.noter(sim.dir))
             argv += ["-netdev", f"tap,id=n{i},ifname={tap},script=no,downscript=no"]
         else:
             continue
-        argv += ["-device", f"virtio-net-pci,netdev=n{i},mac={_colon_mac(n['mac'])}"]
+        argv += ["-device", f"virtio-net-pci,netdev=n{i},mac={g.colon_mac(n['mac'])}"]
     vm["qemu_started"] = time.time()
     _run(sim, argv)
     vm["qemu"] = True
@@ -346,10 +212,6 @@ def start(sim, name, vm):
 
 def power_off(sim, vm):
     """QMP quit, and the process waited for."""
-    if not vm.get("qemu"):
-        return
-    pid = _pid(_paths(sim, vm)[0])
-    if pid is not None:
-        qmp(sim, vm, "quit")
-        _wait_gone(pid, 20)
-    _after_exit(sim, vm)
+    if vm.get("qemu"):
+        g.power_off(sim.dir, vm["uuid"], tap_name(sim, vm), sim.error)
+        vm["qemu"] = False
