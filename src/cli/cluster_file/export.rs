@@ -81,10 +81,12 @@ pub fn export(profile: &Profile, home: &Home) -> Written {
         registries,
         node_image,
         k3s_args: (!profile.k3s_args.is_empty()).then(|| profile.k3s_args.clone()),
-        vm: (vm_image.is_some() || disk_size.is_some()).then_some(WrittenVm {
-            image: vm_image,
-            disk_size,
-        }),
+        vm: (vm_image.is_some() || disk_size.is_some() || profile.hyperv_switch.is_some())
+            .then_some(WrittenVm {
+                image: vm_image,
+                disk_size,
+                hyperv_switch: profile.hyperv_switch.clone(),
+            }),
         ssh,
     }
 }

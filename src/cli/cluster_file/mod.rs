@@ -346,6 +346,11 @@ fn settings(path: &Path, f: &ClusterFile, dir: &Path) -> Result<Vec<Setting>, Us
         "vm.diskSize",
         text(vm.and_then(|v| v.disk_size.as_ref())),
     );
+    s.one(
+        "hyperv_virtual_switch",
+        "vm.hypervSwitch",
+        text(vm.and_then(|v| v.hyperv_switch.as_ref())),
+    );
     let key = s.path(ssh.and_then(|v| v.key.as_ref()));
     s.one("ssh_key", "ssh.key", key);
     let known_hosts = s.path(ssh.and_then(|v| v.known_hosts.as_ref()));
@@ -462,6 +467,7 @@ fn copy(args: &mut StartArgs, from: &StartArgs, id: &str) {
         "listen_address" => args.listen_address = f.listen_address,
         "vm_image" => args.vm_image = f.vm_image.clone(),
         "disk_size" => args.disk_size = f.disk_size,
+        "hyperv_virtual_switch" => args.hyperv_virtual_switch = f.hyperv_virtual_switch.clone(),
         "ssh_key" => args.ssh_key = f.ssh_key.clone(),
         "ssh_known_hosts" => args.ssh_known_hosts = f.ssh_known_hosts.clone(),
         "disable" => args.disable = f.disable.clone(),

@@ -95,6 +95,8 @@ pub struct Vm {
     pub image: Option<At<String>>,
     /// `--disk-size`.
     pub disk_size: Option<At<String>>,
+    /// `--hyperv-virtual-switch`.
+    pub hyperv_switch: Option<At<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -175,6 +177,8 @@ pub struct WrittenVm {
     pub image: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk_size: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hyperv_switch: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

@@ -162,6 +162,16 @@ fn ssh_and_vm_fields_become_their_flags() {
         )
     );
     assert_eq!(args.disk_size, Some(20 * 1024));
+
+    let text = format!("{HEAD}driver: hyperv\nvm:\n  hypervSwitch: LAN Switch\n");
+    let file = parse_at(dir.path(), &text).unwrap();
+    let mut args = start_args(&["start"]);
+    file.apply(&mut args).unwrap();
+    assert_eq!(args.hyperv_virtual_switch.as_deref(), Some("LAN Switch"));
+    // The flag wins over the file.
+    let mut args = start_args(&["start", "--hyperv-virtual-switch", "Other"]);
+    file.apply(&mut args).unwrap();
+    assert_eq!(args.hyperv_virtual_switch.as_deref(), Some("Other"));
 }
 
 fn start_args(argv: &[&str]) -> crate::cli::start::StartArgs {
@@ -593,4 +603,18 @@ fn export_keeps_what_the_user_chose_and_the_ssh_machines() {
     assert_eq!(args.ssh_key, Some(PathBuf::from("/keys/id")));
     assert!(args.ssh_accept_new_host_keys && !args.adopt);
     assert_eq!(file.name.unwrap().as_str(), "rt");
+
+    // A Hyper-V cluster's chosen switch is written and read back.
+    p.driver = DriverKind::Hyperv;
+    p.ssh = None;
+    p.nodes[0].machine = None;
+    p.hyperv_switch = Some("LAN Switch".into());
+    let text = to_yaml(&export(&p, &home)).unwrap();
+    assert!(text.contains("hypervSwitch: LAN Switch"), "{text}");
+    let mut args = start_args(&["start"]);
+    parse_at(dir.path(), &text)
+        .unwrap()
+        .apply(&mut args)
+        .unwrap();
+    assert_eq!(args.hyperv_virtual_switch.as_deref(), Some("LAN Switch"));
 }
