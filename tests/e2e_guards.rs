@@ -50,6 +50,16 @@ fn exists(container: &str) -> bool {
     !docker(&["ps", "-a", "-q", "--filter", &format!("name=^{container}$")]).is_empty()
 }
 
+/// No Docker object and no profile: the refusal came before anything was made.
+fn nothing_made(sb: &Sandbox) {
+    assert!(sb.leftovers().is_empty(), "{:?}", sb.leftovers());
+    assert!(!sb
+        .timonel_home()
+        .join("profiles")
+        .join(&sb.profile)
+        .exists());
+}
+
 #[test]
 #[ignore = "needs a docker daemon"]
 fn more_than_the_host_has_is_refused_and_nothing_is_created() {
@@ -80,12 +90,7 @@ fn more_than_the_host_has_is_refused_and_nothing_is_created() {
         // Refused before the artifacts and the node image: no k3s was even fetched.
         assert!(!sb.timonel_home().join("cache").exists());
         assert!(began.elapsed() < Duration::from_secs(30));
-        assert!(sb.leftovers().is_empty(), "{:?}", sb.leftovers());
-        assert!(!sb
-            .timonel_home()
-            .join("profiles")
-            .join(&sb.profile)
-            .exists());
+        nothing_made(&sb);
     }
     // VM-only flags are refused on containers instead of being silently ignored.
     for args in [
@@ -100,12 +105,7 @@ fn more_than_the_host_has_is_refused_and_nothing_is_created() {
             "{err}"
         );
         assert!(err.contains("--driver kvm"), "{err}");
-        assert!(sb.leftovers().is_empty(), "{:?}", sb.leftovers());
-        assert!(!sb
-            .timonel_home()
-            .join("profiles")
-            .join(&sb.profile)
-            .exists());
+        nothing_made(&sb);
     }
 }
 
