@@ -130,8 +130,11 @@ struct Watched {
 
 impl Watched {
     fn spawn(sb: &Sandbox, args: &[&str]) -> Self {
-        let mut child = sb
-            .cmd(args)
+        Self::spawn_cmd(sb.cmd(args))
+    }
+
+    fn spawn_cmd(mut cmd: Command) -> Self {
+        let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -841,4 +844,55 @@ fn four_profiles_started_at_once_are_all_ready_and_distinct() {
         assert!(out.status.success(), "{}: {}", sb.profile, stderr(&out));
         assert_nothing_left(sb, "after the concurrent deletes");
     }
+}
+
+#[test]
+#[ignore = "needs a docker daemon"]
+fn an_interrupt_while_a_server_never_answers_ends_start_at_once() {
+    if !require_docker() {
+        return;
+    }
+    // A channel server that takes connections and never answers a byte.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/channels", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().map_while(Result::ok) {
+            held.push(conn);
+        }
+    });
+    let sb = Sandbox::new("fault-hang");
+    let mut cmd = sb.cmd(&[
+        "start",
+        "-v",
+        "--driver",
+        "docker",
+        "--kubernetes-version",
+        "stable",
+    ]);
+    cmd.env("TIMONEL_CHANNEL_URL", &url);
+    let mut w = Watched::spawn_cmd(cmd);
+    // Wait for the step that asks the channel server, then interrupt once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !w
+        .seen
+        .iter()
+        .any(|l| l.contains("… resolving the k3s version"))
+    {
+        assert!(
+            w.wait_lines(
+                w.seen.len() + 1,
+                deadline.saturating_duration_since(Instant::now())
+            ),
+            "no `… resolving the k3s version` line within 60 s:\n{}",
+            w.seen.join("\n")
+        );
+    }
+    w.interrupt();
+    // One interrupt is enough: `finish` panics if it has not ended well within the requests'
+    // own timeouts.
+    let (status, log) = w.finish(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(130), "{log}");
+    assert!(!log.contains("interrupted again"), "{log}");
+    assert_nothing_left(&sb, "an interrupt while resolving");
 }

@@ -42,7 +42,10 @@ pub(super) async fn fetch(
     if opts.node_image.is_none() {
         let spec: VersionSpec = opts.version.as_deref().unwrap_or("stable").parse()?;
         let step = ctx.printer.step("resolving the k3s version");
-        let resolved = artifact::resolve_version(&cache, &opts.sources, &spec).await?;
+        // A channel server that never answers must not hold an interrupt until its timeout.
+        let resolved = cancel
+            .or_cancel(artifact::resolve_version(&cache, &opts.sources, &spec))
+            .await??;
         step.finish(&format!("Resolved k3s {}", resolved.version));
         if let Some(note) = &resolved.note {
             ctx.printer.warn(note);
