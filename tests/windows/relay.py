@@ -85,6 +85,11 @@ class Handler(socketserver.BaseRequestHandler):
                               "env": {k: v for k, v in env if k.startswith("TIMONEL_")}},
                              ensure_ascii=False)
             self.send(1, out.encode("utf-8"))
+            # Read the forwarder's stdin to its end first: closing with its frames unread would
+            # reset the connection, and the forwarder could lose the answer already sent.
+            self.request.settimeout(10)  # a stdin that never ends (a console) is not waited on
+            self.feed(None)
+            self.request.settimeout(None)
             return self.finish_run(target, args, 0)
         if target not in TARGETS:
             return self.send(4, f"unknown target {target!r}".encode())
@@ -106,6 +111,9 @@ class Handler(socketserver.BaseRequestHandler):
             t.join()
         code = proc.wait()
         self.finish_run(target, args, code)
+        # As above: don't close with stdin frames unread (the feeder stops at the forwarder's
+        # end of stdin, or when the forwarder closes after reading the exit code).
+        feeder.join(timeout=10)
 
     def finish_run(self, target, args, code):
         if LOG:
@@ -122,16 +130,21 @@ class Handler(socketserver.BaseRequestHandler):
             self.send(kind, data)
 
     def feed(self, stdin):
+        """Copies the forwarder's stdin frames to `stdin` (None: reads and drops them) until
+        its end-of-stdin frame."""
         try:
             while True:
                 kind, n = struct.unpack(">BI", read_exact(self.request, 5))
                 data = read_exact(self.request, n)
                 if kind != 0 or not data:
                     break
-                stdin.write(data)
-                stdin.flush()
-        except (EOFError, OSError):
+                if stdin is not None:
+                    stdin.write(data)
+                    stdin.flush()
+        except (EOFError, OSError, ValueError):
             pass
+        if stdin is None:
+            return
         try:
             stdin.close()
         except OSError:
