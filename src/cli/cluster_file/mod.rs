@@ -8,6 +8,8 @@
 //! what neither gives comes from `timonel config set`, then the built-in defaults.
 
 mod export;
+#[cfg(test)]
+mod export_tests;
 pub mod schema;
 #[cfg(test)]
 mod tests;
