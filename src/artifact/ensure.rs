@@ -25,6 +25,8 @@ pub struct K3sArtifacts {
     pub binary_sha256: String,
     /// The airgap images tarball, when `preload` was asked for.
     pub airgap: Option<PathBuf>,
+    /// The airgap tarball's sha256 from the verified checksum file.
+    pub airgap_sha256: Option<String>,
 }
 
 /// Makes sure the k3s binary (and with `preload` the airgap images) of `version` for `arch`
@@ -95,6 +97,9 @@ pub async fn ensure_k3s(
         binary,
         binary_sha256,
         airgap: preload.then(|| cache.asset_path(version, arch, &arch.airgap_asset())),
+        airgap_sha256: preload
+            .then(|| sums.get(&arch.airgap_asset()).map(str::to_string))
+            .flatten(),
     })
 }
 

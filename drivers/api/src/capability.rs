@@ -15,14 +15,28 @@ use crate::error::DriverError;
 use crate::name::{ClusterName, MachineName};
 use crate::state::MachineState;
 
+/// What a node image is built from: the distribution's verified files.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeImageSource<'a> {
+    pub version: &'a str,
+    pub binary: &'a Path,
+    /// The binary's sha256 as the artifact cache verified it; hashed again when `None`.
+    pub binary_sha256: Option<&'a str>,
+    /// The airgap images tarball, carried in the image so that no node copies it.
+    pub airgap: Option<&'a Path>,
+    /// The tarball's sha256 as the artifact cache verified it; hashed again when `None`.
+    pub airgap_sha256: Option<&'a str>,
+}
+
 /// Drivers whose nodes run an image built locally from the distribution's verified binary.
 #[async_trait]
 pub trait NodeImages: Send + Sync {
-    /// The image nodes of `version` run, built from `binary` when the backend lacks it.
+    /// The image nodes of `source.version` run, built from the source's files when the backend
+    /// lacks it or has one built from other files. An image built with the airgap tarball has
+    /// it in the nodes' images folder already: the nodes need no copy of it.
     async fn ensure_node_image(
         &self,
-        binary: &Path,
-        version: &str,
+        source: &NodeImageSource<'_>,
         report: &dyn Reporter,
     ) -> Result<String, DriverError>;
 }

@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -315,12 +314,11 @@ impl HostResources for FakeDriver {
 impl NodeImages for FakeDriver {
     async fn ensure_node_image(
         &self,
-        _: &Path,
-        version: &str,
+        source: &crate::NodeImageSource<'_>,
         _: &dyn Reporter,
     ) -> Result<String, DriverError> {
-        self.record("ensure_node_image", version);
-        Ok(format!("fake/k3s:{version}"))
+        self.record("ensure_node_image", source.version);
+        Ok(format!("fake/k3s:{}", source.version))
     }
 }
 

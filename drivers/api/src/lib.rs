@@ -26,7 +26,8 @@ pub mod wait;
 pub use access::{FilePlacement, FileSource, NodeAccess};
 pub use capability::{
     local_host, ApiBalancer, BalancerSpec, BalancerStatus, DiskImages, DiskSource, DiskTool,
-    FollowLogs, HostCapacity, HostResources, LogStream, MachineFacts, NodeImages, Preflight,
+    FollowLogs, HostCapacity, HostResources, LogStream, MachineFacts, NodeImageSource, NodeImages,
+    Preflight,
 };
 pub use driver::{
     Availability, Capabilities, Driver, DriverKind, MachineSpec, NodeKind, NodeRole, PortMapping,

@@ -143,6 +143,17 @@ pub(crate) fn append_dir<W: Write>(
     )
 }
 
+/// Appends a symbolic link at `path` pointing to `target`.
+pub(crate) fn append_symlink<W: Write>(
+    b: &mut tar::Builder<W>,
+    path: &str,
+    target: &str,
+    mtime: u64,
+) -> io::Result<()> {
+    let mut h = header(tar::EntryType::Symlink, 0o777, 0, mtime);
+    b.append_link(&mut h, path, target)
+}
+
 /// Appends a regular file read from `data` (exactly `size` bytes).
 pub(crate) fn append_file<W: Write>(
     b: &mut tar::Builder<W>,

@@ -397,11 +397,10 @@ impl HostResources for DockerDriver {
 impl NodeImages for DockerDriver {
     async fn ensure_node_image(
         &self,
-        binary: &std::path::Path,
-        version: &str,
+        source: &timonel_driver::NodeImageSource<'_>,
         report: &dyn Reporter,
     ) -> Result<String, DriverError> {
-        DockerDriver::ensure_node_image(self, binary, version, report).await
+        DockerDriver::ensure_node_image(self, source, report).await
     }
 }
 

@@ -17,11 +17,11 @@ use bollard::query_parameters::{CreateImageOptionsBuilder, RemoveImageOptionsBui
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
-use timonel_driver::{DriverError, Reporter};
+use timonel_driver::{DriverError, NodeImageSource, Reporter};
 
 use crate::archive::{append_dir, append_file, tar_stream, writer_failure, TarStream};
 use crate::client::{error_text, is_not_found, DockerDriver};
-use crate::{LABEL_IMAGE, LABEL_K3S_SHA256, LABEL_K3S_VERSION};
+use crate::{LABEL_AIRGAP_SHA256, LABEL_IMAGE, LABEL_K3S_SHA256, LABEL_K3S_VERSION};
 
 /// The repository of node images.
 pub const NODE_IMAGE_REPO: &str = "timonel/k3s";
@@ -53,7 +53,7 @@ pub const ROOTFS_DIRS: &[(&str, u32)] = &[
 ];
 
 /// The image's configuration, as `changes` of the import (the rancher/k3s Dockerfile's).
-fn image_changes(version: &str, sha256: &str) -> Vec<String> {
+fn image_changes(version: &str, sha256: &str, airgap_sha256: &str) -> Vec<String> {
     vec![
         r#"ENTRYPOINT ["/bin/k3s"]"#.into(),
         r#"CMD ["agent"]"#.into(),
@@ -64,6 +64,7 @@ fn image_changes(version: &str, sha256: &str) -> Vec<String> {
         format!(r#"LABEL {LABEL_IMAGE}="node""#),
         format!(r#"LABEL {LABEL_K3S_VERSION}="{version}""#),
         format!(r#"LABEL {LABEL_K3S_SHA256}="{sha256}""#),
+        format!(r#"LABEL {LABEL_AIRGAP_SHA256}="{airgap_sha256}""#),
     ]
 }
 
@@ -159,13 +160,31 @@ pub(crate) fn rootfs_files(version: &str) -> Vec<(&'static str, u32, Vec<u8>)> {
     ]
 }
 
+/// Where the node image keeps the airgap images tarball: outside the node's volumes, so every
+/// node reads the image's one copy.
+pub const AIRGAP_STORE: &str = "var/lib/timonel/airgap";
+/// k3s's images folder (`${data-dir}/agent/images`), inside the `/var/lib/rancher/k3s` volume:
+/// the image holds a symlink there to the tarball in [`AIRGAP_STORE`], which the engine copies
+/// into each node's new volume (a symlink, not the tarball). k3s opens what the folder lists,
+/// following links.
+pub const AIRGAP_LINK_DIR: &str = "var/lib/rancher/k3s/agent/images";
+
+/// The airgap tarball in a rootfs: its file name, size and contents.
+pub struct RootfsAirgap<R> {
+    pub name: String,
+    pub size: u64,
+    pub data: R,
+}
+
 /// Writes the node rootfs into `b`: the directories, `/bin/k3s` (mode 0755, `size` bytes read
-/// from `k3s`), the CA bundle, os-release, passwd and group.
-pub fn write_rootfs<W: Write>(
+/// from `k3s`), the CA bundle, os-release, passwd and group; with `airgap`, the tarball in
+/// [`AIRGAP_STORE`] and its link in [`AIRGAP_LINK_DIR`].
+pub fn write_rootfs<W: Write, A: Read>(
     b: &mut tar::Builder<W>,
     k3s: impl Read,
     size: u64,
     version: &str,
+    airgap: Option<RootfsAirgap<A>>,
 ) -> io::Result<()> {
     let mtime = crate::archive::now();
     for (dir, mode) in ROOTFS_DIRS {
@@ -174,6 +193,27 @@ pub fn write_rootfs<W: Write>(
     append_file(b, "bin/k3s", 0o755, size, mtime, k3s)?;
     for (path, mode, data) in rootfs_files(version) {
         append_file(b, path, mode, data.len() as u64, mtime, data.as_slice())?;
+    }
+    if let Some(airgap) = airgap {
+        if airgap.name.is_empty() || airgap.name.contains('/') || airgap.name.starts_with('.') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{}` is not a file name", airgap.name),
+            ));
+        }
+        append_dir(b, "var/lib/timonel", 0o755, mtime)?;
+        append_dir(b, AIRGAP_STORE, 0o755, mtime)?;
+        let stored = format!("{AIRGAP_STORE}/{}", airgap.name);
+        append_file(b, &stored, 0o644, airgap.size, mtime, airgap.data)?;
+        // k3s makes `agent` 0700 when it is missing; the same here.
+        append_dir(b, "var/lib/rancher/k3s/agent", 0o700, mtime)?;
+        append_dir(b, AIRGAP_LINK_DIR, 0o755, mtime)?;
+        crate::archive::append_symlink(
+            b,
+            &format!("{AIRGAP_LINK_DIR}/{}", airgap.name),
+            &format!("/{stored}"),
+            mtime,
+        )?;
     }
     Ok(())
 }
@@ -282,31 +322,40 @@ pub(crate) async fn import_rootfs(
 }
 
 impl DockerDriver {
-    /// The node image for k3s `version` built from `k3s_binary` (`timonel/k3s:<version>`), built
-    /// when missing or when the binary's sha256 differs from the one it was built from.
-    /// Never pulls.
+    /// The node image for k3s `source.version` (`timonel/k3s:<version>`), built from the
+    /// source's binary and airgap tarball when missing or when either sha256 differs from the
+    /// ones it was built from. Never pulls.
     pub async fn ensure_node_image(
         &self,
-        k3s_binary: &Path,
-        version: &str,
+        source: &NodeImageSource<'_>,
         report: &dyn Reporter,
     ) -> Result<String, DriverError> {
+        let version = source.version;
+        let k3s_binary = source.binary;
         let image = node_image_ref(version)?;
         let docker = self.long_client().await?;
-        let path = k3s_binary.to_path_buf();
-        let sha = tokio::task::spawn_blocking(move || file_sha256(&path))
-            .await
-            .map_err(|e| DriverError::backend("hashing the k3s binary", e))?
-            .map_err(|e| DriverError::io(format!("reading `{}`", k3s_binary.display()), e))?;
+        let sha = known_or_hashed(source.binary_sha256, k3s_binary).await?;
+        let airgap_sha = match source.airgap {
+            Some(path) => known_or_hashed(source.airgap_sha256, path).await?,
+            None => NO_AIRGAP.to_string(),
+        };
 
         let previous = match docker.inspect_image(&image).await {
             Ok(found) => {
                 let labels = found.config.as_ref().and_then(|c| c.labels.as_ref());
-                if labels.and_then(|l| l.get(LABEL_K3S_SHA256)) == Some(&sha) {
+                let built_from = |label: &str| labels.and_then(|l| l.get(label)).cloned();
+                if built_from(LABEL_K3S_SHA256).as_ref() == Some(&sha)
+                    && built_from(LABEL_AIRGAP_SHA256).as_ref() == Some(&airgap_sha)
+                {
                     tracing::debug!(%image, "node image is up to date");
                     return Ok(image);
                 }
-                report.step(&format!("the k3s binary changed: rebuilding {image}"));
+                let what = if built_from(LABEL_K3S_SHA256).as_ref() == Some(&sha) {
+                    "the airgap images changed"
+                } else {
+                    "the k3s binary changed"
+                };
+                report.step(&format!("{what}: rebuilding {image}"));
                 // Only a previous build of ours is removed after the rebuild.
                 let ours =
                     labels.and_then(|l| l.get(LABEL_IMAGE)).map(String::as_str) == Some("node");
@@ -322,28 +371,45 @@ impl DockerDriver {
         };
 
         report.step(&format!("building node image {image}"));
-        let file = std::fs::File::open(k3s_binary)
-            .map_err(|e| DriverError::io(format!("reading `{}`", k3s_binary.display()), e))?;
-        let size = file
-            .metadata()
-            .map_err(|e| DriverError::io(format!("reading `{}`", k3s_binary.display()), e))?
-            .len();
+        let read_err = |path: &Path, e| DriverError::io(format!("reading `{}`", path.display()), e);
+        let file = std::fs::File::open(k3s_binary).map_err(|e| read_err(k3s_binary, e))?;
+        let size = file.metadata().map_err(|e| read_err(k3s_binary, e))?.len();
+        let airgap = match source.airgap {
+            Some(path) => {
+                let f = std::fs::File::open(path).map_err(|e| read_err(path, e))?;
+                let len = f.metadata().map_err(|e| read_err(path, e))?.len();
+                let name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("k3s-airgap-images.tar.zst")
+                    .to_string();
+                Some(RootfsAirgap {
+                    name,
+                    size: len,
+                    data: f.take(len),
+                })
+            }
+            None => None,
+        };
+        let total = size + airgap.as_ref().map_or(0, |a| a.size);
         let hasher = std::sync::Arc::new(std::sync::Mutex::new(Sha256::new()));
         let reader = HashingReader {
             inner: file.take(size),
             hasher: hasher.clone(),
         };
         let owned_version = version.to_string();
-        let tar = tar_stream(move |b| write_rootfs(b, reader, size, &owned_version));
+        let tar = tar_stream(move |b| write_rootfs(b, reader, size, &owned_version, airgap));
         let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or_default();
         let import = Import {
             repo: NODE_IMAGE_REPO,
             tag,
             message: format!("timonel node image, k3s {version}"),
-            changes: image_changes(version, &sha),
+            changes: image_changes(version, &sha, &airgap_sha),
             source: k3s_binary.display().to_string(),
         };
-        import_rootfs(&docker, import, tar, size, report).await?;
+        import_rootfs(&docker, import, tar, total, report).await?;
+        // The binary is hashed as it streams (no second read): a file that changed after it was
+        // verified must not pass for the verified one.
         let streamed = hasher
             .lock()
             .map(|h| hex(&h.clone().finalize()))
@@ -358,7 +424,10 @@ impl DockerDriver {
                 .await;
             return Err(DriverError::backend(
                 format!("building image `{image}`"),
-                format!("`{}` changed while it was read", k3s_binary.display()),
+                format!(
+                    "`{}` does not match its sha256 (it changed after it was verified)",
+                    k3s_binary.display()
+                ),
             ));
         }
         let built = docker.inspect_image(&image).await.map_err(|e| {
@@ -373,6 +442,21 @@ impl DockerDriver {
         }
         Ok(image)
     }
+}
+
+/// The value of [`LABEL_AIRGAP_SHA256`] on an image built without airgap images.
+pub const NO_AIRGAP: &str = "none";
+
+/// `known` (lower-cased), else the file's sha256, read off the async threads.
+async fn known_or_hashed(known: Option<&str>, path: &Path) -> Result<String, DriverError> {
+    if let Some(sha) = known {
+        return Ok(sha.to_ascii_lowercase());
+    }
+    let owned = path.to_path_buf();
+    tokio::task::spawn_blocking(move || file_sha256(&owned))
+        .await
+        .map_err(|e| DriverError::backend("hashing a file", e))?
+        .map_err(|e| DriverError::io(format!("reading `{}`", path.display()), e))
 }
 
 #[cfg(test)]
@@ -393,7 +477,7 @@ mod tests {
     #[test]
     fn rootfs_layout_and_modes() {
         let mut b = tar::Builder::new(Vec::new());
-        write_rootfs(&mut b, &b"\x7fELF-k3s"[..], 8, "v1.31.2+k3s1").unwrap();
+        write_rootfs::<_, &[u8]>(&mut b, &b"\x7fELF-k3s"[..], 8, "v1.31.2+k3s1", None).unwrap();
         let entries = rootfs_entries(&b.into_inner().unwrap()).unwrap();
         let find = |p: &str| entries.iter().find(|e| e.0 == p).cloned();
         assert_eq!(find("bin/k3s"), Some(("bin/k3s".into(), 0o755, 8)));
@@ -433,7 +517,7 @@ mod tests {
         let os = String::from_utf8(files[1].2.clone()).unwrap();
         assert!(os.contains("NAME=\"timonel node\"") && os.contains("ID=timonel"));
         assert!(os.contains("v1.31.2+k3s1"));
-        let changes = image_changes("v1.31.2+k3s1", "abc");
+        let changes = image_changes("v1.31.2+k3s1", "abc", NO_AIRGAP);
         assert!(changes.contains(&r#"ENTRYPOINT ["/bin/k3s"]"#.to_string()));
         assert!(changes
             .iter()

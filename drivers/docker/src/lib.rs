@@ -10,7 +10,9 @@
 //!
 //! ```ignore
 //! let driver = DockerDriver::connect();
-//! let image = driver.ensure_node_image(&k3s, "v1.31.2+k3s1", &report).await?;
+//! let source = NodeImageSource { version: "v1.31.2+k3s1", binary: &k3s, binary_sha256: None,
+//!     airgap: None, airgap_sha256: None };
+//! let image = driver.ensure_node_image(&source, &report).await?;
 //! ```
 
 mod answers;
@@ -37,7 +39,10 @@ pub use client::{DockerDriver, DEFAULT_HOST, START_WAIT};
 pub use config::{container_config, SecurityProfile, CAPABILITIES, OPTIONAL_CAPABILITIES};
 pub use engine::Engine;
 pub use exec::DockerExec;
-pub use image::{node_image_ref, rootfs_entries, write_rootfs, ROOTFS_DIRS};
+pub use image::{
+    node_image_ref, rootfs_entries, write_rootfs, RootfsAirgap, AIRGAP_LINK_DIR, AIRGAP_STORE,
+    NO_AIRGAP, ROOTFS_DIRS,
+};
 pub use logs::HostImage;
 pub use network::{pick_subnet, Subnet, FIRST_SUBNET};
 
@@ -62,6 +67,8 @@ pub const LABEL_IMAGE: &str = "dev.timonel.image";
 pub const LABEL_K3S_VERSION: &str = "dev.timonel.k3s-version";
 /// Label on node images: the sha256 of the k3s binary inside.
 pub const LABEL_K3S_SHA256: &str = "dev.timonel.k3s-sha256";
+/// Label on node images: the sha256 of the airgap images tarball inside, or `none`.
+pub const LABEL_AIRGAP_SHA256: &str = "dev.timonel.airgap-sha256";
 
 /// `spec.options` key: `privileged` or `capabilities`, forcing the security profile instead of
 /// probing whether the daemon accepts privileged containers.

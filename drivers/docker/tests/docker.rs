@@ -23,7 +23,8 @@ use bollard::query_parameters::{
 };
 use timonel_driver::{
     Availability, ClusterName, Cmd, CommandError, Driver, DriverError, FilePlacement, Hint,
-    MachineSpec, MachineState, NodeRole, PortMapping, Reporter, ServiceSpec, StopMode,
+    MachineSpec, MachineState, NodeImageSource, NodeRole, PortMapping, Reporter, ServiceSpec,
+    StopMode,
 };
 use timonel_driver_docker::{DockerDriver, LABEL_CLUSTER, LABEL_SECURITY, OPTION_SECURITY};
 
@@ -186,6 +187,17 @@ impl Reporter for Recorder {
     }
 }
 
+/// A node image built from `binary` alone, its sha256 hashed by the driver.
+fn source<'a>(binary: &'a Path, version: &'a str) -> NodeImageSource<'a> {
+    NodeImageSource {
+        version,
+        binary,
+        binary_sha256: None,
+        airgap: None,
+        airgap_sha256: None,
+    }
+}
+
 /// The node image all tests share, built once per test binary from busybox.
 async fn test_image(driver: &DockerDriver) -> String {
     static IMAGE: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
@@ -193,8 +205,7 @@ async fn test_image(driver: &DockerDriver) -> String {
         .get_or_init(|| async {
             driver
                 .ensure_node_image(
-                    Path::new(BUSYBOX),
-                    "v0.0.0+timonel-test",
+                    &source(Path::new(BUSYBOX), "v0.0.0+timonel-test"),
                     &Recorder::default(),
                 )
                 .await
@@ -248,7 +259,7 @@ async fn node_image_is_built_locally_and_reused() {
     let version = format!("v0.0.1+build{}", std::process::id());
     let report = Recorder::default();
     let image = driver
-        .ensure_node_image(&binary, &version, &report)
+        .ensure_node_image(&source(&binary, &version), &report)
         .await
         .unwrap();
     assert_eq!(
@@ -295,7 +306,7 @@ async fn node_image_is_built_locally_and_reused() {
     let again = Recorder::default();
     assert_eq!(
         driver
-            .ensure_node_image(&binary, &version, &again)
+            .ensure_node_image(&source(&binary, &version), &again)
             .await
             .unwrap(),
         image
@@ -313,7 +324,7 @@ async fn node_image_is_built_locally_and_reused() {
     std::fs::write(&binary, data).unwrap();
     let changed = Recorder::default();
     driver
-        .ensure_node_image(&binary, &version, &changed)
+        .ensure_node_image(&source(&binary, &version), &changed)
         .await
         .unwrap();
     let rebuilt = docker.inspect_image(&image).await.unwrap();
@@ -339,6 +350,102 @@ async fn node_image_is_built_locally_and_reused() {
             None,
         )
         .await;
+}
+
+/// The airgap tarball travels in the image: a node made from it finds the tarball in k3s's
+/// images folder (its volume holds a link to the image's one copy), and a changed tarball
+/// rebuilds the image.
+#[tokio::test]
+async fn node_image_carries_the_airgap_images_into_every_node() {
+    let Some(driver) = require_docker().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let airgap = dir.path().join("k3s-airgap-images-amd64.tar.zst");
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&airgap, &content).unwrap();
+    let version = format!("v0.0.2+airgap{}", std::process::id());
+    let mut src = source(Path::new(BUSYBOX), &version);
+    src.airgap = Some(&airgap);
+    let report = Recorder::default();
+    let image = driver.ensure_node_image(&src, &report).await.unwrap();
+    let docker = bollard::Docker::connect_with_defaults()
+        .unwrap()
+        .negotiate_version()
+        .await
+        .unwrap();
+    let _image_guard = ImageGuard(image.clone());
+    let labels = docker
+        .inspect_image(&image)
+        .await
+        .unwrap()
+        .config
+        .unwrap()
+        .labels
+        .unwrap();
+    let sha = sha256_hex(&content);
+    assert_eq!(labels["dev.timonel.airgap-sha256"], sha);
+
+    let cluster = unique_cluster("airgap");
+    let _guard = ClusterGuard::new(&cluster);
+    let spec = node_spec(&cluster, 1, &image);
+    driver.create(&spec, &report).await.unwrap();
+    driver.start(&spec.name).await.unwrap();
+    let node = driver.access(&spec.name).await.unwrap();
+    let linked = "/var/lib/rancher/k3s/agent/images/k3s-airgap-images-amd64.tar.zst";
+    let out = node.run(&busybox(&["readlink", linked])).await.unwrap();
+    assert_eq!(
+        out.stdout.trim(),
+        "/var/lib/timonel/airgap/k3s-airgap-images-amd64.tar.zst"
+    );
+    let out = node.run(&busybox(&["sha256sum", linked])).await.unwrap();
+    assert!(out.stdout.starts_with(&sha), "{}", out.stdout);
+    // The volume holds the link, not a copy.
+    let out = node
+        .run(&busybox(&["du", "-s", "/var/lib/rancher/k3s"]))
+        .await
+        .unwrap();
+    let kib: u64 = out
+        .stdout
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(kib < 100, "the volume has {kib} KiB");
+    driver.delete(&spec.name).await.unwrap();
+
+    // Same files: reused. A changed tarball: rebuilt, and said why.
+    let again = Recorder::default();
+    driver.ensure_node_image(&src, &again).await.unwrap();
+    assert!(again.steps.lock().unwrap().is_empty());
+    std::fs::write(&airgap, b"other images").unwrap();
+    let changed = Recorder::default();
+    driver.ensure_node_image(&src, &changed).await.unwrap();
+    let steps = changed.steps.lock().unwrap().clone();
+    assert!(
+        steps.iter().any(|s| s.contains("airgap images changed")),
+        "{steps:?}"
+    );
+}
+
+/// Removes a test's image when dropped.
+struct ImageGuard(String);
+
+impl Drop for ImageGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", "-f", &self.0])
+            .output();
+    }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[tokio::test]

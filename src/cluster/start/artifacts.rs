@@ -19,6 +19,9 @@ pub(crate) struct Fetched {
     pub install: Install,
     /// VM drivers: the verified base disk.
     pub vm_image: Option<PathBuf>,
+    /// The sha256s the checksum file gave the binary and the airgap tarball.
+    pub binary_sha256: Option<String>,
+    pub airgap_sha256: Option<String>,
 }
 
 /// Resolves the version and fetches what the nodes need. With `--node-image`, the image brings
@@ -67,6 +70,8 @@ pub(super) async fn fetch(
         step.finish(&format!("k3s {} ready (sha256 verified)", resolved.version));
         cancel.check()?;
         fetched.version = resolved.version.to_string();
+        fetched.binary_sha256 = Some(arts.binary_sha256);
+        fetched.airgap_sha256 = arts.airgap_sha256;
         fetched.install = Install {
             binary: Some(arts.binary),
             airgap: arts.airgap,

@@ -22,9 +22,14 @@ pub(super) async fn ensure(
         return Ok(None);
     };
     let step = ctx.printer.step("preparing the node image");
-    let image = images
-        .ensure_node_image(binary, &arts.version, &ctx.printer)
-        .await?;
+    let source = timonel_driver::NodeImageSource {
+        version: &arts.version,
+        binary,
+        binary_sha256: arts.binary_sha256.as_deref(),
+        airgap: arts.install.airgap.as_deref(),
+        airgap_sha256: arts.airgap_sha256.as_deref(),
+    };
+    let image = images.ensure_node_image(&source, &ctx.printer).await?;
     step.finish(&format!("Node image {image}"));
     Ok(Some(image))
 }
