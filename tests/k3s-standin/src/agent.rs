@@ -11,6 +11,9 @@ use crate::runtime;
 use crate::server::{kernel_version, parse_labels};
 use crate::token;
 
+/// How long k3s's agent waits before it tries to join again.
+const JOIN_RETRY: Duration = Duration::from_secs(2);
+
 pub fn run(args: &[String]) -> i32 {
     let specs = cli::specs(Role::Agent);
     let parsed = match cli::parse(&specs, args) {
@@ -54,8 +57,21 @@ fn start(settings: &Settings) -> Result<std::convert::Infallible, String> {
         (None, None) => return Err("--token is required".into()),
     };
     let tok = token::parse(&token_text, "node").map_err(|e| e.to_string())?;
-    let joined = join::join(server, &tok)?;
+    // k3s retries the join every 2 s, whatever failed (no server yet, a wrong CA hash), and
+    // never gives up on its own.
+    let joined = loop {
+        match join::join(server, &tok) {
+            Ok(joined) => break joined,
+            Err(e) => {
+                logfmt::error(&format!(
+                    "Failed to validate connection to cluster at {server}: {e}"
+                ));
+                std::thread::sleep(JOIN_RETRY);
+            }
+        }
+    };
     let data_dir = runtime::data_dir(settings.str("data-dir"));
+    crate::images::preload(&data_dir);
     std::fs::create_dir_all(data_dir.join("agent"))
         .map_err(|e| format!("cannot create `{}`: {e}", data_dir.join("agent").display()))?;
     let node_password = runtime::ensure_node_password(&runtime::node_dir())?;

@@ -17,6 +17,7 @@ pub mod config;
 pub mod ctr;
 pub mod fsutil;
 pub mod http;
+pub mod images;
 pub mod join;
 pub mod kubeconfig;
 pub mod kubectl;

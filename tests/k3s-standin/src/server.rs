@@ -443,6 +443,14 @@ fn start(settings: &Settings) -> Result<(), String> {
         .name("ready".into())
         .spawn(move || ready_and_heartbeat(ctx, request))
         .map_err(|e| e.to_string())?;
+    // The server's own agent imports the airgap images while the rest starts.
+    if !settings.bool("disable-agent") {
+        let images_of = data_dir.clone();
+        std::thread::Builder::new()
+            .name("images".into())
+            .spawn(move || crate::images::preload(&images_of))
+            .map_err(|e| e.to_string())?;
+    }
     Ok(())
 }
 

@@ -382,17 +382,25 @@ fn server_agent_and_restart_with_real_kubectl() {
         ["standin-agent", "standin-server"]
     );
 
-    // A token with the wrong CA hash is rejected with k3s's message.
+    // A token with the wrong CA hash is rejected with k3s's message, and, as k3s does, the
+    // agent tries again every 2 s instead of exiting.
     let bad = format!("K10{}::server:whatever", "0".repeat(64));
     let mut rejected = env.start_agent("bad-agent", &bad);
-    let status = rejected.wait_exit(Duration::from_secs(20));
-    assert!(!status.success());
     let expected = format!(
-        "token CA hash does not match the Cluster CA certificate hash: {} != {}",
+        "Failed to validate connection to cluster at https://127.0.0.1:{}: token CA hash does not match the Cluster CA certificate hash: {} != {}",
+        env.port,
         "0".repeat(64),
         fsutil::sha256_hex(&ca)
     );
-    assert!(rejected.log().contains(&expected), "{}", rejected.log());
+    poll("the second rejected join", Duration::from_secs(20), || {
+        (rejected.log().matches(&expected).count() >= 2).then_some(())
+    });
+    assert!(
+        rejected.child.try_wait().unwrap().is_none(),
+        "the agent exited:\n{}",
+        rejected.log()
+    );
+    drop(rejected);
 
     // The same node name with another node password is rejected.
     let (mut cmd, log) = env.command("other-node-dir", "dup.log");
@@ -444,6 +452,63 @@ fn server_agent_and_restart_with_real_kubectl() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!env.get_nodes().contains("standin-agent"));
+}
+
+/// k3s's agent does not need its server up first: it tries to join every 2 s until the server
+/// answers. When it has joined it imports what its images folder lists, following symlinks.
+#[cfg(unix)]
+#[test]
+fn an_agent_started_before_its_server_joins_when_the_server_is_up() {
+    let env = Env::new();
+    fs::write(
+        env.path("config.yaml"),
+        "write-kubeconfig-mode: \"0600\"\ntoken: early-secret\n",
+    )
+    .unwrap();
+    let images = env.path("early-agent-data/agent/images");
+    fs::create_dir_all(&images).unwrap();
+    fs::write(env.path("stored.tar.zst"), vec![7u8; 200_000]).unwrap();
+    std::os::unix::fs::symlink(
+        env.path("stored.tar.zst"),
+        images.join("k3s-airgap-images-amd64.tar.zst"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(env.path("gone.tar"), images.join("broken.tar")).unwrap();
+
+    let agent = env.start_agent("early-agent", "early-secret");
+    let refused = format!(
+        "Failed to validate connection to cluster at https://127.0.0.1:{}: failed to get CA certs",
+        env.port
+    );
+    poll("a refused join", Duration::from_secs(20), || {
+        agent.log().contains(&refused).then_some(())
+    });
+    assert!(!agent.log().contains("Importing images"), "{}", agent.log());
+
+    let server = env.start_server();
+    poll("the server up", Duration::from_secs(20), || {
+        server.log().contains("k3s is up and running").then_some(())
+    });
+    let mut last = String::new();
+    poll("the early agent Ready", Duration::from_secs(30), || {
+        last = env.get_nodes();
+        (ready_rows(&last) == ["early-agent", "standin-server"]).then_some(())
+    });
+    let log = agent.log();
+    let linked = images.join("k3s-airgap-images-amd64.tar.zst");
+    assert!(
+        log.contains(&format!("Importing images from {}", linked.display()))
+            && log.contains(&format!("Imported images from {} in", linked.display())),
+        "{log}"
+    );
+    let broken = images.join("broken.tar");
+    assert!(
+        log.contains(&format!(
+            "Error encountered while importing {}: ",
+            broken.display()
+        )),
+        "{log}"
+    );
 }
 
 #[test]
