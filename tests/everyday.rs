@@ -374,9 +374,23 @@ fn logs_image_load_service_and_addons_on_two_nodes() {
     assert_eq!(last.trim_end(), all.trim_end().lines().last().unwrap());
     let agent_log = sb.ok(&["logs", "--node", &agent]);
     assert!(
-        agent_log.contains(&agent) || !agent_log.is_empty(),
+        agent_log.contains(&format!("Successfully registered node {agent}")),
         "{agent_log}"
     );
+    // The agent was started once the server answered: its first join worked (a failed one
+    // costs k3s 2 s).
+    assert!(
+        !agent_log.contains("Failed to validate connection"),
+        "{agent_log}"
+    );
+    // Both nodes read the airgap tarball through the link the node image put in their
+    // images folder (a dangling link is an import error).
+    let airgap_read =
+        "Imported images from /var/lib/rancher/k3s/agent/images/k3s-airgap-images-amd64.tar.zst";
+    for log in [&all, &agent_log] {
+        assert!(log.contains(airgap_read), "{log}");
+        assert!(!log.contains("Error encountered while importing"), "{log}");
+    }
     assert_ne!(agent_log, all);
     let out = sb.run(&["logs", "--node", "nope"]);
     assert_eq!(out.status.code(), Some(1));

@@ -230,6 +230,15 @@ def main():
             three.append(bench.start(warm, p, ["--nodes", "3"])[0])
             delete3.append(bench.delete(warm, p))
         cache_hit_requests = small.count() - before
+        # The engine's own floor for 3 nodes / 1 node: the same container starts timonel asks
+        # for, bare (no timonel), one alone and three at once.
+        engine_one, engine_three = [], []
+        for i in range(a.runs):
+            engine_one.append(engine_starts(1, sock_path()))
+            engine_three.append(engine_starts(3, sock_path()))
+        fig["engine_start_1_s"] = median(engine_one)
+        fig["engine_start_3_s"] = median(engine_three)
+        fig["engine_start_3_vs_1_ratio"] = median(engine_three) / median(engine_one)
         fig["start_1_node_s"] = median(one)
         fig["start_3_nodes_s"] = median(three)
         fig["start_3_vs_1_ratio"] = median(three) / median(one)
@@ -253,10 +262,7 @@ def main():
         log("ip / status / version vs the Docker API (hyperfine)")
         p = bench.profile("query")
         bench.start(warm, p)
-        sock = "/var/run/docker.sock"
-        host = os.environ.get("DOCKER_HOST", "")
-        if host.startswith("unix://"):
-            sock = host[len("unix://"):]
+        sock = sock_path()
         q = 30 if a.runs >= 3 else 10
         medians = hyperfine([
             ("inspect", f"curl -sS -o /dev/null --unix-socket {sock} http://localhost/containers/timonel-{p}/json"),
@@ -313,11 +319,27 @@ def main():
         fig["download_vs_curl_openssl_ratio"] = (
             median(tim_dl) / median(curl_openssl) if curl_openssl else None)
         fig["download_mb"] = a.download_mb
+        # A warm start whose cache holds the same big airgap tarball: what a real one costs
+        # (the image carries the tarball; nodes link it, they do not copy it).
+        env = Env(work, "warm-big", big.url)
+        envs.append(env)
+        p = bench.profile("bigwarm")
+        bench.start(env, p)
+        bench.delete(env, p)
+        big_warm = []
+        for i in range(a.runs):
+            p = bench.profile("bigwarm")
+            big_warm.append(bench.start(env, p)[0])
+            bench.delete(env, p)
+        fig["start_1_node_big_airgap_s"] = median(big_warm)
         # The whole cold start (empty cache) against only fetching the same files with curl:
         # whatever does not overlap with the download shows up here.
         fig["cold_start_s"] = median(cold_wall)
         fig["curl_download_s"] = median(curl_only)
         fig["cold_start_vs_curl_ratio"] = median(cold_wall) / median(curl_only)
+        # What the cold start adds to the download alone, beside what a warm start takes: when
+        # nothing waits that could overlap, the excess is at most a warm start.
+        fig["cold_start_minus_curl_s"] = median(cold_wall) - median(curl_only)
 
         # ---- peak RSS of a start that streams ~350 MB of artifacts ----
         log(f"peak RSS of a cold start streaming {a.rss_mb} MB of artifacts")
@@ -379,6 +401,39 @@ def main():
     return 0 if all(g["met"] for g in goals) else 3
 
 
+def sock_path():
+    """The Docker daemon's unix socket (DOCKER_HOST when it names one)."""
+    host = os.environ.get("DOCKER_HOST", "")
+    return host[len("unix://"):] if host.startswith("unix://") else "/var/run/docker.sock"
+
+
+def engine_starts(n, sock):
+    """Seconds for the engine to start `n` node-like containers at once (created beforehand:
+    the node image, a published loopback port, a volume, tmpfs /run), asked over its API."""
+    image = "timonel/k3s:" + VERSION.replace("+", "-")
+    ids = []
+    try:
+        for _ in range(n):
+            out = subprocess.run(
+                ["docker", "create", "--cap-add", "SYS_ADMIN", "--tmpfs", "/run",
+                 "-p", "127.0.0.1::6443", "-v", "/var/lib/rancher/k3s",
+                 "--label", "dev.timonel.bench=engine", image, "--version"],
+                check=True, capture_output=True, text=True)
+            ids.append(out.stdout.strip())
+        t0 = time.perf_counter()
+        procs = [subprocess.Popen(
+            ["curl", "-fsS", "-X", "POST", "--unix-socket", sock,
+             f"http://localhost/containers/{cid}/start"]) for cid in ids]
+        codes = [p.wait() for p in procs]
+        wall = time.perf_counter() - t0
+        if any(codes):
+            raise RuntimeError(f"starting bare containers failed: {codes}")
+        return wall
+    finally:
+        if ids:
+            subprocess.run(["docker", "rm", "-f", "-v", *ids], capture_output=True)
+
+
 def previous_goals(path):
     """The goals' values of the report this run replaces, by figure name ({} when none)."""
     try:
@@ -411,6 +466,10 @@ def print_table(r):
         (f"curl + sha256sum {f['download_mb']} MB", ms(f["curl_sha256sum_s"])),
         (f"cold start, {f['download_mb']} MB of artifacts", ms(f["cold_start_s"])),
         (f"curl of the same {f['download_mb']} MB", ms(f["curl_download_s"])),
+        ("cold start minus the curl (info)", ms(f["cold_start_minus_curl_s"])),
+        (f"start, 1 node, {f['download_mb']} MB airgap cached (info)", ms(f["start_1_node_big_airgap_s"])),
+        ("engine alone: start 1 / 3 containers (info)",
+         f"{ms(f['engine_start_1_s'])} / {ms(f['engine_start_3_s']).strip()}  ratio {f['engine_start_3_vs_1_ratio']:.2f}x"),
     ]
     if f.get("curl_openssl_s"):
         rows.append((f"curl + openssl dgst {f['download_mb']} MB (info)",

@@ -78,7 +78,7 @@ impl StandinMirror {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let binary = std::fs::read(standin_binary()).unwrap();
-        // A stand-in airgap tarball: k3s would import it; the stand-in ignores it.
+        // A stand-in airgap tarball: k3s would import it; the stand-in reads it and logs so.
         let airgap = b"not really images: a test stand-in airgap tarball".to_vec();
         super::publish(
             dir.path(),

@@ -6,7 +6,7 @@
 //! | plan        | `plan.rs`       | the driver, the machines' preflight, host resources, roles, ports, profile |
 //! | artifacts   | `artifacts.rs`  | the k3s version, binary, airgap images, VM base image     |
 //! | node image  | `node_image.rs` | the container image built from the binary (if the driver has one) |
-//! | nodes       | `nodes.rs`      | create and start the first server, then the others        |
+//! | nodes       | `nodes.rs`      | create and start the first server, then the others (containers: created at once, started after the credentials) |
 //! | install     | `install.rs`    | k3s into the nodes this run created (VMs, over SSH)       |
 //! | credentials | `credentials.rs`| the admin kubeconfig k3s wrote, with host-reachable URLs   |
 //! | balancer    | `balancer.rs`   | the load balancer in front of several servers             |
@@ -159,9 +159,18 @@ async fn create(
 /// Creates (idempotently) and starts every node, installs, waits, writes the kubeconfig, and
 /// records the profile as running. Shared by a fresh start and a resume.
 async fn bring_up(run: &mut Run<'_>, opts: &StartOptions) -> Result<()> {
-    nodes::run(run).await?;
-    install::run(run).await?;
-    credentials::run(run).await?;
+    let first_ip = nodes::first(run).await?;
+    if run.nodes.driver().capabilities().nodes == timonel_driver::NodeKind::Container {
+        // The others are made while the server starts, and started once it answers.
+        nodes::others(run, first_ip, nodes::Stage::Create).await?;
+        credentials::run(run).await?;
+        nodes::others(run, first_ip, nodes::Stage::Start).await?;
+        install::run(run).await?;
+    } else {
+        nodes::others(run, first_ip, nodes::Stage::Up).await?;
+        install::run(run).await?;
+        credentials::run(run).await?;
+    }
     // After the credentials step, which records each server's host-reachable URL (the host
     // process's backends); before the wait, which asks the API through it.
     balancer::run(run).await?;

@@ -1,5 +1,7 @@
 //! Step 4, nodes: create (idempotently) and start the first server, then the other servers
-//! and the agents in parallel; record each node's address.
+//! and the agents in parallel; record each node's address. Container nodes make the others
+//! while the first server starts and start them once it has written its kubeconfig, so an
+//! agent's first join finds the server answering (k3s retries a failed join only after 2 s).
 
 use std::net::IpAddr;
 
@@ -12,16 +14,24 @@ use crate::cluster::spec::{cluster_settings, join_url, machine_spec};
 use crate::distro::ClusterSettings;
 use crate::profile::{NodeRecord, Profile};
 
-/// Brings every node of the run's profile up.
-pub(super) async fn run(run: &mut Run<'_>) -> Result<()> {
+/// How far [`others`] brings the nodes after the first server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stage {
+    /// Created (when missing) and started.
+    Up,
+    /// Created when missing, not started.
+    Create,
+    /// Started (created earlier by [`Stage::Create`]).
+    Start,
+}
+
+/// Brings the first server up (created when missing, started) and records its address, which
+/// every other node joins.
+pub(super) async fn first(run: &mut Run<'_>) -> Result<IpAddr> {
     let printer = &run.ctx.printer;
-    let server = run.profile.server().cloned().ok_or_else(|| {
-        Error::internal(format!("profile `{}` has no server node", run.profile.name))
-    })?;
+    let server = first_server(run)?;
     let settings = cluster_settings(&run.profile);
     let owner = run.ctx.home_id()?;
-
-    // The first server first: every other node joins it.
     let step = printer.step(&format!("starting node {}", server.name));
     let job = NodeJob {
         nodes: run.nodes.as_ref(),
@@ -36,7 +46,13 @@ pub(super) async fn run(run: &mut Run<'_>) -> Result<()> {
     record(run, &server, first);
     run.save()?;
     run.cancel.check()?;
+    Ok(first.ip)
+}
 
+/// The other servers and the agents, in parallel, joining the first server at `first_ip`.
+pub(super) async fn others(run: &mut Run<'_>, first_ip: IpAddr, stage: Stage) -> Result<()> {
+    let printer = &run.ctx.printer;
+    let server = first_server(run)?;
     let others: Vec<NodeRecord> = run
         .profile
         .nodes
@@ -47,8 +63,9 @@ pub(super) async fn run(run: &mut Run<'_>) -> Result<()> {
     if others.is_empty() {
         return Ok(());
     }
-    let step = printer.step(&format!("starting {} more node(s)", others.len()));
-    let join = join_url(first.ip);
+    let settings = cluster_settings(&run.profile);
+    let owner = run.ctx.home_id()?;
+    let join = join_url(first_ip);
     let snapshot = run.profile.clone();
     let job = NodeJob {
         nodes: run.nodes.as_ref(),
@@ -58,11 +75,26 @@ pub(super) async fn run(run: &mut Run<'_>) -> Result<()> {
         join: Some(&join),
         owner: &owner,
     };
-    let started = futures_util::future::join_all(
-        others
-            .iter()
-            .map(|node| job.up(node, &timonel_driver::SilentReporter)),
-    )
+    let silent = &timonel_driver::SilentReporter;
+    if stage == Stage::Create {
+        let made =
+            futures_util::future::join_all(others.iter().map(|node| job.create(node, silent)))
+                .await;
+        for (node, made) in others.iter().zip(made) {
+            if made? {
+                run.fresh.push(node.name.clone());
+            }
+        }
+        run.cancel.check()?;
+        return Ok(());
+    }
+    let step = printer.step(&format!("starting {} more node(s)", others.len()));
+    let started = futures_util::future::join_all(others.iter().map(|node| async {
+        match stage {
+            Stage::Start => job.start(node).await.map(|ip| Started { ip, fresh: false }),
+            _ => job.up(node, silent).await,
+        }
+    }))
     .await;
     for (node, result) in others.iter().zip(started) {
         record(run, node, result?);
@@ -71,6 +103,12 @@ pub(super) async fn run(run: &mut Run<'_>) -> Result<()> {
     step.finish(&format!("{} more node(s) running", others.len()));
     run.cancel.check()?;
     Ok(())
+}
+
+fn first_server(run: &Run<'_>) -> Result<NodeRecord> {
+    run.profile.server().cloned().ok_or_else(|| {
+        Error::internal(format!("profile `{}` has no server node", run.profile.name))
+    })
 }
 
 fn record(run: &mut Run<'_>, node: &NodeRecord, started: Started) {
@@ -117,6 +155,28 @@ impl NodeJob<'_> {
         self.nodes
             .prepare(self.profile, node, &mut spec, Prepare { fresh, binary })?;
         Ok(spec)
+    }
+
+    /// Creates the node when it does not exist; true when this call created it.
+    pub async fn create(&self, node: &NodeRecord, report: &dyn Reporter) -> Result<bool> {
+        let driver = self.nodes.driver().as_ref();
+        if driver.state(&node.name).await? != MachineState::NotCreated {
+            return Ok(false);
+        }
+        let spec = self.spec(node, true)?;
+        driver.create(&spec, report).await?;
+        Ok(true)
+    }
+
+    /// Starts a created node (thaws a paused one); its address.
+    pub async fn start(&self, node: &NodeRecord) -> Result<IpAddr> {
+        let driver = self.nodes.driver().as_ref();
+        match driver.state(&node.name).await? {
+            MachineState::Paused => driver.unpause(&node.name).await?,
+            state if !state.is_running() => driver.start(&node.name).await?,
+            _ => {}
+        }
+        Ok(driver.ip(&node.name).await?)
     }
 
     /// Creates the node when it does not exist, starts it when it is not running.

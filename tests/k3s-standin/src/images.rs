@@ -31,9 +31,7 @@ pub fn preload(data_dir: &Path) {
                 "Imported images from {shown} in {:?}",
                 started.elapsed()
             )),
-            Err(e) => logfmt::error(&format!(
-                "Error encountered while importing {shown}: {e}"
-            )),
+            Err(e) => logfmt::error(&format!("Error encountered while importing {shown}: {e}")),
         }
     }
 }
