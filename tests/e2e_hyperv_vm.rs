@@ -221,3 +221,55 @@ fn a_virtual_switch_the_host_lacks_is_named_in_the_error() {
     assert!(!sb.profile_dir().exists(), "the profile was kept");
     sb.mark_deleted();
 }
+
+/// A switch that hands out no address (an Internal one without NAT and DHCP): `start` gives up
+/// on the guest's address at `--wait-timeout`, not after the driver's own 5 minutes, names the
+/// switch, and leaves nothing. The simulator models outputs only here: the "guest" reports its
+/// link-local IPv6 address and never an IPv4 one.
+#[test]
+#[ignore = "runs timonel against the PowerShell simulator with the k3s stand-in's mirror"]
+fn no_address_on_a_switch_ends_start_at_the_wait_timeout() {
+    let world = SimWorld::new();
+    std::fs::write(
+        world.path().join("scenario.json"),
+        serde_json::json!({ "switches": [
+            {"Id": "c08cb7b8-9b3c-408e-8e30-5e16a3aeb444", "Name": "Default Switch", "SwitchType": 1},
+            {"Id": "11111111-0000-4000-8000-000000000001", "Name": "minikube", "SwitchType": 1}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let sb = Sandbox::new("hvn");
+    let base = sb.home.path().join("base.vhdx");
+    std::fs::write(&base, b"not a disk").unwrap();
+    let base_arg = base.display().to_string();
+    let mut args =
+        support::vm_image::vm_start_args("hyperv", &base_arg, "1", &["--disk-size", "2g"]);
+    let at = args.iter().position(|a| a == "--wait-timeout").unwrap();
+    args[at + 1] = "6s".into();
+    args.extend(["--hyperv-virtual-switch".into(), "minikube".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = std::time::Instant::now();
+    let out = sb
+        .cmd(&args)
+        .env("TIMONEL_POWERSHELL", simulator())
+        .env("TIMONEL_PS_SIM_STATE", world.path())
+        .env_remove("TIMONEL_HYPERV_SIM_QEMU")
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    log_output("timonel", &args, &out);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("none after 6s on virtual switch `minikube`"),
+        "{err}"
+    );
+    assert!(err.contains("--hyperv-virtual-switch"), "{err}");
+    // The deadline, plus the simulated VM's creation and its removal; far from 5 minutes.
+    assert!(took < std::time::Duration::from_secs(90), "took {took:?}");
+    let vms = world.state()["vms"].clone();
+    assert!(vms.as_array().is_none_or(Vec::is_empty), "VMs left: {vms}");
+    assert!(!sb.profile_dir().exists(), "the profile was kept");
+    sb.mark_deleted();
+}

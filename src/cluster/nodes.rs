@@ -74,6 +74,7 @@ pub async fn node_add(ctx: &Ctx, add: NodeAdd) -> Result<MachineName> {
         install: install.as_ref(),
         join: Some(&join),
         owner: &ctx.home_id()?,
+        address_timeout: add.wait_timeout,
     };
     let added = bring_up(&job, &record, &api, &add).await;
     match added {
@@ -308,6 +309,7 @@ fn new_record(profile: &Profile, add: &NodeAdd) -> Result<NodeRecord> {
         api_url: None,
         machine: add.machine.clone(),
         pending: false,
+        unknown: Default::default(),
     })
 }
 

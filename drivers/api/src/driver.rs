@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -242,6 +243,13 @@ pub trait Driver: Send + Sync {
     async fn state(&self, name: &MachineName) -> Result<MachineState, DriverError>;
     /// The node's address on its network. A typed error while the node is stopped.
     async fn ip(&self, name: &MachineName) -> Result<IpAddr, DriverError>;
+    /// The address of a node that was just started, waiting at most `timeout` for a guest
+    /// that is still booting to report one (`start --wait-timeout`). Drivers that know the
+    /// address at once (containers, static DHCP entries) need not override it.
+    async fn wait_ip(&self, name: &MachineName, timeout: Duration) -> Result<IpAddr, DriverError> {
+        let _ = timeout;
+        self.ip(name).await
+    }
     /// The host-reachable address of a node port (127.0.0.1:<published> for containers and NAT VMs).
     async fn endpoint(&self, name: &MachineName, port: u16) -> Result<SocketAddr, DriverError>;
     /// Commands and files in the running node, for drivers that reach their nodes themselves

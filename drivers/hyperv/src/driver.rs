@@ -515,14 +515,33 @@ impl Driver for HyperVDriver {
     /// names the VM's virtual switch: a switch without DHCP (an Internal one other than the
     /// Default Switch, or an External one on a network without DHCP) never gives an address.
     async fn ip(&self, name: &MachineName) -> Result<IpAddr, DriverError> {
+        self.ip_within(name, self.timing.ip_timeout).await
+    }
+
+    /// As [`Self::ip`], waiting `timeout` instead of the driver's own.
+    async fn wait_ip(&self, name: &MachineName, timeout: Duration) -> Result<IpAddr, DriverError> {
+        self.ip_within(name, timeout).await
+    }
+
+    async fn endpoint(&self, name: &MachineName, port: u16) -> Result<SocketAddr, DriverError> {
+        // Guests are reached directly on the switch.
+        Ok(SocketAddr::new(self.ip(name).await?, port))
+    }
+}
+
+impl HyperVDriver {
+    /// Polls until the guest reports an IPv4 address, up to `timeout`; past it, the error
+    /// names the VM's virtual switch.
+    async fn ip_within(
+        &self,
+        name: &MachineName,
+        timeout: Duration,
+    ) -> Result<IpAddr, DriverError> {
         let what = format!("IPv4 address of {}", vm_what(name));
         let seen = Mutex::new(None);
-        match poll_until(
-            &what,
-            self.timing.ip_timeout,
-            self.timing.poll_interval,
-            || self.ip_once(name, &seen),
-        )
+        match poll_until(&what, timeout, self.timing.poll_interval, || {
+            self.ip_once(name, &seen)
+        })
         .await
         {
             Ok(ip) => Ok(ip),
@@ -534,11 +553,6 @@ impl Driver for HyperVDriver {
                 Err(self.no_address(name, after, &last, report).await)
             }
         }
-    }
-
-    async fn endpoint(&self, name: &MachineName, port: u16) -> Result<SocketAddr, DriverError> {
-        // Guests are reached directly on the switch.
-        Ok(SocketAddr::new(self.ip(name).await?, port))
     }
 }
 

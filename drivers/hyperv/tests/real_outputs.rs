@@ -132,8 +132,10 @@ async fn a_switch_without_dhcp_is_named_when_no_address_comes() {
     ]}));
     let spec = sim.spec_on_switch("dev", 1, "minikube");
     let report = Recorder::default();
+    // The driver's own wait is long: `wait_ip` (what `start` asks, with `--wait-timeout`)
+    // holds the caller's deadline instead.
     let driver = sim.driver().with_timing(Timing {
-        ip_timeout: Duration::from_millis(400),
+        ip_timeout: Duration::from_secs(300),
         ..common::fast()
     });
     driver.create(&spec, &report).await.unwrap();
@@ -151,7 +153,10 @@ async fn a_switch_without_dhcp_is_named_when_no_address_comes() {
     );
 
     let started = std::time::Instant::now();
-    let err = driver.ip(&spec.name).await.unwrap_err();
+    let err = driver
+        .wait_ip(&spec.name, Duration::from_millis(400))
+        .await
+        .unwrap_err();
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "the deadline holds"

@@ -312,7 +312,12 @@ impl Driver for VirtualBoxDriver {
 
     /// One `guestproperty get` once the guest has reported its address.
     async fn ip(&self, name: &MachineName) -> Result<IpAddr, DriverError> {
-        self.wait_for_ip(name.as_str()).await
+        self.wait_for_ip(name.as_str(), self.timings.ip_timeout)
+            .await
+    }
+
+    async fn wait_ip(&self, name: &MachineName, timeout: Duration) -> Result<IpAddr, DriverError> {
+        self.wait_for_ip(name.as_str(), timeout).await
     }
 
     async fn endpoint(&self, name: &MachineName, port: u16) -> Result<SocketAddr, DriverError> {

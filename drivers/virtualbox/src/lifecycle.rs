@@ -247,16 +247,20 @@ impl VirtualBoxDriver {
     }
 
     /// Polls the VM's state, then `guestproperty get <vm> .../Net/1/V4/IP`, until the guest
-    /// reports its host-only address.
+    /// reports its host-only address, up to `timeout`.
     ///
     /// The state comes first because VirtualBox keeps guest properties after the VM powers off:
     /// a stopped VM still "has" the address of its last run, which is nobody's address now. A
     /// property equal to the host's own address on the host-only network is not the guest's
     /// either, and is waited past.
-    pub(crate) async fn wait_for_ip(&self, name: &str) -> Result<IpAddr, DriverError> {
+    pub(crate) async fn wait_for_ip(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<IpAddr, DriverError> {
         poll_until(
             &format!("the address of {}", machine(name)),
-            self.timings.ip_timeout,
+            timeout,
             self.timings.poll_interval,
             || async {
                 let info = self.existing(name).await?;
@@ -359,7 +363,10 @@ impl VirtualBoxDriver {
                 action: format!("reaching port {port} (not forwarded)"),
             });
         }
-        Ok(SocketAddr::new(self.wait_for_ip(name).await?, port))
+        Ok(SocketAddr::new(
+            self.wait_for_ip(name, self.timings.ip_timeout).await?,
+            port,
+        ))
     }
 }
 

@@ -218,6 +218,29 @@ async fn ip_times_out_with_a_typed_error_when_the_guest_never_reports() {
     }
 }
 
+/// `wait_ip` (what `start` asks, with `--wait-timeout`) holds the caller's deadline, not the
+/// driver's own (10 s here).
+#[tokio::test]
+async fn wait_ip_gives_up_at_the_callers_deadline() {
+    let sim = Sim::new(V7, r#""ip_after_polls": 100000"#);
+    let driver = sim.running().await;
+    let started = std::time::Instant::now();
+    match driver
+        .wait_ip(&"dev".parse().unwrap(), Duration::from_millis(300))
+        .await
+    {
+        Err(DriverError::Timeout { after, .. }) => {
+            assert_eq!(after, Duration::from_millis(300))
+        }
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn endpoint_uses_the_forwarded_port_else_the_host_only_address() {
     let sim = Sim::new(V7, "");
