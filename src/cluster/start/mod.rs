@@ -6,7 +6,7 @@
 //! | plan        | `plan.rs`       | the driver, the machines' preflight, host resources, roles, ports, profile |
 //! | artifacts   | `artifacts.rs`  | the k3s version, binary, airgap images, VM base image     |
 //! | node image  | `node_image.rs` | the container image built from the binary (if the driver has one) |
-//! | nodes       | `nodes.rs`      | create and start the first server, then the others (containers: created at once, started after the credentials) |
+//! | nodes       | `nodes.rs`      | containers: the first server, the others made meanwhile and started after the credentials; VMs: all at once; machines: the first server, then the others |
 //! | install     | `install.rs`    | k3s into the nodes this run created (VMs, over SSH)       |
 //! | credentials | `credentials.rs`| the admin kubeconfig k3s wrote, with host-reachable URLs   |
 //! | balancer    | `balancer.rs`   | the load balancer in front of several servers             |
@@ -31,7 +31,7 @@ mod wait;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use timonel_driver::MachineName;
+use timonel_driver::{MachineName, NodeKind};
 
 pub(crate) use artifacts::ensure_binary;
 pub(crate) use balancer::{of as balancer_of, set_backends};
@@ -159,17 +159,28 @@ async fn create(
 /// Creates (idempotently) and starts every node, installs, waits, writes the kubeconfig, and
 /// records the profile as running. Shared by a fresh start and a resume.
 async fn bring_up(run: &mut Run<'_>, opts: &StartOptions) -> Result<()> {
-    let first_ip = nodes::first(run).await?;
-    if run.nodes.driver().capabilities().nodes == timonel_driver::NodeKind::Container {
-        // The others are made while the server starts, and started once it answers.
-        nodes::others(run, first_ip, nodes::Stage::Create).await?;
-        credentials::run(run).await?;
-        nodes::others(run, first_ip, nodes::Stage::Start).await?;
-        install::run(run).await?;
-    } else {
-        nodes::others(run, first_ip, nodes::Stage::Up).await?;
-        install::run(run).await?;
-        credentials::run(run).await?;
+    match run.nodes.driver().capabilities().nodes {
+        NodeKind::Container => {
+            // The others are made while the server starts, and started once it answers.
+            let first_ip = nodes::first(run).await?;
+            nodes::others(run, first_ip, nodes::Stage::Create).await?;
+            credentials::run(run).await?;
+            nodes::others(run, first_ip, nodes::Stage::Start).await?;
+            install::run(run).await?;
+        }
+        NodeKind::Vm => {
+            // Every guest boots at once; k3s goes in over SSH after.
+            nodes::all_at_once(run).await?;
+            install::run(run).await?;
+            credentials::run(run).await?;
+        }
+        // Machines get k3s placed at create, where agents need the server's address.
+        NodeKind::Machine => {
+            let first_ip = nodes::first(run).await?;
+            nodes::others(run, first_ip, nodes::Stage::Up).await?;
+            install::run(run).await?;
+            credentials::run(run).await?;
+        }
     }
     // After the credentials step, which records each server's host-reachable URL (the host
     // process's backends); before the wait, which asks the API through it.

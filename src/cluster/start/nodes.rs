@@ -4,6 +4,7 @@
 //! agent's first join finds the server answering (k3s retries a failed join only after 2 s).
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use timonel_driver::{Driver, MachineSpec, MachineState, Reporter};
 
@@ -40,6 +41,7 @@ pub(super) async fn first(run: &mut Run<'_>) -> Result<IpAddr> {
         install: run.install.as_ref(),
         join: None,
         owner: &owner,
+        address_timeout: run.wait_timeout,
     };
     let first = job.up(&server, printer).await?;
     step.finish(&format!("Node {} running ({})", server.name, first.ip));
@@ -74,6 +76,7 @@ pub(super) async fn others(run: &mut Run<'_>, first_ip: IpAddr, stage: Stage) ->
         install: run.install.as_ref(),
         join: Some(&join),
         owner: &owner,
+        address_timeout: run.wait_timeout,
     };
     let silent = &timonel_driver::SilentReporter;
     if stage == Stage::Create {
@@ -101,6 +104,60 @@ pub(super) async fn others(run: &mut Run<'_>, first_ip: IpAddr, stage: Stage) ->
     }
     run.save()?;
     step.finish(&format!("{} more node(s) running", others.len()));
+    run.cancel.check()?;
+    Ok(())
+}
+
+/// Every node at once, the first server among them: for VMs, whose creation needs no other
+/// node's address (k3s goes in over SSH afterwards, and agents retry their join until the
+/// server answers), so the guests boot side by side instead of the server's boot first.
+pub(super) async fn all_at_once(run: &mut Run<'_>) -> Result<()> {
+    let printer = &run.ctx.printer;
+    let server = first_server(run)?;
+    let all: Vec<NodeRecord> = run.profile.nodes.clone();
+    if all.len() == 1 {
+        first(run).await?;
+        return Ok(());
+    }
+    let settings = cluster_settings(&run.profile);
+    let owner = run.ctx.home_id()?;
+    let snapshot = run.profile.clone();
+    let job = NodeJob {
+        nodes: run.nodes.as_ref(),
+        profile: &snapshot,
+        settings: &settings,
+        install: run.install.as_ref(),
+        // Not in a VM's create: the join URL reaches the agents with the install.
+        join: None,
+        owner: &owner,
+        address_timeout: run.wait_timeout,
+    };
+    let step = printer.step(&format!("starting {} nodes", all.len()));
+    let silent = &timonel_driver::SilentReporter;
+    // The server is made first: its creation sets up what the cluster's machines share (a
+    // network, a host-only interface). The others are then made side by side.
+    let mut fresh = vec![job.create(&server, printer).await?];
+    let others: Vec<&NodeRecord> = all.iter().filter(|n| n.name != server.name).collect();
+    for made in futures_util::future::join_all(others.iter().map(|n| job.create(n, silent))).await {
+        fresh.push(made?);
+    }
+    run.cancel.check()?;
+    // Then every guest boots at once.
+    let order: Vec<&NodeRecord> = std::iter::once(&server)
+        .chain(others.iter().copied())
+        .collect();
+    let addresses = futures_util::future::join_all(order.iter().map(|n| job.start(n))).await;
+    let started: Vec<Result<Started>> = addresses
+        .into_iter()
+        .zip(fresh)
+        .map(|(ip, fresh)| ip.map(|ip| Started { ip, fresh }))
+        .collect();
+    let all = order.into_iter().cloned().collect::<Vec<_>>();
+    for (node, result) in all.iter().zip(started) {
+        record(run, node, result?);
+    }
+    run.save()?;
+    step.finish(&format!("{} nodes running", all.len()));
     run.cancel.check()?;
     Ok(())
 }
@@ -143,6 +200,8 @@ pub(crate) struct NodeJob<'a> {
     pub join: Option<&'a str>,
     /// This home's id, which the nodes are labelled with.
     pub owner: &'a str,
+    /// How long a started node may take to report its address (`--wait-timeout`).
+    pub address_timeout: Duration,
 }
 
 impl NodeJob<'_> {
@@ -176,7 +235,7 @@ impl NodeJob<'_> {
             state if !state.is_running() => driver.start(&node.name).await?,
             _ => {}
         }
-        Ok(driver.ip(&node.name).await?)
+        Ok(driver.wait_ip(&node.name, self.address_timeout).await?)
     }
 
     /// Creates the node when it does not exist, starts it when it is not running.
@@ -186,7 +245,7 @@ impl NodeJob<'_> {
         let spec = self.spec(node, fresh)?;
         ensure_running(driver, &spec, report).await?;
         Ok(Started {
-            ip: driver.ip(&node.name).await?,
+            ip: driver.wait_ip(&node.name, self.address_timeout).await?,
             fresh,
         })
     }

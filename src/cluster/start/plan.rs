@@ -265,11 +265,13 @@ pub(super) fn profile(
                     .as_ref()
                     .and_then(|s| s.machines.get(i as usize - 1).cloned()),
                 pending: false,
+                unknown: Default::default(),
             })
             .collect(),
         ssh,
         phase: Phase::Creating,
         created_at: now_unix(),
+        unknown: Default::default(),
     })
 }
 
