@@ -94,6 +94,9 @@ pub struct NodeRecord {
     /// that was killed leaves it so, and the next `node add` finishes it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pending: bool,
+    /// Fields of a later timonel, kept on rewrite (as [`Profile::unknown`]).
+    #[serde(flatten)]
+    pub unknown: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The SSH driver's settings of a profile: how to log in (never a password: that comes from
@@ -196,6 +199,10 @@ pub struct Profile {
     pub phase: Phase,
     /// Unix seconds.
     pub created_at: u64,
+    /// Fields a later timonel wrote that this one does not know (additive fields keep the
+    /// schema): kept as they were when this timonel writes the profile again.
+    #[serde(flatten)]
+    pub unknown: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Profile {
@@ -395,6 +402,7 @@ pub(crate) mod tests {
                 api_url: None,
                 machine: None,
                 pending: false,
+                unknown: Default::default(),
             }],
             ssh: None,
             name,
@@ -422,6 +430,7 @@ pub(crate) mod tests {
             kubeconfig: None,
             phase: Phase::Running,
             created_at: 1,
+            unknown: Default::default(),
         }
     }
 
@@ -468,5 +477,33 @@ pub(crate) mod tests {
             store.load(&name),
             Err(ProfileError::Corrupt { .. })
         ));
+    }
+
+    /// A later timonel adds fields without changing the schema: this one keeps them when it
+    /// writes the profile again (a stop, a node add), at the top and in each node.
+    #[test]
+    fn fields_of_a_later_timonel_survive_a_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(Home::at(dir.path().to_path_buf()));
+        let name: ClusterName = "dev".parse().unwrap();
+        let mut v = serde_json::to_value(sample("dev")).unwrap();
+        v["gpu_sharing"] = serde_json::json!({"mode": "time-slice", "replicas": 4});
+        v["nodes"][0]["zone"] = serde_json::json!("rack-2");
+        let file = dir.path().join("profiles/dev/profile.json");
+        fs::create_dir_all(file.parent().unwrap()).unwrap();
+        fs::write(&file, v.to_string()).unwrap();
+
+        let mut p = store.load(&name).unwrap();
+        assert_eq!(p.unknown["gpu_sharing"]["replicas"], 4);
+        assert_eq!(p.nodes[0].unknown["zone"], "rack-2");
+        p.phase = Phase::Stopped;
+        store.save(&p).unwrap();
+        let written: serde_json::Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+        assert_eq!(written["gpu_sharing"], v["gpu_sharing"]);
+        assert_eq!(written["nodes"][0]["zone"], "rack-2");
+        assert_eq!(written["phase"], "stopped");
+        // Known fields are not duplicated into the map.
+        assert!(!p.unknown.contains_key("phase"));
+        assert!(!p.nodes[0].unknown.contains_key("name"));
     }
 }
