@@ -183,6 +183,44 @@ fn a_hyperv_cluster_on_real_guests() {
     assert_eq!(sha256_of(&base), base_sum, "the base VHDX was written");
 }
 
+/// `timonel start` of one node on the virtual switch `minikube`, against the simulator without
+/// QEMU (outputs only, no guest boots), waiting `wait` at most; its output and how long it took.
+fn sim_only_start_on_minikube(
+    world: &SimWorld,
+    sb: &Sandbox,
+    wait: &str,
+) -> (std::process::Output, std::time::Duration) {
+    // A VHDX by name is all the simulator's New-VHD needs from the base when QEMU is off.
+    let base = sb.home.path().join("base.vhdx");
+    std::fs::write(&base, b"not a disk").unwrap();
+    let base_arg = base.display().to_string();
+    let mut args =
+        support::vm_image::vm_start_args("hyperv", &base_arg, "1", &["--disk-size", "2g"]);
+    let at = args.iter().position(|a| a == "--wait-timeout").unwrap();
+    args[at + 1] = wait.into();
+    args.extend(["--hyperv-virtual-switch".into(), "minikube".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = std::time::Instant::now();
+    let out = sb
+        .cmd(&args)
+        .env("TIMONEL_POWERSHELL", simulator())
+        .env("TIMONEL_PS_SIM_STATE", world.path())
+        .env_remove("TIMONEL_HYPERV_SIM_QEMU")
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    log_output("timonel", &args, &out);
+    (out, took)
+}
+
+/// Nothing of a failed sim-only start is left: no VM, no disk, no profile.
+fn nothing_left(world: &SimWorld, sb: &Sandbox) {
+    let vms = world.state()["vms"].clone();
+    assert!(vms.as_array().is_none_or(Vec::is_empty), "VMs left: {vms}");
+    assert!(!sb.profile_dir().exists(), "the profile was kept");
+    sb.mark_deleted();
+}
+
 /// `--hyperv-virtual-switch` reaches the driver: a switch the host does not have stops `start`
 /// at create with an error naming it and the switches there are, and nothing is left (no VM,
 /// no disk, no profile). The simulator models outputs only here (no guest boots).
@@ -191,22 +229,7 @@ fn a_hyperv_cluster_on_real_guests() {
 fn a_virtual_switch_the_host_lacks_is_named_in_the_error() {
     let world = SimWorld::new();
     let sb = Sandbox::new("hvs");
-    // A VHDX by name is all the simulator's New-VHD needs from the base when QEMU is off.
-    let base = sb.home.path().join("base.vhdx");
-    std::fs::write(&base, b"not a disk").unwrap();
-    let base_arg = base.display().to_string();
-    let mut args =
-        support::vm_image::vm_start_args("hyperv", &base_arg, "1", &["--disk-size", "2g"]);
-    args.extend(["--hyperv-virtual-switch".into(), "minikube".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = sb
-        .cmd(&args)
-        .env("TIMONEL_POWERSHELL", simulator())
-        .env("TIMONEL_PS_SIM_STATE", world.path())
-        .env_remove("TIMONEL_HYPERV_SIM_QEMU")
-        .output()
-        .unwrap();
-    log_output("timonel", &args, &out);
+    let (out, _) = sim_only_start_on_minikube(&world, &sb, "10m");
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
@@ -216,10 +239,7 @@ fn a_virtual_switch_the_host_lacks_is_named_in_the_error() {
         "{err}"
     );
     assert!(err.contains("New-VMSwitch"), "{err}");
-    let vms = world.state()["vms"].clone();
-    assert!(vms.as_array().is_none_or(Vec::is_empty), "VMs left: {vms}");
-    assert!(!sb.profile_dir().exists(), "the profile was kept");
-    sb.mark_deleted();
+    nothing_left(&world, &sb);
 }
 
 /// A switch that hands out no address (an Internal one without NAT and DHCP): `start` gives up
@@ -240,25 +260,7 @@ fn no_address_on_a_switch_ends_start_at_the_wait_timeout() {
     )
     .unwrap();
     let sb = Sandbox::new("hvn");
-    let base = sb.home.path().join("base.vhdx");
-    std::fs::write(&base, b"not a disk").unwrap();
-    let base_arg = base.display().to_string();
-    let mut args =
-        support::vm_image::vm_start_args("hyperv", &base_arg, "1", &["--disk-size", "2g"]);
-    let at = args.iter().position(|a| a == "--wait-timeout").unwrap();
-    args[at + 1] = "6s".into();
-    args.extend(["--hyperv-virtual-switch".into(), "minikube".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let started = std::time::Instant::now();
-    let out = sb
-        .cmd(&args)
-        .env("TIMONEL_POWERSHELL", simulator())
-        .env("TIMONEL_PS_SIM_STATE", world.path())
-        .env_remove("TIMONEL_HYPERV_SIM_QEMU")
-        .output()
-        .unwrap();
-    let took = started.elapsed();
-    log_output("timonel", &args, &out);
+    let (out, took) = sim_only_start_on_minikube(&world, &sb, "6s");
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
@@ -268,8 +270,5 @@ fn no_address_on_a_switch_ends_start_at_the_wait_timeout() {
     assert!(err.contains("--hyperv-virtual-switch"), "{err}");
     // The deadline, plus the simulated VM's creation and its removal; far from 5 minutes.
     assert!(took < std::time::Duration::from_secs(90), "took {took:?}");
-    let vms = world.state()["vms"].clone();
-    assert!(vms.as_array().is_none_or(Vec::is_empty), "VMs left: {vms}");
-    assert!(!sb.profile_dir().exists(), "the profile was kept");
-    sb.mark_deleted();
+    nothing_left(&world, &sb);
 }

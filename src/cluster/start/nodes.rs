@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use timonel_driver::{Driver, MachineSpec, MachineState, Reporter};
+use timonel_driver::{MachineSpec, MachineState, Reporter};
 
 use super::{Install, Run};
 use crate::cluster::error::{Error, Result};
@@ -99,10 +99,7 @@ pub(super) async fn others(run: &mut Run<'_>, first_ip: IpAddr, stage: Stage) ->
         }
     }))
     .await;
-    for (node, result) in others.iter().zip(started) {
-        record(run, node, result?);
-    }
-    run.save()?;
+    record_all(run, &others, started)?;
     step.finish(&format!("{} more node(s) running", others.len()));
     run.cancel.check()?;
     Ok(())
@@ -114,11 +111,20 @@ pub(super) async fn others(run: &mut Run<'_>, first_ip: IpAddr, stage: Stage) ->
 pub(super) async fn all_at_once(run: &mut Run<'_>) -> Result<()> {
     let printer = &run.ctx.printer;
     let server = first_server(run)?;
-    let all: Vec<NodeRecord> = run.profile.nodes.clone();
-    if all.len() == 1 {
+    if run.profile.nodes.len() == 1 {
         first(run).await?;
         return Ok(());
     }
+    // The first server, then the others in the profile's order.
+    let order: Vec<NodeRecord> = std::iter::once(server.clone())
+        .chain(
+            run.profile
+                .nodes
+                .iter()
+                .filter(|n| n.name != server.name)
+                .cloned(),
+        )
+        .collect();
     let settings = cluster_settings(&run.profile);
     let owner = run.ctx.home_id()?;
     let snapshot = run.profile.clone();
@@ -132,32 +138,26 @@ pub(super) async fn all_at_once(run: &mut Run<'_>) -> Result<()> {
         owner: &owner,
         address_timeout: run.wait_timeout,
     };
-    let step = printer.step(&format!("starting {} nodes", all.len()));
+    let step = printer.step(&format!("starting {} nodes", order.len()));
     let silent = &timonel_driver::SilentReporter;
     // The server is made first: its creation sets up what the cluster's machines share (a
     // network, a host-only interface). The others are then made side by side.
-    let mut fresh = vec![job.create(&server, printer).await?];
-    let others: Vec<&NodeRecord> = all.iter().filter(|n| n.name != server.name).collect();
-    for made in futures_util::future::join_all(others.iter().map(|n| job.create(n, silent))).await {
+    let mut fresh = vec![job.create(&order[0], printer).await?];
+    for made in
+        futures_util::future::join_all(order[1..].iter().map(|n| job.create(n, silent))).await
+    {
         fresh.push(made?);
     }
     run.cancel.check()?;
     // Then every guest boots at once.
-    let order: Vec<&NodeRecord> = std::iter::once(&server)
-        .chain(others.iter().copied())
-        .collect();
     let addresses = futures_util::future::join_all(order.iter().map(|n| job.start(n))).await;
-    let started: Vec<Result<Started>> = addresses
+    let started = addresses
         .into_iter()
         .zip(fresh)
         .map(|(ip, fresh)| ip.map(|ip| Started { ip, fresh }))
         .collect();
-    let all = order.into_iter().cloned().collect::<Vec<_>>();
-    for (node, result) in all.iter().zip(started) {
-        record(run, node, result?);
-    }
-    run.save()?;
-    step.finish(&format!("{} nodes running", all.len()));
+    record_all(run, &order, started)?;
+    step.finish(&format!("{} nodes running", order.len()));
     run.cancel.check()?;
     Ok(())
 }
@@ -166,6 +166,18 @@ fn first_server(run: &Run<'_>) -> Result<NodeRecord> {
     run.profile.server().cloned().ok_or_else(|| {
         Error::internal(format!("profile `{}` has no server node", run.profile.name))
     })
+}
+
+/// Records every node's result (the first error stops it) and saves the profile.
+fn record_all(
+    run: &mut Run<'_>,
+    nodes: &[NodeRecord],
+    started: Vec<Result<Started>>,
+) -> Result<()> {
+    for (node, result) in nodes.iter().zip(started) {
+        record(run, node, result?);
+    }
+    run.save()
 }
 
 fn record(run: &mut Run<'_>, node: &NodeRecord, started: Started) {
@@ -216,18 +228,20 @@ impl NodeJob<'_> {
         Ok(spec)
     }
 
-    /// Creates the node when it does not exist; true when this call created it.
+    /// Creates the node when it does not exist; true when this call created it. The node's
+    /// kind prepares it either way (a VM's folders and key, a machine's unit).
     pub async fn create(&self, node: &NodeRecord, report: &dyn Reporter) -> Result<bool> {
         let driver = self.nodes.driver().as_ref();
-        if driver.state(&node.name).await? != MachineState::NotCreated {
-            return Ok(false);
+        let fresh = driver.state(&node.name).await? == MachineState::NotCreated;
+        let spec = self.spec(node, fresh)?;
+        if fresh {
+            driver.create(&spec, report).await?;
         }
-        let spec = self.spec(node, true)?;
-        driver.create(&spec, report).await?;
-        Ok(true)
+        Ok(fresh)
     }
 
-    /// Starts a created node (thaws a paused one); its address.
+    /// Starts a created node (thaws a paused one: it runs on where it was, not restarted);
+    /// its address.
     pub async fn start(&self, node: &NodeRecord) -> Result<IpAddr> {
         let driver = self.nodes.driver().as_ref();
         match driver.state(&node.name).await? {
@@ -240,30 +254,10 @@ impl NodeJob<'_> {
 
     /// Creates the node when it does not exist, starts it when it is not running.
     pub async fn up(&self, node: &NodeRecord, report: &dyn Reporter) -> Result<Started> {
-        let driver = self.nodes.driver().as_ref();
-        let fresh = driver.state(&node.name).await? == MachineState::NotCreated;
-        let spec = self.spec(node, fresh)?;
-        ensure_running(driver, &spec, report).await?;
+        let fresh = self.create(node, report).await?;
         Ok(Started {
-            ip: driver.wait_ip(&node.name, self.address_timeout).await?,
+            ip: self.start(node).await?,
             fresh,
         })
     }
-}
-
-async fn ensure_running(
-    driver: &dyn Driver,
-    spec: &MachineSpec,
-    report: &dyn Reporter,
-) -> Result<()> {
-    if driver.state(&spec.name).await? == MachineState::NotCreated {
-        driver.create(spec, report).await?;
-    }
-    match driver.state(&spec.name).await? {
-        // Paused (`timonel pause`): it runs on where it was, not restarted.
-        MachineState::Paused => driver.unpause(&spec.name).await?,
-        state if !state.is_running() => driver.start(&spec.name).await?,
-        _ => {}
-    }
-    Ok(())
 }
