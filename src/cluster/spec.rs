@@ -74,15 +74,7 @@ pub fn machine_spec(
     );
     spec.cpus = profile.cpus;
     spec.memory_mib = profile.memory_mib;
-    if let Some(home) = security_cache_dir() {
-        spec.options.insert(
-            timonel_driver_docker::OPTION_SECURITY_CACHE.to_string(),
-            home.join("cache")
-                .join("docker-security.json")
-                .display()
-                .to_string(),
-        );
-    }
+    remember_security(&mut spec);
     if let Some(switch) = &profile.hyperv_switch {
         spec.options.insert(
             timonel_driver_hyperv::SWITCH_OPTION.to_string(),
@@ -105,6 +97,30 @@ pub fn machine_spec(
         spec.ports.extend(profile.ports.iter().cloned());
     }
     Ok(spec)
+}
+
+/// The first server's spec as far as it is known before the artifacts are: its name, cluster,
+/// owner and the options that do not depend on the profile. What
+/// [`NodeImages::learn_ahead`](timonel_driver::NodeImages::learn_ahead) gets while the
+/// download runs; nothing of the node is in it.
+pub fn ahead_spec(cluster: &ClusterName, owner: String) -> MachineSpec {
+    let mut spec = MachineSpec::new(cluster.machine(1), cluster.clone(), NodeRole::Server, 1);
+    spec.owner = Some(owner);
+    remember_security(&mut spec);
+    spec
+}
+
+/// Where the Docker driver keeps the security verdicts it learnt (per daemon).
+fn remember_security(spec: &mut MachineSpec) {
+    if let Some(home) = security_cache_dir() {
+        spec.options.insert(
+            timonel_driver_docker::OPTION_SECURITY_CACHE.to_string(),
+            home.join("cache")
+                .join("docker-security.json")
+                .display()
+                .to_string(),
+        );
+    }
 }
 
 /// timonel's home, for the Docker driver's remembered security verdicts.

@@ -39,6 +39,15 @@ pub trait NodeImages: Send + Sync {
         source: &NodeImageSource<'_>,
         report: &dyn Reporter,
     ) -> Result<String, DriverError>;
+
+    /// Learns what the first create of a node like `spec` would otherwise find out before it
+    /// makes anything (the Docker driver: which privileges the engine accepts), so that
+    /// `start` can run it beside the download and the image build. Needs no node image, makes
+    /// nothing that outlives the call, prints nothing. Its failure is not final: the create
+    /// asks again and reports what it finds in its own words.
+    async fn learn_ahead(&self, _spec: &crate::driver::MachineSpec) -> Result<(), DriverError> {
+        Ok(())
+    }
 }
 
 /// What a preflight learnt of one machine.

@@ -71,7 +71,7 @@ impl Driver for DockerDriver {
         }
         // What the engine accepts, before the node's network and volumes exist: an engine
         // that cannot run the node is refused with nothing of the node created.
-        let security = self.choose_security(spec, &image, report).await?;
+        let security = self.choose_security(spec, report).await?;
         let subnet = self
             .ensure_network(&spec.cluster, spec.owner.as_deref(), report)
             .await?;
@@ -401,6 +401,10 @@ impl NodeImages for DockerDriver {
         report: &dyn Reporter,
     ) -> Result<String, DriverError> {
         DockerDriver::ensure_node_image(self, source, report).await
+    }
+
+    async fn learn_ahead(&self, spec: &MachineSpec) -> Result<(), DriverError> {
+        self.learn_security(spec).await
     }
 }
 

@@ -45,6 +45,7 @@ pub use image::{
 };
 pub use logs::HostImage;
 pub use network::{pick_subnet, Subnet, FIRST_SUBNET};
+pub use security::PROBE_IMAGE;
 
 /// Label on every object timonel creates: the cluster (profile) it belongs to.
 pub const LABEL_CLUSTER: &str = "dev.timonel.cluster";

@@ -2,19 +2,30 @@
 //!
 //! Some daemons refuse `--privileged` (a sandbox whose own capability bounding set is reduced
 //! answers "unable to apply caps"), and only at start time. Finding out then would be too late
-//! for the files placed at creation, so a throwaway container of the node image, with an
-//! entrypoint that does not exist, is started once per profile: the runtime applies the
-//! privileges before it looks for the program, so "no such file" means the privileges were
-//! accepted and "unable to apply caps" means they were refused.
+//! for the files placed at creation, so a throwaway container with an entrypoint that does not
+//! exist is started: the runtime applies the privileges before it looks for the program, so
+//! "no such file" means the privileges were accepted and "unable to apply caps" means they were
+//! refused.
+//!
+//! The throwaway container runs [`PROBE_IMAGE`], an image of one empty folder imported once
+//! (under 100 ms), not the node image: what the runtime accepts does not depend on the image,
+//! so `start` learns it beside the download and the node image build ([`DockerDriver::learn_security`])
+//! instead of after them. The verdict is kept per daemon, in memory and in the file the spec's
+//! `docker.security_cache` option names.
 
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 
 use timonel_driver::{DriverError, MachineSpec, Reporter};
 
-use crate::client::{error_text, DockerDriver};
+use crate::archive::{append_dir, tar_stream};
+use crate::client::{error_text, is_not_found, DockerDriver};
 use crate::config::{container_config, SecurityProfile};
-use crate::{LABEL_CLUSTER, LABEL_HOME, NAME_PREFIX};
+use crate::image::{import_rootfs, Import};
+use crate::{LABEL_CLUSTER, LABEL_HOME, LABEL_IMAGE, NAME_PREFIX};
+
+/// The probe image: one empty folder, labelled as timonel's. Never pulled.
+pub const PROBE_IMAGE: &str = "timonel/probe:1";
 
 /// What a start error says about the privileges asked for.
 pub(crate) fn is_refusal(text: &str) -> bool {
@@ -88,11 +99,36 @@ impl DockerDriver {
     pub(crate) async fn choose_security(
         &self,
         spec: &MachineSpec,
-        image: &str,
         report: &dyn Reporter,
     ) -> Result<SecurityProfile, DriverError> {
-        let candidates: &[SecurityProfile] = match SecurityProfile::forced(spec)? {
-            Some(SecurityProfile::Privileged) => return Ok(SecurityProfile::Privileged),
+        let chosen = self.settle_security(spec).await?;
+        let first = Self::candidates(spec)?[0];
+        if chosen != first {
+            let caps = chosen.cap_add().join(", ");
+            let what = if first == SecurityProfile::Privileged {
+                "privileged containers (\"unable to apply caps\")"
+            } else {
+                "the full capability profile"
+            };
+            report.warn(&format!(
+                "the Docker daemon refuses {what}; node `{}` runs with explicit capabilities instead ({caps}; seccomp and AppArmor unconfined). k3s may lack some privileges.",
+                spec.name
+            ));
+        }
+        Ok(chosen)
+    }
+
+    /// Learns which security profile the daemon accepts for nodes like `spec`, without
+    /// creating anything of a node, so the node's create finds the verdict. `start` runs it
+    /// beside the download. Every probe container is removed before it returns.
+    pub async fn learn_security(&self, spec: &MachineSpec) -> Result<(), DriverError> {
+        self.settle_security(spec).await.map(|_| ())
+    }
+
+    /// The profiles to try for `spec`, best first.
+    fn candidates(spec: &MachineSpec) -> Result<&'static [SecurityProfile], DriverError> {
+        Ok(match SecurityProfile::forced(spec)? {
+            Some(SecurityProfile::Privileged) => &[SecurityProfile::Privileged],
             Some(_) => &[
                 SecurityProfile::Capabilities,
                 SecurityProfile::ReducedCapabilities,
@@ -102,8 +138,17 @@ impl DockerDriver {
                 SecurityProfile::Capabilities,
                 SecurityProfile::ReducedCapabilities,
             ],
-        };
-        let key = format!("{image}|{}", candidates[0]);
+        })
+    }
+
+    /// The verdict for `spec`: remembered (in memory, then on disk), else probed.
+    async fn settle_security(&self, spec: &MachineSpec) -> Result<SecurityProfile, DriverError> {
+        let candidates = Self::candidates(spec)?;
+        if candidates.len() == 1 {
+            return Ok(candidates[0]);
+        }
+        // Per daemon, not per image: the runtime applies the privileges whatever the image.
+        let key = format!("probe|{}", candidates[0]);
         let mut cache = self.accepted_security.lock().await;
         // A verdict remembered on disk by an earlier run against the same daemon.
         let file = spec
@@ -111,12 +156,7 @@ impl DockerDriver {
             .get(crate::OPTION_SECURITY_CACHE)
             .map(std::path::PathBuf::from);
         let daemon_key = match &file {
-            Some(_) => self
-                .daemon_info("asking the Docker daemon for its ID")
-                .await
-                .ok()
-                .and_then(|info| info.id)
-                .map(|id| format!("{id}|{key}")),
+            Some(_) => self.daemon_identity().await.map(|id| format!("{id}|{key}")),
             None => None,
         };
         if !cache.contains_key(&key) {
@@ -134,11 +174,21 @@ impl DockerDriver {
         let chosen = match cache.get(&key) {
             Some(p) => *p,
             None => {
+                let image = self.probe_image().await?;
+                let image = image.as_str();
                 let mut refusals = Vec::new();
                 let mut chosen = None;
                 let mut broken = None;
-                for profile in candidates {
-                    match self.try_profile(spec, image, Some(*profile)).await? {
+                // Every candidate at once (each probe is its own throwaway container), read
+                // in order as if tried one by one: the first accepted wins.
+                let outcomes = futures_util::future::join_all(
+                    candidates
+                        .iter()
+                        .map(|profile| self.try_profile(spec, image, Some(*profile))),
+                )
+                .await;
+                for (profile, outcome) in candidates.iter().zip(outcomes) {
+                    match outcome? {
                         Probe::Accepted => {
                             chosen = Some(*profile);
                             break;
@@ -184,19 +234,62 @@ impl DockerDriver {
                 chosen
             }
         };
-        if chosen != candidates[0] {
-            let caps = chosen.cap_add().join(", ");
-            let what = if candidates[0] == SecurityProfile::Privileged {
-                "privileged containers (\"unable to apply caps\")"
-            } else {
-                "the full capability profile"
-            };
-            report.warn(&format!(
-                "the Docker daemon refuses {what}; node `{}` runs with explicit capabilities instead ({caps}; seccomp and AppArmor unconfined). k3s may lack some privileges.",
-                spec.name
-            ));
-        }
         Ok(chosen)
+    }
+
+    /// What tells this daemon from others across runs, for the remembered verdicts. Docker's
+    /// `/info` ID is stable; Podman's compatible service answers a new random ID with every
+    /// request, so a Podman service is known by its socket and its machine's name instead.
+    async fn daemon_identity(&self) -> Option<String> {
+        let info = self
+            .daemon_info("asking the Docker daemon for its ID")
+            .await
+            .ok()?;
+        let podman = match self.engine.get() {
+            Some(engine) => engine.podman,
+            None => self
+                .client()
+                .await
+                .ok()?
+                .version()
+                .await
+                .ok()?
+                .components
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.name.contains("Podman")),
+        };
+        if podman {
+            Some(format!("podman {} on {}", self.host, info.name.unwrap_or_default()))
+        } else {
+            info.id
+        }
+    }
+
+    /// [`PROBE_IMAGE`], imported when the daemon lacks it (one empty folder: no download).
+    async fn probe_image(&self) -> Result<String, DriverError> {
+        let docker = self.client().await?;
+        match docker.inspect_image(PROBE_IMAGE).await {
+            Ok(_) => return Ok(PROBE_IMAGE.to_string()),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => {
+                return Err(DriverError::backend(
+                    format!("inspecting image `{PROBE_IMAGE}`"),
+                    error_text(&e),
+                ))
+            }
+        }
+        let (repo, tag) = PROBE_IMAGE.split_once(':').unwrap_or((PROBE_IMAGE, "latest"));
+        let tar = tar_stream(|b| append_dir(b, "etc", 0o755, 0));
+        let import = Import {
+            repo,
+            tag,
+            message: "timonel security probe (an empty folder)".into(),
+            changes: vec![format!(r#"LABEL {LABEL_IMAGE}="probe""#)],
+            source: "the probe image's folder".into(),
+        };
+        import_rootfs(docker, import, tar, 1024, &timonel_driver::SilentReporter).await?;
+        Ok(PROBE_IMAGE.to_string())
     }
 
     /// Starts a throwaway container with `profile` (None: a plain container, no privileges).
@@ -210,7 +303,12 @@ impl DockerDriver {
         let host = match profile {
             // The node's own settings, minus network, ports, volumes and restart policy.
             Some(profile) => {
-                let node = container_config(spec, profile, std::net::Ipv4Addr::LOCALHOST)?;
+                // The node's config as if it ran the probe image (a spec made ahead has none).
+                let probe = MachineSpec {
+                    image: Some(image.to_string()),
+                    ..spec.clone()
+                };
+                let node = container_config(&probe, profile, std::net::Ipv4Addr::LOCALHOST)?;
                 let node_host = node.host_config.unwrap_or_default();
                 HostConfig {
                     privileged: node_host.privileged,
@@ -249,7 +347,7 @@ impl DockerDriver {
             ..Default::default()
         };
         let name = format!(
-            "{NAME_PREFIX}{}-security-probe-{}",
+            "{NAME_PREFIX}{}-security-probe-{}-{profile}",
             spec.name,
             std::process::id()
         );

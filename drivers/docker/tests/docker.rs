@@ -26,7 +26,10 @@ use timonel_driver::{
     MachineSpec, MachineState, NodeImageSource, NodeRole, PortMapping, Reporter, ServiceSpec,
     StopMode,
 };
-use timonel_driver_docker::{DockerDriver, LABEL_CLUSTER, LABEL_SECURITY, OPTION_SECURITY};
+use timonel_driver_docker::{
+    DockerDriver, LABEL_CLUSTER, LABEL_IMAGE, LABEL_SECURITY, OPTION_SECURITY,
+    OPTION_SECURITY_CACHE, PROBE_IMAGE,
+};
 
 const BUSYBOX: &str = "/bin/busybox";
 /// PID 1 of the test nodes: waits until SIGTERM, then exits 0.
@@ -882,6 +885,96 @@ async fn refused_privileges_fall_back_to_capabilities_with_a_warning() {
         err.hint()
             .is_some_and(|h| h.contains("docker.security=capabilities")),
         "{err}"
+    );
+}
+
+/// `start` learns the daemon's security verdict beside the download: with a spec that has no
+/// image yet, through the small probe image, leaving no container, and remembering the verdict
+/// on disk so that a later run (another driver value) creates its node without probing.
+#[tokio::test]
+async fn learning_ahead_needs_no_node_image_and_leaves_nothing() {
+    use timonel_driver::NodeImages;
+    let Some(driver) = require_docker().await else {
+        return;
+    };
+    let cluster = unique_cluster("ahead");
+    let _guard = ClusterGuard::new(&cluster);
+    let dir = tempfile::tempdir().unwrap();
+    let verdicts = dir.path().join("cache/docker-security.json");
+    let mut ahead = MachineSpec::new(cluster.machine(1), cluster.clone(), NodeRole::Server, 1);
+    ahead.options.insert(
+        OPTION_SECURITY_CACHE.into(),
+        verdicts.display().to_string(),
+    );
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 1;
+    NodeImages::learn_ahead(&driver, &ahead).await.unwrap();
+
+    assert_eq!(leftovers(&cluster).await.unwrap(), Vec::<String>::new());
+    let text = std::fs::read_to_string(&verdicts).unwrap();
+    let all: std::collections::BTreeMap<String, String> = serde_json::from_str(&text).unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    let (key, verdict) = all.into_iter().next().unwrap();
+    assert!(key.ends_with("|probe|privileged"), "{key}");
+    let verdict = timonel_driver_docker::SecurityProfile::parse(&verdict).unwrap();
+    let docker = bollard::Docker::connect_with_defaults()
+        .unwrap()
+        .negotiate_version()
+        .await
+        .unwrap();
+    let probe = docker.inspect_image(PROBE_IMAGE).await.unwrap();
+    let labels = probe.config.unwrap().labels.unwrap_or_default();
+    assert_eq!(labels.get(LABEL_IMAGE).map(String::as_str), Some("probe"));
+
+    // Another process (a fresh driver) creates the node with the remembered verdict: no
+    // probe container is made again (the daemon's events would list its name twice: the
+    // probes are named by node, process and profile), and the node carries the verdict.
+    let fresh = DockerDriver::connect();
+    let image = test_image(&fresh).await;
+    let mut spec = node_spec(&cluster, 1, &image);
+    spec.options = ahead.options.clone();
+    fresh.create(&spec, &Recorder::default()).await.unwrap();
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1;
+    let options = bollard::query_parameters::EventsOptionsBuilder::default()
+        .since(&since.to_string())
+        .until(&until.to_string())
+        .filters(&HashMap::from([
+            ("type", vec!["container".to_string()]),
+            ("event", vec!["create".to_string()]),
+        ]))
+        .build();
+    use futures_util::StreamExt;
+    let created: Vec<String> = docker
+        .events(Some(options))
+        .filter_map(|e| async move { e.ok()?.actor?.attributes?.get("name").cloned() })
+        .collect()
+        .await;
+    let probes: Vec<&String> = created
+        .iter()
+        .filter(|n| n.contains(&format!("{}-security-probe", spec.name)))
+        .collect();
+    assert!(!probes.is_empty(), "the events show no probe at all: {created:?}");
+    let mut once = probes.clone();
+    once.sort();
+    once.dedup();
+    assert_eq!(once.len(), probes.len(), "probed again: {created:?}");
+    let c = docker
+        .inspect_container(
+            &format!("timonel-{}", spec.name),
+            None::<InspectContainerOptions>,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        c.config.unwrap().labels.unwrap()[LABEL_SECURITY],
+        verdict.to_string()
     );
 }
 

@@ -132,8 +132,15 @@ async fn create(
     let arch = plan::preflight(ctx, opts, driver.as_ref(), cancel).await?;
     plan::resources(ctx, opts, driver.as_ref()).await?;
     let balanced = balancer::ready(ctx, opts, driver.as_ref()).await?;
-    let arts = artifacts::fetch(ctx, opts, driver.as_ref(), kind, arch, cancel).await?;
-    let node_image = node_image::ensure(ctx, opts, driver.as_ref(), &arts).await?;
+    let fetched = async {
+        let arts = artifacts::fetch(ctx, opts, driver.as_ref(), kind, arch, cancel).await?;
+        let node_image = node_image::ensure(ctx, opts, driver.as_ref(), &arts).await?;
+        Ok::<_, Error>((arts, node_image))
+    };
+    // Joined, not raced: the driver's probe removes what it made before it returns, even
+    // when the download fails or is interrupted.
+    let (fetched, ()) = tokio::join!(fetched, learn_ahead(ctx, driver.as_ref()));
+    let (arts, node_image) = fetched?;
     cancel.check()?;
     let ports = plan::ports(opts, kind, balanced)?;
     let profile = plan::profile(ctx, opts, driver.kind(), &arts, node_image, ssh, &ports)?;
@@ -154,6 +161,23 @@ async fn create(
     let result = bring_up(&mut run, opts).await;
     created.kubeconfig = run.merged.take();
     result
+}
+
+/// What the driver can learn before the first node is made, beside the download and the
+/// image build (the Docker driver: which privileges the engine accepts, a probe of up to a
+/// second on a new home). A failure here is only logged: the node's create asks again and
+/// reports it in its own words.
+async fn learn_ahead(ctx: &Ctx, driver: &dyn timonel_driver::Driver) {
+    let Some(images) = driver.as_node_images() else {
+        return;
+    };
+    let Ok(owner) = ctx.home_id() else {
+        return;
+    };
+    let spec = super::spec::ahead_spec(&ctx.profile, owner);
+    if let Err(e) = images.learn_ahead(&spec).await {
+        tracing::debug!(error = %timonel_driver::error_chain(&e), "learning ahead failed; the create asks again");
+    }
 }
 
 /// Creates (idempotently) and starts every node, installs, waits, writes the kubeconfig, and
