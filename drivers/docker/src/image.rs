@@ -422,13 +422,17 @@ impl DockerDriver {
                     None,
                 )
                 .await;
-            return Err(DriverError::backend(
-                format!("building image `{image}`"),
-                format!(
-                    "`{}` does not match its sha256 (it changed after it was verified)",
+            return Err(DriverError::Backend {
+                op: format!("building image `{image}`"),
+                message: format!(
+                    "`{}` does not match its sha256 (it changed after it was verified); the image was not kept",
                     k3s_binary.display()
                 ),
-            ));
+                hint: Some(format!(
+                    "remove `{}` and start again: timonel downloads and verifies it anew",
+                    k3s_binary.display()
+                )),
+            });
         }
         let built = docker.inspect_image(&image).await.map_err(|e| {
             DriverError::backend(format!("inspecting image `{image}`"), error_text(&e))

@@ -888,6 +888,43 @@ async fn refused_privileges_fall_back_to_capabilities_with_a_warning() {
     );
 }
 
+/// A cached binary that no longer matches the sha256 it was verified with (changed in place,
+/// size and mtime kept) is caught while the image streams: no image is kept, and the error
+/// says which file to remove.
+#[tokio::test]
+async fn a_binary_that_changed_after_it_was_verified_builds_no_image() {
+    let Some(driver) = require_docker().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let binary = dir.path().join("k3s");
+    std::fs::copy(BUSYBOX, &binary).unwrap();
+    let version = format!("v0.0.0+timonel-mismatch-{}", std::process::id());
+    let wrong = "0".repeat(64);
+    let mut src = source(&binary, &version);
+    src.binary_sha256 = Some(&wrong);
+    let err = driver
+        .ensure_node_image(&src, &Recorder::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("does not match its sha256"), "{err}");
+    let hint = err.hint().unwrap_or_default().to_string();
+    assert!(
+        hint.contains("remove") && hint.contains(&binary.display().to_string()),
+        "{hint}"
+    );
+    let image = timonel_driver_docker::node_image_ref(&version).unwrap();
+    let docker = bollard::Docker::connect_with_defaults()
+        .unwrap()
+        .negotiate_version()
+        .await
+        .unwrap();
+    assert!(
+        docker.inspect_image(&image).await.is_err(),
+        "{image} was kept"
+    );
+}
+
 /// `start` learns the daemon's security verdict beside the download: with a spec that has no
 /// image yet, through the small probe image, leaving no container, and remembering the verdict
 /// on disk so that a later run (another driver value) creates its node without probing.

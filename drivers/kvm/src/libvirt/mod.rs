@@ -40,6 +40,10 @@ pub struct KvmDriver {
     ip_timeout: Duration,
     /// Serializes network changes (address reservations) of this process.
     net_lock: tokio::sync::Mutex<()>,
+    /// What libvirt's capabilities say, read once per process: libvirtd answers from its
+    /// cache in milliseconds, but re-probes QEMU (seconds: 8 s on the development machines,
+    /// whose nested KVM hangs) whenever it deems its cache stale.
+    caps: tokio::sync::OnceCell<probe::CapsFacts>,
 }
 
 impl std::fmt::Debug for KvmDriver {
@@ -69,7 +73,25 @@ impl KvmDriver {
             accel: None,
             ip_timeout: Duration::from_secs(180),
             net_lock: tokio::sync::Mutex::new(()),
+            caps: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The capabilities' facts, read from libvirt on the first call of this process.
+    pub(crate) async fn caps_facts(&self) -> Result<probe::CapsFacts, DriverError> {
+        self.caps
+            .get_or_try_init(|| async {
+                self.conn
+                    .run(|c| {
+                        let caps = c
+                            .capabilities()
+                            .map_err(|e| lv("reading capabilities", e))?;
+                        Ok(probe::parse_caps(&caps))
+                    })
+                    .await
+            })
+            .await
+            .copied()
     }
 
     pub fn uri(&self) -> &str {
@@ -219,19 +241,18 @@ impl Driver for KvmDriver {
     }
 
     async fn probe(&self) -> Availability {
-        let facts = self
-            .conn
-            .run(|c| {
-                let version = c
-                    .lib_version()
-                    .map_err(|e| lv("reading the libvirt version", e))?;
-                let caps = c
-                    .capabilities()
-                    .map_err(|e| lv("reading capabilities", e))?;
-                Ok((version, caps))
-            })
-            .await;
-        let (version, caps) = match facts {
+        let facts = async {
+            let version = self
+                .conn
+                .run(|c| {
+                    c.lib_version()
+                        .map_err(|e| lv("reading the libvirt version", e))
+                })
+                .await?;
+            Ok::<_, DriverError>((version, self.caps_facts().await?))
+        }
+        .await;
+        let (version, facts) = match facts {
             Ok(f) => f,
             Err(DriverError::NotAvailable { reason, fix, .. }) => {
                 return Availability::Unusable { reason, fix }
@@ -251,7 +272,6 @@ impl Driver for KvmDriver {
         );
         let mut notes = Vec::new();
         if !self.conn.is_test() {
-            let facts = probe::parse_caps(&caps);
             if !facts.qemu_x86_64 {
                 return Availability::Unusable {
                     reason: "libvirt offers no x86_64 QEMU emulator".to_string(),
@@ -277,9 +297,11 @@ impl Driver for KvmDriver {
                     }
                 }
             }
-            match self.accel_for(None).map(|a| resolve_accel(a, facts.kvm)) {
-                Ok(Ok((_, Some(note)))) => notes.push(note.to_string()),
-                Ok(Ok(_)) => {}
+            let kvm_chosen = match self.accel_for(None).map(|a| resolve_accel(a, facts.kvm)) {
+                Ok(Ok((t, note))) => {
+                    notes.extend(note.map(str::to_string));
+                    t == crate::xml::DomainType::Kvm
+                }
                 Ok(Err(reason)) | Err(DriverError::Parse { message: reason, .. }) => {
                     return Availability::Unusable {
                         reason,
@@ -295,8 +317,9 @@ impl Driver for KvmDriver {
                         fix: String::new(),
                     }
                 }
-            }
-            if facts.kvm && probe::running_under_hypervisor() {
+            };
+            // Not when TCG is asked for already.
+            if kvm_chosen && probe::running_under_hypervisor() {
                 notes.push(format!(
                     "running inside a VM: if nodes hang at boot (nested KVM), set {}=tcg",
                     crate::options::ENV_ACCEL

@@ -1,7 +1,7 @@
 //! Reading libvirt's capabilities document and the host.
 
 /// What the capabilities say about x86_64 guests.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CapsFacts {
     pub qemu_x86_64: bool,
     pub kvm: bool,
