@@ -51,7 +51,7 @@ fn virsh(args: &[&str]) -> String {
 
 #[test]
 #[ignore = "needs libvirtd and the test VM image"]
-fn start_a_vm_cluster_on_kvm_and_remove_it() {
+fn start_a_two_node_vm_cluster_on_kvm_and_remove_it() {
     let Some(image) = require_libvirt() else {
         return;
     };
@@ -87,25 +87,45 @@ fn start_a_vm_cluster_on_kvm_and_remove_it() {
     std::fs::write(shared.path().join("hello.txt"), "from the host\n").unwrap();
     let mount = format!("{}:/data:ro", shared.path().display());
     // The overlay is sparse, but the check wants the full size free.
-    let extra = ["--disk-size", "4g", "--mount", mount.as_str()];
-    let args = support::vm_image::vm_start_args("kvm", &image, "2", &extra);
+    // Two nodes: the guests boot side by side, k3s goes in over SSH, the agent joins the
+    // server across the cluster's libvirt network.
+    let extra = [
+        "--disk-size",
+        "4g",
+        "--mount",
+        mount.as_str(),
+        "--nodes",
+        "2",
+    ];
+    let args = support::vm_image::vm_start_args("kvm", &image, "1", &extra);
     let out = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(out.status.success(), "start on kvm failed");
 
-    let nodes = sb.kubectl(&["get", "nodes", "--no-headers"]);
-    let line = stdout(&nodes);
-    assert!(
-        line.contains(&sb.profile) && line.contains(" Ready "),
-        "{line}"
-    );
+    let both_ready = || {
+        let nodes = sb.kubectl(&["get", "nodes", "--no-headers"]);
+        let text = stdout(&nodes);
+        let ready: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(" Ready "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(
+            ready,
+            vec![sb.profile.clone(), format!("{}-m02", sb.profile)],
+            "{text}"
+        );
+    };
+    both_ready();
     let readyz = sb.kubectl(&["get", "--raw", "/readyz"]);
     assert_eq!(stdout(&readyz).trim(), "ok");
     let ip = sb.ok(&["ip"]).trim().to_string();
     assert!(ip.parse::<std::net::Ipv4Addr>().is_ok(), "{ip}");
     let domain = format!("timonel-{}", sb.profile);
-    assert!(virsh(&["list", "--name"])
-        .lines()
-        .any(|l| l.trim() == domain));
+    let agent_domain = format!("timonel-{}-m02", sb.profile);
+    let running = virsh(&["list", "--name"]);
+    for d in [&domain, &agent_domain] {
+        assert!(running.lines().any(|l| l.trim() == d.as_str()), "{running}");
+    }
 
     // The kubeconfig points at the VM's own address (the API port is not forwarded).
     let kc = read_yaml(&sb.kubeconfig);
@@ -153,14 +173,13 @@ fn start_a_vm_cluster_on_kvm_and_remove_it() {
     );
     let readyz = sb.kubectl(&["get", "--raw", "/readyz"]);
     assert_eq!(stdout(&readyz).trim(), "ok");
+    both_ready();
 
     assert!(run(&["delete"]).status.success());
-    assert!(
-        !virsh(&["list", "--all", "--name"])
-            .lines()
-            .any(|l| l.trim() == domain),
-        "domain left"
-    );
+    let all = virsh(&["list", "--all", "--name"]);
+    for d in [&domain, &agent_domain] {
+        assert!(!all.lines().any(|l| l.trim() == d.as_str()), "domain {d} left");
+    }
     let net = format!("timonel-{}", sb.profile);
     assert!(
         !virsh(&["net-list", "--all", "--name"])
