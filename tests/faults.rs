@@ -638,7 +638,14 @@ fn a_full_disk_while_caching_is_a_clear_error_and_leaves_no_corrupt_entry() {
     );
     // No cache entry, no half-written file under a final name. A `.partial` may remain: the
     // next fetch resumes it. Nothing else but the profile lock and the cache's own lock and
-    // metadata files, and the home's id.
+    // metadata files, the home's id, and the Docker driver's remembered security verdict
+    // (learnt beside the download: whole, or not there).
+    if let Ok(text) = std::fs::read_to_string(home.join("cache/docker-security.json")) {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&text).is_ok(),
+            "a half-written verdict file: {text:?}"
+        );
+    }
     let files = all_files(&home);
     eprintln!("left in TIMONEL_HOME: {files:?}");
     for f in &files {
@@ -651,6 +658,7 @@ fn a_full_disk_while_caching_is_a_clear_error_and_leaves_no_corrupt_entry() {
             || name.ends_with(".lock")
             || f.starts_with("locks/")
             || f == "home-id"
+            || f == "cache/docker-security.json"
             || name == "sha256sum-amd64.txt"
             || name.starts_with("sha256sum-amd64.txt.");
         assert!(

@@ -408,7 +408,8 @@ fn write_verdict(file: &std::path::Path, key: String, profile: SecurityProfile) 
     };
     let _ = std::fs::create_dir_all(dir);
     let tmp = dir.join(format!(".docker-security.{}.tmp", std::process::id()));
-    if std::fs::write(&tmp, text).is_ok() && std::fs::rename(&tmp, file).is_err() {
+    // A failed write (a full disk) or rename leaves no half-written temp file behind.
+    if std::fs::write(&tmp, text).is_err() || std::fs::rename(&tmp, file).is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
 }

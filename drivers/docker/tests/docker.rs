@@ -201,6 +201,23 @@ fn source<'a>(binary: &'a Path, version: &'a str) -> NodeImageSource<'a> {
     }
 }
 
+/// A bollard client of the daemon under test, for what the driver does not expose.
+async fn raw_docker() -> bollard::Docker {
+    bollard::Docker::connect_with_defaults()
+        .unwrap()
+        .negotiate_version()
+        .await
+        .unwrap()
+}
+
+/// A copy of the host's busybox standing for a k3s binary, in a folder of its own.
+fn busybox_binary() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = dir.path().join("k3s");
+    std::fs::copy(BUSYBOX, &binary).unwrap();
+    (dir, binary)
+}
+
 /// The node image all tests share, built once per test binary from busybox.
 async fn test_image(driver: &DockerDriver) -> String {
     static IMAGE: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
@@ -256,9 +273,7 @@ async fn node_image_is_built_locally_and_reused() {
     let Some(driver) = require_docker().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let binary = dir.path().join("k3s");
-    std::fs::copy(BUSYBOX, &binary).unwrap();
+    let (_dir, binary) = busybox_binary();
     let version = format!("v0.0.1+build{}", std::process::id());
     let report = Recorder::default();
     let image = driver
@@ -276,11 +291,7 @@ async fn node_image_is_built_locally_and_reused() {
         .iter()
         .any(|s| s.contains("building")));
 
-    let docker = bollard::Docker::connect_with_defaults()
-        .unwrap()
-        .negotiate_version()
-        .await
-        .unwrap();
+    let docker = raw_docker().await;
     let first = docker.inspect_image(&image).await.unwrap();
     let config = first.config.clone().unwrap();
     assert_eq!(config.entrypoint, Some(vec!["/bin/k3s".to_string()]));
@@ -372,11 +383,7 @@ async fn node_image_carries_the_airgap_images_into_every_node() {
     src.airgap = Some(&airgap);
     let report = Recorder::default();
     let image = driver.ensure_node_image(&src, &report).await.unwrap();
-    let docker = bollard::Docker::connect_with_defaults()
-        .unwrap()
-        .negotiate_version()
-        .await
-        .unwrap();
+    let docker = raw_docker().await;
     let _image_guard = ImageGuard(image.clone());
     let labels = docker
         .inspect_image(&image)
@@ -750,11 +757,7 @@ async fn foreign_container_with_our_name_is_left_alone() {
     let spec = node_spec(&cluster, 1, &image);
     let name = format!("timonel-{}", spec.name);
     guard.extra_containers.push(name.clone());
-    let docker = bollard::Docker::connect_with_defaults()
-        .unwrap()
-        .negotiate_version()
-        .await
-        .unwrap();
+    let docker = raw_docker().await;
     let plain = bollard::models::ContainerCreateBody {
         image: Some(image.clone()),
         ..Default::default()
@@ -826,11 +829,7 @@ async fn refused_privileges_fall_back_to_capabilities_with_a_warning() {
         MachineState::Running
     );
 
-    let docker = bollard::Docker::connect_with_defaults()
-        .unwrap()
-        .negotiate_version()
-        .await
-        .unwrap();
+    let docker = raw_docker().await;
     let c = docker
         .inspect_container(
             &format!("timonel-{}", spec.name),
@@ -896,9 +895,7 @@ async fn a_binary_that_changed_after_it_was_verified_builds_no_image() {
     let Some(driver) = require_docker().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let binary = dir.path().join("k3s");
-    std::fs::copy(BUSYBOX, &binary).unwrap();
+    let (_dir, binary) = busybox_binary();
     let version = format!("v0.0.0+timonel-mismatch-{}", std::process::id());
     let wrong = "0".repeat(64);
     let mut src = source(&binary, &version);
@@ -914,11 +911,7 @@ async fn a_binary_that_changed_after_it_was_verified_builds_no_image() {
         "{hint}"
     );
     let image = timonel_driver_docker::node_image_ref(&version).unwrap();
-    let docker = bollard::Docker::connect_with_defaults()
-        .unwrap()
-        .negotiate_version()
-        .await
-        .unwrap();
+    let docker = raw_docker().await;
     assert!(
         docker.inspect_image(&image).await.is_err(),
         "{image} was kept"
@@ -957,11 +950,7 @@ async fn learning_ahead_needs_no_node_image_and_leaves_nothing() {
     let (key, verdict) = all.into_iter().next().unwrap();
     assert!(key.ends_with("|probe|privileged"), "{key}");
     let verdict = timonel_driver_docker::SecurityProfile::parse(&verdict).unwrap();
-    let docker = bollard::Docker::connect_with_defaults()
-        .unwrap()
-        .negotiate_version()
-        .await
-        .unwrap();
+    let docker = raw_docker().await;
     let probe = docker.inspect_image(PROBE_IMAGE).await.unwrap();
     let labels = probe.config.unwrap().labels.unwrap_or_default();
     assert_eq!(labels.get(LABEL_IMAGE).map(String::as_str), Some("probe"));
