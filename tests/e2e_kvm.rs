@@ -178,7 +178,10 @@ fn start_a_two_node_vm_cluster_on_kvm_and_remove_it() {
     assert!(run(&["delete"]).status.success());
     let all = virsh(&["list", "--all", "--name"]);
     for d in [&domain, &agent_domain] {
-        assert!(!all.lines().any(|l| l.trim() == d.as_str()), "domain {d} left");
+        assert!(
+            !all.lines().any(|l| l.trim() == d.as_str()),
+            "domain {d} left"
+        );
     }
     let net = format!("timonel-{}", sb.profile);
     assert!(

@@ -260,7 +260,11 @@ impl DockerDriver {
                 .any(|c| c.name.contains("Podman")),
         };
         if podman {
-            Some(format!("podman {} on {}", self.host, info.name.unwrap_or_default()))
+            Some(format!(
+                "podman {} on {}",
+                self.host,
+                info.name.unwrap_or_default()
+            ))
         } else {
             info.id
         }
@@ -279,7 +283,9 @@ impl DockerDriver {
                 ))
             }
         }
-        let (repo, tag) = PROBE_IMAGE.split_once(':').unwrap_or((PROBE_IMAGE, "latest"));
+        let (repo, tag) = PROBE_IMAGE
+            .split_once(':')
+            .unwrap_or((PROBE_IMAGE, "latest"));
         let tar = tar_stream(|b| append_dir(b, "etc", 0o755, 0));
         let import = Import {
             repo,

@@ -904,7 +904,10 @@ async fn a_binary_that_changed_after_it_was_verified_builds_no_image() {
         .ensure_node_image(&src, &Recorder::default())
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("does not match its sha256"), "{err}");
+    assert!(
+        err.to_string().contains("does not match its sha256"),
+        "{err}"
+    );
     let hint = err.hint().unwrap_or_default().to_string();
     assert!(
         hint.contains("remove") && hint.contains(&binary.display().to_string()),
@@ -932,10 +935,9 @@ async fn learning_ahead_needs_no_node_image_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let verdicts = dir.path().join("cache/docker-security.json");
     let mut ahead = MachineSpec::new(cluster.machine(1), cluster.clone(), NodeRole::Server, 1);
-    ahead.options.insert(
-        OPTION_SECURITY_CACHE.into(),
-        verdicts.display().to_string(),
-    );
+    ahead
+        .options
+        .insert(OPTION_SECURITY_CACHE.into(), verdicts.display().to_string());
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -986,7 +988,10 @@ async fn learning_ahead_needs_no_node_image_and_leaves_nothing() {
         .iter()
         .filter(|n| n.contains(&format!("{}-security-probe", spec.name)))
         .collect();
-    assert!(!probes.is_empty(), "the events show no probe at all: {created:?}");
+    assert!(
+        !probes.is_empty(),
+        "the events show no probe at all: {created:?}"
+    );
     let mut once = probes.clone();
     once.sort();
     once.dedup();
