@@ -298,12 +298,7 @@ impl DockerDriver {
             Ok(Ok(v)) => v,
             _ => Default::default(),
         };
-        let podman = version
-            .components
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.name.contains("Podman"));
+        let podman = crate::engine::podman_component(&version).is_some();
         let rootless_flag = if podman {
             crate::raw::get_json(&self.host, "/info")
                 .await

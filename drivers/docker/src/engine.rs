@@ -10,7 +10,9 @@
 //! - Rootless Docker lists `name=rootless` in `/info`'s `SecurityOptions`; Podman (4.3) does
 //!   not, and says it in a top-level `"Rootless": true` of its `/info` instead.
 
-use bollard::models::{SystemInfo, SystemInfoCgroupVersionEnum, SystemVersion};
+use bollard::models::{
+    SystemInfo, SystemInfoCgroupVersionEnum, SystemVersion, SystemVersionComponents,
+};
 
 /// The engine behind the Docker API socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +29,16 @@ pub struct Engine {
     pub cgroup: Option<u8>,
 }
 
+/// The `/version` component of Podman's engine (`Podman Engine`), when it lists one.
+pub(crate) fn podman_component(version: &SystemVersion) -> Option<&SystemVersionComponents> {
+    version
+        .components
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|c| c.name.contains("Podman"))
+}
+
 impl Engine {
     /// The engine from its `/version` and `/info` answers; `rootless_flag` is the top-level
     /// `Rootless` of `/info` that Podman sends beside Docker's fields.
@@ -36,7 +48,7 @@ impl Engine {
         rootless_flag: Option<bool>,
     ) -> Self {
         let components = version.components.as_deref().unwrap_or_default();
-        let podman = components.iter().find(|c| c.name.contains("Podman"));
+        let podman = podman_component(version);
         let engine = components.iter().find(|c| c.name == "Engine");
         let platform = version
             .platform

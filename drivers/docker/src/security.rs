@@ -247,17 +247,10 @@ impl DockerDriver {
             .ok()?;
         let podman = match self.engine.get() {
             Some(engine) => engine.podman,
-            None => self
-                .client()
-                .await
-                .ok()?
-                .version()
-                .await
-                .ok()?
-                .components
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.name.contains("Podman")),
+            None => {
+                let version = self.client().await.ok()?.version().await.ok()?;
+                crate::engine::podman_component(&version).is_some()
+            }
         };
         if podman {
             Some(format!(

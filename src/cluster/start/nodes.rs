@@ -31,19 +31,9 @@ pub(super) enum Stage {
 pub(super) async fn first(run: &mut Run<'_>) -> Result<IpAddr> {
     let printer = &run.ctx.printer;
     let server = first_server(run)?;
-    let settings = cluster_settings(&run.profile);
-    let owner = run.ctx.home_id()?;
+    let base = JobBase::of(run)?;
     let step = printer.step(&format!("starting node {}", server.name));
-    let job = NodeJob {
-        nodes: run.nodes.as_ref(),
-        profile: &run.profile,
-        settings: &settings,
-        install: run.install.as_ref(),
-        join: None,
-        owner: &owner,
-        address_timeout: run.wait_timeout,
-    };
-    let first = job.up(&server, printer).await?;
+    let first = base.job(run, None).up(&server, printer).await?;
     step.finish(&format!("Node {} running ({})", server.name, first.ip));
     record(run, &server, first);
     run.save()?;
@@ -55,29 +45,13 @@ pub(super) async fn first(run: &mut Run<'_>) -> Result<IpAddr> {
 pub(super) async fn others(run: &mut Run<'_>, first_ip: IpAddr, stage: Stage) -> Result<()> {
     let printer = &run.ctx.printer;
     let server = first_server(run)?;
-    let others: Vec<NodeRecord> = run
-        .profile
-        .nodes
-        .iter()
-        .filter(|n| n.name != server.name)
-        .cloned()
-        .collect();
+    let others = others_of(&run.profile, &server);
     if others.is_empty() {
         return Ok(());
     }
-    let settings = cluster_settings(&run.profile);
-    let owner = run.ctx.home_id()?;
     let join = join_url(first_ip);
-    let snapshot = run.profile.clone();
-    let job = NodeJob {
-        nodes: run.nodes.as_ref(),
-        profile: &snapshot,
-        settings: &settings,
-        install: run.install.as_ref(),
-        join: Some(&join),
-        owner: &owner,
-        address_timeout: run.wait_timeout,
-    };
+    let base = JobBase::of(run)?;
+    let job = base.job(run, Some(&join));
     let silent = &timonel_driver::SilentReporter;
     if stage == Stage::Create {
         let made =
@@ -116,28 +90,11 @@ pub(super) async fn all_at_once(run: &mut Run<'_>) -> Result<()> {
         return Ok(());
     }
     // The first server, then the others in the profile's order.
-    let order: Vec<NodeRecord> = std::iter::once(server.clone())
-        .chain(
-            run.profile
-                .nodes
-                .iter()
-                .filter(|n| n.name != server.name)
-                .cloned(),
-        )
-        .collect();
-    let settings = cluster_settings(&run.profile);
-    let owner = run.ctx.home_id()?;
-    let snapshot = run.profile.clone();
-    let job = NodeJob {
-        nodes: run.nodes.as_ref(),
-        profile: &snapshot,
-        settings: &settings,
-        install: run.install.as_ref(),
-        // Not in a VM's create: the join URL reaches the agents with the install.
-        join: None,
-        owner: &owner,
-        address_timeout: run.wait_timeout,
-    };
+    let mut order = vec![server.clone()];
+    order.extend(others_of(&run.profile, &server));
+    let base = JobBase::of(run)?;
+    // Not in a VM's create: the join URL reaches the agents with the install.
+    let job = base.job(run, None);
     let step = printer.step(&format!("starting {} nodes", order.len()));
     let silent = &timonel_driver::SilentReporter;
     // The server is made first: its creation sets up what the cluster's machines share (a
@@ -160,6 +117,48 @@ pub(super) async fn all_at_once(run: &mut Run<'_>) -> Result<()> {
     step.finish(&format!("{} nodes running", order.len()));
     run.cancel.check()?;
     Ok(())
+}
+
+/// Every node of `profile` but `server`, in the profile's order.
+fn others_of(profile: &Profile, server: &NodeRecord) -> Vec<NodeRecord> {
+    profile
+        .nodes
+        .iter()
+        .filter(|n| n.name != server.name)
+        .cloned()
+        .collect()
+}
+
+/// What the [`NodeJob`]s of one step share, owned: the profile as the step began (the run's
+/// copy gets each node's address as it is recorded), its k3s settings and this home's id.
+struct JobBase {
+    profile: Profile,
+    settings: ClusterSettings,
+    owner: String,
+}
+
+impl JobBase {
+    fn of(run: &Run<'_>) -> Result<Self> {
+        Ok(Self {
+            profile: run.profile.clone(),
+            settings: cluster_settings(&run.profile),
+            owner: run.ctx.home_id()?,
+        })
+    }
+
+    /// A job on `run`'s nodes; `join` is the first server's URL for the nodes that join it
+    /// at create.
+    fn job<'a>(&'a self, run: &'a Run<'_>, join: Option<&'a str>) -> NodeJob<'a> {
+        NodeJob {
+            nodes: run.nodes.as_ref(),
+            profile: &self.profile,
+            settings: &self.settings,
+            install: run.install.as_ref(),
+            join,
+            owner: &self.owner,
+            address_timeout: run.wait_timeout,
+        }
+    }
 }
 
 fn first_server(run: &Run<'_>) -> Result<NodeRecord> {
